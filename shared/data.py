@@ -1,0 +1,91 @@
+"""Data loading with MATLAB ``Shuffle`` semantics and exact mid-epoch resume."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from monai.data import DataLoader
+from torch.utils.data import Dataset, Sampler
+
+from shared.options import SHUFFLE, TrainingOptions
+
+
+class EpochSampler(Sampler[int]):
+    """Sample order that depends only on ``(seed, epoch)``, so a resumed run sees the same batches.
+
+    Args:
+        size: number of samples N.
+        shuffle: ``"once"`` (one permutation for the whole run, MATLAB's default),
+            ``"every-epoch"`` (a new permutation per epoch) or ``"never"`` (0..N-1).
+        seed: seed of the permutations.
+        num_replicas, rank: shard for distributed training (rank r takes every
+            ``num_replicas``-th sample; the order is padded by repetition to a multiple
+            of ``num_replicas``, as ``torch.utils.data.DistributedSampler``).
+
+    Call :meth:`set_epoch` at each epoch start and :meth:`skip` once after resuming
+    mid-epoch (``shared.engine`` does both).
+    """
+
+    def __init__(self, size: int, shuffle: str = "once", seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        if shuffle not in SHUFFLE:
+            raise ValueError(f"shuffle={shuffle!r} is invalid; expected one of {SHUFFLE}.")
+        if size < 1:
+            raise ValueError(f"EpochSampler needs at least one sample, got size={size}.")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank={rank} must lie in [0, num_replicas={num_replicas}).")
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 1
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the order of ``epoch`` (1-based, as Ignite counts)."""
+        self.epoch = epoch
+
+    def skip(self, num_samples: int) -> None:
+        """Drop the first ``num_samples`` of this rank's next pass (the part of the epoch already trained)."""
+        self._skip = max(0, int(num_samples))
+
+    def order(self) -> list[int]:
+        """This rank's full sample order for the current epoch (before any skip)."""
+        if self.shuffle == "never":
+            indices = list(range(self.size))
+        else:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed if self.shuffle == "once" else self.seed * 100_003 + self.epoch)
+            indices = torch.randperm(self.size, generator=generator).tolist()
+        total = math.ceil(self.size / self.num_replicas) * self.num_replicas
+        indices += indices[: total - len(indices)]
+        return indices[self.rank : total : self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.order()[self._skip :]
+        self._skip = 0
+        return iter(indices)
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.num_replicas)
+
+
+def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: int = 0, **loader_kwargs: Any) -> Any:
+    """A MONAI ``DataLoader`` for ``data`` with ``options.mini_batch_size``.
+
+    Args:
+        data: a map-style ``Dataset`` (wrapped here) or any ready iterable such as a
+            ``DataLoader`` (returned unchanged: its own batching and order apply).
+        options: batch size, shuffle mode and seed.
+        train: training order follows ``options.shuffle`` via :class:`EpochSampler`;
+            validation keeps the dataset order.
+
+    Partial last batches are kept (MATLAB's ``trainNetwork`` discards them, which turns
+    a dataset smaller than one mini-batch into zero iterations).
+    """
+    if not isinstance(data, Dataset):
+        return data
+    if len(data) == 0:  # type: ignore[arg-type]
+        raise ValueError(f"The {'training' if train else 'validation'} dataset is empty: nothing to iterate.")
+    sampler = EpochSampler(len(data), options.shuffle, options.seed or 0) if train else None  # type: ignore[arg-type]
+    return DataLoader(data, batch_size=options.mini_batch_size, sampler=sampler, shuffle=False, num_workers=num_workers, **loader_kwargs)

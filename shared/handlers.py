@@ -1,0 +1,271 @@
+"""Thin Ignite handlers of the shared engine: validation cadence, gradient clipping, history, table, figure.
+
+Each handler only adapts: the maths lives in :mod:`shared.metrics`, the figure in
+:mod:`shared.plots`, file safety in :mod:`shared.io`. They are attached by
+:func:`shared.engine.build_trainer` in a fixed order (validate, record/print, plot,
+checkpoint) so that each one sees what the previous one produced for the same iteration.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.engines import IterationEvents
+from tqdm import tqdm
+
+from shared.io import atomic_write_csv, atomic_write_json
+from shared.plots import save_figure, training_progress_figure
+
+BASE_COLUMNS = ("epoch", "iteration", "time_elapsed_s", "learn_rate", "train_loss")
+
+
+def total_iterations(engine: Engine) -> int:
+    """Iterations of the whole run (``max_epochs * epoch_length``)."""
+    return int(engine.state.max_epochs * engine.state.epoch_length)
+
+
+def loss_value(output: Any) -> float:
+    """The mini-batch loss from a MONAI trainer output (batched dict or decollated list)."""
+    item = output if isinstance(output, Mapping) else output[0]
+    return float(item["loss"])
+
+
+class GradientClipping:
+    """MATLAB ``GradientThreshold`` / ``GradientThresholdMethod``, applied between backward and step.
+
+    Args:
+        threshold: clip above this value (``inf`` disables the handler).
+        method: ``"l2norm"`` (each parameter tensor's L2 norm, MATLAB's default),
+            ``"global-l2norm"`` (all gradients as one vector) or ``"absolute-value"`` (element-wise).
+    """
+
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], threshold: float, method: str = "l2norm") -> None:
+        self.parameters = [p for p in parameters if p.requires_grad]
+        self.threshold, self.method = float(threshold), method
+
+    def attach(self, trainer: Engine) -> None:
+        if math.isfinite(self.threshold):
+            trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def __call__(self, _engine: Engine) -> None:
+        grads = [p for p in self.parameters if p.grad is not None]
+        if self.method == "l2norm":
+            for p in grads:
+                torch.nn.utils.clip_grad_norm_([p], self.threshold)
+        elif self.method == "global-l2norm":
+            torch.nn.utils.clip_grad_norm_(grads, self.threshold)
+        else:
+            torch.nn.utils.clip_grad_value_(grads, self.threshold)
+
+
+class PeriodicValidation:
+    """Run the evaluator at iteration 1, every ``frequency`` iterations and at the last iteration (MATLAB's cadence).
+
+    ``latest`` holds ``{"iteration": i, "metrics": {...}}`` of the most recent validation.
+    """
+
+    def __init__(self, evaluator: Engine, frequency: int) -> None:
+        self.evaluator, self.frequency = evaluator, frequency
+        self.latest: dict[str, Any] = {"iteration": -1, "metrics": {}}
+
+    def due(self, engine: Engine, _event: Any = None) -> bool:
+        it = engine.state.iteration
+        return it == 1 or it % self.frequency == 0 or it == total_iterations(engine)
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self.due), self)
+
+    def __call__(self, trainer: Engine) -> None:
+        self.evaluator.run(trainer.state.epoch)
+        self.latest = {"iteration": trainer.state.iteration, "metrics": dict(self.evaluator.state.metrics)}
+
+    def metrics_at(self, iteration: int) -> dict[str, Any]:
+        return self.latest["metrics"] if self.latest["iteration"] == iteration else {}
+
+
+class TrainingMonitor:
+    """History rows, MATLAB's verbose table, history files and the training-progress figure.
+
+    Args:
+        key_metric: name of the key metric (``None``: loss only). Training values are read
+            from ``trainer.state.metrics["train_<key>"]``, validation values from ``validation``.
+        validation: the :class:`PeriodicValidation` handler, or ``None`` without validation data.
+        output_dir: where ``history.csv``, ``history.json`` and ``training_progress.png`` go (``None``: nowhere).
+        verbose, verbose_frequency: print a table row at iteration 1, every N iterations,
+            at each validation and at the end.
+        plots: draw ``training_progress.png`` (refreshed at each printed row and at the end).
+        print_fn: where table lines go (default: ``tqdm.write`` to stdout, safe beside a progress bar).
+    """
+
+    def __init__(
+        self,
+        key_metric: str | None,
+        validation: PeriodicValidation | None,
+        output_dir: str | Path | None,
+        verbose: bool = True,
+        verbose_frequency: int = 50,
+        plots: bool = False,
+        print_fn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.key_metric, self.validation = key_metric, validation
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.verbose, self.verbose_frequency, self.plots = verbose, verbose_frequency, plots
+        self.print_fn = print_fn or (lambda line: tqdm.write(line, file=sys.stdout))
+        self.rows: list[dict[str, Any]] = []
+        self.stop_reason = ""
+        self._elapsed_before = 0.0
+        self._started = time.perf_counter()
+
+    # -- Ignite plumbing -------------------------------------------------------------------
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.STARTED, self._on_started)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._on_iteration)
+        trainer.add_event_handler(Events.COMPLETED, self._on_completed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(row) for row in self.rows], "elapsed": self.elapsed()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rows = [dict(row) for row in state["rows"]]
+        self._elapsed_before = float(state["elapsed"])
+        self._started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Training seconds so far, including runs before a resume."""
+        return self._elapsed_before + time.perf_counter() - self._started
+
+    @property
+    def columns(self) -> list[str]:
+        names = list(BASE_COLUMNS)
+        if self.key_metric:
+            names.append(f"train_{self.key_metric}")
+        extra = sorted({k for row in self.rows for k in row if k.startswith("val_")})
+        return names + [k for k in ("val_loss", f"val_{self.key_metric}") if k in extra] + [
+            k for k in extra if k not in ("val_loss", f"val_{self.key_metric}")
+        ]
+
+    def _on_started(self, trainer: Engine) -> None:
+        self._elapsed_before = self.elapsed() if self.rows else 0.0
+        self._started = time.perf_counter()
+        self.rows = [row for row in self.rows if row["iteration"] <= trainer.state.iteration]
+        if self.verbose:
+            if trainer.state.iteration:
+                self.print_fn(f"Resuming at iteration {trainer.state.iteration} (epoch {trainer.state.epoch + 1}).")
+            self.print_fn(self._table_header())
+
+    def _on_iteration(self, trainer: Engine) -> None:
+        it = trainer.state.iteration
+        row: dict[str, Any] = {
+            "epoch": trainer.state.epoch,
+            "iteration": it,
+            "time_elapsed_s": round(self.elapsed(), 3),
+            "learn_rate": float(trainer.optimizer.param_groups[0]["lr"]),
+            "train_loss": loss_value(trainer.state.output),
+        }
+        if self.key_metric:
+            row[f"train_{self.key_metric}"] = _scalar(trainer.state.metrics.get(f"train_{self.key_metric}"))
+        validated = self.validation.metrics_at(it) if self.validation else {}
+        for name, value in validated.items():
+            row[f"val_{name}"] = _scalar(value)
+        self.rows.append(row)
+        if it == 1 or it % self.verbose_frequency == 0 or validated or it == total_iterations(trainer):
+            if self.verbose:
+                self.print_fn(self._table_row(row))
+            self.write(trainer)
+
+    def _on_completed(self, trainer: Engine) -> None:
+        done = trainer.state.iteration >= total_iterations(trainer)
+        self.stop_reason = self.stop_reason or ("Max epochs completed" if done else "Stopped early")
+        if self.verbose:
+            self.print_fn(self._rule())
+            self.print_fn(f"Training finished: {self.stop_reason}.")
+        self.write(trainer)
+
+    # -- outputs ---------------------------------------------------------------------------
+    def write(self, trainer: Engine | None = None) -> None:
+        """(Re)write history.csv, history.json and, with plots on, training_progress.png."""
+        if self.output_dir is None:
+            return
+        columns = self.columns
+        atomic_write_csv(self.output_dir / "history.csv", self.rows, columns)
+        summary = {"key_metric": self.key_metric, "stop_reason": self.stop_reason, "columns": columns, "rows": self.rows}
+        atomic_write_json(self.output_dir / "history.json", summary)
+        if self.plots:
+            info = self._figure_info(trainer)
+            fig = training_progress_figure(self.rows, self.key_metric, info)
+            save_figure(fig, self.output_dir / "training_progress.png")
+
+    def _figure_info(self, trainer: Engine | None) -> dict[str, str]:
+        info = {"Elapsed": _hms(self.elapsed())}
+        if trainer is not None and self.rows:
+            last = self.rows[-1]
+            info["Epoch"] = f"{last['epoch']} of {trainer.state.max_epochs}"
+            info["Iteration"] = f"{last['iteration']} of {total_iterations(trainer)}"
+            info["Learn rate"] = f"{last['learn_rate']:.3g}"
+        if self.stop_reason:
+            info["Result"] = self.stop_reason
+        return info
+
+    # -- MATLAB's verbose table ------------------------------------------------------------
+    _WIDTHS = (9, 13, 16, 14, 14, 14, 14, 17)
+
+    def _rule(self) -> str:
+        return "|" + "=" * (sum(self._WIDTHS) + len(self._WIDTHS) - 1) + "|"
+
+    def _table_header(self) -> str:
+        metric = (self.key_metric or "Metric").replace("_", " ").title()[:12]
+        top = ("Epoch", "Iteration", "Time Elapsed", "Mini-batch", "Validation", "Mini-batch", "Validation", "Base Learning")
+        bottom = ("", "", "(hh:mm:ss)", metric, metric, "Loss", "Loss", "Rate")
+        line = lambda cells: "|" + "|".join(c.center(w) for c, w in zip(cells, self._WIDTHS)) + "|"  # noqa: E731
+        return "\n".join([self._rule(), line(top), line(bottom), self._rule()])
+
+    def _table_row(self, row: Mapping[str, Any]) -> str:
+        key = self.key_metric
+        cells = (
+            str(row["epoch"]),
+            str(row["iteration"]),
+            _hms(row["time_elapsed_s"]),
+            self._format_metric(row.get(f"train_{key}") if key else None),
+            self._format_metric(row.get(f"val_{key}") if key else None),
+            _fmt(row.get("train_loss")),
+            _fmt(row.get("val_loss")),
+            _format_learn_rate(row["learn_rate"]),
+        )
+        return "|" + "|".join(f"{c} ".rjust(w) for c, w in zip(cells, self._WIDTHS)) + "|"
+
+    def _format_metric(self, value: Any) -> str:
+        if value is None or not math.isfinite(value):
+            return ""
+        return f"{100 * value:.2f}%" if self.key_metric and "acc" in self.key_metric.lower() else f"{value:.4f}"
+
+
+def _scalar(value: Any) -> float:
+    if value is None:
+        return float("nan")
+    if isinstance(value, torch.Tensor):
+        return float(value.float().mean()) if value.numel() else float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _format_learn_rate(value: float) -> str:
+    """MATLAB prints ``0.0010`` and switches to ``1.0000e-05`` below 1e-3."""
+    return f"{value:.4f}" if value >= 1e-3 else f"{value:.4e}"
+
+
+def _fmt(value: Any) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
