@@ -44,7 +44,15 @@ class CheckpointError(RuntimeError):
 
 
 class RNGState:
-    """Snapshot of the torch, CUDA, numpy and Python RNGs, as tensors (``weights_only``-loadable)."""
+    """Snapshot of the torch, CUDA, numpy and Python RNGs, as tensors (``weights_only``-loadable).
+
+    Args:
+        generators: extra ``torch.Generator`` objects to save and restore by name (the
+            DataLoader's own generator, which seeds its worker processes each epoch).
+    """
+
+    def __init__(self, generators: Mapping[str, torch.Generator] | None = None) -> None:
+        self.generators = dict(generators or {})
 
     def state_dict(self) -> dict[str, Any]:
         kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -60,6 +68,7 @@ class RNGState:
         }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
+        state["generators"] = {name: gen.get_state() for name, gen in self.generators.items()}
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -72,6 +81,9 @@ class RNGState:
         random.setstate((int(state["python_version"]), internal, None if gauss != gauss else gauss))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+        for name, gen_state in state.get("generators", {}).items():
+            if name in self.generators:
+                self.generators[name].set_state(gen_state)
 
 
 class AtomicDiskSaver(DiskSaver):

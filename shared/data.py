@@ -88,4 +88,10 @@ def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: i
     if len(data) == 0:  # type: ignore[arg-type]
         raise ValueError(f"The {'training' if train else 'validation'} dataset is empty: nothing to iterate.")
     sampler = EpochSampler(len(data), options.shuffle, options.seed or 0) if train else None  # type: ignore[arg-type]
-    return DataLoader(data, batch_size=options.mini_batch_size, sampler=sampler, shuffle=False, num_workers=num_workers, **loader_kwargs)
+    # A private generator: every new DataLoader iterator draws a worker base seed, and drawing it
+    # from the global RNG would shift dropout's random stream between a resumed and an unbroken run.
+    generator = torch.Generator().manual_seed(options.seed or 0)
+    return DataLoader(
+        data, batch_size=options.mini_batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
+        generator=generator, **loader_kwargs,
+    )  # fmt: skip

@@ -311,7 +311,9 @@ class BestNetwork:
 
 def _attach_training_handlers(trainer: Trainer, options: TrainingOptions, key_metric: str | None, validation: PeriodicValidation | None, output_dir: Any) -> dict[str, Any]:
     """Patience, best network, history/table/figure, LR schedule and the final model; returns what a checkpoint holds."""
-    to_save: dict[str, Any] = {"network": trainer.network, "optimizer": trainer.optimizer, "trainer": trainer, "rng": ckpt.RNGState()}
+    generator = getattr(trainer.data_loader, "generator", None)
+    rng = ckpt.RNGState({"train_loader": generator} if isinstance(generator, torch.Generator) else None)
+    to_save: dict[str, Any] = {"network": trainer.network, "optimizer": trainer.optimizer, "trainer": trainer, "rng": rng}
     best = None
     if validation is not None:
         best_keeper = BestNetwork(trainer.network, options.objective_metric_name)

@@ -1,0 +1,25 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both create .venv with plain pip when it is missing (or when pyproject.toml changed), then run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.medact-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	@if ! $(PY) -c "import sys" >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m shared.demo --out demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf demo_output test-artifacts .pytest_cache

@@ -1,0 +1,211 @@
+import csv
+import json
+import re
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser
+from monai.engines import IterationEvents
+
+from shared.checkpoint import CheckpointError, list_checkpoints
+from shared.engine import build_optimizer, build_trainer, resolve_device
+from shared.ignite_metrics import confusion_metric
+from shared.options import TrainingOptions
+from tests.shared.conftest import ConstantNet, TinyNet, blobs
+
+
+def _metrics():
+    return {"accuracy": confusion_metric("accuracy", 3), "f1": confusion_metric("f1", 3)}
+
+
+def _options(**changes):
+    base = dict(max_epochs=2, mini_batch_size=16, validation_frequency=3, verbose_frequency=2, initial_learn_rate=0.01)
+    return TrainingOptions(**{**base, **changes})
+
+
+def test_two_epochs_write_history_figure_table_and_model(tmp_path, train_data, val_data, capsys):
+    trainer = build_trainer(
+        TinyNet(), torch.nn.CrossEntropyLoss(), _options(plots="training-progress"), train_data, val_data,
+        metrics=_metrics(), key_metric="accuracy", output_dir=tmp_path,
+    )  # fmt: skip
+    trainer.run()
+    assert trainer.state.iteration == 8  # 64 samples / 16 per batch x 2 epochs
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 9))
+    assert {"epoch", "iteration", "time_elapsed_s", "learn_rate", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1"} <= set(rows[0])
+    validated = [int(r["iteration"]) for r in rows if r["val_loss"]]
+    assert validated == [1, 3, 6, 8]  # MATLAB cadence: first, every 3rd, last
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["stop_reason"] == "Max epochs completed" and len(history["rows"]) == 8
+    png = (tmp_path / "training_progress.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert TrainingOptions.load(tmp_path / "training_options.json") == _options(plots="training-progress")
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    torch.testing.assert_close(state["head.weight"], trainer.network.head.weight)
+    out = capsys.readouterr().out
+    for column in ("Epoch", "Iteration", "Time Elapsed", "Mini-batch", "Validation", "Base Learning", "(hh:mm:ss)", "Accuracy", "Loss", "Rate"):
+        assert column in out
+    table_rows = [line for line in out.splitlines() if re.match(r"^\|\s+\d+ \|", line)]
+    assert [int(line.split("|")[2]) for line in table_rows] == [1, 2, 3, 4, 6, 8]  # every 2nd + validations + last
+    assert re.search(r"\|\s+\d+\.\d\d% \|\s+\d+\.\d\d% \|\s+\d\.\d{4} \|\s+\d\.\d{4} \|\s+0\.0100 \|$", table_rows[0])
+    assert "Training finished: Max epochs completed." in out
+
+
+def test_validation_patience_stops_training(tmp_path, train_data, val_data, capsys):
+    options = _options(max_epochs=10, validation_frequency=2, validation_patience=3, verbose=False)
+    trainer = build_trainer(ConstantNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data,
+                            metrics=_metrics(), key_metric="accuracy", output_dir=tmp_path)  # fmt: skip
+    trainer.run()
+    # validations at 1, 2, 4, 6: the loss never improves on the first, so the 3rd stall (iteration 6) stops it
+    assert trainer.state.iteration == 6
+    assert trainer.monitor.stop_reason == "Stopped early"
+    assert json.loads((tmp_path / "history.json").read_text())["stop_reason"] == "Stopped early"
+    assert capsys.readouterr().out == ""  # verbose=False prints nothing
+
+
+def test_objective_metric_can_be_the_key_metric(train_data, val_data):
+    options = _options(max_epochs=10, validation_frequency=2, validation_patience=2, objective_metric_name="accuracy", verbose=False)
+    trainer = build_trainer(ConstantNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data, metrics=_metrics(), key_metric="accuracy")
+    trainer.run()
+    assert trainer.state.iteration == 4
+
+
+def test_best_validation_output_network_restores_best_weights(train_data, val_data):
+    options = _options(max_epochs=3, validation_frequency=1, output_network="best-validation", verbose=False, initial_learn_rate=0.5)
+    trainer = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data, metrics=_metrics(), key_metric="accuracy")
+    losses = {}
+    trainer.evaluator.add_event_handler(Events.COMPLETED, lambda ev: losses.__setitem__(trainer.state.iteration, ev.state.metrics["loss"]))
+    trainer.run()
+    best_iteration = min(losses, key=losses.get)
+    assert "best validation (iteration %d)" % best_iteration in trainer.monitor.stop_reason
+    evaluator = trainer.evaluator
+    evaluator.run()
+    assert evaluator.state.metrics["loss"] == pytest.approx(losses[best_iteration], rel=1e-5)
+
+
+def test_piecewise_schedule_and_l2_groups(train_data):
+    options = _options(max_epochs=5, learn_rate_schedule="piecewise", learn_rate_drop_period=2, learn_rate_drop_factor=0.5, verbose=False)
+    trainer = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data)
+    trainer.run()
+    lrs = {row["epoch"]: row["learn_rate"] for row in trainer.monitor.rows}
+    assert lrs == pytest.approx({1: 0.01, 2: 0.01, 3: 0.005, 4: 0.005, 5: 0.0025})
+    groups = build_optimizer(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)), TrainingOptions(l2_regularization=0.3)).param_groups
+    # Linear weight + BN weight + BN bias decay (MATLAB L2 factors 1); the Linear bias does not (BiasL2Factor 0)
+    assert [(len(g["params"]), g["weight_decay"]) for g in groups] == [(3, 0.3), (1, 0.0)]
+
+
+@pytest.mark.parametrize("method", ["l2norm", "global-l2norm", "absolute-value"])
+def test_gradient_clipping(train_data, method):
+    options = _options(max_epochs=1, gradient_threshold=1e-3, gradient_threshold_method=method, verbose=False, solver="sgdm", momentum=0)
+    trainer = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data)
+    seen = []
+
+    def record(engine):
+        grads = [p.grad for p in engine.network.parameters() if p.grad is not None]
+        if method == "l2norm":
+            seen.append(max(float(g.norm()) for g in grads))
+        elif method == "global-l2norm":
+            seen.append(float(torch.cat([g.reshape(-1) for g in grads]).norm()))
+        else:
+            seen.append(max(float(g.abs().max()) for g in grads))
+
+    trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, record)  # after the clipping handler
+    trainer.run()
+    assert len(seen) == 4 and max(seen) <= 1e-3 * (1 + 1e-4)
+
+
+def test_exact_resume_after_a_mid_epoch_stop(tmp_path, train_data, val_data):
+    options = _options(max_epochs=4, shuffle="every-epoch", checkpoint_path=str(tmp_path / "ck"), checkpoint_frequency=3,
+                       checkpoint_frequency_unit="iteration", verbose=False, learn_rate_schedule="piecewise", learn_rate_drop_period=1)  # fmt: skip
+    torch.manual_seed(0)
+    reference = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options.replace(checkpoint_path=None), train_data, val_data, metrics=_metrics())
+    reference.run()
+
+    torch.manual_seed(0)  # same initial weights as the reference
+    first = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data, metrics=_metrics())
+    first.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate() if e.state.iteration == 7 else None)
+    first.run()
+    assert [it for it, _ in list_checkpoints(tmp_path / "ck")] == [7, 6]
+
+    torch.manual_seed(99)  # different initial weights: everything must come from the checkpoint
+    second = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data, metrics=_metrics(), resume=True)
+    second.run()
+    assert second.state.iteration == reference.state.iteration == 16
+    for name, value in reference.network.state_dict().items():
+        torch.testing.assert_close(second.network.state_dict()[name], value, rtol=0, atol=0)
+    assert [r["iteration"] for r in second.monitor.rows] == list(range(1, 17))
+    assert second.optimizer.param_groups[0]["lr"] == pytest.approx(reference.optimizer.param_groups[0]["lr"])
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path, train_data):
+    options = _options(checkpoint_path=str(tmp_path / "empty"), verbose=False)
+    with pytest.raises(CheckpointError, match=r"Cannot resume: no checkpoint_<iteration>\.pt in .*empty"):
+        build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data, resume=True)
+    with pytest.raises(CheckpointError, match="resume=True needs options.checkpoint_path"):
+        build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), _options(verbose=False), train_data, resume=True)
+
+
+def test_fresh_run_refuses_an_old_runs_checkpoints(tmp_path, train_data):
+    options = _options(checkpoint_path=str(tmp_path / "ck"), verbose=False)
+    build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data).run()
+    before = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    with pytest.raises(CheckpointError, match=r"already holds 2 checkpoint\(s\) of another run .* Pass resume=True"):
+        build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == before
+
+
+def test_resuming_a_finished_run_does_not_restart_it(tmp_path, train_data):
+    options = _options(checkpoint_path=str(tmp_path / "ck"), verbose=False)
+    first = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data)
+    first.run()
+    again = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data, resume=True)
+    again.run()
+    assert again.state.iteration == 8
+    torch.testing.assert_close(again.network.head.weight, first.network.head.weight)
+    longer = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options.replace(max_epochs=3), train_data, resume=True)
+    longer.run()  # raising max_epochs continues the run
+    assert longer.state.iteration == 12
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"key_metric": "dice"}, r"key_metric='dice' is not one of the metrics given: \['accuracy', 'f1'\]"),
+        ({"options": _options(objective_metric_name="iou")}, r"objective_metric_name='iou' is not a validation metric"),
+        ({"options": _options(output_network="best-validation"), "val_data": None}, "needs validation data"),
+    ],
+)
+def test_configuration_errors(train_data, val_data, kwargs, match):
+    args = {"options": _options(), "val_data": val_data, "metrics": _metrics(), "key_metric": "accuracy", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), train_data=train_data, **args)
+
+
+def test_gpu_request_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="execution_environment='gpu' but no CUDA device"):
+        resolve_device("gpu")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_factory_from_a_monai_bundle_config(tmp_path):
+    config = {
+        "output_dir": str(tmp_path),
+        "network": {"_target_": "tests.shared.conftest.TinyNet"},
+        "options": {"_target_": "shared.TrainingOptions", "max_epochs": 1, "mini_batch_size": 16, "verbose": False, "plots": "training-progress"},
+        "train_data": {"_target_": "tests.shared.conftest.blobs", "n": 32, "seed": 1},
+        "val_data": {"_target_": "tests.shared.conftest.blobs", "n": 16, "seed": 2},
+        "metrics": {"accuracy": {"_target_": "shared.ignite_metrics.confusion_metric", "stat": "accuracy", "num_classes": 3}},
+        "trainer": {
+            "_target_": "shared.engine.build_trainer", "network": "@network", "loss_function": {"_target_": "torch.nn.CrossEntropyLoss"},
+            "options": "@options", "train_data": "@train_data", "val_data": "@val_data", "metrics": "@metrics",
+            "key_metric": "accuracy", "output_dir": "@output_dir",
+        },
+        "run": ["$@trainer.run()"],
+    }  # fmt: skip
+    parser = ConfigParser(config)
+    parser.get_parsed_content("run")
+    assert (tmp_path / "training_progress.png").is_file() and (tmp_path / "model.pt").is_file()
+    assert len(json.loads((tmp_path / "history.json").read_text())["rows"]) == 2
