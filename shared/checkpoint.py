@@ -16,6 +16,7 @@ Everything is saved as tensors and plain Python containers so that
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -94,8 +95,13 @@ class AtomicDiskSaver(DiskSaver):
         self._pending_removals: list[str] = []
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:
-        with atomic_path(path, tmp_dir=self.dirname / PARTIAL_DIR) as tmp:
-            func(checkpoint, tmp)
+        partial = self.dirname / PARTIAL_DIR
+        try:
+            with atomic_path(path, tmp_dir=partial) as tmp:
+                func(checkpoint, tmp)
+        finally:
+            with contextlib.suppress(OSError):  # only succeeds when empty: leave the directory as users expect
+                partial.rmdir()
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
         super().__call__(checkpoint, filename, metadata)
