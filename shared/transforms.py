@@ -85,8 +85,15 @@ class MinMax(Transform):
         x = x.to(work)
         finite = self._check_finite(x, name)
         lo, hi = self._window(x, finite, name)
-        out = (torch.clamp(x, min=lo, max=hi) - lo) / (hi - lo) * (self.upper - self.lower) + self.lower
+        if bool((lo > hi).any()):
+            raise ValueError(f'MinMax: "{name}": input_min must not exceed input_max (got {self.input_min} > {self.input_max}).')
         constant = hi == lo
+        # one fused affine map (2 passes over the data) instead of subtract/divide/multiply/add
+        scale = (self.upper - self.lower) / torch.where(constant, torch.ones_like(hi), hi - lo)
+        offset = self.lower - lo * scale
+        clip = self.input_min is not None or self.input_max is not None or finite is not None
+        out = torch.clamp(x, min=lo, max=hi) if clip else x
+        out = torch.mul(out, scale).add_(offset)
         if bool(constant.any()):
             out = torch.where(constant, torch.as_tensor(self.lower, dtype=work), out)
             _warn_constant(name, constant, self.channel_wise, self.lower)
@@ -98,9 +105,10 @@ class MinMax(Transform):
 
     def _check_finite(self, x: torch.Tensor, name: str) -> torch.Tensor | None:
         """Return the finite-value mask, or ``None`` when every value is finite."""
-        finite = torch.isfinite(x)
-        if bool(finite.all()):
+        low, high = torch.aminmax(x)  # NaN and Inf propagate to the extremes: one pass decides the common case
+        if bool(torch.isfinite(low)) and bool(torch.isfinite(high)):
             return None
+        finite = torch.isfinite(x)
         if self.nan_policy == "raise":
             n_nan = int(torch.isnan(x).sum())
             n_inf = int(torch.isinf(x).sum())
@@ -120,21 +128,20 @@ class MinMax(Transform):
             data_lo, data_hi = self._own_range(x, finite)
             lo = data_lo if lo is None else lo
             hi = data_hi if hi is None else hi
-        if bool((lo > hi).any()):
-            raise ValueError(f'MinMax: "{name}": input_min must not exceed input_max (got {self.input_min} > {self.input_max}).')
         return lo, hi
 
     def _own_range(self, x: torch.Tensor, finite: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Minimum and maximum of the finite values, per channel when ``channel_wise``."""
-        dims = tuple(range(1, x.ndim)) if (self.channel_wise and x.ndim > 1) else tuple(range(x.ndim))
-        low_src = x if finite is None else torch.where(finite, x, torch.as_tensor(torch.inf, dtype=x.dtype))
-        high_src = x if finite is None else torch.where(finite, x, torch.as_tensor(-torch.inf, dtype=x.dtype))
-        lo = torch.amin(low_src, dim=dims, keepdim=True)
-        hi = torch.amax(high_src, dim=dims, keepdim=True)
-        if finite is not None and self.channel_wise:
-            empty = torch.isinf(lo)  # a channel with no finite value: treat as constant
-            lo, hi = torch.where(empty, 0.0, lo), torch.where(empty, 0.0, hi)
-        return lo, hi
+        """Minimum and maximum of the finite values, per channel when ``channel_wise``; shaped to broadcast."""
+        per_channel = self.channel_wise and x.ndim > 1
+        keep = (x.shape[0],) + (1,) * (x.ndim - 1) if per_channel else (1,) * x.ndim
+        if finite is None:
+            lo, hi = torch.aminmax(x.reshape(x.shape[0], -1) if per_channel else x.reshape(-1), dim=-1 if per_channel else None)
+            return lo.reshape(keep), hi.reshape(keep)
+        dims = tuple(range(1, x.ndim)) if per_channel else tuple(range(x.ndim))
+        lo = torch.amin(torch.where(finite, x, torch.as_tensor(torch.inf, dtype=x.dtype)), dim=dims, keepdim=True)
+        hi = torch.amax(torch.where(finite, x, torch.as_tensor(-torch.inf, dtype=x.dtype)), dim=dims, keepdim=True)
+        empty = torch.isinf(lo)  # a channel with no finite value: treat as constant
+        return torch.where(empty, 0.0, lo), torch.where(empty, 0.0, hi)
 
     @staticmethod
     def _bound(value: Bound, x: torch.Tensor, what: str) -> torch.Tensor | None:

@@ -1,0 +1,47 @@
+"""Helpers for benchmark scripts: timing and the JSON record every benchmark prints."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def best_of(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def emit(figure: str, unit: str, value: float, baseline_name: str, baseline: float, **extra: Any) -> dict:
+    """Print one JSON record: the figure, its same-run baseline and the machine context."""
+    record = {
+        "figure": figure,
+        "unit": unit,
+        "value": round(value, 6),
+        "baseline": {"name": baseline_name, "value": round(baseline, 6)},
+        "ratio_to_baseline": round(value / baseline, 4) if baseline else None,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        **extra,
+    }
+    print(json.dumps(record))
+    return record

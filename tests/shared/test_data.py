@@ -1,0 +1,68 @@
+import pytest
+import torch
+from monai.data import Dataset
+
+from shared.data import EpochSampler, make_loader
+from shared.options import TrainingOptions
+
+
+def test_never_keeps_dataset_order():
+    sampler = EpochSampler(6, "never")
+    for epoch in (1, 2):
+        sampler.set_epoch(epoch)
+        assert list(sampler) == [0, 1, 2, 3, 4, 5]
+
+
+def test_once_is_one_fixed_permutation():
+    sampler = EpochSampler(50, "once", seed=3)
+    orders = []
+    for epoch in (1, 2, 3):
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+    assert orders[0] == orders[1] == orders[2] != list(range(50))
+    assert sorted(orders[0]) == list(range(50))
+
+
+def test_every_epoch_reshuffles_reproducibly():
+    a, b = EpochSampler(50, "every-epoch", seed=3), EpochSampler(50, "every-epoch", seed=3)
+    a.set_epoch(1)
+    first = list(a)
+    a.set_epoch(2)
+    assert list(a) != first
+    b.set_epoch(1)
+    assert list(b) == first  # a fresh sampler (a resumed run) sees the same order
+    assert list(EpochSampler(50, "every-epoch", seed=4)) != first
+
+
+def test_skip_applies_to_one_pass_only():
+    sampler = EpochSampler(10, "once", seed=1)
+    full = sampler.order()
+    sampler.skip(4)
+    assert list(sampler) == full[4:]
+    assert list(sampler) == full
+
+
+def test_replicas_split_the_data_disjointly():
+    shards = [list(EpochSampler(10, "every-epoch", seed=0, num_replicas=3, rank=r)) for r in range(3)]
+    assert all(len(s) == 4 for s in shards)
+    flat = [i for s in shards for i in s]
+    assert set(flat) == set(range(10)) and len(flat) == 12  # 2 samples repeated to pad, as DistributedSampler
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"size": 0}, "at least one sample"), ({"size": 4, "shuffle": "random"}, "shuffle='random' is invalid"), ({"size": 4, "rank": 2, "num_replicas": 2}, r"rank=2 must lie in \[0, num_replicas=2\)")],
+)
+def test_sampler_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EpochSampler(**kwargs)
+
+
+def test_make_loader_batches_and_passes_loaders_through():
+    data = Dataset([{"image": torch.tensor([float(i)]), "label": i} for i in range(10)])
+    loader = make_loader(data, TrainingOptions(mini_batch_size=4, shuffle="never"), train=True)
+    batches = [b["label"].tolist() for b in loader]
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]  # partial last batch kept
+    assert make_loader(loader, TrainingOptions(), train=True) is loader
+    with pytest.raises(ValueError, match="validation dataset is empty"):
+        make_loader(Dataset([]), TrainingOptions(), train=False)
