@@ -209,3 +209,30 @@ def test_factory_from_a_monai_bundle_config(tmp_path):
     parser.get_parsed_content("run")
     assert (tmp_path / "training_progress.png").is_file() and (tmp_path / "model.pt").is_file()
     assert len(json.loads((tmp_path / "history.json").read_text())["rows"]) == 2
+
+
+def test_factory_through_monais_own_cli(tmp_path):
+    """``python -m monai.bundle run`` (real subprocess, offline) builds and runs the shared trainer."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = {
+        "output_dir": str(tmp_path / "out"),
+        "trainer": {
+            "_target_": "shared.engine.build_trainer",
+            "network": {"_target_": "tests.shared.conftest.TinyNet"},
+            "loss_function": {"_target_": "torch.nn.CrossEntropyLoss"},
+            "options": {"_target_": "shared.TrainingOptions", "max_epochs": 1, "mini_batch_size": 8, "verbose": True},
+            "train_data": {"_target_": "tests.shared.conftest.blobs", "n": 16, "seed": 1},
+            "output_dir": "@output_dir",
+        },
+        "run": ["$@trainer.run()"],
+    }
+    (tmp_path / "train.json").write_text(json.dumps(config))
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", str(tmp_path / "train.json")],
+                          capture_output=True, text=True, cwd=root, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Training finished: Max epochs completed." in done.stdout
+    assert (tmp_path / "out" / "model.pt").is_file()
