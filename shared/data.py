@@ -70,7 +70,7 @@ class EpochSampler(Sampler[int]):
         return math.ceil(self.size / self.num_replicas)
 
 
-def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: int = 0, **loader_kwargs: Any) -> Any:
+def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: int = 0, batch_size: int | None = None, **loader_kwargs: Any) -> Any:
     """A MONAI ``DataLoader`` for ``data`` with ``options.mini_batch_size``.
 
     Args:
@@ -79,6 +79,7 @@ def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: i
         options: batch size, shuffle mode and seed.
         train: training order follows ``options.shuffle`` via :class:`EpochSampler`;
             validation keeps the dataset order.
+        batch_size: overrides ``options.mini_batch_size``.
 
     Partial last batches are kept (MATLAB's ``trainNetwork`` discards them, which turns
     a dataset smaller than one mini-batch into zero iterations).
@@ -92,6 +93,6 @@ def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: i
     # from the global RNG would shift dropout's random stream between a resumed and an unbroken run.
     generator = torch.Generator().manual_seed(options.seed or 0)
     return DataLoader(
-        data, batch_size=options.mini_batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
+        data, batch_size=batch_size or options.mini_batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
         generator=generator, **loader_kwargs,
     )  # fmt: skip

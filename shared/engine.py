@@ -43,7 +43,7 @@ from monai.utils import CommonKeys, set_determinism
 from shared import checkpoint as ckpt
 from shared.data import EpochSampler, make_loader
 from shared.handlers import GradientClipping, PeriodicValidation, TrainingMonitor, loss_value, total_iterations
-from shared.ignite_metrics import RAW_PRED_KEY, loss_metric
+from shared.ignite_metrics import RAW_LABEL_KEY, RAW_PRED_KEY, loss_metric
 from shared.options import TrainingOptions
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class EngineHooks:
         postprocessing: MONAI transform applied to each output (e.g. argmax + one-hot for Dice).
         decollate: split batches into per-sample dicts before postprocessing (MONAI default).
         num_workers: DataLoader worker processes when a Dataset is given.
+        batch_size: samples per batch when a Dataset is given (default ``options.mini_batch_size``;
+            1 for whole volumes of different sizes).
     """
 
     prepare_batch: Callable = default_prepare_batch
@@ -68,6 +70,7 @@ class EngineHooks:
     postprocessing: Callable | None = None
     decollate: bool = True
     num_workers: int = 0
+    batch_size: int | None = None
 
 
 class Trainer(SupervisedTrainer):
@@ -152,15 +155,16 @@ def build_evaluator(
     postprocessing = hooks.postprocessing
     if loss_function is not None:
         all_metrics["loss"] = loss_metric(loss_function)
-        if postprocessing is not None:  # keep the raw output: the loss needs logits, not argmax masks
-            postprocessing = Compose([CopyItemsd(keys=CommonKeys.PRED, names=RAW_PRED_KEY), postprocessing])
+        if postprocessing is not None:  # keep the raw output and label: the loss needs logits, not one-hot masks
+            keep_raw = CopyItemsd(keys=[CommonKeys.PRED, CommonKeys.LABEL], names=[RAW_PRED_KEY, RAW_LABEL_KEY], allow_missing_keys=True)
+            postprocessing = Compose([keep_raw, postprocessing])
     key = key_metric or "loss"
     if key not in all_metrics:
         raise ValueError(f"key_metric={key!r} is not among the metrics {sorted(all_metrics)}.")
     lower_is_better = key == "loss"
     return SupervisedEvaluator(
         device=resolve_device(options.execution_environment),
-        val_data_loader=make_loader(val_data, options, train=False, num_workers=hooks.num_workers),
+        val_data_loader=make_loader(val_data, options, train=False, num_workers=hooks.num_workers, batch_size=hooks.batch_size),
         network=network,
         prepare_batch=hooks.prepare_batch,
         inferer=hooks.inferer,
@@ -213,7 +217,7 @@ def build_trainer(
     device = resolve_device(options.execution_environment)
     network = network.to(device)
     optimizer = build_optimizer(network, options)
-    loader = make_loader(train_data, options, train=True, num_workers=train_hooks.num_workers)
+    loader = make_loader(train_data, options, train=True, num_workers=train_hooks.num_workers, batch_size=train_hooks.batch_size)
     trainer = Trainer(
         device=device, max_epochs=options.max_epochs, train_data_loader=loader, network=network,
         optimizer=optimizer, loss_function=loss_function, prepare_batch=train_hooks.prepare_batch,
@@ -255,11 +259,14 @@ def _check_objective(options: TrainingOptions, metrics: Mapping | None, key_metr
 def attach_batchwise(metric: Metric, engine: Engine, name: str) -> None:
     """Compute ``metric`` on each iteration's output alone (Ignite ``BatchWise``), into ``engine.state.metrics[name]``.
 
-    MONAI's metric handlers do not take a ``usage``; for them the same is done by hand.
+    MONAI's metric handlers do not take a ``usage``; for them the same is done by hand. They
+    also refuse to ``compute()`` before ``attach()``: they are attached to an idle engine that
+    never fires, so that only this handler drives them.
     """
     if "usage" in inspect.signature(metric.attach).parameters:
         metric.attach(engine, name, usage=BatchWise())
         return
+    metric.attach(Engine(lambda *_: None), name)
 
     def compute(eng: Engine) -> None:
         metric.reset()

@@ -19,8 +19,9 @@ from monai.utils import CommonKeys
 
 from shared import metrics as M
 
-#: Where the engine keeps the network output before postprocessing (see ``shared.engine``).
+#: Where the engine keeps the network output and the label before postprocessing (see ``shared.engine``).
 RAW_PRED_KEY = "pred_raw"
+RAW_LABEL_KEY = "label_raw"
 
 
 def _plain(value: Any) -> torch.Tensor:
@@ -78,12 +79,13 @@ def classification_output(pred_key: str = CommonKeys.PRED, label_key: str = Comm
 
 
 def loss_output(label_key: str = CommonKeys.LABEL) -> Callable[[Any], tuple]:
-    """Output transform for a validation loss: the network's raw output (before postprocessing) and the label."""
+    """Output transform for a validation loss: the network's raw output and label (before postprocessing)."""
 
     def transform(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
         first = output if isinstance(output, dict) else output[0]
         pred_key = RAW_PRED_KEY if RAW_PRED_KEY in first else CommonKeys.PRED
-        return batch_output(output, (pred_key, label_key))
+        raw_label_key = RAW_LABEL_KEY if RAW_LABEL_KEY in first else label_key
+        return batch_output(output, (pred_key, raw_label_key))
 
     return transform
 

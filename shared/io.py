@@ -37,6 +37,15 @@ def fsync_directory(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def full_suffix(path: str | os.PathLike) -> str:
+    """``".nii.gz"`` for ``a.nii.gz``, ``".seg.nrrd"`` for ``b.seg.nrrd``, else the last suffix."""
+    name = Path(path).name.lower()
+    for double in (".nii.gz", ".seg.nrrd", ".tar.gz"):
+        if name.endswith(double):
+            return Path(path).name[-len(double) :]
+    return Path(path).suffix
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, tmp_dir: str | os.PathLike | None = None) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path`` atomically.
@@ -46,13 +55,15 @@ def atomic_path(path: str | os.PathLike, tmp_dir: str | os.PathLike | None = Non
         tmp_dir: where the temporary file lives (default: the destination's directory).
             It must be on the same filesystem as ``path`` so the rename is atomic.
 
+    The temporary name keeps the destination's suffix (``.nii.gz``, ``.png``), so writers
+    that pick the format from the name (SimpleITK, matplotlib) write the right one.
     On any exception the temporary file is removed and ``path`` is left untouched.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     where = Path(tmp_dir) if tmp_dir is not None else final.parent
     where.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}{PARTIAL_MARKER}", dir=where)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}{PARTIAL_MARKER}", suffix=full_suffix(final), dir=where)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

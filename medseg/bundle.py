@@ -1,0 +1,88 @@
+"""Functions the V-Net bundle configs call (keeping Python out of the JSON)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medseg.data import datalist, label_names
+from medseg.io import VolumeError
+from medseg.validate import validate
+
+logger = logging.getLogger(__name__)
+
+
+def names_from_channel_def(channel_def: Mapping[str, str]) -> dict[int, str]:
+    """``metadata.json``'s ``channel_def`` ({"0": "background", ...}) -> {0: "background", ...}."""
+    return {int(k): str(v) for k, v in channel_def.items()}
+
+
+def split_cases(dataset_dir: str | Path, val_fraction: float = 0.2, seed: int = 0, labels: Sequence[int] | None = None, check: bool = True) -> tuple[list[dict], list[dict]]:
+    """Training and validation cases of a dataset, after checking them (``medseg validate``).
+
+    Uses the ``validation`` list of ``dataset.json`` when present; otherwise holds out
+    ``val_fraction`` of the training cases (at least one), chosen with ``seed``.
+
+    Raises:
+        VolumeError: the dataset has errors (all listed, one per line), or too few cases.
+    """
+    items = datalist(dataset_dir, "training")
+    if check:
+        allowed = list(labels) if labels is not None else list(label_names(dataset_dir, None))
+        problems = validate(items, allowed)
+        for problem in problems:
+            (logger.error if problem.level == "error" else logger.warning)(str(problem))
+        errors = [str(p) for p in problems if p.level == "error"]
+        if errors:
+            raise VolumeError(f"Dataset {dataset_dir} failed validation ({len(errors)} errors):\n" + "\n".join(errors))
+    try:
+        held_out = datalist(dataset_dir, "validation")
+    except VolumeError:
+        held_out = []
+    if held_out:
+        return items, held_out
+    if len(items) < 2:
+        raise VolumeError(f"Dataset {dataset_dir} has {len(items)} training case(s); need at least 2 to hold one out for validation.")
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(val_fraction * len(items)))
+    val_idx = set(order[:n_val])
+    return [items[i] for i in range(len(items)) if i not in val_idx], [items[i] for i in sorted(val_idx)]
+
+
+def test_images(dataset_dir: str | Path, split: str = "test") -> list[str]:
+    """Image paths of a dataset split (for inference)."""
+    return [item["image"] for item in datalist(dataset_dir, split)]
+
+
+def run_inference(segmenter: Any, inputs: Sequence[str], output_dir: str | Path, formats: Sequence[str] = ("nifti", "seg.nrrd")) -> dict[str, list[Path]]:
+    """Segment ``inputs`` into ``output_dir`` (the bundle's ``inference.json`` entry point)."""
+    return segmenter.segment_files(inputs, output_dir, formats)
+
+
+def evaluate_cases(segmenter: Any, items: Sequence[dict], output_dir: str | Path, history_dir: str | Path | None = None) -> dict:
+    """Segment each case's image, then write the full evaluation report against its label.
+
+    Predictions go to ``<output_dir>/pred`` (NIfTI + Slicer files); the report to ``output_dir``.
+    """
+    from medseg.data import strip_suffix
+    from medseg.report import evaluate_pairs, write_report
+
+    missing = [item["image"] for item in items if "label" not in item]
+    if missing:
+        raise VolumeError(f"Cannot evaluate cases without labels: {missing[:5]}.")
+    output_dir = Path(output_dir)
+    written = segmenter.segment_files([item["image"] for item in items], output_dir / "pred", ("nifti", "seg.nrrd"))
+    pairs, images = [], {}
+    for item in items:
+        case = strip_suffix(Path(item["image"]).name)
+        nifti = next(p for p in written[item["image"]] if p.name.endswith("_seg.nii.gz"))
+        pairs.append((case, nifti, Path(item["label"])))
+        images[case] = item["image"]
+    results, slices = evaluate_pairs(pairs, segmenter.names)
+    summary = write_report(results, segmenter.names, output_dir, slices, images, segmenter.colours, history_dir)
+    logger.info("Evaluation of %d cases: mean Dice %.4f; report in %s", len(items), summary["mean_dice"], output_dir)
+    return summary

@@ -1,0 +1,186 @@
+"""``python -m medseg``: validate, train, infer, evaluate, make-demo-data.
+
+Every command prints a one-line reason and exits non-zero on failure (1: the data has
+problems, 2: the command could not run), and offers ``--json`` for machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_BUNDLE = Path("bundles/vnet_seg")
+
+
+def _bundle_names(bundle: Path) -> dict[int, str]:
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    return {int(k): v for k, v in meta["network_data_format"]["outputs"]["pred"]["channel_def"].items()}
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from medseg.data import datalist, label_names
+    from medseg.validate import validate
+
+    items = datalist(args.data, args.split)
+    if args.labels:
+        allowed = [int(v) for v in args.labels.split(",")]
+    else:
+        try:
+            allowed = sorted(label_names(args.data))
+        except ValueError:
+            raise ValueError(f"{args.data} has no dataset.json: declare the label values with --labels 0,1,2") from None
+    problems = validate(items, allowed, args.allow_resample, (args.mat_image_var, args.mat_label_var))
+    errors = sum(p.level == "error" for p in problems)
+    if args.json:
+        print(json.dumps({"cases": len(items), "errors": errors, "warnings": len(problems) - errors, "problems": [p.__dict__ for p in problems]}))
+    else:
+        for problem in problems:
+            print(problem)
+        print(f"{len(items)} cases checked: {errors} errors, {len(problems) - errors} warnings.")
+    return 1 if errors else 0
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE (config id, e.g. options#max_epochs=5), got {pair!r}.")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from monai.bundle import ConfigWorkflow
+
+    overrides = {"bundle_root": str(args.bundle), "dataset_dir": str(args.data), **_overrides(args.set)}
+    if args.epochs is not None:
+        overrides["options#max_epochs"] = args.epochs
+    if args.resume:
+        overrides["trainer#resume"] = True
+    workflow = ConfigWorkflow(config_file=str(args.bundle / "configs" / "train.json"), workflow_type=None, **overrides)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    print(f"Model: {args.bundle / 'models' / 'model.pt'}")
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from medseg.infer import load_segmenter
+
+    overrides = {"segmenter#keep_largest": bool(args.keep_largest)}
+    if args.overlap is not None:
+        overrides["overlap"] = args.overlap
+    segmenter = load_segmenter(args.bundle, args.weights, overrides)
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    written = segmenter.segment_files(args.input, args.output, formats, args.mat_image_var)
+    if args.json:
+        print(json.dumps({src: [str(p) for p in files] for src, files in written.items()}))
+    else:
+        for src, files in written.items():
+            print(f"{src} -> {', '.join(str(p) for p in files)}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medseg.data import label_names
+    from medseg.report import evaluate_folders
+
+    names = label_names(args.dataset) if args.dataset else _bundle_names(args.bundle)
+    summary = evaluate_folders(args.pred, args.label, args.out, names, args.images, args.history)
+    if args.json:
+        print(json.dumps({k: summary[k] for k in ("cases", "mean_dice", "counts", "per_label")}, default=float))
+        return 0
+    print(f"{summary['cases']} cases, mean Dice {summary['mean_dice']:.4f}")
+    for name, entry in summary["per_label"].items():
+        print(f"  {name:<12} Dice {entry['dice_mean']:.4f} ± {entry['dice_std']:.4f}  IoU {entry['iou_mean']:.4f}  HD95 {entry['hd95_mm_mean']:.2f} mm"
+              f"  (missed {entry['missed']}, false positive {entry['false_positive']}, empty {entry['empty']})")  # fmt: skip
+    dataset = summary["matlab"]["DataSetMetrics"]
+    print("  DataSetMetrics: " + ", ".join(f"{k} {v:.4f}" for k, v in dataset.items()))
+    print(f"Report in {args.out}/")
+    return 0
+
+
+def cmd_make_demo_data(args: argparse.Namespace) -> int:
+    from medseg.synthetic import make_dataset
+
+    path = make_dataset(args.out, args.train, args.test, args.seed)
+    print(f"Wrote {args.train} training and {args.test} test cases; {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m medseg", description="3D segmentation with V-Net: from scans to masks that open in 3D Slicer.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a dataset before training (one line per problem)")
+    p.add_argument("data", type=Path, help="dataset.json, a folder with imagesTr/labelsTr, or one volume")
+    p.add_argument("--split", default="training", help="dataset.json list to check (default: training)")
+    p.add_argument("--labels", help="allowed label values, e.g. 0,1,2 (default: the labels of dataset.json)")
+    p.add_argument("--allow-resample", action="store_true", help="report label/image geometry differences as warnings (labels will be resampled)")
+    p.add_argument("--mat-image-var", help="variable holding the image in MATLAB .mat files")
+    p.add_argument("--mat-label-var", help="variable holding the label in MATLAB .mat files")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("train", help="train the bundle's train.json on a dataset (validated first)")
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help=f"bundle directory (default: {DEFAULT_BUNDLE})")
+    p.add_argument("--data", type=Path, required=True, help="dataset.json or dataset folder")
+    p.add_argument("--epochs", type=int, help="override options#max_epochs")
+    p.add_argument("--resume", action="store_true", help="continue from the bundle's newest checkpoint (error if none)")
+    p.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="override any config id, e.g. --set width=16 (repeatable)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("infer", help="segment volumes into masks with the input's exact geometry")
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help=f"bundle directory (default: {DEFAULT_BUNDLE})")
+    p.add_argument("--input", nargs="+", required=True, help="volume files or DICOM series folders")
+    p.add_argument("--output", type=Path, required=True, help="output directory (must not be an input's folder if names collide)")
+    p.add_argument("--format", default="nifti,seg.nrrd", help="comma list of nifti, seg.nrrd, nrrd, mat (default: nifti,seg.nrrd)")
+    p.add_argument("--weights", type=Path, help="weights file (default: <bundle>/models/model.pt)")
+    p.add_argument("--keep-largest", action="store_true", help="keep only the largest connected component of each label")
+    p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the bundle's)")
+    p.add_argument("--mat-image-var", help="variable holding the image in MATLAB .mat inputs")
+    p.add_argument("--json", action="store_true", help="print written files as JSON")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("evaluate", help="compare predictions with references: per-case metrics, MATLAB tables, figures")
+    p.add_argument("--pred", type=Path, required=True, help="folder of predicted label maps (<case>_seg.nii.gz or <case>.nii.gz)")
+    p.add_argument("--label", type=Path, required=True, help="folder of reference label maps (<case>.*)")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--images", type=Path, help="folder of the images, for the overlay figure")
+    p.add_argument("--dataset", type=Path, help="dataset.json giving label names (default: the bundle's channel_def)")
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle whose metadata names the labels")
+    p.add_argument("--history", type=Path, help="training output folder whose training_progress.png to include")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("make-demo-data", help="write the synthetic CT-like demo dataset (NIfTI + NRRD + dataset.json)")
+    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("--train", type=int, default=12, help="training cases (default 12)")
+    p.add_argument("--test", type=int, default=4, help="test cases with labels (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=cmd_make_demo_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Datalists (Decathlon ``dataset.json``, image/label folders, single files), preprocessing, caching.
+
+Preprocessing is MONAI's transforms plus :class:`shared.MinMaxd`, in nnU-Net's order:
+load -> channel first -> orientation (RAS) -> spacing -> intensity window -> foreground
+crop -> (training) positive/negative patch sampling. Everything up to the random crop is
+deterministic and can be cached.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai import transforms as T
+from monai.data import CacheDataset, Dataset, PersistentDataset
+
+from medseg.io import VOLUME_SUFFIXES, VolumeError, is_dicom_dir, read_header
+from shared.transforms import MinMaxd
+
+logger = logging.getLogger(__name__)
+IMAGE_DIRS = (("imagesTr", "labelsTr"), ("images", "labels"))
+
+
+def strip_suffix(name: str) -> str:
+    """``"case7.nii.gz"`` -> ``"case7"``; ``"case7.seg.nrrd"`` -> ``"case7"``."""
+    lower = name.lower()
+    for suffix in (".seg.nrrd", *sorted(VOLUME_SUFFIXES, key=len, reverse=True)):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _volumes_in(folder: Path) -> list[Path]:
+    items = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+    return [p for p in items if (p.is_file() and strip_suffix(p.name) != p.name) or (p.is_dir() and is_dicom_dir(p))]
+
+
+def pair_folders(images: str | Path, labels: str | Path | None) -> list[dict[str, str]]:
+    """Match images to labels by name (``case7.nii.gz`` <-> ``case7.nii.gz`` or nnU-Net's ``case7_0000`` <-> ``case7``).
+
+    Raises:
+        VolumeError: an image without a label or a label without an image (all listed).
+    """
+    image_files = _volumes_in(Path(images))
+    if not image_files:
+        raise VolumeError(f"{images}: no volumes found (expected {', '.join(VOLUME_SUFFIXES)} files or DICOM folders).")
+    if labels is None:
+        return [{"image": str(p)} for p in image_files]
+    by_stem = {strip_suffix(p.name): p for p in _volumes_in(Path(labels))}
+    pairs, orphans = [], []
+    for image in image_files:
+        stem = strip_suffix(image.name)
+        label = by_stem.pop(stem, None) or (by_stem.pop(stem[:-5], None) if stem[-5:-4] == "_" and stem[-4:].isdigit() else None)
+        if label is None:
+            orphans.append(f"image {image.name} has no label in {labels}")
+        else:
+            pairs.append({"image": str(image), "label": str(label)})
+    orphans += [f"label {p.name} has no image in {images}" for p in by_stem.values()]
+    if orphans:
+        raise VolumeError("Cannot pair images and labels: " + "; ".join(orphans) + ".")
+    return pairs
+
+
+def load_dataset_json(path: str | Path) -> dict[str, Any]:
+    """Read a Decathlon ``dataset.json`` (clear errors for missing keys)."""
+    path = Path(path)
+    try:
+        description = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise VolumeError(f"{path}: not a readable dataset.json ({err}).") from err
+    if "labels" not in description:
+        raise VolumeError(f"{path}: has no 'labels' entry; expected e.g. {{\"0\": \"background\", \"1\": \"liver\"}}.")
+    return description
+
+
+def datalist(source: str | Path, split: str = "training") -> list[dict[str, str]]:
+    """Cases of ``source`` as ``[{"image": path, "label": path}, ...]`` with absolute paths.
+
+    Args:
+        source: a ``dataset.json``; a folder holding one; a folder with ``imagesTr``/``labelsTr``
+            or ``images``/``labels``; or a single volume file / DICOM folder (no label).
+        split: the ``dataset.json`` list to read (``"training"``, ``"validation"``, ``"test"``).
+    """
+    source = Path(source)
+    if source.is_dir() and (source / "dataset.json").is_file():
+        source = source / "dataset.json"
+    if source.is_file() and source.name.endswith(".json"):
+        description = load_dataset_json(source)
+        if split not in description:
+            raise VolumeError(f"{source}: has no '{split}' list; it has {sorted(k for k, v in description.items() if isinstance(v, list))}.")
+        root = source.parent
+        return [{k: str((root / v).resolve()) for k, v in _entry(item).items()} for item in description[split]]
+    if source.is_dir() and not is_dicom_dir(source):
+        for images, labels in IMAGE_DIRS:
+            if (source / images).is_dir():
+                return pair_folders(source / images, source / labels if (source / labels).is_dir() else None)
+        raise VolumeError(f"{source}: expected a dataset.json or {IMAGE_DIRS[0][0]}/{IMAGE_DIRS[0][1]} (or images/labels) folders.")
+    if source.exists():
+        return [{"image": str(source.resolve())}]
+    raise FileNotFoundError(f"Dataset not found: {source}")
+
+
+def _entry(item: Any) -> dict[str, str]:
+    return {"image": item} if isinstance(item, str) else {k: v for k, v in item.items() if k in ("image", "label")}
+
+
+def label_names(source: str | Path | None, num_classes: int | None = None) -> dict[int, str]:
+    """Label value -> name from a ``dataset.json`` (or ``"label_<n>"`` for ``num_classes`` labels)."""
+    if source is not None:
+        path = Path(source)
+        path = path / "dataset.json" if path.is_dir() else path
+        if path.is_file() and path.suffix == ".json":
+            return {int(k): str(v) for k, v in load_dataset_json(path)["labels"].items()}
+    if num_classes is None:
+        raise ValueError("label_names needs a dataset.json or num_classes.")
+    return {0: "background", **{n: f"label_{n}" for n in range(1, num_classes)}}
+
+
+def preprocessing(
+    pixdim: Sequence[float] = (2.0, 2.0, 2.0),
+    window: tuple[float, float] | None = None,
+    roi_size: Sequence[int] | None = None,
+    pos_neg: tuple[float, float] = (1.0, 1.0),
+    num_samples: int = 2,
+    with_label: bool = True,
+    image_var: str | None = None,
+    label_var: str | None = None,
+) -> T.Compose:
+    """The MONAI transform chain for training (``roi_size`` given) or validation/inference (``None``).
+
+    Args:
+        pixdim: target spacing in mm (RAS after ``Orientationd``).
+        window: ``(input_min, input_max)`` intensity window for :class:`~shared.MinMaxd`
+            (e.g. ``(-200, 300)`` HU); ``None`` rescales each image's own range.
+        roi_size: training patch size; patches are drawn with ``pos_neg`` positive:negative ratio.
+        with_label: whether the items carry a ``"label"``.
+        image_var, label_var: variable names for MATLAB ``.mat`` inputs.
+    """
+    from medseg.io import VolumeReader
+
+    keys = ["image", "label"] if with_label else ["image"]
+    modes = ("bilinear", "nearest") if with_label else ("bilinear",)
+    steps: list[Any] = [T.LoadImaged(keys="image", reader=VolumeReader(image_var), image_only=True)]
+    if with_label:
+        steps.append(T.LoadImaged(keys="label", reader=VolumeReader(label_var), image_only=True))
+    steps += [
+        T.EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
+        T.Orientationd(keys=keys, axcodes="RAS", labels=None),
+        T.Spacingd(keys=keys, pixdim=tuple(pixdim), mode=modes),
+        MinMaxd(keys="image", input_min=window[0] if window else None, input_max=window[1] if window else None),
+    ]
+    if roi_size is not None:
+        steps += [
+            T.CropForegroundd(keys=keys, source_key="image", allow_smaller=True),
+            T.SpatialPadd(keys=keys, spatial_size=tuple(roi_size)),
+            T.RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=tuple(roi_size), pos=pos_neg[0], neg=pos_neg[1], num_samples=num_samples),
+        ]
+    return T.Compose(steps)
+
+
+def estimated_bytes(items: Sequence[dict[str, str]], pixdim: Sequence[float]) -> int:
+    """Bytes the preprocessed cases take in RAM (float32 image + label), from headers only."""
+    total = 0
+    for item in items:
+        geometry = read_header(item["image"]).geometry
+        extent = np.asarray(geometry.shape) * np.asarray(geometry.spacing)
+        voxels = float(np.prod(np.ceil(extent / np.asarray(pixdim))))
+        total += int(voxels * (4 + (4 if "label" in item else 0)))
+    return total
+
+
+def make_dataset(
+    items: Sequence[dict[str, str]],
+    transform: T.Compose,
+    cache: str = "auto",
+    ram_budget_gb: float = 4.0,
+    cache_dir: str | os.PathLike | None = None,
+    pixdim: Sequence[float] = (2.0, 2.0, 2.0),
+) -> Dataset:
+    """Dataset with caching of the deterministic transforms that cannot exhaust RAM.
+
+    Args:
+        cache: ``"ram"`` (MONAI ``CacheDataset``), ``"disk"`` (``PersistentDataset`` in ``cache_dir``),
+            ``"none"``, or ``"auto"``: RAM when the header-based estimate fits ``ram_budget_gb``,
+            else disk when ``cache_dir`` is given, else no cache. MONAI's ``CacheDataset`` alone
+            loads everything and can run a machine out of memory (MONAI issue #5930).
+    """
+    if cache == "auto":
+        needed = estimated_bytes(items, pixdim) / 2**30
+        cache = "ram" if needed <= ram_budget_gb else ("disk" if cache_dir else "none")
+        logger.info("Cache: %s (estimated %.2f GiB for %d cases, budget %.1f GiB).", cache, needed, len(items), ram_budget_gb)
+    if cache == "ram":
+        return CacheDataset(list(items), transform, cache_rate=1.0, num_workers=0, progress=False)
+    if cache == "disk":
+        if cache_dir is None:
+            raise ValueError("cache='disk' needs cache_dir.")
+        return PersistentDataset(list(items), transform, cache_dir=cache_dir)
+    if cache == "none":
+        return Dataset(list(items), transform)
+    raise ValueError(f"cache={cache!r} is invalid; expected 'auto', 'ram', 'disk' or 'none'.")

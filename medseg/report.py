@@ -1,0 +1,130 @@
+"""``medseg evaluate``: compare predicted and reference label maps; write CSV, JSON and PNG reports.
+
+Outputs in ``out``: ``per_case.csv`` (one row per case and label), ``summary.json``
+(per-label means, status counts, MATLAB tables), ``dataset_metrics.csv``,
+``class_metrics.csv``, ``image_metrics.csv``, ``normalized_confusion.csv``,
+``metric_bars.png``, ``overlays.png`` (worst and best case), ``confusion_chart.png`` and,
+when the training history is given, ``training_progress.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data import strip_suffix
+from medseg.evaluation import CaseResult, evaluate_case, matlab_tables, summarise
+from medseg.export import default_colours
+from medseg.io import VolumeError, read_volume
+from shared.io import atomic_write_csv, atomic_write_json
+from shared.plots import confusion_chart_figure, metric_bars_figure, overlay_figure, save_figure
+
+logger = logging.getLogger(__name__)
+CASE_COLUMNS = ("case", "label", "name", "status", "dice", "iou", "recall", "precision", "f1", "hd95_mm", "ref_ml", "pred_ml")
+
+
+def pair_predictions(pred_dir: str | Path, label_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """``(case, prediction, reference)`` by name: ``case7_seg.nii.gz`` or ``case7.nii.gz`` <-> ``case7.*``."""
+    preds = {}
+    for path in sorted(Path(pred_dir).iterdir()):
+        stem = strip_suffix(path.name)
+        if stem == path.name or path.name.endswith((".seg.nrrd", ".ctbl")):
+            continue
+        preds[stem.removesuffix("_seg")] = path
+    refs = {strip_suffix(p.name): p for p in sorted(Path(label_dir).iterdir()) if strip_suffix(p.name) != p.name}
+    missing = sorted(set(refs) - set(preds))
+    extra = sorted(set(preds) - set(refs))
+    if extra:
+        raise VolumeError(f"Predictions without a reference in {label_dir}: {extra}.")
+    if missing:
+        logger.warning("No prediction for %d reference case(s) in %s: %s", len(missing), pred_dir, missing)
+    if not preds:
+        raise VolumeError(f"{pred_dir}: no prediction volumes found.")
+    return [(case, preds[case], refs[case]) for case in sorted(preds)]
+
+
+def evaluate_pairs(pairs: Sequence[tuple[str, Path, Path]], names: Mapping[int, str]) -> tuple[list[CaseResult], dict]:
+    """Evaluate every ``(case, prediction, reference)``; geometry must agree to 1e-4 mm."""
+    results, slices = [], {}
+    for case, pred_path, ref_path in pairs:
+        pred, pred_geometry = read_volume(pred_path)
+        ref, ref_geometry = read_volume(ref_path)
+        differences = pred_geometry.matches(ref_geometry)
+        if differences:
+            raise VolumeError(f"{pred_path}: grid differs from the reference {ref_path}: {'; '.join(differences)}.")
+        results.append(evaluate_case(case, pred.astype(np.int64), ref.astype(np.int64), names, ref_geometry.spacing))
+        slices[case] = _slice_of_interest(pred, ref)
+    return results, slices
+
+
+def _slice_of_interest(pred: np.ndarray, ref: np.ndarray) -> dict:
+    """The axial (k) slice with the most reference foreground, for the overlay figure."""
+    counts = (ref > 0).sum(axis=(0, 1))
+    k = int(np.argmax(counts)) if counts.any() else ref.shape[2] // 2
+    return {"k": k, "reference": ref[:, :, k].copy(), "prediction": pred[:, :, k].copy()}
+
+
+def write_report(
+    results: Sequence[CaseResult],
+    names: Mapping[int, str],
+    out: str | Path,
+    slices: Mapping[str, dict] | None = None,
+    images: Mapping[str, str] | None = None,
+    colours: Mapping[int, Sequence[float]] | None = None,
+    history_dir: str | Path | None = None,
+) -> dict:
+    """Write every report file into ``out``; returns the summary (also in ``summary.json``)."""
+    out = Path(out)
+    summary = summarise(results, names)
+    summary["matlab"] = matlab_tables(results, names)
+    rows = [row for r in results for row in r.rows]
+    atomic_write_csv(out / "per_case.csv", rows, CASE_COLUMNS)
+    atomic_write_json(out / "summary.json", summary)
+    tables = summary["matlab"]
+    atomic_write_csv(out / "dataset_metrics.csv", [tables["DataSetMetrics"]], list(tables["DataSetMetrics"]))
+    atomic_write_csv(out / "class_metrics.csv", tables["ClassMetrics"], ["Class", "Accuracy", "IoU", "MeanBFScore", "Voxels"])
+    atomic_write_csv(out / "image_metrics.csv", tables["ImageMetrics"], ["Case", "GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore"])
+    class_names = [names[n] for n in sorted(names)]
+    confusion_rows = [{"true_class": class_names[i], **dict(zip(class_names, row))} for i, row in enumerate(tables["NormalizedConfusionMatrix"])]
+    atomic_write_csv(out / "normalized_confusion.csv", confusion_rows, ["true_class", *class_names])
+    save_figure(metric_bars_figure(summary["per_label"], ["dice", "iou", "recall", "precision"], "Mean over cases (error bars: std)"), out / "metric_bars.png")
+    save_figure(confusion_chart_figure(np.asarray(tables["ConfusionMatrix"]), class_names, normalise=True, title="Voxel confusion (all cases)"), out / "confusion_chart.png")
+    if slices:
+        _write_overlays(results, slices, images or {}, colours or default_colours(sorted(names)), out / "overlays.png")
+    if history_dir is not None and (Path(history_dir) / "training_progress.png").is_file():
+        shutil.copyfile(Path(history_dir) / "training_progress.png", out / "training_progress.png")
+    return summary
+
+
+def _case_dice(result: CaseResult) -> float:
+    values = [r["dice"] for r in result.rows if np.isfinite(r["dice"])]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _write_overlays(results: Sequence[CaseResult], slices: Mapping[str, dict], images: Mapping[str, str], colours: Mapping[int, Sequence[float]], path: Path) -> None:
+    ranked = sorted((r for r in results if np.isfinite(_case_dice(r))), key=_case_dice)
+    chosen = [("worst", ranked[0]), ("best", ranked[-1])] if len(ranked) > 1 else [("only", r) for r in ranked]
+    panels = []
+    for tag, result in chosen:
+        piece = slices[result.case]
+        background = piece["reference"].astype(float)
+        if result.case in images:
+            background = read_volume(images[result.case])[0][:, :, piece["k"]].astype(float)
+        panels.append({"title": f"{tag}: {result.case} (mean Dice {_case_dice(result):.3f}, k={piece['k']})", "image": background,
+                       "reference": piece["reference"], "prediction": piece["prediction"]})  # fmt: skip
+    if panels:
+        save_figure(overlay_figure(panels, colours), path)
+
+
+def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out: str | Path, names: Mapping[int, str], image_dir: str | Path | None = None, history_dir: str | Path | None = None) -> dict:
+    """``medseg evaluate``: every prediction in ``pred_dir`` against its reference in ``label_dir``."""
+    pairs = pair_predictions(pred_dir, label_dir)
+    images = {}
+    if image_dir is not None:
+        images = {strip_suffix(p.name): str(p) for p in Path(image_dir).iterdir() if strip_suffix(p.name) != p.name}
+    results, slices = evaluate_pairs(pairs, names)
+    return write_report(results, names, out, slices, images, history_dir=history_dir)

@@ -1,0 +1,94 @@
+"""Dataset integrity checks before training (nnU-Net's ``verify_dataset_integrity`` as the anchor).
+
+Every problem is one line naming the case's file, what was found and what was expected;
+``python -m medseg validate DATA`` prints them and exits non-zero when any is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medseg.io import MAX_VOXELS, Header, VolumeError, read_header, read_volume
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """``level`` is ``"error"`` (the case cannot be used) or ``"warning"`` (it can, but look)."""
+
+    level: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level.upper()} {self.path}: {self.message}"
+
+
+def _header(path: str, var: str | None, max_voxels: int, problems: list[Problem]) -> Header | None:
+    try:
+        header = read_header(path, var, max_voxels)
+    except (VolumeError, FileNotFoundError) as err:
+        problems.append(Problem("error", path, str(err).removeprefix(f"{path}: ")))
+        return None
+    if header.ndim != 3 or header.components != 1:
+        extra = f", {header.components} components per voxel" if header.components != 1 else ""
+        problems.append(Problem("error", path, f"{header.ndim}D image (size {'x'.join(map(str, header.geometry.shape))}{extra}); expected a single-channel 3D volume."))
+        return None
+    return header
+
+
+def _voxels(path: str, var: str | None, problems: list[Problem]) -> np.ndarray | None:
+    try:
+        return read_volume(path, var)[0]
+    except VolumeError as err:
+        problems.append(Problem("error", path, str(err).removeprefix(f"{path}: ")))
+        return None
+
+
+def check_label_values(label: np.ndarray, allowed: Iterable[int]) -> list[str]:
+    """Messages for non-integer values and values outside ``allowed`` (empty when fine)."""
+    values = np.unique(label)
+    if np.issubdtype(values.dtype, np.floating):
+        if not np.all(np.isfinite(values)):
+            return ["label holds NaN/Inf values; expected integer class labels."]
+        fractional = values[values != np.round(values)]
+        if fractional.size:
+            return [f"label holds non-integer values {np.round(fractional[:5], 4).tolist()}; expected integer class labels (was it resampled with linear interpolation?)."]
+    unexpected = sorted(set(int(v) for v in values) - set(allowed))
+    return [f"label values {unexpected} are not among the declared labels {sorted(allowed)}."] if unexpected else []
+
+
+def check_case(item: dict, labels: Sequence[int], allow_resample: bool = False, mat_vars: tuple[str | None, str | None] = (None, None), max_voxels: int = MAX_VOXELS) -> list[Problem]:
+    """All problems of one ``{"image": path, "label": path}`` case."""
+    problems: list[Problem] = []
+    image_path, label_path = item["image"], item.get("label")
+    image_header = _header(image_path, mat_vars[0], max_voxels, problems)
+    label_header = _header(label_path, mat_vars[1], max_voxels, problems) if label_path else None
+    if image_header and label_header:
+        differences = image_header.geometry.matches(label_header.geometry)
+        if differences:
+            level = "warning" if allow_resample else "error"
+            hint = " (the label will be resampled onto the image)" if allow_resample else "; pass --allow-resample to resample labels onto images"
+            problems.append(Problem(level, label_path, f"geometry differs from the image {Path(image_path).name}: {'; '.join(differences)}{hint}."))
+    if image_header:
+        image = _voxels(image_path, mat_vars[0], problems)
+        if image is not None and np.issubdtype(image.dtype, np.floating):
+            n_nan, n_inf = int(np.isnan(image).sum()), int(np.isinf(image).sum())
+            if n_nan or n_inf:
+                problems.append(Problem("error", image_path, f"{n_nan} NaN and {n_inf} Inf voxels; expected finite intensities."))
+    if label_header:
+        label = _voxels(label_path, mat_vars[1], problems)
+        if label is not None:
+            problems += [Problem("error", label_path, m) for m in check_label_values(label, labels)]
+            if not np.any(label):
+                problems.append(Problem("warning", label_path, "label is empty (background only)."))
+    return problems
+
+
+def validate(items: Sequence[dict], labels: Sequence[int], allow_resample: bool = False, mat_vars: tuple[str | None, str | None] = (None, None)) -> list[Problem]:
+    """Check every case; returns all problems (errors first, then warnings, each in case order)."""
+    found = [p for item in items for p in check_case(item, labels, allow_resample, mat_vars)]
+    return [p for p in found if p.level == "error"] + [p for p in found if p.level == "warning"]
