@@ -127,6 +127,7 @@ def preprocessing(
     roi_size: Sequence[int] | None = None,
     pos_neg: tuple[float, float] = (1.0, 1.0),
     num_samples: int = 2,
+    class_ratios: Sequence[float] | None = None,
     with_label: bool = True,
     image_var: str | None = None,
     label_var: str | None = None,
@@ -137,7 +138,9 @@ def preprocessing(
         pixdim: target spacing in mm (RAS after ``Orientationd``).
         window: ``(input_min, input_max)`` intensity window for :class:`~shared.MinMaxd`
             (e.g. ``(-200, 300)`` HU); ``None`` rescales each image's own range.
-        roi_size: training patch size; patches are drawn with ``pos_neg`` positive:negative ratio.
+        roi_size: training patch size; patches are centred on foreground:background voxels at
+            the ``pos_neg`` ratio, or, with ``class_ratios`` (one weight per label, background
+            first), on each label at those ratios: small structures then get seen as often as large ones.
         with_label: whether the items carry a ``"label"``.
         image_var, label_var: variable names for MATLAB ``.mat`` inputs.
     """
@@ -158,7 +161,9 @@ def preprocessing(
         steps += [
             T.CropForegroundd(keys=keys, source_key="image", allow_smaller=True),
             T.SpatialPadd(keys=keys, spatial_size=tuple(roi_size)),
-            T.RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=tuple(roi_size), pos=pos_neg[0], neg=pos_neg[1], num_samples=num_samples),
+            T.RandCropByLabelClassesd(keys=keys, label_key="label", spatial_size=tuple(roi_size), ratios=list(class_ratios), num_classes=len(class_ratios), num_samples=num_samples, warn=False)
+            if class_ratios is not None
+            else T.RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=tuple(roi_size), pos=pos_neg[0], neg=pos_neg[1], num_samples=num_samples),
         ]
     return T.Compose(steps)
 

@@ -29,7 +29,7 @@ STATUSES = ("ok", "missed", "false_positive", "empty")
 def _labels(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int] | None) -> list[int]:
     if np.asarray(pred).shape != np.asarray(ref).shape:
         raise ValueError(f"Prediction shape {np.asarray(pred).shape} differs from reference shape {np.asarray(ref).shape}.")
-    return list(labels) if labels is not None else sorted(set(np.unique(ref).tolist()) | set(np.unique(pred).tolist()) - {0})
+    return list(labels) if labels is not None else sorted((set(np.unique(ref).tolist()) | set(np.unique(pred).tolist())) - {0})
 
 
 def dice(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int] | None = None) -> dict[int, float]:

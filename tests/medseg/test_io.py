@@ -79,8 +79,17 @@ def test_truncated_gzip_is_named(tmp_path):
     path = write_volume(np.random.default_rng(0).normal(size=(30, 30, 30)).astype(np.float32), OBLIQUE.__class__((30, 30, 30), (1, 1, 1), (0, 0, 0), tuple(np.eye(3).reshape(-1))), tmp_path / "cut.nii.gz")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(VolumeError, match=r"cut\.nii\.gz: cannot read"):
+    with pytest.raises(VolumeError, match=r"cut\.nii\.gz: cannot read the voxel data; the file is truncated or corrupt"):
         read_volume(path)
+
+
+def test_nan_voxels_survive_reading(tmp_path):
+    array = np.zeros((4, 5, 6), np.float32)
+    array[1, 2, 3] = np.nan
+    for suffix in (".nii.gz", ".nrrd"):
+        geometry = Geometry((4, 5, 6), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).reshape(-1)))
+        back, _ = read_volume(write_volume(array, geometry, tmp_path / f"nan{suffix}"))
+        assert np.isnan(back[1, 2, 3]) and np.isnan(back).sum() == 1, suffix
 
 
 def test_2d_and_4d_are_errors(tmp_path):

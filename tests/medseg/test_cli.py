@@ -1,0 +1,60 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+from medseg.io import Geometry, read_volume, write_volume
+
+
+def _medseg(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "medseg", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def test_evaluate_perfect_predictions(tmp_path, demo_dataset):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for path in sorted((demo_dataset / "labelsTs").iterdir()):
+        shutil.copy(path, pred / path.name.replace(".nii.gz", "_seg.nii.gz").replace(".nrrd", "_seg.nrrd"))
+    done = _medseg("evaluate", "--pred", pred, "--label", demo_dataset / "labelsTs", "--out", tmp_path / "report",
+                   "--images", demo_dataset / "imagesTs", "--dataset", demo_dataset / "dataset.json", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["cases"] == 2 and summary["mean_dice"] == 1.0
+    assert summary["per_label"]["liver"]["hd95_mm_mean"] == 0.0
+    full = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert full["matlab"]["DataSetMetrics"]["GlobalAccuracy"] == 1.0 and full["matlab"]["DataSetMetrics"]["MeanBFScore"] == 1.0
+    for name in ("per_case.csv", "dataset_metrics.csv", "class_metrics.csv", "image_metrics.csv", "normalized_confusion.csv",
+                 "metric_bars.png", "overlays.png", "confusion_chart.png"):  # fmt: skip
+        assert (tmp_path / "report" / name).stat().st_size > 0, name
+
+
+def test_evaluate_refuses_a_prediction_on_another_grid(tmp_path, demo_dataset):
+    reference = sorted((demo_dataset / "labelsTs").iterdir())[0]
+    label, geometry = read_volume(reference)
+    moved = Geometry(geometry.shape, geometry.spacing, tuple(np.asarray(geometry.origin) + 1.0), geometry.direction)
+    pred = tmp_path / "pred"
+    write_volume(label, moved, pred / reference.name)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    shutil.copy(reference, labels / reference.name)
+    done = _medseg("evaluate", "--pred", pred, "--label", labels, "--out", tmp_path / "r", "--dataset", demo_dataset)
+    assert done.returncode == 2 and f"{reference.name}: grid differs from the reference" in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_infer_without_trained_weights_is_a_clear_error(tmp_path, demo_dataset):
+    bundle = tmp_path / "bundle"
+    shutil.copytree("bundles/vnet_seg/configs", bundle / "configs")
+    image = sorted((demo_dataset / "imagesTs").iterdir())[0]
+    done = _medseg("infer", "--bundle", bundle, "--input", image, "--output", tmp_path / "out")
+    assert done.returncode == 2 and "Model weights not found:" in done.stderr and "models/model.pt" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_explains_every_command():
+    done = _medseg("--help")
+    for command in ("validate", "train", "infer", "evaluate", "make-demo-data"):
+        assert command in done.stdout
+    assert "--format" in _medseg("infer", "--help").stdout

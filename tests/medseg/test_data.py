@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+from monai.data import CacheDataset, Dataset, PersistentDataset
+
+from medseg.data import datalist, label_names, make_dataset, pair_folders, preprocessing, strip_suffix
+from medseg.io import VolumeError, write_volume
+from tests.medseg.conftest import OBLIQUE, random_labels
+
+
+def _write(path):
+    return write_volume(random_labels(), OBLIQUE, path)
+
+
+def test_strip_suffix():
+    assert [strip_suffix(n) for n in ("a.nii.gz", "b.seg.nrrd", "c.mha", "d.mat", "e.txt")] == ["a", "b", "c", "d", "e.txt"]
+
+
+def test_pairs_by_name_including_nnunet_channel_suffix(tmp_path):
+    _write(tmp_path / "img" / "case1.nii.gz"), _write(tmp_path / "img" / "case2_0000.nrrd")
+    _write(tmp_path / "lab" / "case1.nii.gz"), _write(tmp_path / "lab" / "case2.nrrd")
+    pairs = pair_folders(tmp_path / "img", tmp_path / "lab")
+    assert [(p["image"].split("/")[-1], p["label"].split("/")[-1]) for p in pairs] == [("case1.nii.gz", "case1.nii.gz"), ("case2_0000.nrrd", "case2.nrrd")]
+
+
+def test_orphans_are_all_listed(tmp_path):
+    _write(tmp_path / "img" / "a.nii.gz"), _write(tmp_path / "lab" / "b.nii.gz")
+    with pytest.raises(VolumeError, match=r"image a\.nii\.gz has no label in .*lab; label b\.nii\.gz has no image in .*img"):
+        pair_folders(tmp_path / "img", tmp_path / "lab")
+
+
+def test_datalist_sources(tmp_path, demo_dataset):
+    items = datalist(demo_dataset)
+    assert len(items) == 4 and all(p.startswith(str(demo_dataset)) for item in items for p in item.values())
+    assert len(datalist(demo_dataset / "dataset.json", "test")) == 2
+    assert len(datalist(demo_dataset.parent / demo_dataset.name)) == 4
+    single = datalist(items[0]["image"])
+    assert single == [{"image": items[0]["image"]}]
+    with pytest.raises(VolumeError, match=r"has no 'validation' list; it has \['test', 'training'\]"):
+        datalist(demo_dataset, "validation")
+    with pytest.raises(FileNotFoundError, match="Dataset not found"):
+        datalist(tmp_path / "nothing")
+    assert label_names(demo_dataset) == {0: "background", 1: "liver", 2: "kidney", 3: "tumour"}
+
+
+def test_dataset_json_without_labels(tmp_path):
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": []}))
+    with pytest.raises(VolumeError, match="has no 'labels' entry"):
+        datalist(tmp_path)
+
+
+def test_training_patches_and_validation_volumes(demo_dataset):
+    item = datalist(demo_dataset)[0]
+    patches = preprocessing((2.0, 2.0, 2.0), (-200, 300), (32, 32, 32), num_samples=3, class_ratios=[0, 0, 0, 1])(item)
+    assert len(patches) == 3 and patches[0]["image"].shape == (1, 32, 32, 32)
+    # class ratios [0, 0, 0, 1]: every patch is centred on the tumour, so every patch holds some
+    assert all((p["label"] == 3).any() for p in patches)
+    whole = preprocessing((2.0, 2.0, 2.0), (-200, 300))(item)
+    assert 0.0 <= float(whole["image"].min()) and float(whole["image"].max()) <= 1.0
+    np.testing.assert_allclose(np.abs(np.diag(whole["image"].affine[:3, :3].numpy())), 2.0, atol=1e-5)
+
+
+def test_cache_choice_respects_the_ram_budget(tmp_path, demo_dataset):
+    items = datalist(demo_dataset)
+    transform = preprocessing((2.0, 2.0, 2.0))
+    assert isinstance(make_dataset(items[:1], transform, "auto", ram_budget_gb=1.0), CacheDataset)
+    assert isinstance(make_dataset(items, transform, "auto", ram_budget_gb=1e-6, cache_dir=tmp_path), PersistentDataset)
+    uncached = make_dataset(items, transform, "auto", ram_budget_gb=1e-6)
+    assert type(uncached) is Dataset
+    with pytest.raises(ValueError, match="cache='disk' needs cache_dir"):
+        make_dataset(items, transform, "disk")
