@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medact-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo demo-engine test install clean
 
 $(STAMP): pyproject.toml
 	@if ! $(PY) -c "import sys" >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(PY) -m medseg.demo
+
+demo-engine: $(STAMP)
 	$(PY) -m shared.demo --out demo_output
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf demo_output test-artifacts .pytest_cache
+	rm -rf demo_output demo_data test-artifacts .pytest_cache bundles/*/models bundles/*/eval

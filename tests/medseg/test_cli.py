@@ -58,3 +58,11 @@ def test_help_explains_every_command():
     for command in ("validate", "train", "infer", "evaluate", "make-demo-data"):
         assert command in done.stdout
     assert "--format" in _medseg("infer", "--help").stdout
+
+
+def test_train_resume_without_checkpoint_is_an_error(tmp_path, demo_dataset):
+    bundle = tmp_path / "bundle"
+    shutil.copytree("bundles/vnet_seg/configs", bundle / "configs")
+    done = _medseg("train", "--bundle", bundle, "--data", demo_dataset, "--resume", "--set", "cache=\"none\"")
+    assert done.returncode == 2 and "Cannot resume: no checkpoint_<iteration>.pt in" in done.stderr
+    assert not (bundle / "models" / "model.pt").exists()
