@@ -148,9 +148,11 @@ def preprocessing(
 
     keys = ["image", "label"] if with_label else ["image"]
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
-    steps: list[Any] = [T.LoadImaged(keys="image", reader=VolumeReader(image_var), image_only=True)]
+    # dtype=None keeps the file's type (int16 CT) until Spacingd resamples to float32 at the target
+    # spacing: converting at load time doubles the memory of a full-resolution volume.
+    steps: list[Any] = [T.LoadImaged(keys="image", reader=VolumeReader(image_var), image_only=True, dtype=None)]
     if with_label:
-        steps.append(T.LoadImaged(keys="label", reader=VolumeReader(label_var), image_only=True))
+        steps.append(T.LoadImaged(keys="label", reader=VolumeReader(label_var), image_only=True, dtype=None))
     steps += [
         T.EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
         T.Orientationd(keys=keys, axcodes="RAS", labels=None),
