@@ -23,6 +23,7 @@ from monai.inferers import SlidingWindowInferer
 from medseg.data import preprocessing, strip_suffix
 from medseg.export import export_mask, mask_dtype
 from medseg.io import Geometry, VolumeError, read_header
+from medseg.networks import PadToMultiple
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,8 @@ class Segmenter:
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """``(C_in, *spatial)`` preprocessed image -> ``(C, *spatial)`` logits (sliding window, Gaussian blending)."""
         inferer = SlidingWindowInferer(self.roi_size, self.sw_batch_size, self.overlap, mode="gaussian")
-        with torch.no_grad():
-            return inferer(image[None].to(self.device), self.network)[0]
+        with torch.no_grad():  # PadToMultiple: any ROI size works, even one V-Net cannot take as is
+            return inferer(image[None].to(self.device), PadToMultiple(self.network))[0]
 
     def segment(self, path: str | os.PathLike, image_var: str | None = None) -> tuple[np.ndarray, Geometry]:
         """Segment one volume file; returns ``(mask[i, j, k], geometry)`` on the input's own grid."""

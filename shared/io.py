@@ -127,17 +127,3 @@ def to_strict_json(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [to_strict_json(v) for v in data]
     return data
-
-
-def remove_partials(directory: str | os.PathLike) -> list[Path]:
-    """Delete temporary files left by a killed writer in ``directory``; return what was removed."""
-    removed = []
-    folder = Path(directory)
-    if not folder.is_dir():
-        return removed
-    for candidate in folder.iterdir():
-        if candidate.is_file() and PARTIAL_MARKER in candidate.name and candidate.name.startswith("."):
-            with contextlib.suppress(FileNotFoundError):
-                candidate.unlink()
-                removed.append(candidate)
-    return removed

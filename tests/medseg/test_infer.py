@@ -66,3 +66,13 @@ def test_output_that_would_overwrite_an_input_is_refused(tmp_path):
     with pytest.raises(VolumeError, match=r"a_seg\.nii\.gz would overwrite the input"):
         _segmenter((1.0, 1.0, 1.0)).segment_files([image, victim], tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_any_window_size_works_with_vnet(tmp_path):
+    from medseg.networks import VNet
+
+    geometry = Geometry((20, 18, 12), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).reshape(-1)))
+    write_volume(random_labels().astype(np.int16), geometry, tmp_path / "c.nii.gz")
+    segmenter = Segmenter(VNet(out_channels=4, width=4), NAMES, pixdim=(2.0, 2.0, 2.0), roi_size=(20, 18, 12))
+    mask, _ = segmenter.segment(tmp_path / "c.nii.gz")  # 20x18x12 is no multiple of 16: padded, run, cropped back
+    assert mask.shape == (20, 18, 12)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from shared.io import atomic_path, atomic_write_csv, atomic_write_json, atomic_write_text, remove_partials
+from shared.io import atomic_path, atomic_write_csv, atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
@@ -29,11 +29,3 @@ def test_json_is_strict_and_csv_leaves_missing_cells_empty(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 2}}
     atomic_write_csv(tmp_path / "h.csv", [{"x": 1, "y": float("nan")}, {"x": 2}], ["x", "y"])
     assert (tmp_path / "h.csv").read_text() == "x,y\n1,\n2,\n"
-
-
-def test_remove_partials_only_touches_temporaries(tmp_path):
-    (tmp_path / ".model.pt.partial-abc").write_text("x")
-    (tmp_path / "model.pt").write_text("keep")
-    removed = remove_partials(tmp_path)
-    assert [p.name for p in removed] == [".model.pt.partial-abc"]
-    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
