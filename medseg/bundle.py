@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -38,12 +39,9 @@ def split_cases(dataset_dir: str | Path, val_fraction: float = 0.2, seed: int = 
         errors = [str(p) for p in problems if p.level == "error"]
         if errors:
             raise VolumeError(f"Dataset {dataset_dir} failed validation ({len(errors)} errors):\n" + "\n".join(errors))
-    try:
-        held_out = datalist(dataset_dir, "validation")
-    except VolumeError:
-        held_out = []
-    if held_out:
-        return items, held_out
+    description = Path(dataset_dir) / "dataset.json" if Path(dataset_dir).is_dir() else Path(dataset_dir)
+    if description.suffix == ".json" and "validation" in json.loads(description.read_text()):
+        return items, datalist(dataset_dir, "validation")
     if len(items) < 2:
         raise VolumeError(f"Dataset {dataset_dir} has {len(items)} training case(s); need at least 2 to hold one out for validation.")
     order = list(range(len(items)))
