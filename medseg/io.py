@@ -141,7 +141,7 @@ def read_header(path: str | os.PathLike, mat_var: str | None = None, max_voxels:
     if not _suffix_ok(path):
         raise VolumeError(f"{path}: unsupported file type; expected one of {', '.join(VOLUME_SUFFIXES)} or a DICOM series directory.")
     if path.name.lower().endswith(".mat"):
-        array_shape, dtype = _mat_variable_info(path, mat_var)
+        _, array_shape, dtype = _mat_variable_name(path, mat_var)
         _check_size(path, array_shape, max_voxels)
         geometry = Geometry(tuple(array_shape[:3]), (1.0,) * 3, (0.0,) * 3, tuple(np.eye(3).reshape(-1)))
         return Header(str(path), geometry, len(array_shape), 1, dtype)
@@ -295,23 +295,24 @@ def _mat_variables(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
 _MAT_NUMERIC = ("double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "logical", "float", "int", "bool")
 
 
-def _mat_variable_info(path: Path, var: str | None) -> tuple[tuple[int, ...], str]:
+def _mat_variable_name(path: Path, var: str | None) -> tuple[str, tuple[int, ...], str]:
+    """``(name, shape, dtype)`` of the volume variable: ``var``, or the only numeric 3D one."""
     variables = _mat_variables(path)
     if var is not None:
         if var not in variables:
             raise VolumeError(f"{path}: no variable '{var}'; the file holds {sorted(variables)}.")
-        return variables[var]
+        return (var, *variables[var])
     candidates = [n for n, (shape, dtype) in variables.items() if len(shape) == 3 and any(t in dtype for t in _MAT_NUMERIC)]
     if len(candidates) != 1:
         raise VolumeError(f"{path}: cannot tell which variable is the volume ({sorted(variables)} found, {len(candidates)} numeric 3D); name it with the .mat variable option.")
-    return variables[candidates[0]]
+    return (candidates[0], *variables[candidates[0]])
 
 
 def _read_mat(path: Path, var: str | None) -> np.ndarray:
     import h5py
     import scipy.io
 
-    name = var or next(n for n, (shape, dtype) in _mat_variables(path).items() if len(shape) == 3 and any(t in dtype for t in _MAT_NUMERIC))
+    name = _mat_variable_name(path, var)[0]
     if h5py.is_hdf5(path):
         with h5py.File(path, "r") as f:
             return np.ascontiguousarray(np.asarray(f[name]).transpose(2, 1, 0))
