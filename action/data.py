@@ -1,0 +1,182 @@
+"""Clip datasets: labelled videos -> ``{"image": (3, T, H, W) float in [0, 1], "label": int}``.
+
+A :class:`Sampling` says how a video becomes a clip (T frames spaced uniformly over the
+whole video or over windows of ``clip_duration`` seconds chosen by ``pytorchvideo.data``
+clip samplers, decoded straight to ``decode_size``, cropped to ``size``). The frames are
+decoded by :mod:`action.video` (PyAV, only the kept frames converted); transforms are
+MONAI's (``RandSpatialCropd``, ``CenterSpatialCropd``) and the one ``MinMaxd`` of
+``shared.transforms`` (uint8 0..255 -> 0..1). Every video is probed when the dataset is
+built, so a bad file is an error naming it before training starts, or, with
+``skip_bad=True``, is listed in ``dataset.skipped`` (and in the reports) instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, Dataset
+from monai.transforms import CenterSpatialCropd, Compose, EnsureTyped, MapTransform, RandSpatialCropd
+
+from action.layouts import VideoList
+from action.video import DecodeLimits, VideoError, probe, read_frames, uniform_timestamps
+from shared.transforms import MinMaxd
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How a video becomes one or more clips.
+
+    Args:
+        frames: T, frames per clip (the papers: 20).
+        size: ``(H, W)`` the model sees (the papers: 64x64).
+        decode_size: ``(H, W)`` frames are resized to while decoding (default ``size``);
+            larger than ``size`` gives random crops in training and centre crops otherwise.
+        clip_duration: seconds per clip; ``None`` = the whole video is one clip.
+        clips_per_video: clips per video at evaluation (windows spread over the video).
+    """
+
+    frames: int = 20
+    size: tuple[int, int] = (64, 64)
+    decode_size: tuple[int, int] | None = None
+    clip_duration: float | None = None
+    clips_per_video: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", tuple(int(v) for v in self.size))
+        if self.decode_size is not None:
+            object.__setattr__(self, "decode_size", tuple(int(v) for v in self.decode_size))
+            if any(d < s for d, s in zip(self.decode_size, self.size)):
+                raise ValueError(f"decode_size {self.decode_size} must be >= size {self.size}.")
+        if self.frames < 1 or self.clips_per_video < 1 or (self.clip_duration is not None and self.clip_duration <= 0):
+            raise ValueError(f"Invalid sampling {self}: frames and clips_per_video >= 1, clip_duration > 0.")
+
+    @property
+    def decode_hw(self) -> tuple[int, int]:
+        return self.decode_size or self.size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Sampling:
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()})
+
+
+def clip_windows(duration: float, sampling: Sampling, train: bool) -> list[tuple[float, float] | None]:
+    """Windows ``(start, end)`` in seconds for one video (``None`` = pick at random at load time).
+
+    Uses ``pytorchvideo.data``'s ``ConstantClipsPerVideoSampler`` for evaluation windows.
+    """
+    if sampling.clip_duration is None or sampling.clip_duration >= duration:
+        return [(0.0, duration)]
+    if train:
+        return [None]
+    from pytorchvideo.data.clip_sampling import ConstantClipsPerVideoSampler
+
+    sampler = ConstantClipsPerVideoSampler(Fraction(sampling.clip_duration), sampling.clips_per_video)
+    windows, last = [], 0.0
+    for _ in range(sampling.clips_per_video):
+        info = sampler(last, Fraction(duration), None)
+        windows.append((float(info.clip_start_sec), float(info.clip_end_sec)))
+        if info.is_last_clip:
+            break
+    return windows
+
+
+class LoadClipd(MapTransform):
+    """Decode ``data["path"]`` into ``data["image"]``: uint8 torch ``(3, T, H, W)``.
+
+    Reads the window ``data["start"]..data["end"]`` (seconds); ``start = None`` draws a
+    random window of ``sampling.clip_duration`` seconds (training on long videos).
+    """
+
+    def __init__(self, sampling: Sampling, limits: DecodeLimits = DecodeLimits(), seed: int = 0) -> None:
+        super().__init__(keys=["path"])
+        self.sampling, self.limits = sampling, limits
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(data)
+        start, end = data["start"], data["end"]
+        if start is None:
+            start = float(self.rng.uniform(0.0, data["duration"] - self.sampling.clip_duration))
+            end = start + self.sampling.clip_duration
+        frames = read_frames(data["path"], uniform_timestamps(start, end, self.sampling.frames), self.sampling.decode_hw, self.limits)
+        out["image"] = torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous()
+        return out
+
+
+def clip_transforms(sampling: Sampling, train: bool, limits: DecodeLimits = DecodeLimits()) -> tuple[Compose, Compose]:
+    """``(deterministic, random)`` MONAI transforms: decode, then crop + ``MinMaxd`` 0..255 -> 0..1."""
+    roi = (-1, *sampling.size)  # -1: keep all T frames
+    crop = RandSpatialCropd("image", roi_size=roi, random_size=False) if train else CenterSpatialCropd("image", roi_size=roi)
+    normalise = MinMaxd("image", input_min=0.0, input_max=255.0)
+    return Compose([LoadClipd(sampling, limits)]), Compose([crop, normalise, EnsureTyped("image", dtype=torch.float32, track_meta=False)])
+
+
+def _probe_all(videos: VideoList, limits: DecodeLimits, skip_bad: bool) -> tuple[list[tuple[Path, int, float]], list[dict[str, str]]]:
+    good, skipped = [], []
+    for path, label in videos.items:
+        try:
+            good.append((path, label, probe(path, limits).duration))
+        except VideoError as err:
+            if not skip_bad:
+                raise
+            skipped.append({"path": str(path), "reason": str(err)})
+            logger.warning("Skipping %s", err)
+    return good, skipped
+
+
+def clip_items(videos: VideoList, sampling: Sampling, train: bool, limits: DecodeLimits = DecodeLimits(), skip_bad: bool = False) -> tuple[list[dict], list[dict]]:
+    """One dict per clip (``path``, ``label``, ``video`` index, ``start``/``end`` s, ``duration`` s) and the skipped videos."""
+    good, skipped = _probe_all(videos, limits, skip_bad)
+    items = []
+    for index, (path, label, duration) in enumerate(good):
+        for window in clip_windows(duration, sampling, train):
+            start, end = window if window is not None else (None, None)
+            items.append({"path": str(path), "label": label, "video": index, "start": start, "end": end, "duration": duration})
+    return items, skipped
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """MONAI ``Dataset`` of clips; with ``cache=True`` the decoded uint8 clips stay in RAM (MONAI ``CacheDataset``).
+
+    Attributes:
+        items: the clip dicts (see :func:`clip_items`); ``videos``: paths of the usable videos.
+        skipped: ``[{"path", "reason"}]`` of videos left out under ``skip_bad=True``.
+    """
+
+    def __init__(
+        self, videos: VideoList, sampling: Sampling, train: bool, cache: bool = False, limits: DecodeLimits = DecodeLimits(), skip_bad: bool = False
+    ) -> None:
+        self.items, self.skipped = clip_items(videos, sampling, train, limits, skip_bad)
+        if not self.items:
+            raise ValueError(f"No usable videos ({len(self.skipped)} skipped): nothing to train or evaluate on.")
+        self.classes = list(videos.classes)
+        self.videos = list(dict.fromkeys(item["path"] for item in self.items))
+        self._video_index = {path: i for i, path in enumerate(self.videos)}
+        load, augment = clip_transforms(sampling, train, limits)
+        self.augment = augment
+        decodes_once = cache and all(item["start"] is not None for item in self.items)
+        self._source = CacheDataset(self.items, load, progress=False, num_workers=1) if decodes_once else Dataset(self.items, load)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """``{"image": (3, T, H, W) float32 in [0, 1], "label": int, "video": index into self.videos}``."""
+        clip = self.augment(self._source[index])
+        return {"image": clip["image"], "label": clip["label"], "video": self._video_index[clip["path"]]}
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([item["label"] for item in self.items])

@@ -1,0 +1,104 @@
+"""Predict actions in video files with a trained model directory (the CLI, the web app and evaluation use this).
+
+:class:`Predictor` rebuilds the network from ``action_model.json`` + ``model.pt`` and reads
+videos exactly as evaluation does (same sampling, same ``MinMaxd``, centre crops): a whole
+video gets the probabilities averaged over its evaluation windows; ``timeline`` slides a
+window (``pytorchvideo.data.UniformClipSampler``) along a long video and classifies each.
+Feature models (``feature_gru``) get their backbone prepended, so they read clips too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from action.data import clip_transforms, clip_windows
+from action.model_dir import ModelConfig, load_model
+from action.video import DecodeLimits, probe
+
+
+@dataclasses.dataclass
+class Predictor:
+    """A loaded model: ``network`` maps ``(B, 3, T, H, W)`` clips (or ``(B, T, C)`` sequences) to logits."""
+
+    network: torch.nn.Module
+    config: ModelConfig
+    limits: DecodeLimits = DecodeLimits()
+
+    @classmethod
+    def load(cls, model_dir: str | Path, limits: DecodeLimits = DecodeLimits()) -> Predictor:
+        network, config = load_model(model_dir)
+        if config.input == "features":
+            from action.features import with_backbone
+
+            network = with_backbone(network, config)
+        return cls(network.eval(), config, limits)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.config.classes
+
+    @torch.no_grad()
+    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        """Softmax probabilities ``(B, C)`` of a batch of network inputs."""
+        return torch.softmax(self.network(batch).float(), dim=1).numpy()
+
+    def clips(self, path: str | Path, windows: list[tuple[float, float]]) -> torch.Tensor:
+        """The network inputs ``(W, 3, T, H, W)`` of ``windows`` (seconds) of one video."""
+        if self.config.input == "sequence":
+            raise ValueError(f"Model {self.config.model!r} reads sequences, not videos.")
+        load, finish = clip_transforms(self.config.clip_sampling, train=False, limits=self.limits)
+        items = [finish(load({"path": str(path), "start": s, "end": e, "label": -1})) for s, e in windows]
+        return torch.stack([item["image"] for item in items])
+
+    def _ranked(self, prob: np.ndarray, top_k: int) -> list[dict[str, Any]]:
+        order = np.argsort(-prob)[: max(1, min(top_k, len(prob)))]
+        return [{"label": self.classes[i], "probability": float(prob[i])} for i in order]
+
+    def predict(self, path: str | Path, top_k: int = 5) -> dict[str, Any]:
+        """Classify one video: ``{"video", "duration_s", "label", "confidence", "top_k": [{"label", "probability"}]}``."""
+        info = probe(path, self.limits)
+        windows = [w for w in clip_windows(info.duration, self.config.clip_sampling, train=False) if w is not None]
+        prob = self.probabilities(self.clips(path, windows)).mean(axis=0)
+        ranked = self._ranked(prob, top_k)
+        return {"video": str(path), "duration_s": info.duration, "label": ranked[0]["label"], "confidence": ranked[0]["probability"], "top_k": ranked}
+
+    def timeline(self, path: str | Path, window: float | None = None, stride: float | None = None, batch_size: int = 8) -> list[dict[str, Any]]:
+        """Per-window predictions along ``path``: ``[{"start_s", "end_s", "label", "confidence"}]``.
+
+        Args:
+            window: seconds per window (default: the model's ``clip_duration``, else 2 s).
+            stride: seconds between window starts (default ``window / 2``).
+        """
+        from pytorchvideo.data.clip_sampling import UniformClipSampler
+
+        info = probe(path, self.limits)
+        window = min(window or self.config.clip_sampling.clip_duration or 2.0, info.duration)
+        sampler = UniformClipSampler(Fraction(window).limit_denominator(1000), Fraction(stride or window / 2).limit_denominator(1000), backpad_last=True)
+        windows, last = [], Fraction(0)
+        while True:
+            clip = sampler(last, Fraction(info.duration).limit_denominator(1000), None)
+            windows.append((float(clip.clip_start_sec), min(float(clip.clip_end_sec), info.duration)))
+            last = clip.clip_end_sec
+            if clip.is_last_clip:
+                break
+        rows = []
+        for first in range(0, len(windows), batch_size):
+            chunk = windows[first : first + batch_size]
+            for (start, end), prob in zip(chunk, self.probabilities(self.clips(path, chunk))):
+                best = int(prob.argmax())
+                rows.append({"start_s": start, "end_s": end, "label": self.classes[best], "confidence": float(prob[best])})
+        return rows
+
+    def frames(self, path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The frames the model sees for the whole video, uint8 ``(T, H, W, 3)`` (thumbnails for the web page)."""
+        from action.video import read_frames, uniform_timestamps
+
+        info = probe(path, self.limits)
+        sampling = self.config.clip_sampling
+        return read_frames(path, uniform_timestamps(0.0, info.duration, sampling.frames), size or sampling.size, self.limits)

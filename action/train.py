@@ -1,0 +1,137 @@
+"""Train an action model through the shared engine (``shared.engine.build_trainer``).
+
+:func:`train_model` reads the training split of a dataset (any layout of
+:mod:`action.layouts`, a ``.npz``/``.csv`` of sequences, or a feature cache), holds out a
+stratified validation fraction, builds the named model, writes ``action_model.json`` and
+trains with MATLAB-style :class:`~shared.options.TrainingOptions` (Adam, 1e-3 by default):
+progress table, ``training_progress.png``, history, resumable checkpoints in
+``<out>/checkpoints``, ``model.pt``. It is also what the bundle's ``train.json`` calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from action.data import ClipDataset, Sampling
+from action.layouts import VideoList, read_videos, stratified_split
+from action.model_dir import ModelConfig
+from action.models import MODELS
+from action.sequences import SequenceDataset, Sequences, channel_range, read_sequences
+from action.video import DecodeLimits
+from shared.engine import EngineHooks, Trainer, build_trainer
+from shared.ignite_metrics import confusion_metric
+from shared.options import TrainingOptions
+
+logger = logging.getLogger(__name__)
+METRICS = ("accuracy", "precision", "recall", "f1")
+
+
+def default_options(out: str | Path, **changes: Any) -> TrainingOptions:
+    """The action defaults: Adam 1e-3, 10 epochs, batch 16, reshuffled every epoch, progress figure, checkpoints in ``out``."""
+    base = {"solver": "adam", "initial_learn_rate": 1e-3, "max_epochs": 10, "mini_batch_size": 16, "shuffle": "every-epoch",
+            "plots": "training-progress", "checkpoint_path": str(Path(out) / "checkpoints"), "verbose_frequency": 10}  # fmt: skip
+    return TrainingOptions(**{**base, **changes})
+
+
+def classification_metrics(num_classes: int) -> dict[str, Any]:
+    """Macro accuracy/precision/recall/F1 Ignite metrics from confusion counts (``shared.ignite_metrics``)."""
+    return {name: confusion_metric(name, num_classes) for name in METRICS}
+
+
+def _split_videos(videos: VideoList, val_fraction: float, seed: int) -> tuple[VideoList, VideoList | None]:
+    if val_fraction <= 0:
+        return videos, None
+    held = stratified_split([label for _, label in videos.items], val_fraction, seed)
+    train = VideoList([item for item, h in zip(videos.items, held) if not h], videos.classes)
+    return train, VideoList([item for item, h in zip(videos.items, held) if h], videos.classes)
+
+
+def _split_sequences(seqs: Sequences, val_fraction: float, seed: int) -> tuple[Sequences, Sequences | None]:
+    if val_fraction <= 0:
+        return seqs, None
+    held = stratified_split(seqs.y.tolist(), val_fraction, seed)
+    return Sequences(seqs.x[~held], seqs.y[~held], seqs.classes), Sequences(seqs.x[held], seqs.y[held], seqs.classes)
+
+
+def clip_data(data: str | Path, sampling: Sampling, layout: str, split: int, val_fraction: float, seed: int, skip_bad: bool, cache: bool, limits: DecodeLimits) -> tuple[Any, Any, list[str]]:
+    """Training and validation :class:`ClipDataset` of the training split of ``data``."""
+    videos = read_videos(data, layout, split, "train", seed=seed)
+    train, val = _split_videos(videos, val_fraction, seed)
+    train_set = ClipDataset(train, sampling, train=True, cache=cache, limits=limits, skip_bad=skip_bad)
+    val_set = ClipDataset(val, sampling, train=False, cache=cache, limits=limits, skip_bad=skip_bad) if val else None
+    return train_set, val_set, videos.classes
+
+
+def sequence_data(data: str | Path, val_fraction: float, seed: int) -> tuple[Any, Any, list[str], int, list[list[float]]]:
+    """Training/validation :class:`SequenceDataset`, classes, channels and the normalisation window."""
+    seqs = read_sequences(data)
+    train, val = _split_sequences(seqs, val_fraction, seed)
+    window = channel_range(train.x)
+    return SequenceDataset(train, window), (SequenceDataset(val, window) if val else None), seqs.classes, seqs.x.shape[2], [list(w) for w in window]
+
+
+def train_model(
+    data: str | Path,
+    out: str | Path,
+    model: str = "c3d_gru",
+    options: TrainingOptions | Mapping[str, Any] | None = None,
+    sampling: Sampling | None = None,
+    layout: str = "auto",
+    split: int = 1,
+    val_fraction: float = 0.1,
+    model_kwargs: Mapping[str, Any] | None = None,
+    backbone: str | None = None,
+    weights: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    skip_bad: bool = False,
+    cache: bool = True,
+    resume: bool = False,
+    limits: DecodeLimits = DecodeLimits(),
+    num_workers: int = 0,
+) -> Trainer:
+    """Build the trainer for ``model`` on the training split of ``data``; call ``.run()``.
+
+    Args:
+        data: dataset folder / CSV (videos), ``.npz``/``.csv`` sequences (model ``gru``).
+        out: model directory (``action_model.json``, ``model.pt``, history, figure, checkpoints).
+        options: :class:`TrainingOptions` or a dict of changes to :func:`default_options`.
+        sampling: clip sampling (default 20 frames of 64x64 decoded at 72x72, random crops).
+        val_fraction: stratified share of the training split used for validation (0: none).
+        backbone, weights, cache_dir: feature models (``feature_gru``): see :mod:`action.features`.
+        skip_bad: leave undecodable videos out (listed in ``<out>/skipped.json``) instead of failing.
+        cache: keep decoded uint8 clips in RAM (MONAI ``CacheDataset``).
+    """
+    if model not in MODELS:
+        raise ValueError(f"Unknown model {model!r}; expected one of {sorted(MODELS)}.")
+    out = Path(out)
+    if not isinstance(options, TrainingOptions):
+        options = default_options(out, **dict(options or {}))
+    seed = options.seed or 0
+    kind = MODELS[model].input
+    sampling = sampling or Sampling(decode_size=(72, 72))
+    config = ModelConfig(model, [], sampling.to_dict(), dict(model_kwargs or {}))
+    if kind == "clip":
+        train_set, val_set, config.classes = clip_data(data, sampling, layout, split, val_fraction, seed, skip_bad, cache, limits)
+    elif kind == "sequence":
+        train_set, val_set, config.classes, config.in_features, config.window = sequence_data(data, val_fraction, seed)
+        config.sampling = None
+    else:
+        from action.features import feature_data
+
+        train_set, val_set, config.classes, config.in_features, config.backbone = feature_data(data, sampling, layout, split, val_fraction, seed, backbone, weights, cache_dir, limits)
+    if options.validation_frequency == TrainingOptions().validation_frequency:  # MATLAB's 50 iterations -> once per epoch here
+        options = dataclasses.replace(options, validation_frequency=max(1, int(np.ceil(len(train_set) / options.mini_batch_size))))
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out)
+    network = config.build()
+    return build_trainer(
+        network, torch.nn.CrossEntropyLoss(), options, train_set, val_set, metrics=classification_metrics(len(config.classes)),
+        key_metric="accuracy", output_dir=out, resume=resume, train_hooks=EngineHooks(num_workers=num_workers),
+    )  # fmt: skip

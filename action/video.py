@@ -1,0 +1,212 @@
+"""Video files in, uint8 frames out: probing with limits, and timestamp sampling with PyAV.
+
+The papers feed T frames (20) spaced uniformly over the whole video, resized to 64x64.
+Decoding a 320x240 frame is cheap; converting it to RGB costs ~3x the decode and the float
+conversion more, which is where ``pytorchvideo``'s ``EncodedVideo.get_clip`` spends its time
+(it converts every frame of the clip). So :func:`read_frames` decodes in presentation order,
+converts *only the frames it keeps* (resized by swscale while still YUV/uint8), and seeks by
+timestamp only across gaps longer than ``seek_gap`` seconds (with sparse keyframes a seek
+re-decodes a whole GOP, so for short gaps decoding through is faster; see ``benchmarks/``).
+
+Nothing is dropped silently: a file that cannot be opened, has no video stream, claims an
+absurd size or duration (refused before any frame is decoded), has fewer than ``min_frames``
+frames or ends before its header says it should is a :class:`VideoError` naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import av
+import numpy as np
+
+#: Containers we open; decided from the content (PyAV/FFmpeg probing), never from the file name.
+ALLOWED_FORMATS = frozenset({"avi", "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "mpeg", "mpegts", "flv", "ogg", "gif"})
+
+
+class VideoError(ValueError):
+    """A video file that cannot be used; the message names the file and what was expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeLimits:
+    """What a video header may claim before we refuse to decode it.
+
+    Args:
+        max_pixels: width x height per frame (default 8K UHD, 33 Mpixel).
+        max_duration: seconds (default 4 h).
+        min_frames: fewer frames than this is an error (a still image is not an action).
+        formats: allowed container formats (FFmpeg demuxer names).
+    """
+
+    max_pixels: int = 7680 * 4320
+    max_duration: float = 4 * 3600.0
+    min_frames: int = 2
+    formats: frozenset[str] = ALLOWED_FORMATS
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What the container header says (``duration`` in seconds, ``fps`` frames per second)."""
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    duration: float
+    frames: int
+    codec: str
+    container: str
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise VideoError(f"{path}: no such video file.")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: the file is empty (0 bytes); expected an encoded video.")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError) as err:
+        raise VideoError(f"{path}: not a readable video container ({err.__class__.__name__}: {err}).") from None
+
+
+def _header(path: Path, container: av.container.InputContainer, limits: DecodeLimits) -> VideoInfo:
+    formats = set(container.format.name.split(","))
+    if not formats & limits.formats:
+        raise VideoError(f"{path}: container format {container.format.name!r} is not an allowed video format {sorted(limits.formats)}.")
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise VideoError(f"{path}: has no video stream (streams: {', '.join(kinds)}); expected a video.")
+    stream = container.streams.video[0]
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width <= 0 or height <= 0 or width * height > limits.max_pixels:
+        raise VideoError(f"{path}: header claims {width}x{height} pixels per frame; the limit is {limits.max_pixels} pixels (refused before decoding).")
+    fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+    duration = _duration(stream, container)
+    if not math.isfinite(duration) or duration > limits.max_duration:
+        raise VideoError(f"{path}: header claims a duration of {duration:.0f} s; the limit is {limits.max_duration:.0f} s (refused before decoding).")
+    frames = int(stream.frames) or (round(duration * fps) if fps else 0)
+    return VideoInfo(str(path), width, height, fps, duration, frames, stream.codec_context.name, container.format.name)
+
+
+def _duration(stream: av.video.stream.VideoStream, container: av.container.InputContainer) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # microseconds (AV_TIME_BASE)
+    if stream.frames and stream.average_rate:
+        return float(stream.frames / stream.average_rate)
+    return 0.0
+
+
+def probe(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> VideoInfo:
+    """Read the header of ``path`` (no frame decoded) and check it against ``limits``.
+
+    Raises:
+        VideoError: missing/empty/unreadable file, no video stream, format not allowed,
+            resolution or duration over the limits, or fewer than ``limits.min_frames`` frames.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        info = _header(path, container, limits)
+    if 0 < info.frames < limits.min_frames or info.duration <= 0:
+        raise VideoError(f"{path}: has {info.frames} frame(s) ({info.duration:.3f} s); at least {limits.min_frames} frames are needed.")
+    return info
+
+
+def uniform_timestamps(start: float, end: float, num_frames: int) -> np.ndarray:
+    """Centres of ``num_frames`` equal segments of ``[start, end)`` seconds (TSN-style sampling).
+
+    Videos shorter than ``num_frames`` frames get repeated frames (each timestamp takes the
+    frame showing at that time), which is the documented loop/pad rule: the clip is
+    stretched in time, never padded with black frames.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}.")
+    step = (end - start) / num_frames
+    return start + step * (np.arange(num_frames) + 0.5)
+
+
+def _frame_time(frame: av.VideoFrame) -> float:
+    return float(frame.time) if frame.time is not None else float("nan")
+
+
+def read_frames(
+    path: str | Path,
+    timestamps: Sequence[float],
+    size: tuple[int, int] | None = None,
+    limits: DecodeLimits = DecodeLimits(),
+    seek_gap: float = 5.0,
+) -> np.ndarray:
+    """The frames showing at ``timestamps`` (seconds, ascending), as uint8 ``(T, H, W, 3)`` RGB.
+
+    Args:
+        size: ``(height, width)`` to resize to while decoding (None: the file's size).
+        seek_gap: seek instead of decoding through when the next timestamp is this many seconds ahead.
+
+    Raises:
+        VideoError: see :func:`probe`; also a stream that ends (or breaks) before the last
+            timestamp, e.g. a truncated file.
+    """
+    path = Path(path)
+    wanted = np.asarray(timestamps, dtype=float)
+    if wanted.ndim != 1 or len(wanted) == 0 or np.any(np.diff(wanted) < 0):
+        raise ValueError(f"timestamps must be a non-empty ascending 1-D sequence, got {timestamps!r}.")
+    with _open(path) as container:
+        info = _header(path, container, limits)
+        height, width = size or (info.height, info.width)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        out = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
+        filled = _decode_into(path, container, stream, wanted, out, seek_gap)
+    if filled < len(wanted):
+        raise VideoError(
+            f"{path}: the stream ends at frame {filled} of {len(wanted)} requested (last timestamp {wanted[-1]:.2f} s, "
+            f"header duration {info.duration:.2f} s); the file may be truncated."
+        )
+    return out
+
+
+def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndarray, seek_gap: float) -> int:
+    """Fill ``out`` with the last frame at or before each wanted time; returns how many were filled."""
+    height, width = out.shape[1:3]
+    filled, previous = 0, None
+    next_seek = True
+    try:
+        while filled < len(wanted):
+            if next_seek and wanted[filled] > seek_gap:
+                container.seek(int(wanted[filled] / stream.time_base), stream=stream, backward=True, any_frame=False)
+            next_seek = False
+            for frame in container.decode(stream):
+                time = _frame_time(frame)
+                while filled < len(wanted) and time > wanted[filled] + 1e-6 and previous is not None:
+                    out[filled] = previous.to_ndarray(format="rgb24", width=width, height=height)
+                    filled += 1
+                if filled == len(wanted):
+                    break
+                if previous is not None and wanted[filled] - time > seek_gap:
+                    previous, next_seek = None, True
+                    break
+                previous = frame
+            else:
+                break  # end of stream
+    except av.error.FFmpegError as err:
+        raise VideoError(f"{path}: decoding failed after {filled} of {len(wanted)} frames ({err}); the file is damaged.") from None
+    if filled < len(wanted) and previous is not None and _frame_time(previous) + _frame_period(stream) * 2 >= wanted[-1]:
+        out[filled:] = previous.to_ndarray(format="rgb24", width=width, height=height)  # the last frame shows until the end
+        filled = len(wanted)
+    return filled
+
+
+def _frame_period(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate
+    return float(1 / rate) if rate else 0.1
+
+
+def read_uniform_clip(path: str | Path, num_frames: int, size: tuple[int, int] | None = None, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+    """``num_frames`` frames spaced uniformly over the whole video, uint8 ``(T, H, W, 3)``."""
+    info = probe(path, limits)
+    return read_frames(path, uniform_timestamps(0.0, info.duration, num_frames), size, limits)
