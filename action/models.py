@@ -116,7 +116,7 @@ class FrameRecurrent(nn.Module):
     """Per-frame CNN -> recurrent head (or attention / frame average) -> dense.
 
     ``head``: ``gru`` / ``lstm`` (last hidden state), ``attention_lstm`` (LSTM sequence ->
-    attention pooling, paper 004) or ``average`` (mean over frames: the order-blind baseline).
+    attention pooling, paper 004) or ``average`` (mean of the per-frame features).
     """
 
     def __init__(self, num_classes: int, size: Sequence[int] = (64, 64), head: str = "gru", hidden: int = 128, widths: Sequence[int] = (16, 32, 64),
@@ -137,6 +137,23 @@ class FrameRecurrent(nn.Module):
         per_frame = self.encoder(clip)
         pooled = per_frame.mean(dim=1) if self.head_kind == "average" else self.head(per_frame)
         return self.classifier(pooled)
+
+
+class FrameAverage(nn.Module):
+    """Order-blind baseline: the clip's mean frame ``(B, 3, H, W)`` -> 2D CNN 16/32/64 -> flatten -> dense.
+
+    Averaging the frames first makes the output invariant to frame order by construction,
+    so a time-reversed video gets exactly the same prediction.
+    """
+
+    def __init__(self, num_classes: int, size: Sequence[int] = (64, 64), hidden: int = 128, widths: Sequence[int] = (16, 32, 64), dropout: float = 0.25, batch_norm: bool = True) -> None:
+        super().__init__()
+        self.cnn = conv_stack(2, 3, widths, batch_norm, dropout)
+        flat = widths[-1] * _after_pools(size[0], len(widths)) * _after_pools(size[1], len(widths))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.head(self.cnn(clip.mean(dim=2)))
 
 
 class SequenceRecurrent(nn.Module):
@@ -182,7 +199,7 @@ MODELS: dict[str, ModelSpec] = {
     "gru_lstm": ModelSpec("clip", _clip3d("gru_lstm"), "3D CNN -> GRU(128) sequence -> LSTM(128) -> dense (paper 001 baseline)"),
     "cnn2d_gru": ModelSpec("clip", _frames("gru", widths=(16, 32, 64), pooling="flatten"), "per-frame 2D CNN 16/32/64 (flattened) -> GRU(128) -> dense (paper 001 baseline)"),
     "attention_lstm": ModelSpec("clip", _frames("attention_lstm"), "per-frame 2D CNN -> LSTM sequence -> attention pooling -> FC (paper 004)"),
-    "frame_average": ModelSpec("clip", _frames("average"), "per-frame 2D CNN -> mean over frames -> FC (order-blind baseline)"),
+    "frame_average": ModelSpec("clip", lambda num_classes, frames, size, **kw: FrameAverage(num_classes, size, **kw), "mean frame -> 2D CNN -> dense (order-blind baseline)"),
     "feature_gru": ModelSpec("features", _sequence("deep_gru"), "cached backbone features -> GRU sequence -> GRU last -> FC (paper 002)"),
     "gru": ModelSpec("sequence", _sequence("gru"), "plain sequences (B, T, C) -> GRU -> FC"),
 }

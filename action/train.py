@@ -126,6 +126,7 @@ def train_model(
         from action.features import feature_data
 
         train_set, val_set, config.classes, config.in_features, config.backbone = feature_data(data, sampling, layout, split, val_fraction, seed, backbone, weights, cache_dir, limits)
+        config.sampling = config.backbone["sampling"]  # predict must sample frames exactly as the cache did
     if options.validation_frequency == TrainingOptions().validation_frequency:  # MATLAB's 50 iterations -> once per epoch here
         options = dataclasses.replace(options, validation_frequency=max(1, int(np.ceil(len(train_set) / options.mini_batch_size))))
     out.mkdir(parents=True, exist_ok=True)
