@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-demo-data", help="render the synthetic UCF101-style demo dataset")
     p.add_argument("out", type=Path)
     p.add_argument("--groups", type=int, default=9)
-    p.add_argument("--clips", type=int, default=6, help="clips per group and class")
+    p.add_argument("--clips", type=int, default=4, help="clips per group and class (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_demo_data)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -74,22 +73,17 @@ class Sampling:
 def clip_windows(duration: float, sampling: Sampling, train: bool) -> list[tuple[float, float] | None]:
     """Windows ``(start, end)`` in seconds for one video (``None`` = pick at random at load time).
 
-    Uses ``pytorchvideo.data``'s ``ConstantClipsPerVideoSampler`` for evaluation windows.
+    Evaluation windows start at ``linspace(0, duration - clip_duration, clips_per_video)``, so
+    the first begins at 0 and the last ends at the video's end. Not pytorchvideo's
+    ``ConstantClipsPerVideoSampler``: it starts clip k at ``k / K`` of the range, so the last
+    ``1 / K`` of every video is never evaluated (e.g. 2.7 s of a 10 s video with K = 3).
     """
     if sampling.clip_duration is None or sampling.clip_duration >= duration:
         return [(0.0, duration)]
     if train:
         return [None]
-    from pytorchvideo.data.clip_sampling import ConstantClipsPerVideoSampler
-
-    sampler = ConstantClipsPerVideoSampler(Fraction(sampling.clip_duration), sampling.clips_per_video)
-    windows, last = [], 0.0
-    for _ in range(sampling.clips_per_video):
-        info = sampler(last, Fraction(duration), None)
-        windows.append((float(info.clip_start_sec), float(info.clip_end_sec)))
-        if info.is_last_clip:
-            break
-    return windows
+    starts = np.linspace(0.0, duration - sampling.clip_duration, sampling.clips_per_video)
+    return [(float(s), float(s) + sampling.clip_duration) for s in starts]
 
 
 class LoadClipd(MapTransform):
