@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medact-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-engine test install clean
+.PHONY: demo demo-medseg demo-action demo-engine test install clean
 
 $(STAMP): pyproject.toml
 	@if ! $(PY) -c "import sys" >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
@@ -15,8 +15,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# both halves: V-Net segmentation (~6 min), then GRU action recognition (~5 min)
+demo: demo-medseg demo-action
+
+demo-medseg: $(STAMP)
 	$(PY) -m medseg.demo
+
+demo-action: $(STAMP)
+	$(PY) -m action.demo
 
 demo-engine: $(STAMP)
 	$(PY) -m shared.demo --out demo_output

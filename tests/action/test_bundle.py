@@ -1,0 +1,64 @@
+"""The gru_action bundle through MONAI's own CLI, offline, on tiny real videos."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = ROOT / "bundles" / "gru_action"
+CONFIGS = BUNDLE / "configs"
+
+
+def _bundle(*args: object, timeout: int = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "monai.bundle", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
+def test_metadata_verifies_offline_and_names_the_demo_classes() -> None:
+    from action.synthetic import CLASSES
+
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert list(pred["channel_def"].values()) == list(CLASSES) and pred["num_channels"] == len(CLASSES)
+    assert meta["version"] in meta["changelog"]
+    _bundle("verify_metadata", "--meta_file", CONFIGS / "metadata.json", "--filepath", ROOT / "bundles" / "schema" / "meta_schema.json")
+    _bundle("verify_net_in_out", "network_def", "--meta_file", CONFIGS / "metadata.json", "--config_file", CONFIGS / "train.json")
+
+
+def test_readme_states_the_configured_recipe() -> None:
+    readme = (BUNDLE / "docs" / "README.md").read_text()
+    train = json.loads((CONFIGS / "train.json").read_text())
+    stated = dict(re.findall(r"^\| `([a-z_#]+)` \| `([^`]+)` \|", readme, flags=re.M))
+    assert len(stated) >= 8
+    for key, value in stated.items():
+        node = train
+        for part in key.split("#"):
+            node = node[part]
+        assert json.loads(value) == node, key
+
+
+@pytest.mark.slow
+def test_train_evaluate_infer_through_monai_cli(tmp_path: Path, tiny_videos: Path) -> None:
+    bundle = tmp_path / "gru_action"
+    shutil.copytree(CONFIGS, bundle / "configs")
+    tiny = ["--bundle_root", bundle, "--dataset_dir", tiny_videos, "--frames", 8, "--size", "[32,32]", "--sampling#decode_size", "[36,36]",
+            "--options#max_epochs", 1, "--options#verbose", "False"]  # fmt: skip
+    _bundle("run", "--config_file", bundle / "configs" / "train.json", *tiny)
+    assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "action_model.json").is_file()
+    configs = f"['{bundle / 'configs' / 'train.json'}','{bundle / 'configs' / 'evaluate.json'}']"
+    done = _bundle("run", "--config_file", configs, *tiny)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["videos"] == 16 and 0.0 <= report["accuracy"] <= 1.0
+    assert (bundle / "eval" / "confusion_chart.png").is_file()
+    video = sorted(tiny_videos.glob("Jump/*"))[0]
+    done = _bundle("run", "--config_file", bundle / "configs" / "inference.json", "--bundle_root", bundle, "--videos", f"['{video}']")
+    prediction = json.loads(done.stdout.strip().splitlines()[-1])[0]
+    assert prediction["video"] == str(video) and len(prediction["top_k"]) == 5
