@@ -5,8 +5,8 @@ Decoding a 320x240 frame is cheap; converting it to RGB costs ~3x the decode and
 conversion more, which is where ``pytorchvideo``'s ``EncodedVideo.get_clip`` spends its time
 (it converts every frame of the clip). So :func:`read_frames` decodes in presentation order,
 converts *only the frames it keeps* (resized by swscale while still YUV/uint8), and seeks by
-timestamp only across gaps longer than ``seek_gap`` seconds (with sparse keyframes a seek
-re-decodes a whole GOP, so for short gaps decoding through is faster; see ``benchmarks/``).
+timestamp across gaps of more than a few frames as long as seeking pays off (with sparse
+keyframes a seek re-decodes the same GOP, so it then decodes through; see ``benchmarks/``).
 
 Nothing is dropped silently: a file that cannot be opened, has no video stream, claims an
 absurd size or duration (refused before any frame is decoded), has fewer than ``min_frames``
@@ -139,13 +139,14 @@ def read_frames(
     timestamps: Sequence[float],
     size: tuple[int, int] | None = None,
     limits: DecodeLimits = DecodeLimits(),
-    seek_gap: float = 5.0,
+    seek_gap: float | None = None,
 ) -> np.ndarray:
     """The frames showing at ``timestamps`` (seconds, ascending), as uint8 ``(T, H, W, 3)`` RGB.
 
     Args:
         size: ``(height, width)`` to resize to while decoding (None: the file's size).
-        seek_gap: seek instead of decoding through when the next timestamp is this many seconds ahead.
+        seek_gap: seek instead of decoding through when the next timestamp is this many seconds
+            ahead (``None``: automatic, see :class:`_SeekPolicy`).
 
     Raises:
         VideoError: see :func:`probe`; also a stream that ends (or breaks) before the last
@@ -159,7 +160,6 @@ def read_frames(
         info = _header(path, container, limits)
         height, width = size or (info.height, info.width)
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         out = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
         filled = _decode_into(path, container, stream, wanted, out, seek_gap)
     if filled < len(wanted):
@@ -170,25 +170,52 @@ def read_frames(
     return out
 
 
-def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndarray, seek_gap: float) -> int:
+class _SeekPolicy:
+    """When to seek instead of decoding through: across gaps over ``gap`` seconds, while seeks pay off.
+
+    ``gap=None`` (auto) seeks across gaps of more than 4 frame periods. Whatever the gap, a
+    seek that lands on a keyframe before the frame already decoded (sparse keyframes: it
+    re-decodes frames already decoded) ends seeking for the rest of the file. (A seek is never
+    issued twice for one target, so a seek cannot repeat itself.)
+    """
+
+    def __init__(self, gap: float | None, period: float) -> None:
+        self.gap = 4 * period if gap is None else gap
+        self.period = period
+
+    def wants(self, current: float, target: float) -> bool:
+        return target - current > self.gap
+
+    def landed(self, before: float | None, at: float) -> None:
+        if before is not None and at < before - self.period / 2:  # went backwards: re-decoding a GOP already decoded
+            self.gap = math.inf
+
+
+def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndarray, seek_gap: float | None) -> int:
     """Fill ``out`` with the last frame at or before each wanted time; returns how many were filled."""
     height, width = out.shape[1:3]
-    filled, previous = 0, None
-    next_seek = True
+    policy = _SeekPolicy(seek_gap, _frame_period(stream))
+    filled, previous, position = 0, None, None  # position: time of the last decoded frame
+    seek, sought = policy.wants(0.0, wanted[0]), -1  # sought: the target index of the last seek (one seek per target)
     try:
         while filled < len(wanted):
-            if next_seek and wanted[filled] > seek_gap:
+            if seek:
+                sought = filled
                 container.seek(int(wanted[filled] / stream.time_base), stream=stream, backward=True, any_frame=False)
-            next_seek = False
+            landing, seek = seek, False
             for frame in container.decode(stream):
                 time = _frame_time(frame)
+                if landing:
+                    policy.landed(position, time)
+                    landing = False
                 while filled < len(wanted) and time > wanted[filled] + 1e-6 and previous is not None:
                     out[filled] = previous.to_ndarray(format="rgb24", width=width, height=height)
                     filled += 1
                 if filled == len(wanted):
                     break
-                if previous is not None and wanted[filled] - time > seek_gap:
-                    previous, next_seek = None, True
+                position = time
+                if previous is not None and sought != filled and policy.wants(time, wanted[filled]):
+                    previous, seek = None, True
                     break
                 previous = frame
             else:
