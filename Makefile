@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medact-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-medseg demo-action demo-engine test install clean
+.PHONY: demo demo-medseg demo-action demo-engine serve test install clean
 
 $(STAMP): pyproject.toml
 	@if ! $(PY) -c "import sys" >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
@@ -28,7 +28,11 @@ demo-engine: $(STAMP)
 	$(PY) -m shared.demo --out demo_output
 
 test: $(STAMP)
+	@sh .ci/install-chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+serve: $(STAMP)
+	$(PY) -m action serve
 
 clean:
 	rm -rf demo_output demo_data test-artifacts .pytest_cache bundles/*/models bundles/*/eval

@@ -1,4 +1,4 @@
-"""``python -m action``: make-demo-data, train, evaluate, predict, extract-features.
+"""``python -m action``: make-demo-data, train, evaluate, predict, extract-features, serve.
 
 Every command prints a one-line reason and exits 2 when it cannot run (bad input named),
 and ``evaluate``/``predict`` offer ``--json`` for machine-readable output.
@@ -114,6 +114,16 @@ def cmd_extract_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from action.serve import default_model_dir, serve
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
+    serve(args.model or default_model_dir(), args.host, args.port, args.max_upload_mb, args.workers)
+    return 0
+
+
 def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=20, help="frames per clip, spaced uniformly (default 20)")
     p.add_argument("--size", type=_size, default=(64, 64), help="model input HxW, e.g. 64 or 112x112 (default 64)")
@@ -182,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", type=int, default=4, help="clips per group and class (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_demo_data)
+
+    p = sub.add_parser("serve", help="web page + JSON API: upload a video, see the predicted action")
+    p.add_argument("--model", type=Path, help="trained model directory (default: the demo's, if present)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port; default 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=200, help="upload size limit in MB (default 200)")
+    p.add_argument("--workers", type=int, default=1, help="predictions running at once (default 1)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("extract-features", help="cache per-frame backbone features for feature_gru")
     p.add_argument("--data", required=True)

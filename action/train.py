@@ -27,6 +27,7 @@ from action.sequences import SequenceDataset, Sequences, channel_range, read_seq
 from action.video import DecodeLimits
 from shared.engine import EngineHooks, Trainer, build_trainer
 from shared.ignite_metrics import confusion_metric
+from shared.io import atomic_write_json
 from shared.options import TrainingOptions
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,10 @@ def train_model(
         options = dataclasses.replace(options, validation_frequency=max(1, int(np.ceil(len(train_set) / options.mini_batch_size))))
     out.mkdir(parents=True, exist_ok=True)
     config.save(out)
+    skipped = [*getattr(train_set, "skipped", []), *getattr(val_set, "skipped", [])]
+    if skipped:
+        atomic_write_json(out / "skipped.json", skipped)
+        logger.warning("%d videos skipped (listed in %s)", len(skipped), out / "skipped.json")
     network = config.build()
     return build_trainer(
         network, torch.nn.CrossEntropyLoss(), options, train_set, val_set, metrics=classification_metrics(len(config.classes)),

@@ -19,6 +19,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from time import monotonic
 
 import av
 import numpy as np
@@ -40,12 +41,15 @@ class DecodeLimits:
         max_duration: seconds (default 4 h).
         min_frames: fewer frames than this is an error (a still image is not an action).
         formats: allowed container formats (FFmpeg demuxer names).
+        max_decode_seconds: wall-clock budget of one :func:`read_frames` call (the web server
+            sets one so that a hostile upload cannot stall it).
     """
 
     max_pixels: int = 7680 * 4320
     max_duration: float = 4 * 3600.0
     min_frames: int = 2
     formats: frozenset[str] = ALLOWED_FORMATS
+    max_decode_seconds: float = math.inf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +165,7 @@ def read_frames(
         height, width = size or (info.height, info.width)
         stream = container.streams.video[0]
         out = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
-        filled = _decode_into(path, container, stream, wanted, out, seek_gap)
+        filled = _decode_into(path, container, stream, wanted, out, seek_gap, monotonic() + limits.max_decode_seconds)
     if filled < len(wanted):
         raise VideoError(
             f"{path}: the stream ends at frame {filled} of {len(wanted)} requested (last timestamp {wanted[-1]:.2f} s, "
@@ -191,7 +195,7 @@ class _SeekPolicy:
             self.gap = math.inf
 
 
-def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndarray, seek_gap: float | None) -> int:
+def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndarray, seek_gap: float | None, deadline: float = math.inf) -> int:
     """Fill ``out`` with the last frame at or before each wanted time; returns how many were filled."""
     height, width = out.shape[1:3]
     policy = _SeekPolicy(seek_gap, _frame_period(stream))
@@ -204,6 +208,8 @@ def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndar
                 container.seek(int(wanted[filled] / stream.time_base), stream=stream, backward=True, any_frame=False)
             landing, seek = seek, False
             for frame in container.decode(stream):
+                if monotonic() > deadline:
+                    raise VideoError(f"{path}: decoding stopped at frame time {_frame_time(frame):.1f} s: over the time budget of this reader.")
                 time = _frame_time(frame)
                 if landing:
                     policy.landed(position, time)

@@ -1,0 +1,168 @@
+"""``python -m action serve``: a web page and a JSON API that classify uploaded videos (Flask).
+
+Prediction is :class:`action.predict.Predictor` (the CLI's code; no second inference path).
+
+Routes: ``GET /`` (the page), ``POST /api/predict`` (multipart field ``file``), ``GET
+/api/health``, ``GET /api/labels``, ``GET /api/openapi.json`` (the API description).
+Failures answer JSON ``{"error": ...}``: 413 upload over ``--max-upload-mb`` (with the limit),
+422 not a decodable video (the container is probed from the bytes with PyAV's format
+allow-list; the client's file name and Content-Type are never used), 503 no model loaded,
+500 internal error with an ``error_id`` (details only in the server log).
+
+Safety: each upload is streamed into its own directory (``mkdtemp``, mode 0700) under a
+private per-server root, under a random name, and the directory is removed after the
+request whatever happens; decoding is bounded in resolution, duration and wall-clock time
+(:data:`SERVER_LIMITS`); at most ``workers`` predictions run at once (others wait), so one
+upload cannot stall the server; it binds to 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import secrets
+import shutil
+import tempfile
+import threading
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from action.video import DecodeLimits, VideoError
+
+logger = logging.getLogger("action.serve")
+SERVER_LIMITS = DecodeLimits(max_pixels=3840 * 2160, max_duration=30 * 60.0, max_decode_seconds=30.0)
+DEFAULT_MODEL_DIRS = (Path("demo_output/action/c3d_gru"), Path("bundles/gru_action/models"))
+
+
+def default_model_dir() -> Path | None:
+    """The demo's model if ``make demo`` ran, else the bundle's, else None."""
+    return next((d for d in DEFAULT_MODEL_DIRS if (d / "action_model.json").is_file() and (d / "model.pt").is_file()), None)
+
+
+def _thumbnails(frames: Any, count: int = 10) -> list[str]:
+    """Up to ``count`` frames (uint8 (T, H, W, 3)) as JPEG data URLs."""
+    from PIL import Image
+
+    step = max(1, len(frames) // count)
+    urls = []
+    for frame in frames[::step][:count]:
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=85)
+        urls.append("data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode())
+    return urls
+
+
+def analyse(predictor: Any, path: Path, window: float, top_k: int = 5) -> dict[str, Any]:
+    """Top-k, thumbnails and (for videos longer than two windows) the per-window timeline."""
+    result = predictor.predict(path, top_k)
+    result.pop("video")
+    result["frames"] = _thumbnails(predictor.frames(path, size=(96, 96)))
+    result["timeline"] = predictor.timeline(path, window=window) if result["duration_s"] > 2 * window else []
+    result["window_s"] = window
+    return result
+
+
+def _json_error(status: int, message: str, **extra: Any) -> Any:
+    from flask import jsonify
+
+    response = jsonify({"error": message, "status": status, **extra})
+    response.status_code = status
+    return response
+
+
+def _load(model_dir: Path | None, limits: DecodeLimits) -> tuple[Any, str]:
+    from action.predict import Predictor
+
+    if model_dir is None:
+        return None, "no model directory given (python -m action serve --model DIR)"
+    try:
+        return Predictor.load(model_dir, limits), ""
+    except (OSError, ValueError, RuntimeError) as err:
+        logger.error("Model %s could not be loaded: %s", model_dir, err)
+        return None, f"the model in {model_dir} could not be loaded"
+
+
+def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits: DecodeLimits = SERVER_LIMITS, window: float = 2.0, workers: int = 1) -> Any:
+    """The Flask app. ``app.config["UPLOAD_ROOT"]`` is the private directory uploads pass through."""
+    from flask import Flask, jsonify, request
+    from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
+    app.config["UPLOAD_ROOT"] = Path(tempfile.mkdtemp(prefix="medact-uploads-"))
+    predictor, load_problem = _load(Path(model_dir) if model_dir else None, limits)
+    gate = threading.BoundedSemaphore(max(1, workers))
+    page = resources.files("action").joinpath("web/index.html").read_text()
+
+    @app.get("/")
+    def index() -> Any:
+        return page, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+    @app.get("/api/health")
+    def health() -> Any:
+        return jsonify({"status": "ok", "model_loaded": predictor is not None, "model": predictor.config.model if predictor else None,
+                        "max_upload_mb": max_upload_mb, "problem": load_problem or None})  # fmt: skip
+
+    @app.get("/api/labels")
+    def labels() -> Any:
+        if predictor is None:
+            return _json_error(503, f"No model loaded: {load_problem}.")
+        return jsonify({"labels": predictor.classes})
+
+    @app.get("/api/openapi.json")
+    def openapi() -> Any:
+        return app.response_class(resources.files("action").joinpath("web/openapi.json").read_text(), mimetype="application/json")
+
+    @app.post("/api/predict")
+    def predict() -> Any:
+        if predictor is None:
+            return _json_error(503, f"No model loaded: {load_problem}.")
+        upload = request.files.get("file")
+        if upload is None:
+            return _json_error(400, "Send the video as the multipart form field 'file'.")
+        workdir = Path(tempfile.mkdtemp(dir=app.config["UPLOAD_ROOT"]))
+        stored = workdir / secrets.token_hex(16)  # never the client's name: no path tricks reach the disk
+        try:
+            upload.save(stored)
+            top_k = min(max(int(request.form.get("top_k", 5)), 1), len(predictor.classes))
+            with gate:
+                return jsonify(analyse(predictor, stored, window, top_k))
+        except VideoError as err:
+            return _json_error(422, "Not a decodable video: " + str(err).replace(str(stored), "the uploaded file"))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_: Exception) -> Any:
+        return _json_error(413, f"The upload is larger than the limit of {max_upload_mb:g} MB.", limit_mb=max_upload_mb)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> Any:
+        return _json_error(err.code or 500, err.description or err.name)
+
+    @app.errorhandler(Exception)
+    def internal(err: Exception) -> Any:
+        error_id = uuid.uuid4().hex[:12]
+        logger.exception("Internal error %s", error_id)
+        return _json_error(500, "Internal error; quote the error id when reporting it.", error_id=error_id)
+
+    return app
+
+
+def serve(model_dir: str | Path | None, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 200, workers: int = 1) -> None:
+    """Run the app on a threaded WSGI server until interrupted; removes the upload root on exit."""
+    from werkzeug.serving import make_server
+
+    app = create_app(model_dir, max_upload_mb, workers=workers)
+    server = make_server(host, port, app, threaded=True)
+    print(f"Serving on http://{host}:{server.server_port}/ (model: {model_dir or 'none'}; uploads up to {max_upload_mb:g} MB)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        shutil.rmtree(app.config["UPLOAD_ROOT"], ignore_errors=True)

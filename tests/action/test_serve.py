@@ -1,0 +1,127 @@
+"""The web API on a real server process: predictions equal the CLI's, and every failure is clean JSON."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+
+import pytest
+import requests
+
+from action.data import Sampling
+from action.model_dir import ModelConfig
+from action.predict import Predictor
+from action.synthetic import CLASSES
+from shared.checkpoint import save_weights
+from tests.action.web_server import Server
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An (untrained) c3d_gru on 8x32x32 clips: the API tests need a real model, not an accurate one."""
+    import torch
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("served")
+    config = ModelConfig("c3d_gru", list(CLASSES), Sampling(frames=8, size=(32, 32)).to_dict())
+    config.save(out)
+    save_weights(config.build(), out / "model.pt")
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(small_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    running = Server(small_model, tmp_path_factory.mktemp("server_tmp"), max_upload_mb=1.0)
+    yield running
+    running.stop()
+    assert not list(running.tmpdir.glob("medact-uploads-*")), "the upload root must be removed on shutdown"
+
+
+def _post(server: Server, name: str, content: bytes, mime: str = "video/mp4") -> requests.Response:
+    return requests.post(server.url + "/api/predict", files={"file": (name, content, mime)}, timeout=60)
+
+
+def test_health_labels_and_schema(server: Server) -> None:
+    health = requests.get(server.url + "/api/health", timeout=10).json()
+    assert health["model_loaded"] is True and health["model"] == "c3d_gru" and health["max_upload_mb"] == 1.0
+    assert requests.get(server.url + "/api/labels", timeout=10).json()["labels"] == list(CLASSES)
+    schema = requests.get(server.url + "/api/openapi.json", timeout=10).json()
+    assert set(schema["paths"]) == {"/api/predict", "/api/health", "/api/labels"}
+    assert {"413", "422", "500", "503"} <= set(schema["paths"]["/api/predict"]["post"]["responses"])
+
+
+def test_prediction_equals_the_cli_predictor(server: Server, small_model: Path, tiny_videos: Path) -> None:
+    video = sorted(tiny_videos.glob("Wave/*.mp4"))[0]
+    answer = _post(server, video.name, video.read_bytes())
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    expected = Predictor.load(small_model).predict(video, top_k=5)
+    assert [r["label"] for r in data["top_k"]] == [r["label"] for r in expected["top_k"]]
+    assert [r["probability"] for r in data["top_k"]] == pytest.approx([r["probability"] for r in expected["top_k"]], abs=1e-5)
+    assert data["label"] == expected["label"] and len(data["frames"]) == 8 and data["frames"][0].startswith("data:image/jpeg;base64,")
+
+
+def test_size_limit_answers_413_with_the_limit(server: Server) -> None:
+    answer = _post(server, "big.mp4", b"\0" * (2 * 1024 * 1024))
+    assert answer.status_code == 413 and answer.json()["limit_mb"] == 1.0 and "1 MB" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("content", [b"this is a text file, not a video\n" * 50, b"", bytes(range(256)) * 40])
+def test_not_a_video_answers_422(server: Server, content: bytes) -> None:
+    answer = _post(server, "holiday.mp4", content)
+    assert answer.status_code == 422 and answer.json()["error"].startswith("Not a decodable video")
+    assert str(server.tmpdir) not in answer.text  # server paths never leak
+
+
+HOSTILE = ["../../evil.mp4", "/etc/passwd", "a\x00b.mp4", "x\r\nSet-Cookie: a=b.mp4", "A" * 5000 + ".mp4", "\u202egnp.exe.mp4", "..", "C:\\windows\\evil.mp4"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_file_names_never_reach_the_disk(server: Server, tiny_videos: Path, name: str) -> None:
+    video = sorted(tiny_videos.glob("Jump/*.avi"))[0]
+    answer = _post(server, name, video.read_bytes(), mime="text/plain")  # the type comes from the content
+    assert answer.status_code == 200, answer.text
+    for suspicious in ("evil.mp4", "passwd", "b.mp4"):
+        assert not list(server.tmpdir.parent.rglob(suspicious)), suspicious
+    assert not any(server.upload_root().iterdir())
+
+
+def test_upload_root_is_empty_after_200_mixed_requests(server: Server, tiny_videos: Path) -> None:
+    good = sorted(tiny_videos.glob("*/*"))[:2]
+    payloads = [(p.name, p.read_bytes()) for p in good] + [("bad.mp4", b"garbage" * 100), ("empty.avi", b""), ("x.mp4", b"\x00\x00\x00\x18ftypmp42")]
+
+    def send(i: int) -> int:
+        name, content = payloads[i % len(payloads)]
+        return _post(server, name, content).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(send, range(200)))
+    assert sorted(set(codes)) == [200, 422] and codes.count(200) == 80
+    assert not any(server.upload_root().iterdir())
+
+
+def test_no_model_answers_503(tmp_path: Path, tiny_videos: Path) -> None:
+    running = Server(None, tmp_path)
+    try:
+        video = sorted(tiny_videos.glob("Jump/*"))[0]
+        answer = _post(running, video.name, video.read_bytes())
+        assert answer.status_code == 503 and "No model loaded" in answer.json()["error"]
+        assert requests.get(running.url + "/api/labels", timeout=10).status_code == 503
+        assert requests.get(running.url + "/api/health", timeout=10).json()["model_loaded"] is False
+    finally:
+        running.stop()
+
+
+def test_internal_error_answers_500_with_an_id_and_no_details(small_model: Path, tiny_videos: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import action.serve
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(action.serve, "analyse", broken)  # a bug inside prediction
+    client = action.serve.create_app(small_model).test_client()
+    video = sorted(tiny_videos.glob("Jump/*"))[0]
+    answer = client.post("/api/predict", data={"file": (video.open("rb"), "v.avi")}, content_type="multipart/form-data")
+    assert answer.status_code == 500 and len(answer.json["error_id"]) == 12
+    assert "secret" not in answer.get_data(as_text=True)
+    assert answer.json["error_id"] in caplog.text and "secret internal detail" in caplog.text

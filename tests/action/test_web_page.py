@@ -1,0 +1,61 @@
+"""The upload page in a real headless Chromium (Debian's, driven by Playwright) against a real server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from action.predict import Predictor
+from tests.action.test_serve import small_model  # noqa: F401  (fixture)
+from tests.action.web_server import ROOT, Server
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = os.environ.get("MEDACT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        if os.environ.get("MEDACT_REQUIRE_BROWSER"):
+            pytest.fail("No chromium found (make test installs Debian's chromium; MEDACT_REQUIRE_BROWSER is set).")
+        pytest.skip("no chromium on this machine (make test installs it with apt-get)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        yield launched
+        launched.close()
+
+
+@pytest.mark.slow
+def test_upload_a_video_and_a_fake_one(browser, small_model: Path, tiny_videos: Path, tmp_path: Path) -> None:  # noqa: F811
+    server = Server(small_model, tmp_path / "server", max_upload_mb=5) if (tmp_path / "server").mkdir() is None else None
+    try:
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        video = sorted(tiny_videos.glob("SitDown/*.mp4"))[0]
+        page.set_input_files("#file", str(video))
+        page.click("#analyse")
+        page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+        expected = Predictor.load(small_model).predict(video, top_k=5)
+        assert page.inner_text("#label") == expected["label"]
+        bars = page.locator("#bars .bar")
+        assert bars.count() == 5 and all(bars.nth(i).is_visible() for i in range(5))
+        width = float(bars.first.evaluate("e => parseFloat(e.style.width)"))
+        assert width == pytest.approx(100 * expected["top_k"][0]["probability"], abs=0.06)
+        assert page.locator("#frames img").count() == 8
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "web_prediction.png"), full_page=True)
+
+        fake = tmp_path / "notes.mp4"
+        fake.write_text("my shopping list, not a video\n" * 20)
+        page.set_input_files("#file", str(fake))
+        page.click("#analyse")
+        page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+        assert "Not a decodable video" in page.inner_text("#error") and page.locator("#result").is_hidden()
+        page.screenshot(path=str(ARTIFACTS / "web_error.png"), full_page=True)
+    finally:
+        server.stop()
