@@ -46,6 +46,15 @@ def full_suffix(path: str | os.PathLike) -> str:
     return Path(path).suffix
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, tmp_dir: str | os.PathLike | None = None) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path`` atomically.
@@ -64,6 +73,7 @@ def atomic_path(path: str | os.PathLike, tmp_dir: str | os.PathLike | None = Non
     where = Path(tmp_dir) if tmp_dir is not None else final.parent
     where.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}{PARTIAL_MARKER}", suffix=full_suffix(final), dir=where)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the permissions open() would give
     os.close(fd)
     tmp = Path(tmp_name)
     try:

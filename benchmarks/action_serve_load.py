@@ -1,0 +1,110 @@
+"""Bounded load test of `python -m action serve` on loopback: 8 concurrent clients for 60 s.
+
+Each client posts a 2 s synthetic video (H.264 .mp4, 160x120) to /api/predict in a loop; one in
+eight requests is a broken file (expects 422). Prints p50/p95 latency, throughput and the 5xx
+count; the same-run baseline is one client alone for 15 s. Uses the demo's model if ``make demo``
+ran, else an untrained c3d_gru (same cost).
+
+    python benchmarks/action_serve_load.py [--clients 8] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from action.data import Sampling  # noqa: E402
+from action.model_dir import ModelConfig  # noqa: E402
+from action.serve import default_model_dir  # noqa: E402
+from action.synthetic import CLASSES, encode_video, render_video  # noqa: E402
+from benchmarks.common import emit  # noqa: E402
+from shared.checkpoint import save_weights  # noqa: E402
+
+
+def start_server(model: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "action", "serve", "--model", str(model), "--port", str(port)], cwd=ROOT,
+                               env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            requests.get(url + "/api/health", timeout=1)
+            return process, url
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not start")
+
+
+def hammer(url: str, video: bytes, clients: int, seconds: float) -> dict:
+    latencies, codes, lock = [], [], threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        n = 0
+        while time.monotonic() < stop:
+            broken = (n + index) % 8 == 0
+            body = b"not a video" * 50 if broken else video
+            start = time.perf_counter()
+            code = requests.post(url + "/api/predict", files={"file": ("clip.mp4", body)}, timeout=120).status_code
+            with lock:
+                latencies.append(time.perf_counter() - start)
+                codes.append(code)
+            n += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    begin = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - begin
+    quantiles = statistics.quantiles(latencies, n=20)
+    return {"p50_s": statistics.median(latencies), "p95_s": quantiles[18], "throughput_rps": len(codes) / elapsed,
+            "requests": len(codes), "http_5xx": sum(c >= 500 for c in codes), "http_200": codes.count(200), "http_422": codes.count(422)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = default_model_dir()
+        if model is None:
+            model = tmp / "model"
+            config = ModelConfig("c3d_gru", list(CLASSES), Sampling(decode_size=(72, 72)).to_dict())
+            config.save(model)
+            save_weights(config.build(), model / "model.pt")
+        video = encode_video(render_video("Wave", np.random.default_rng(0))[:50], tmp / "clip.mp4").read_bytes()
+        process, url = start_server(model, tmp)
+        try:
+            single = hammer(url, video, 1, min(15.0, args.seconds))
+            loaded = hammer(url, video, args.clients, args.seconds)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        leftovers = [p for p in tmp.glob("medact-uploads-*")]
+        emit(f"serve /api/predict, {args.clients} concurrent clients for {args.seconds:g} s on loopback", "s (p50 latency)", loaded["p50_s"],
+             "1 client alone", single["p50_s"], **{k: round(v, 4) if isinstance(v, float) else v for k, v in loaded.items()},
+             single_client_throughput_rps=round(single["throughput_rps"], 3), upload_dirs_left=len(leftovers), model=str(model))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
