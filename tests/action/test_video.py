@@ -104,3 +104,9 @@ def test_missing_file_and_disallowed_format(tmp_path: Path) -> None:
     path = encode_video(numbered_frames(5), tmp_path / "v.mp4")
     with pytest.raises(VideoError, match="not an allowed video format"):
         probe(path, DecodeLimits(formats=frozenset({"avi"})))
+
+
+def test_decode_time_budget_stops_a_slow_read(tmp_path: Path) -> None:
+    path = encode_video(numbered_frames(40), tmp_path / "v.mp4", fps=10)
+    with pytest.raises(VideoError, match="v.mp4: decoding stopped .* over the time budget"):
+        read_frames(path, [3.5], limits=DecodeLimits(max_decode_seconds=0.0))
