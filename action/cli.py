@@ -42,19 +42,33 @@ def _options(args: argparse.Namespace) -> Any:
     return TrainingOptions.from_dict(changes)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from action.evaluate import evaluate_model
+def _train_process(local_rank: int, args: argparse.Namespace) -> None:
+    """One training process (the only one, or one rank of a distributed run)."""
+    import ignite.distributed as idist
+
     from action.train import train_model
 
-    if args.nproc_per_node and args.nproc_per_node > 1:
-        raise ValueError("--nproc-per-node > 1 is not available yet for action training (see docs: scaling out).")
     trainer = train_model(
         args.data, args.out, args.model, _options(args), _sampling(args), args.layout, args.split, args.val_fraction,
         json.loads(args.model_options) if args.model_options else None, args.backbone, args.weights, args.cache_dir,
         args.skip_bad, resume=args.resume,
     )  # fmt: skip
     trainer.run()
-    print(f"Model: {Path(args.out) / 'model.pt'} ({trainer.monitor.stop_reason})")
+    if idist.get_rank() == 0:
+        print(f"Model: {Path(args.out) / 'model.pt'} ({trainer.monitor.stop_reason}; {idist.get_world_size()} process(es))", flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from action.evaluate import evaluate_model
+    from shared.distributed import run_parallel
+
+    distributed = (args.nproc_per_node or 1) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        run_parallel(_train_process, args, args.nproc_per_node)
+    else:
+        _train_process(0, args)
     if args.test_data:
         same = Path(args.test_data).resolve() == Path(args.data).resolve()
         report = evaluate_model(args.out, args.test_data, Path(args.out) / "test", args.layout, args.split, "test" if same else "all", args.skip_bad)
@@ -160,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="feature models: weights file(s) for the backbone(s), '+'-joined")
     p.add_argument("--cache-dir", type=Path, help="feature models: the extract-features cache")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
-    p.add_argument("--nproc-per-node", type=int, default=None, help="processes for distributed training")
+    p.add_argument("--nproc-per-node", type=int, default=None, help="spawn N training processes (PyTorch DDP; gloo on CPU, nccl on GPUs); under torchrun leave it out")
     p.add_argument("--quiet", action="store_true", help="no progress table")
     _add_data(p)
     _add_sampling(p)

@@ -25,6 +25,7 @@ from action.model_dir import ModelConfig
 from action.models import MODELS
 from action.sequences import SequenceDataset, Sequences, channel_range, read_sequences
 from action.video import DecodeLimits
+from shared.data import world
 from shared.engine import EngineHooks, Trainer, build_trainer
 from shared.ignite_metrics import confusion_metric
 from shared.io import atomic_write_json
@@ -131,9 +132,10 @@ def train_model(
     if options.validation_frequency == TrainingOptions().validation_frequency:  # MATLAB's 50 iterations -> once per epoch here
         options = dataclasses.replace(options, validation_frequency=max(1, int(np.ceil(len(train_set) / options.mini_batch_size))))
     out.mkdir(parents=True, exist_ok=True)
-    config.save(out)
     skipped = [*getattr(train_set, "skipped", []), *getattr(val_set, "skipped", [])]
-    if skipped:
+    if world()[1] == 0:  # one writer in a distributed run
+        config.save(out)
+    if skipped and world()[1] == 0:
         atomic_write_json(out / "skipped.json", skipped)
         logger.warning("%d videos skipped (listed in %s)", len(skipped), out / "skipped.json")
     network = config.build()

@@ -70,6 +70,30 @@ class EpochSampler(Sampler[int]):
         return math.ceil(self.size / self.num_replicas)
 
 
+class ShardSampler(Sampler[int]):
+    """Evaluation sharding: rank r takes samples ``r, r + R, r + 2R, ...`` in dataset order, no padding.
+
+    Unlike ``DistributedSampler`` nothing is repeated, so metrics reduced across ranks (Ignite
+    all-reduces confusion counts and loss sums) equal a single-process evaluation exactly.
+    """
+
+    def __init__(self, size: int, num_replicas: int, rank: int) -> None:
+        self.indices = list(range(rank, size, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def world() -> tuple[int, int]:
+    """``(world size, rank)`` of ``ignite.distributed`` (``(1, 0)`` outside a distributed run)."""
+    import ignite.distributed as idist
+
+    return idist.get_world_size(), idist.get_rank()
+
+
 def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: int = 0, batch_size: int | None = None, **loader_kwargs: Any) -> Any:
     """A MONAI ``DataLoader`` for ``data`` with ``options.mini_batch_size``.
 
@@ -78,7 +102,9 @@ def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: i
             ``DataLoader`` (returned unchanged: its own batching and order apply).
         options: batch size, shuffle mode and seed.
         train: training order follows ``options.shuffle`` via :class:`EpochSampler`;
-            validation keeps the dataset order.
+            validation keeps the dataset order. In a distributed run (``ignite.distributed``)
+            each rank gets its shard: :class:`EpochSampler` slices for training (``mini_batch_size``
+            per process), :class:`ShardSampler` for validation.
         batch_size: overrides ``options.mini_batch_size``.
 
     Partial last batches are kept (MATLAB's ``trainNetwork`` discards them, which turns
@@ -88,7 +114,11 @@ def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: i
         return data
     if len(data) == 0:  # type: ignore[arg-type]
         raise ValueError(f"The {'training' if train else 'validation'} dataset is empty: nothing to iterate.")
-    sampler = EpochSampler(len(data), options.shuffle, options.seed or 0) if train else None  # type: ignore[arg-type]
+    size, rank = world()
+    if train:  # every rank draws the same permutation and takes its own slice: disjoint shards per epoch
+        sampler = EpochSampler(len(data), options.shuffle, options.seed or 0, num_replicas=size, rank=rank)  # type: ignore[arg-type]
+    else:
+        sampler = ShardSampler(len(data), size, rank) if size > 1 else None  # type: ignore[arg-type]
     # A private generator: every new DataLoader iterator draws a worker base seed, and drawing it
     # from the global RNG would shift dropout's random stream between a resumed and an unbroken run.
     generator = torch.Generator().manual_seed(options.seed or 0)

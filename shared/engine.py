@@ -41,7 +41,7 @@ from monai.transforms import Compose, CopyItemsd
 from monai.utils import CommonKeys, set_determinism
 
 from shared import checkpoint as ckpt
-from shared.data import EpochSampler, make_loader
+from shared.data import EpochSampler, make_loader, world
 from shared.handlers import GradientClipping, PeriodicValidation, TrainingMonitor, loss_value, total_iterations
 from shared.ignite_metrics import RAW_LABEL_KEY, RAW_PRED_KEY, loss_metric
 from shared.options import TrainingOptions
@@ -96,7 +96,7 @@ def resolve_device(environment: str) -> torch.device:
     if environment == "gpu" and not torch.cuda.is_available():
         raise RuntimeError("execution_environment='gpu' but no CUDA device is available; use 'auto' or 'cpu'.")
     if environment in ("gpu", "auto") and torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", torch.cuda.current_device())  # ignite.distributed sets each rank's device
     return torch.device("cpu")
 
 
@@ -216,6 +216,10 @@ def build_trainer(
     seed_everything(options.seed)
     device = resolve_device(options.execution_environment)
     network = network.to(device)
+    size, rank = world()
+    if size > 1:  # PyTorch DDP (gloo on CPU, nccl on GPUs); Ignite checkpoints save the unwrapped module
+        network = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+    output_dir = output_dir if rank == 0 else None  # one set of output files: history, figure, model.pt from rank 0
     optimizer = build_optimizer(network, options)
     loader = make_loader(train_data, options, train=True, num_workers=train_hooks.num_workers, batch_size=train_hooks.batch_size)
     trainer = Trainer(
@@ -237,7 +241,7 @@ def build_trainer(
     _attach_checkpoints(trainer, options, to_save, resume)
     for handler in handlers:
         handler.attach(trainer)
-    if options.verbose and sys.stderr.isatty():
+    if options.verbose and rank == 0 and sys.stderr.isatty():
         ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": loss_value(out)})
     if output_dir is not None:
         options.save(Path(output_dir) / "training_options.json")
@@ -332,7 +336,8 @@ def _attach_training_handlers(trainer: Trainer, options: TrainingOptions, key_me
             best = best_keeper
             trainer.evaluator.add_event_handler(Events.COMPLETED, best.update, trainer)
             to_save["best_network"] = best
-    trainer.monitor = TrainingMonitor(key_metric, validation, output_dir, options.verbose, options.verbose_frequency, options.plots == "training-progress")
+    verbose = options.verbose and world()[1] == 0
+    trainer.monitor = TrainingMonitor(key_metric, validation, output_dir, verbose, options.verbose_frequency, options.plots == "training-progress")
     trainer.monitor.attach(trainer)
     to_save["history"] = trainer.monitor
     scheduler = build_scheduler(trainer.optimizer, options)
@@ -378,6 +383,22 @@ def _attach_checkpoints(trainer: Trainer, options: TrainingOptions, to_save: dic
         _resume(trainer, options, to_save, checkpointer, resume)
 
 
+def _adapt_epoch_length(trainer: Trainer, path: Path, done_epochs: int) -> None:
+    """A checkpoint from a run with another number of processes has another epoch length: continue at its epoch boundary."""
+    try:
+        length = len(trainer.data_loader)
+    except TypeError:
+        return
+    if length == trainer.state.epoch_length:
+        return
+    if trainer.state.iteration % trainer.state.epoch_length:
+        raise ckpt.CheckpointError(
+            f"Checkpoint {path} was saved mid-epoch by a run with {trainer.state.epoch_length} iterations per epoch (this run has {length}: "
+            "another number of processes or batch size); resume from an epoch-end checkpoint instead."
+        )
+    trainer.state.epoch_length, trainer.state.iteration = length, done_epochs * length
+
+
 def _resume(trainer: Trainer, options: TrainingOptions, to_save: dict[str, Any], checkpointer: Any, resume: bool | str) -> None:
     if isinstance(resume, (str, Path)) and not isinstance(resume, bool):
         path, state = Path(resume), ckpt.read_checkpoint(resume)
@@ -391,6 +412,7 @@ def _resume(trainer: Trainer, options: TrainingOptions, to_save: dict[str, Any],
         raise ckpt.CheckpointError(f"Checkpoint {path} lacks {missing}: it was saved with different options (validation, patience, schedule or output_network).")
     Checkpoint.load_objects(to_load=to_load, checkpoint=state)
     done_epochs = trainer.state.iteration // trainer.state.epoch_length
+    _adapt_epoch_length(trainer, path, done_epochs)
     if options.max_epochs < done_epochs:
         raise ckpt.CheckpointError(f"Checkpoint {path} is at epoch {done_epochs}, beyond max_epochs={options.max_epochs}.")
     trainer.state.max_epochs = options.max_epochs

@@ -1,0 +1,36 @@
+"""Launching one training function on several processes (``ignite.distributed``), or under ``torchrun``.
+
+``run_parallel(fn, args, nproc_per_node=N)`` spawns N local processes (gloo on CPU, nccl when
+every process can have its own GPU) and calls ``fn(local_rank, args)`` in each; under
+``torchrun --nnodes ... --nproc-per-node ...`` (``WORLD_SIZE`` set) it joins the group torchrun
+prepared instead. Inside, :func:`shared.engine.build_trainer` wraps the network in DDP, shards
+the data per rank and writes outputs from rank 0 only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def backend() -> str:
+    """``nccl`` when CUDA devices are available, else ``gloo`` (CPU)."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def run_parallel(fn: Callable[[int, Any], None], args: Any, nproc_per_node: int | None = None) -> None:
+    """Run ``fn(local_rank, args)`` on every process of a distributed group (spawned here or by torchrun)."""
+    import ignite.distributed as idist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: join its group
+        with idist.Parallel(backend=backend()) as parallel:
+            parallel.run(fn, args)
+        return
+    if not nproc_per_node or nproc_per_node < 2:
+        raise ValueError(f"nproc_per_node={nproc_per_node}: give at least 2 processes (or run under torchrun).")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    with idist.Parallel(backend=backend(), nproc_per_node=nproc_per_node) as parallel:
+        parallel.run(fn, args)

@@ -1,0 +1,75 @@
+"""The shared engine under PyTorch DDP: 2 real processes with gloo on this CPU machine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.data import EpochSampler, ShardSampler
+from shared.engine import build_evaluator
+from shared.ignite_metrics import confusion_metric
+from shared.options import TrainingOptions
+from tests.shared.ddp_run import Indexed, build
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_samplers_shard_disjointly() -> None:
+    for epoch in (1, 2):
+        shards = []
+        for rank in (0, 1):
+            sampler = EpochSampler(10, "every-epoch", seed=3, num_replicas=2, rank=rank)
+            sampler.set_epoch(epoch)
+            shards.append(list(sampler))
+        assert set(shards[0]).isdisjoint(shards[1]) and sorted(shards[0] + shards[1]) == list(range(10))
+    assert list(ShardSampler(7, 2, 0)) + list(ShardSampler(7, 2, 1)) == [0, 2, 4, 6, 1, 3, 5]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ddp")
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "shared" / "ddp_run.py"), str(out), "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return out
+
+
+def test_each_rank_trains_a_disjoint_half_and_ends_with_the_same_weights(ddp_run: Path) -> None:
+    ranks = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    for epoch in ("1", "2"):
+        a, b = ranks[0]["seen"][epoch], ranks[1]["seen"][epoch]
+        assert len(a) == len(b) == 48 and set(a).isdisjoint(b) and sorted(a + b) == list(range(96))
+    assert ranks[0]["seen"]["1"] != ranks[0]["seen"]["2"]  # reshuffled per epoch (set_epoch)
+    w0, w1 = (torch.load(ddp_run / f"rank{r}_weights.pt", weights_only=True) for r in (0, 1))
+    for key in w0:
+        torch.testing.assert_close(w0[key], w1[key], rtol=0, atol=0)
+
+
+def test_reduced_metrics_equal_a_single_process_evaluation(ddp_run: Path) -> None:
+    from shared.demo import SequenceClassifier
+
+    network = SequenceClassifier(3, 4)
+    network.load_state_dict(torch.load(ddp_run / "rank0_weights.pt", weights_only=True))
+    evaluator = build_evaluator(network, Indexed(30, 2), TrainingOptions(mini_batch_size=8, verbose=False),
+                                {"accuracy": confusion_metric("accuracy", 4), "f1": confusion_metric("f1", 4)}, "accuracy",
+                                loss_function=torch.nn.CrossEntropyLoss())  # fmt: skip
+    evaluator.run()
+    reduced = json.loads((ddp_run / "rank0.json").read_text())["val"]
+    for key in ("accuracy", "f1", "loss"):
+        assert reduced[key] == pytest.approx(float(evaluator.state.metrics[key]), abs=1e-6), key
+
+
+def test_one_set_of_outputs_and_a_single_process_resume(ddp_run: Path) -> None:
+    names = sorted(p.name for p in ddp_run.iterdir() if not p.name.startswith("rank"))
+    assert names == ["checkpoints", "history.csv", "history.json", "model.pt", "training_options.json", "training_progress.png"]
+    history = json.loads((ddp_run / "history.json").read_text())["rows"]
+    assert history[-1]["iteration"] == 12  # 2 epochs x 48 samples per rank / batch 8
+    trainer = build(ddp_run, epochs=3, resume=True)  # a DDP checkpoint, resumed without DDP
+    assert trainer.state.epoch == 2 and trainer.state.iteration == 2 * 12  # epochs done, counted in this run's 12 iterations/epoch
+    trainer.run()
+    assert trainer.state.epoch == 3 and trainer.state.iteration == 3 * 12
