@@ -58,7 +58,8 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _train_process(local_rank: int, args: argparse.Namespace) -> None:
+    """Run the bundle's train.json in this process (the only one, or one rank: the engine shards and wraps DDP)."""
     from monai.bundle import ConfigWorkflow
 
     overrides = {"bundle_root": str(args.bundle), "dataset_dir": str(args.data), **_overrides(args.set)}
@@ -70,6 +71,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     workflow.initialize()
     workflow.run()
     workflow.finalize()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from shared.distributed import run_parallel
+
+    if (args.nproc_per_node or 1) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        run_parallel(_train_process, args, args.nproc_per_node)
+    else:
+        _train_process(0, args)
     print(f"Model: {args.bundle / 'models' / 'model.pt'}")
     return 0
 
@@ -137,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="dataset.json or dataset folder")
     p.add_argument("--epochs", type=int, help="override options#max_epochs")
     p.add_argument("--resume", action="store_true", help="continue from the bundle's newest checkpoint (error if none)")
+    p.add_argument("--nproc-per-node", type=int, default=None, help="spawn N training processes (PyTorch DDP; gloo on CPU, nccl on GPUs); under torchrun leave it out")
     p.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="override any config id, e.g. --set width=16 (repeatable)")
     p.set_defaults(func=cmd_train)
 

@@ -118,7 +118,9 @@ def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: i
     if train:  # every rank draws the same permutation and takes its own slice: disjoint shards per epoch
         sampler = EpochSampler(len(data), options.shuffle, options.seed or 0, num_replicas=size, rank=rank)  # type: ignore[arg-type]
     else:
-        sampler = ShardSampler(len(data), size, rank) if size > 1 else None  # type: ignore[arg-type]
+        # fewer samples than ranks: every rank evaluates all of them (an empty rank would skip the run and
+        # hang the others in the metrics' all-reduce; means of uniformly repeated samples are unchanged)
+        sampler = ShardSampler(len(data), size, rank) if 1 < size <= len(data) else None  # type: ignore[arg-type]
     # A private generator: every new DataLoader iterator draws a worker base seed, and drawing it
     # from the global RNG would shift dropout's random stream between a resumed and an unbroken run.
     generator = torch.Generator().manual_seed(options.seed or 0)

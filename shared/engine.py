@@ -296,7 +296,9 @@ class BestNetwork:
     """Keep the weights of the best validation objective (MATLAB ``OutputNetwork="best-validation"``)."""
 
     def __init__(self, network: torch.nn.Module, objective: str) -> None:
-        self.network, self.objective = network, objective
+        # the unwrapped module: weights kept without DDP's "module." prefix load in any process count
+        self.network = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+        self.objective = objective
         self.score, self.iteration, self.weights = -math.inf, 0, {}
 
     def score_of(self, evaluator: Engine) -> float:
