@@ -32,7 +32,8 @@ def browser():
 
 @pytest.mark.slow
 def test_upload_a_video_and_a_fake_one(browser, small_model: Path, tiny_videos: Path, tmp_path: Path) -> None:  # noqa: F811
-    server = Server(small_model, tmp_path / "server", max_upload_mb=5) if (tmp_path / "server").mkdir() is None else None
+    (tmp_path / "server").mkdir()
+    server = Server(small_model, tmp_path / "server", max_upload_mb=5)
     try:
         page = browser.new_page()
         page.goto(server.url + "/")
