@@ -67,8 +67,9 @@ def main(local_rank, args):
     if world()[1] == 0:
         Path(out).write_text(json.dumps({"seconds": time.perf_counter() - start["t"], "samples": len(dataset(task))}))
 
-task, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-run_parallel(main, (task, out), n) if n > 1 else main(0, (task, out))
+if __name__ == "__main__":
+    task, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    run_parallel(main, (task, out), n) if n > 1 else main(0, (task, out))
 """
 
 
