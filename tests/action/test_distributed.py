@@ -46,3 +46,18 @@ def test_two_process_training_matches_single_process_evaluation_and_resumes(tiny
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     history = json.loads((out / "history.json").read_text())["rows"]
     assert history[-1]["epoch"] == 2 and history[-1]["iteration"] == 2 * 6  # one process: 24 videos / 4 per batch
+
+
+@pytest.mark.slow
+def test_each_rank_trains_on_a_disjoint_half_and_ends_with_equal_weights(tiny_videos: Path, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "action" / "ddp_run.py"), str(tiny_videos), str(tmp_path / "run"), "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    for epoch in ("1", "2"):
+        a, b = ranks[0]["seen"][epoch], ranks[1]["seen"][epoch]
+        assert len(a) == len(b) == 12 and set(a).isdisjoint(b) and len(set(a) | set(b)) == 24  # 24 training videos
+    w0, w1 = (torch.load(tmp_path / f"rank{r}_weights.pt", weights_only=True) for r in (0, 1))
+    for key in w0:
+        torch.testing.assert_close(w0[key], w1[key], rtol=0, atol=0)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "bundles" / "vnet_seg" / "configs"
@@ -37,3 +38,27 @@ def test_torchrun_two_processes_then_resume_in_one(tmp_path: Path, demo_dataset:
     _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle / "configs" / "train.json", *common, "--options#max_epochs", 2, "--resume", "True"])
     rows = json.loads((models / "history.json").read_text())["rows"]
     assert rows[-1]["epoch"] == 2 and rows[-1]["iteration"] == 4 * two_process_iterations  # one process: twice the iterations per epoch
+
+
+@pytest.mark.slow
+def test_ranks_train_disjoint_cases_end_equal_and_report_single_process_metrics(tmp_path: Path, demo_dataset: Path) -> None:
+    runs = {}
+    for name in ("ddp", "single"):
+        runs[name] = tmp_path / name / "vnet_seg"
+        shutil.copytree(CONFIGS, runs[name] / "configs")
+    script = ROOT / "tests" / "medseg" / "ddp_run.py"
+    _run([sys.executable, script, "train", runs["ddp"], demo_dataset, 2])
+    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    for epoch in ("1", "2"):
+        a, b = set(ranks[0]["seen"][epoch]), set(ranks[1]["seen"][epoch])
+        # 3 training cases on 2 ranks: 2 each, the shorter shard padded with one repeated case (as DistributedSampler)
+        assert len(a) == len(b) == 2 and len(a | b) == 3 and len(a & b) == 1, (a, b)
+    w0, w1 = (torch.load(tmp_path / "ddp" / f"rank{r}_weights.pt", weights_only=True) for r in (0, 1))
+    for key in w0:
+        torch.testing.assert_close(w0[key], w1[key], rtol=0, atol=0)
+    _run([sys.executable, script, "evaluate", runs["single"], demo_dataset, tmp_path / "ddp" / "rank0_weights.pt"])
+    single = json.loads((tmp_path / "single" / "single.json").read_text())["val"]
+    assert set(single) >= {"dice", "iou"}
+    for key, value in single.items():
+        assert ranks[0]["val"][key] == pytest.approx(value, abs=1e-5), key

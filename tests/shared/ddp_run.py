@@ -1,4 +1,4 @@
-"""Two-process training run for tests/shared/test_distributed.py: ``python ddp_run.py OUT NPROC``.
+"""Two-process training run for tests/shared/test_distributed.py: ``python ddp_run.py OUT NPROC [EPOCHS [resume]]``.
 
 Each rank records the dataset indices of every batch it trained on and its final weights.
 """
@@ -47,8 +47,9 @@ def build(out: Path, epochs: int, resume: bool = False):
                          metrics=metrics, key_metric="accuracy", output_dir=out, resume=resume)  # fmt: skip
 
 
-def train(local_rank: int, out: Path) -> None:
-    trainer = build(out, epochs=2)
+def train(local_rank: int, args: tuple[Path, int, bool]) -> None:
+    out, epochs, resume = args
+    trainer = build(out, epochs=epochs, resume=resume)
     seen: dict[int, list[int]] = {}
 
     @trainer.on(Events.ITERATION_COMPLETED)
@@ -66,9 +67,10 @@ def train(local_rank: int, out: Path) -> None:
     idist.barrier()
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # OUT NPROC [EPOCHS [resume]]
     target, nproc = Path(sys.argv[1]), int(sys.argv[2])
+    job = (target, int(sys.argv[3]) if len(sys.argv) > 3 else 2, len(sys.argv) > 4 and sys.argv[4] == "resume")
     if nproc > 1:
-        run_parallel(train, target, nproc)
+        run_parallel(train, job, nproc)
     else:
-        train(0, target)
+        train(0, job)

@@ -73,3 +73,10 @@ def test_one_set_of_outputs_and_a_single_process_resume(ddp_run: Path) -> None:
     assert trainer.state.epoch == 2 and trainer.state.iteration == 2 * 12  # epochs done, counted in this run's 12 iterations/epoch
     trainer.run()
     assert trainer.state.epoch == 3 and trainer.state.iteration == 3 * 12
+    # and back: the single-process checkpoint resumed by 2 processes (6 iterations per epoch each)
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "shared" / "ddp_run.py"), str(ddp_run), "2", "4", "resume"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    rows = json.loads((ddp_run / "history.json").read_text())["rows"]
+    assert rows[-1]["epoch"] == 4 and rows[-1]["iteration"] == 4 * 6
+    assert json.loads((ddp_run / "rank1.json").read_text())["seen"].keys() == {"4"}  # only epoch 4 was trained
