@@ -123,9 +123,10 @@ class FeatureDataset(torch.utils.data.Dataset):
     """Cached features: ``{"image": (T, F) float32, "label": int, "video": index}``."""
 
     def __init__(self, videos: VideoList, cache_dir: Path) -> None:
-        self.items = [(feature_file(cache_dir, path), label) for path, label in videos.items if feature_file(cache_dir, path).is_file()]
-        self.videos = [str(path) for path, _ in videos.items if feature_file(cache_dir, path).is_file()]
-        self.skipped = [{"path": str(p), "reason": "no cached features (skipped at extraction)"} for p, _ in videos.items if not feature_file(cache_dir, p).is_file()]
+        files = [(path, feature_file(cache_dir, path), label) for path, label in videos.items]  # one stat per video
+        self.items = [(file, label) for _, file, label in files if file.is_file()]
+        self.videos = [str(path) for path, file, _ in files if file.is_file()]
+        self.skipped = [{"path": str(path), "reason": "no cached features (skipped at extraction)"} for path, file, _ in files if not file.is_file()]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.bundle_readme import stated_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundles" / "gru_action"
@@ -34,15 +35,10 @@ def test_metadata_verifies_offline_and_names_the_demo_classes() -> None:
 
 
 def test_readme_states_the_configured_recipe() -> None:
-    readme = (BUNDLE / "docs" / "README.md").read_text()
-    train = json.loads((CONFIGS / "train.json").read_text())
-    stated = dict(re.findall(r"^\| `([a-z_#]+)` \| `([^`]+)` \|", readme, flags=re.M))
+    stated = stated_recipe(BUNDLE)
     assert len(stated) >= 8
-    for key, value in stated.items():
-        node = train
-        for part in key.split("#"):
-            node = node[part]
-        assert json.loads(value) == node, key
+    for key, written, configured in stated:
+        assert json.loads(written) == configured, key
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """The V-Net bundle through MONAI's own CLI, offline, with tiny overrides (model-zoo style smoke test)."""
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -9,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.bundle_readme import stated_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "bundles" / "vnet_seg" / "configs"
@@ -43,15 +44,10 @@ def test_network_matches_its_declared_shapes():
 
 
 def test_bundle_readme_states_the_configured_recipe():
-    readme = (ROOT / "bundles" / "vnet_seg" / "docs" / "README.md").read_text()
-    train = json.loads((CONFIGS / "train.json").read_text())
-    stated = dict(re.findall(r"^\| `([a-z_#]+)` \| `([^`]+)` \|", readme, flags=re.M))
+    stated = stated_recipe(ROOT / "bundles" / "vnet_seg")
     assert stated, "the README's recipe table is missing"
-    for key, value in stated.items():
-        node = train
-        for part in key.split("#"):
-            node = node[part]
-        assert json.dumps(node) == value, key
+    for key, written, configured in stated:
+        assert json.dumps(configured) == written, key
 
 
 @pytest.mark.slow

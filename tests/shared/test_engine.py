@@ -138,6 +138,15 @@ def test_exact_resume_after_a_mid_epoch_stop(tmp_path, train_data, val_data):
     assert second.optimizer.param_groups[0]["lr"] == pytest.approx(reference.optimizer.param_groups[0]["lr"])
 
 
+def test_mid_epoch_checkpoint_with_another_epoch_length_is_refused(tmp_path, train_data):
+    options = _options(max_epochs=2, checkpoint_path=str(tmp_path / "ck"), checkpoint_frequency=3, checkpoint_frequency_unit="iteration", verbose=False)
+    first = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data)
+    first.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate() if e.state.iteration == 3 else None)
+    first.run()  # stopped mid-epoch at iteration 3
+    with pytest.raises(CheckpointError, match="saved mid-epoch by a run with .* iterations per epoch"):
+        build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options.replace(mini_batch_size=options.mini_batch_size * 2), train_data, resume=True)
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path, train_data):
     options = _options(checkpoint_path=str(tmp_path / "empty"), verbose=False)
     with pytest.raises(CheckpointError, match=r"Cannot resume: no checkpoint_<iteration>\.pt in .*empty"):
