@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medact-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-medseg demo-action demo-engine serve test install clean
+.PHONY: demo demo-medseg demo-action demo-engine serve test docs tutorials install clean
 
 $(STAMP): pyproject.toml
 	@if ! $(PY) -c "import sys" >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
@@ -31,8 +31,16 @@ test: $(STAMP)
 	@sh .ci/install-chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the documentation site, offline, into site/; any warning fails (mkdocs.yml: strict)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# run every tutorial's code in work/tutorials/, check its quoted numbers, refresh its figures
+tutorials: $(STAMP)
+	$(PY) docs/tutorials.py --update-figures
+
 serve: $(STAMP)
 	$(PY) -m action serve
 
 clean:
-	rm -rf demo_output demo_data test-artifacts .pytest_cache bundles/*/models bundles/*/eval
+	rm -rf demo_output demo_data test-artifacts .pytest_cache bundles/*/models bundles/*/eval site work

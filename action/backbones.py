@@ -96,6 +96,7 @@ def lite0_weights_file() -> Path:
 
 
 def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a file (weights identity in the features manifest), read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

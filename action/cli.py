@@ -59,6 +59,7 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``train``: train a model through the shared engine; with ``--test-data``, evaluate it after."""
     import os
 
     from action.evaluate import evaluate_model
@@ -77,6 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``evaluate``: accuracy, top-5, precision/recall/F1 and reports of a model on a dataset's test split."""
     from action.evaluate import evaluate_model
 
     report = evaluate_model(args.model, args.data, args.out, args.layout, args.split, args.subset, args.skip_bad, args.batch_size)
@@ -92,6 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """``predict``: top-k labels (and optionally a per-window timeline) of each video."""
     from action.predict import Predictor
 
     predictor = Predictor.load(args.model)
@@ -113,6 +116,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_make_demo_data(args: argparse.Namespace) -> int:
+    """``make-demo-data``: render the synthetic UCF101-style dataset."""
     from action.synthetic import make_dataset
 
     out = make_dataset(args.out, groups=args.groups, clips=args.clips, seed=args.seed)
@@ -121,6 +125,7 @@ def cmd_make_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_extract_features(args: argparse.Namespace) -> int:
+    """``extract-features``: fill a feature cache with a backbone's per-frame features."""
     from action.features import extract_features
 
     summary = extract_features(args.data, args.cache_dir, args.backbone, args.weights, _sampling(args), args.layout, args.split, args.skip_bad)
@@ -129,6 +134,7 @@ def cmd_extract_features(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """``serve``: run the web page and JSON API until interrupted."""
     import signal
 
     from action.serve import default_model_dir, serve
@@ -153,6 +159,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m action`` argument parser (also renders the CLI reference of the docs)."""
     from action.models import MODELS
 
     parser = argparse.ArgumentParser(prog="python -m action", description="GRU action recognition from video (medact).")
@@ -228,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m action`` with ``argv``; returns the exit code (2 with a one-line error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

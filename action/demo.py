@@ -68,6 +68,7 @@ def run_demo(data: Path, out: Path, epochs: int = 10, baseline_epochs: int = 6, 
 
 
 def print_summary(summary: dict[str, Any], out: Path) -> None:
+    """Print both models' held-out results, including recall on the time-reversed class pairs."""
     print(f"\nHeld-out test set: {summary['c3d_gru']['videos']} videos of 8 classes (split 1, groups never seen in training)")
     print(f"{'model':<15}{'accuracy':>10}{'macro P':>10}{'macro R':>10}{'macro F1':>10}   reversed pairs (chance 0.5)")
     for model in ("c3d_gru", "frame_average"):
@@ -81,6 +82,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the action demo (``make demo-action``); returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m action.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("demo_data/action"))
     parser.add_argument("--out", type=Path, default=Path("demo_output/action"))

@@ -48,7 +48,8 @@ class Clip3DRecurrent(nn.Module):
     """Paper 001: 3D CNN -> reshape to (B, T', C*H'*W') -> recurrent head (or none) -> dense.
 
     Args:
-        frames, size: clip T and (H, W); each pooling halves T, H and W.
+        frames: clip length T; each pooling halves it.
+        size: frame size (H, W); each pooling halves H and W.
         head: ``"gru"``, ``"lstm"``, ``"gru_lstm"`` (GRU sequence -> LSTM last) or ``"none"``
             (flatten -> dense 128, the 3D-CNN-only baseline).
     """
@@ -209,7 +210,8 @@ def build_model(name: str, num_classes: int, frames: int = 20, size: Sequence[in
     """Build model ``name`` of :data:`MODELS` for ``num_classes`` classes.
 
     Args:
-        frames, size: clip T and (H, W) for ``"clip"`` models.
+        frames: clip length T for ``"clip"`` models.
+        size: frame size (H, W) for ``"clip"`` models.
         in_features: F or C per time step for ``"features"`` / ``"sequence"`` models.
         kwargs: model options (``hidden``, ``dropout``, ``reset_gate_mode``, ``batch_norm``, ...).
     """

@@ -106,7 +106,9 @@ def train_model(
         options: :class:`TrainingOptions` or a dict of changes to :func:`default_options`.
         sampling: clip sampling (default 20 frames of 64x64 decoded at 72x72, random crops).
         val_fraction: stratified share of the training split used for validation (0: none).
-        backbone, weights, cache_dir: feature models (``feature_gru``): see :mod:`action.features`.
+        backbone: feature models (``feature_gru``): backbone name(s), see :mod:`action.features`.
+        weights: feature models: backbone weights file(s).
+        cache_dir: feature models: the ``extract-features`` cache.
         skip_bad: leave undecodable videos out (listed in ``<out>/skipped.json``) instead of failing.
         cache: keep decoded uint8 clips in RAM (MONAI ``CacheDataset``).
     """

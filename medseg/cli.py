@@ -23,6 +23,7 @@ def _bundle_names(bundle: Path) -> dict[int, str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """``validate``: one line per problem of a dataset; exit 1 when any is an error."""
     from medseg.data import datalist, label_names
     from medseg.validate import validate
 
@@ -30,10 +31,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.labels:
         allowed = [int(v) for v in args.labels.split(",")]
     else:
-        try:
-            allowed = sorted(label_names(args.data))
-        except ValueError:
-            raise ValueError(f"{args.data} has no dataset.json: declare the label values with --labels 0,1,2") from None
+        source = args.data / "dataset.json" if args.data.is_dir() else args.data
+        if not (source.is_file() and source.suffix == ".json"):
+            raise ValueError(f"{args.data} has no dataset.json: declare the label values with --labels 0,1,2")
+        allowed = sorted(label_names(source))
     problems = validate(items, allowed, args.allow_resample, (args.mat_image_var, args.mat_label_var))
     errors = sum(p.level == "error" for p in problems)
     if args.json:
@@ -74,6 +75,7 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``train``: run the bundle's train.json (in one process or ``--nproc-per-node`` DDP processes)."""
     import os
 
     from shared.distributed import run_parallel
@@ -87,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    """``infer``: segment volumes into masks on the inputs' own grids, in the requested formats."""
     from medseg.infer import load_segmenter
 
     overrides = {"segmenter#keep_largest": bool(args.keep_largest)}
@@ -104,6 +107,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``evaluate``: per-case metrics, MATLAB tables and figures of predictions against references."""
     from medseg.data import label_names
     from medseg.report import evaluate_folders
 
@@ -123,6 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_make_demo_data(args: argparse.Namespace) -> int:
+    """``make-demo-data``: write the synthetic CT-like dataset."""
     from medseg.synthetic import make_dataset
 
     path = make_dataset(args.out, args.train, args.test, args.seed)
@@ -131,6 +136,7 @@ def cmd_make_demo_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m medseg`` argument parser (also renders the CLI reference of the docs)."""
     parser = argparse.ArgumentParser(prog="python -m medseg", description="3D segmentation with V-Net: from scans to masks that open in 3D Slicer.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -186,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m medseg`` with ``argv``; returns the exit code (2 with a one-line error)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

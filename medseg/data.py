@@ -73,9 +73,22 @@ def load_dataset_json(path: str | Path) -> dict[str, Any]:
         description = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise VolumeError(f"{path}: not a readable dataset.json ({err}).") from err
-    if "labels" not in description:
-        raise VolumeError(f"{path}: has no 'labels' entry; expected e.g. {{\"0\": \"background\", \"1\": \"liver\"}}.")
+    if not isinstance(description.get("labels"), dict):
+        raise VolumeError(f"{path}: has no 'labels' mapping; expected e.g. {{\"0\": \"background\", \"1\": \"liver\"}}.")
+    description["labels"] = _label_values(path, description["labels"])
     return description
+
+
+def _label_values(path: Path, labels: dict[str, Any]) -> dict[str, str]:
+    """Decathlon's ``{"0": "background"}`` as is; nnU-Net v2's ``{"background": 0}`` turned round."""
+    if all(str(k).isdigit() for k in labels):
+        return {str(k): str(v) for k, v in labels.items()}
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in labels.values()):
+        return {str(v): str(k) for k, v in labels.items()}
+    raise VolumeError(
+        f"{path}: 'labels' must map values to names ({{\"0\": \"background\"}}, Decathlon) or names to integer "
+        f"values ({{\"background\": 0}}, nnU-Net v2); got {labels} (region labels are not supported)."
+    )
 
 
 def datalist(source: str | Path, split: str = "training") -> list[dict[str, str]]:
@@ -142,7 +155,8 @@ def preprocessing(
             the ``pos_neg`` ratio, or, with ``class_ratios`` (one weight per label, background
             first), on each label at those ratios: small structures then get seen as often as large ones.
         with_label: whether the items carry a ``"label"``.
-        image_var, label_var: variable names for MATLAB ``.mat`` inputs.
+        image_var: variable holding the image in MATLAB ``.mat`` inputs.
+        label_var: variable holding the label in MATLAB ``.mat`` inputs.
     """
     from medseg.io import VolumeReader
 

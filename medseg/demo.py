@@ -56,6 +56,7 @@ def run_demo(data: Path, bundle: Path, epochs: int | None = None) -> dict:
 
 
 def print_summary(summary: dict, bundle: Path) -> None:
+    """Print the held-out evaluation: per-label Dice, IoU, HD95 and MATLAB's DataSetMetrics."""
     print(f"\nHeld-out evaluation ({summary['cases']} cases), mean Dice {summary['mean_dice']:.4f}:")
     for name, entry in summary["per_label"].items():
         print(f"  {name:<8} Dice {entry['dice_mean']:.4f} ± {entry['dice_std']:.4f}   IoU {entry['iou_mean']:.4f}   "
@@ -65,6 +66,7 @@ def print_summary(summary: dict, bundle: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the segmentation demo (``make demo-medseg``); returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m medseg.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("demo_data/medseg"), help="dataset folder (generated when missing)")
     parser.add_argument("--bundle", type=Path, default=Path("bundles/vnet_seg"), help="bundle directory")

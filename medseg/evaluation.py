@@ -114,7 +114,8 @@ def evaluate_case(case: str, pred: np.ndarray, ref: np.ndarray, names: Mapping[i
     """Per-label Dice, IoU, recall, precision, F1, HD95 (mm), volumes (mL) and status for one case.
 
     Args:
-        pred, ref: integer label arrays on the same grid (``[i, j, k]``).
+        pred: predicted integer label array (``[i, j, k]``).
+        ref: reference integer label array on the same grid.
         names: label value -> name for every label of the model (0 = background).
         spacing: voxel size in mm.
     """

@@ -35,9 +35,11 @@ class Segmenter:
     Args:
         network: ``(1, 1, *roi) -> (1, C, *roi)`` logits.
         names: label value -> name (``len(names)`` = C).
-        pixdim, window: preprocessing of training (target spacing mm, intensity window).
-        roi_size, overlap, sw_batch_size: sliding window (Gaussian blending); on CPU
-            ``sw_batch_size=1`` is fastest and overlap 0.25 costs 1.6x less than 0.5.
+        pixdim: target spacing in mm, as in training.
+        window: intensity window, as in training.
+        roi_size: sliding-window size (voxels; Gaussian blending).
+        overlap: sliding-window overlap; on CPU 0.25 costs 1.6x less than 0.5.
+        sw_batch_size: windows per forward pass; on CPU 1 is fastest.
         keep_largest: keep only the largest connected component of each label.
         colours: label value -> RGB (0-1) for the Slicer exports.
     """

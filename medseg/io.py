@@ -110,6 +110,7 @@ class Header:
 
 
 def is_dicom_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder holding DICOM files (a series to read with ITK)."""
     return Path(path).is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
 
 

@@ -24,7 +24,11 @@ class VNet(monai_vnet.VNet):
             tiled to ``width`` channels for the first residual connection).
         out_channels: output channels (number of labels including background).
         width: channels of the first stage; stages have ``width * (1, 2, 4, 8, 16)``.
-        act, dropout_prob_down, dropout_prob_up, dropout_dim, bias: as MONAI's ``VNet``.
+        act: activation, as MONAI's ``VNet``.
+        dropout_prob_down: as MONAI's ``VNet``.
+        dropout_prob_up: as MONAI's ``VNet``.
+        dropout_dim: as MONAI's ``VNet``.
+        bias: as MONAI's ``VNet``.
 
     Input ``(B, in_channels, *spatial)`` with every spatial size divisible by 16
     (wrap in :class:`PadToMultiple` for any size); output ``(B, out_channels, *spatial)`` logits.

@@ -21,9 +21,9 @@ class EpochSampler(Sampler[int]):
         shuffle: ``"once"`` (one permutation for the whole run, MATLAB's default),
             ``"every-epoch"`` (a new permutation per epoch) or ``"never"`` (0..N-1).
         seed: seed of the permutations.
-        num_replicas, rank: shard for distributed training (rank r takes every
-            ``num_replicas``-th sample; the order is padded by repetition to a multiple
-            of ``num_replicas``, as ``torch.utils.data.DistributedSampler``).
+        num_replicas: processes sharing the data in distributed training; the order is
+            padded by repetition to a multiple of it, as ``torch.utils.data.DistributedSampler``.
+        rank: this process's shard: it takes every ``num_replicas``-th sample from ``rank``.
 
     Call :meth:`set_epoch` at each epoch start and :meth:`skip` once after resuming
     mid-epoch (``shared.engine`` does both).

@@ -94,6 +94,7 @@ def run_demo(out: Path, epochs: int = 8, verbose: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the engine demo (``make demo-engine``); returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m shared.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output directory (created; default: demo_output)")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs (default: 8)")

@@ -196,14 +196,16 @@ def build_trainer(
         network: the model; moved to the options' device.
         loss_function: ``loss(pred, target)`` returning a scalar (e.g. ``monai.losses.DiceLoss``).
         options: :class:`TrainingOptions` or a dict of them (MATLAB CamelCase keys accepted).
-        train_data, val_data: Datasets (batched and ordered per ``options``) or DataLoaders.
+        train_data: Dataset (batched and ordered per ``options``) or DataLoader.
+        val_data: validation Dataset or DataLoader (``None``: no validation).
         metrics: name -> Ignite metric; computed on validation data and, for ``key_metric``,
             also on each training mini-batch (MATLAB's "Mini-batch Accuracy" column).
         key_metric: the metric of the table and figure (``None``: loss only).
         output_dir: history.csv/json, training_progress.png, training_options.json, model.pt.
         resume: ``True`` continues from the newest readable checkpoint in
             ``options.checkpoint_path`` (an error if there is none); a path names a checkpoint file.
-        train_hooks, val_hooks: :class:`EngineHooks` of the trainer and the evaluator.
+        train_hooks: :class:`EngineHooks` of the trainer.
+        val_hooks: :class:`EngineHooks` of the evaluator.
         handlers: extra Ignite/MONAI handlers (objects with ``attach(engine)``), attached last.
 
     Returns:

@@ -98,8 +98,9 @@ class TrainingMonitor:
             from ``trainer.state.metrics["train_<key>"]``, validation values from ``validation``.
         validation: the :class:`PeriodicValidation` handler, or ``None`` without validation data.
         output_dir: where ``history.csv``, ``history.json`` and ``training_progress.png`` go (``None``: nowhere).
-        verbose, verbose_frequency: print a table row at iteration 1, every N iterations,
+        verbose: print a table row at iteration 1, every ``verbose_frequency`` iterations,
             at each validation and at the end.
+        verbose_frequency: N of the above.
         plots: draw ``training_progress.png``: refreshed with the history files, at most every
             ``plot_interval_s`` seconds (a redraw costs ~0.3 s), and always at the end.
         print_fn: where table lines go (default: ``tqdm.write`` to stdout, safe beside a progress bar).

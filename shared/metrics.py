@@ -39,8 +39,9 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     """Count ``(true, predicted)`` pairs.
 
     Args:
-        y_true, y_pred: integer class indices of the same shape (any shape: labels of N clips,
-            or every voxel of a volume), numpy or torch.
+        y_true: integer class indices (any shape: labels of N clips, or every voxel of a
+            volume), numpy or torch.
+        y_pred: predicted indices, same shape.
         num_classes: C; indices must lie in ``[0, C)``.
 
     Returns:

@@ -79,12 +79,14 @@ class TrainingOptions:
         squared_gradient_decay_factor: Adam beta2 / RMSProp alpha; ``None`` = solver default.
         epsilon: solver denominator offset (1e-8).
         learn_rate_schedule: ``"none"``, ``"piecewise"`` or ``"cosine"``.
-        learn_rate_drop_factor, learn_rate_drop_period: piecewise schedule: multiply by the
-            factor (0.1) every period epochs (10).
+        learn_rate_drop_factor: piecewise schedule: multiply the rate by this (0.1) ...
+        learn_rate_drop_period: ... every this many epochs (10).
         checkpoint_path: directory for resumable checkpoints (``None``: no checkpoints).
-        checkpoint_frequency, checkpoint_frequency_unit: save every N epochs or iterations.
+        checkpoint_frequency: save every N ...
+        checkpoint_frequency_unit: ... ``"epoch"`` or ``"iteration"``.
         plots: ``"none"`` or ``"training-progress"`` (a PNG refreshed during training).
-        verbose, verbose_frequency: print MATLAB's progress table every N iterations (50).
+        verbose: print MATLAB's progress table ...
+        verbose_frequency: ... every N iterations (50).
         execution_environment: ``"auto"`` (GPU if available), ``"cpu"`` or ``"gpu"``.
         seed: seed for torch, numpy and random (``None``: leave them alone).
     """
@@ -151,6 +153,7 @@ class TrainingOptions:
         kwargs = {}
         for key, value in data.items():
             name = _snake_case(str(key))
+            name = "solver" if name == "solver_name" else name  # MATLAB's positional solverName, passed by name
             if name not in known:
                 hint = difflib.get_close_matches(name, sorted(known), n=1)
                 suggestion = f" Did you mean '{hint[0]}'?" if hint else ""

@@ -30,9 +30,12 @@ class MinMax(Transform):
     """Rescale intensities linearly to ``[lower, upper]`` (MATLAB ``rescale``).
 
     Args:
-        lower, upper: target range (default ``[0, 1]``); ``lower < upper``.
-        input_min, input_max: source window. ``None`` = the input's own minimum/maximum
-            (per channel when ``channel_wise``). Values outside the window are clipped
+        lower: lower end of the target range (default 0); ``lower < upper``.
+        upper: upper end of the target range (default 1).
+        input_min: lower end of the source window. ``None`` = the input's own minimum
+            (per channel when ``channel_wise``).
+        input_max: upper end of the source window. ``None`` = the input's own maximum.
+            Values outside ``[input_min, input_max]`` are clipped
             first, as in MATLAB (use them for a CT window, e.g. -1000..400 HU). Each may be a
             scalar, a 1-D sequence with one value per channel, or an array broadcastable
             against the input (MATLAB's row/column bounds).
@@ -176,7 +179,8 @@ class MinMaxd(MapTransform):
     Args:
         keys: keys of the items to rescale (images only; never label maps).
         allow_missing_keys: skip keys that are absent instead of raising ``KeyError``.
-        All other arguments as :class:`MinMax`. The input dict is not modified.
+
+    All other arguments as :class:`MinMax`. The input dict is not modified.
     """
 
     backend = MinMax.backend

@@ -46,8 +46,19 @@ def test_datalist_sources(tmp_path, demo_dataset):
 
 def test_dataset_json_without_labels(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"training": []}))
-    with pytest.raises(VolumeError, match="has no 'labels' entry"):
+    with pytest.raises(VolumeError, match="has no 'labels' mapping"):
         datalist(tmp_path)
+
+
+def test_dataset_json_labels_in_decathlon_or_nnunet_v2_order(tmp_path, demo_dataset):
+    description = json.loads((demo_dataset / "dataset.json").read_text())
+    description["labels"] = {"background": 0, "liver": 1, "kidney": 2, "tumour": 3}  # nnU-Net v2
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    assert label_names(tmp_path) == label_names(demo_dataset) == {0: "background", 1: "liver", 2: "kidney", 3: "tumour"}
+    description["labels"] = {"background": 0, "organ": [1, 2]}  # nnU-Net v2 regions
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    with pytest.raises(VolumeError, match=r"dataset.json: 'labels' must map values to names .*region labels are not supported"):
+        label_names(tmp_path)
 
 
 def test_training_patches_and_validation_volumes(demo_dataset):

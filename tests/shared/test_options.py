@@ -65,6 +65,7 @@ def test_matlab_camel_case_names_and_values():
     )
     assert (opts.solver, opts.learn_rate, opts.max_epochs, opts.mini_batch_size) == ("sgdm", 0.05, 4, 8)
     assert (opts.l2_regularization, opts.validation_patience, opts.verbose, opts.gradient_threshold) == (0.0, math.inf, False, 1.0)
+    assert TrainingOptions.from_dict({"solverName": "rmsprop"}).solver == "rmsprop"  # MATLAB's positional argument, by name
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml", ".yml"])

@@ -1,0 +1,66 @@
+"""Every tutorial's code runs as its page shows it, and every number it quotes is what the run gives.
+
+The pages run in order in one work folder (tutorials 2 and 6 use tutorial 1's model, 5 and 7 use
+tutorial 4's videos and model), as a reader would run them.
+"""
+
+import subprocess
+
+import pytest
+
+from tests.docs.conftest import ROOT, load_docs_module
+
+tutorials = load_docs_module("tutorials")
+PAGES = tutorials.pages()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tutorials")
+    tutorials.prepare_work(folder)
+    return folder
+
+
+def test_there_are_seven_tutorials_each_quoting_checked_numbers():
+    assert [p.name[:2] for p in PAGES] == ["01", "02", "03", "04", "05", "06", "07"]
+    for page in PAGES:
+        assert tutorials.quotes(page.read_text()), f"{page.name} quotes no checked number"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def test_tutorial_runs_and_its_numbers_hold(page, work):
+    try:
+        tutorials.run_page(page, work, timeout=840)
+    except subprocess.CalledProcessError as err:
+        pytest.fail(f"{page.name} failed:\n{err.stdout[-3000:]}\n{err.stderr[-5000:]}")
+    problems = tutorials.check_page(page, work)
+    assert not problems, "\n".join(problems)
+
+
+def test_runner_runs_bash_and_python_blocks_in_order_and_skips_what_it_must(tmp_path):
+    page = tmp_path / "99-example.md"
+    page.write_text(
+        "```bash\necho 1 > a.txt\n```\n"
+        "=== \"tab\"\n\n    ```python\n    n = int(open('a.txt').read()) + 1\n    ```\n"
+        "```matlab\nx = 1\n```\n"
+        "```bash\n# not run: needs a second machine\nexit 3\n```\n"
+        "```python\nimport json; json.dump({'n': n}, open('n.json', 'w'))\n```\n"
+        "{{ 2 ± 0 from n.json#n }} and {{ 5 ± 1 from n.json#n }}\n"
+    )
+    tutorials.run_page(page, tmp_path)
+    assert tutorials.check_page(page, tmp_path) == ["99-example.md: quotes 5.0 ± 1.0 for n.json#n, the run gave 2.0000"]
+
+
+def test_runner_reports_a_failing_block(tmp_path):
+    page = tmp_path / "99-broken.md"
+    page.write_text("```bash\nfalse\n```\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        tutorials.run_page(page, tmp_path)
+
+
+def test_every_figure_file_is_committed():
+    for page in PAGES:
+        for image, _ in tutorials.figures(page.read_text()):
+            assert (ROOT / "docs" / "tutorials" / image).is_file(), f"{page.name}: {image} (run make tutorials)"
