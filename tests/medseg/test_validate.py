@@ -1,13 +1,13 @@
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from medseg.cli import main
 from medseg.io import Geometry, write_volume
 from medseg.validate import check_case, check_label_values, validate
+from tests.cli_run import run_main
 from tests.medseg.conftest import OBLIQUE, random_labels, write_dicom_series
 
 LABELS = [0, 1, 2, 3]
@@ -97,16 +97,16 @@ def test_errors_come_before_warnings(tmp_path):
 
 
 def test_cli_exit_codes_and_one_line_per_problem(tmp_path, demo_dataset):
-    ok = subprocess.run([sys.executable, "-m", "medseg", "validate", str(demo_dataset)], capture_output=True, text=True, timeout=300)
+    ok = run_main(main, "validate", demo_dataset)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip().endswith("4 cases checked: 0 errors, 0 warnings.")
     _pair(tmp_path, "a", label=np.full(OBLIQUE.shape, 7, np.uint8))
     _pair(tmp_path, "b", label=np.zeros(OBLIQUE.shape, np.uint8))
-    bad = subprocess.run([sys.executable, "-m", "medseg", "validate", str(tmp_path), "--labels", "0,1,2,3"], capture_output=True, text=True, timeout=300)
+    bad = run_main(main, "validate", tmp_path, "--labels", "0,1,2,3")
     lines = bad.stdout.strip().splitlines()
     assert bad.returncode == 1
     assert lines[0].startswith("ERROR ") and "labelsTr/a.nii.gz: label values [7]" in lines[0]
     assert lines[1].startswith("WARNING ") and "labelsTr/b.nii.gz: label is empty" in lines[1]
     assert lines[2] == "2 cases checked: 1 errors, 1 warnings."
-    missing = subprocess.run([sys.executable, "-m", "medseg", "validate", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    missing = run_main(main, "validate", tmp_path)
     assert missing.returncode == 2 and "declare the label values with --labels" in missing.stderr
