@@ -70,6 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_parallel(_train_process, args, args.nproc_per_node)
     else:
         _train_process(0, args)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun every process runs this command: rank 0 wrote the model and evaluates it
     if args.test_data:
         same = Path(args.test_data).resolve() == Path(args.data).resolve()
         report = evaluate_model(args.out, args.test_data, Path(args.out) / "test", args.layout, args.split, "test" if same else "all", args.skip_bad)

@@ -84,7 +84,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_parallel(_train_process, args, args.nproc_per_node)
     else:
         _train_process(0, args)
-    print(f"Model: {args.bundle / 'models' / 'model.pt'}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process runs this command
+        print(f"Model: {args.bundle / 'models' / 'model.pt'}")
     return 0
 
 

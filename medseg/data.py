@@ -16,11 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai import transforms as T
-from monai.data import CacheDataset, Dataset, PersistentDataset
 
 from medseg.io import VOLUME_SUFFIXES, VolumeError, is_dicom_dir, read_header
-from shared.transforms import MinMaxd
 
 logger = logging.getLogger(__name__)
 IMAGE_DIRS = (("imagesTr", "labelsTr"), ("images", "labels"))
@@ -144,7 +141,7 @@ def preprocessing(
     with_label: bool = True,
     image_var: str | None = None,
     label_var: str | None = None,
-) -> T.Compose:
+) -> Any:
     """The MONAI transform chain for training (``roi_size`` given) or validation/inference (``None``).
 
     Args:
@@ -158,7 +155,10 @@ def preprocessing(
         image_var: variable holding the image in MATLAB ``.mat`` inputs.
         label_var: variable holding the label in MATLAB ``.mat`` inputs.
     """
-    from medseg.io import VolumeReader
+    from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
+
+    from medseg.reader import VolumeReader
+    from shared.transforms import MinMaxd
 
     keys = ["image", "label"] if with_label else ["image"]
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
@@ -200,13 +200,13 @@ def estimated_bytes(items: Sequence[dict[str, str]], pixdim: Sequence[float]) ->
 
 def make_dataset(
     items: Sequence[dict[str, str]],
-    transform: T.Compose,
+    transform: Any,
     cache: str = "auto",
     ram_budget_gb: float = 4.0,
     cache_dir: str | os.PathLike | None = None,
     pixdim: Sequence[float] = (2.0, 2.0, 2.0),
-) -> Dataset:
-    """Dataset with caching of the deterministic transforms that cannot exhaust RAM.
+) -> Any:
+    """MONAI Dataset with caching of the deterministic transforms that cannot exhaust RAM.
 
     Args:
         cache: ``"ram"`` (MONAI ``CacheDataset``), ``"disk"`` (``PersistentDataset`` in ``cache_dir``),
@@ -214,6 +214,8 @@ def make_dataset(
             else disk when ``cache_dir`` is given, else no cache. MONAI's ``CacheDataset`` alone
             loads everything and can run a machine out of memory (MONAI issue #5930).
     """
+    from monai.data import CacheDataset, Dataset, PersistentDataset
+
     if cache == "auto":
         needed = estimated_bytes(items, pixdim) / 2**30
         cache = "ram" if needed <= ram_budget_gb else ("disk" if cache_dir else "none")

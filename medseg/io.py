@@ -1,7 +1,7 @@
 """Reading and writing volumes with their exact geometry: NIfTI, NRRD, MHA/MHD, DICOM series, MATLAB .mat.
 
-One reading path serves validation, training (through :class:`VolumeReader`, a MONAI
-``ImageReader``) and inference, so all three see the same voxels and geometry. It is
+One reading path serves validation, training (through :class:`medseg.reader.VolumeReader`, a
+MONAI ``ImageReader``) and inference, so all three see the same voxels and geometry. It is
 written here because MONAI's readers lack three things we need: MATLAB ``.mat`` files
 (v5 and v7.3), refusing absurd headers before any voxel is read, and naming the file
 (and the missing slice) when a DICOM series or a file is broken.
@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from monai.data import ImageReader
-from monai.utils import MetaKeys, SpaceKeys
 
 from shared.io import atomic_path
 
@@ -336,43 +334,3 @@ def write_volume(array: np.ndarray, geometry: Geometry, path: str | os.PathLike)
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
     return path
-
-
-class VolumeReader(ImageReader):
-    """MONAI ``ImageReader`` over :func:`read_volume`, for ``LoadImage(reader=VolumeReader())``.
-
-    Args:
-        mat_var: variable name for ``.mat`` files (images and labels usually differ: use one
-            reader per key).
-        max_voxels: size limit checked on the header.
-
-    Metadata follow MONAI's ITK reader: ``affine``/``original_affine`` in RAS, ``spatial_shape``,
-    ``spacing``, ``filename_or_obj``.
-    """
-
-    def __init__(self, mat_var: str | None = None, max_voxels: int = MAX_VOXELS) -> None:
-        super().__init__()
-        self.mat_var, self.max_voxels = mat_var, max_voxels
-
-    def verify_suffix(self, filename: Sequence[os.PathLike] | os.PathLike) -> bool:
-        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
-        return all(Path(n).is_dir() or _suffix_ok(Path(n)) for n in names)
-
-    def read(self, data: Sequence[os.PathLike] | os.PathLike, **kwargs: Any) -> Any:
-        names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-        if len(names) != 1:
-            raise VolumeError(f"VolumeReader reads one volume per key, got {len(names)} paths: {names}.")
-        return (str(names[0]), *read_volume(names[0], self.mat_var, self.max_voxels))
-
-    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
-        path, array, geometry = img
-        meta = {
-            MetaKeys.ORIGINAL_AFFINE: geometry.ras_affine,
-            MetaKeys.AFFINE: geometry.ras_affine.copy(),
-            MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape),
-            MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
-            MetaKeys.SPACE: SpaceKeys.RAS,
-            "spacing": np.asarray(geometry.spacing),
-            "filename_or_obj": path,
-        }
-        return array, meta

@@ -66,3 +66,16 @@ def test_make_loader_batches_and_passes_loaders_through():
     assert make_loader(loader, TrainingOptions(), train=True) is loader
     with pytest.raises(ValueError, match="validation dataset is empty"):
         make_loader(Dataset([]), TrainingOptions(), train=False)
+
+
+def test_random_transforms_follow_the_options_seed():
+    from monai.transforms import Compose, RandSpatialCropd
+
+    def patches(seed):
+        items = [{"image": torch.arange(64.0).reshape(1, 8, 8)} for _ in range(6)]
+        data = Dataset(items, Compose([RandSpatialCropd(keys="image", roi_size=(3, 3), random_size=False)]))
+        loader = make_loader(data, TrainingOptions(mini_batch_size=6, shuffle="never", seed=seed), train=True)
+        return next(iter(loader))["image"]
+
+    assert torch.equal(patches(0), patches(0))  # same seed: the same random crops (MATLAB's rng default)
+    assert not torch.equal(patches(0), patches(1))
