@@ -78,7 +78,7 @@ class Segmenter:
             keep = T.KeepLargestConnectedComponent(applied_labels=[v for v in self.names if v], independent=True)
             labels = keep(labels)
         grid = Geometry.from_ras_affine(np.asarray(data["image"].affine, dtype=float), labels.shape[1:])
-        mask = resample_labels(np.asarray(labels[0].cpu().numpy()), grid, header.geometry).astype(mask_dtype(len(self.names)))
+        mask = resample_labels(np.asarray(labels[0].cpu().numpy()), grid, header.geometry).astype(mask_dtype(len(self.names)), copy=False)
         return mask, header.geometry
 
     def segment_files(self, inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, formats: Sequence[str] = ("nifti", "seg.nrrd"), image_var: str | None = None) -> dict[str, list[Path]]:
@@ -106,9 +106,12 @@ def resample_labels(labels: np.ndarray, grid: Geometry, target: Geometry) -> np.
     so the result is the same label for every voxel whose centre is not on a label boundary.
     """
     source = grid.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0))))
-    reference = target.apply_to(sitk.Image([int(s) for s in target.shape], source.GetPixelID()))
-    out = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, source.GetPixelID())
-    return np.ascontiguousarray(sitk.GetArrayFromImage(out).transpose(2, 1, 0))
+    # the output grid as parameters, not as a reference image: a reference would be one more
+    # full-resolution buffer (75 MiB for a 512x512x300 CT) allocated only to be read for its header
+    out = sitk.Resample(source, [int(s) for s in target.shape], sitk.Transform(), sitk.sitkNearestNeighbor,
+                        target.origin, target.spacing, target.direction, 0, source.GetPixelID())  # fmt: skip
+    # (k, j, i) C-order -> an (i, j, k) view: Fortran order, as NIfTI stores voxels; no copy
+    return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
 
 
 def guard_outputs(inputs: Sequence[str | os.PathLike], output_dir: Path) -> None:
