@@ -50,7 +50,7 @@ def cli_markdown(module: str) -> str:
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {choice.dest: choice.help for choice in subparsers._choices_actions}
     lines = [parser.description or "", "",
-             f"Every command also takes `-h`, `--help` (print its usage and options, then exit).", ""]
+             "Every command also takes `-h`, `--help` (print its usage and options, then exit).", ""]
     for name, sub in subparsers.choices.items():
         lines += [f"## `{parser.prog} {name}`", "", helps.get(name) or "", "", "```text", sub.format_usage().strip(), "```", ""]
         lines += ["| argument | | meaning |", "|---|---|---|"]
