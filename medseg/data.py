@@ -162,15 +162,17 @@ def preprocessing(
 
     keys = ["image", "label"] if with_label else ["image"]
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
-    # dtype=None keeps the file's type (int16 CT) until Spacingd resamples to float32 at the target
-    # spacing: converting at load time doubles the memory of a full-resolution volume.
+    # dtype=None keeps the file's type (int16 CT) until Spacingd resamples at the target spacing:
+    # converting at load time doubles the memory of a full-resolution volume. Spacingd resamples in
+    # float32, not MONAI's default float64: on a 512x512x300 int16 CT the float64 copy alone is
+    # 600 MiB (measured peak RSS growth 1023 -> 593 MiB, and 0.9 -> 0.4 s for that step).
     steps: list[Any] = [T.LoadImaged(keys="image", reader=VolumeReader(image_var), image_only=True, dtype=None)]
     if with_label:
         steps.append(T.LoadImaged(keys="label", reader=VolumeReader(label_var), image_only=True, dtype=None))
     steps += [
         T.EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
         T.Orientationd(keys=keys, axcodes="RAS", labels=None),
-        T.Spacingd(keys=keys, pixdim=tuple(pixdim), mode=modes),
+        T.Spacingd(keys=keys, pixdim=tuple(pixdim), mode=modes, dtype=np.float32),
         MinMaxd(keys="image", input_min=window[0] if window else None, input_max=window[1] if window else None),
         # crop to the body (intensity above the window's floor) in training AND inference: a network
         # trained on cropped volumes never sees large air regions, and labels them at random (measured:

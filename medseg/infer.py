@@ -23,7 +23,7 @@ from monai.inferers import SlidingWindowInferer
 from medseg.data import preprocessing, strip_suffix
 from medseg.export import export_mask, mask_dtype
 from medseg.io import Geometry, VolumeError, read_header
-from medseg.networks import PadToMultiple
+from medseg.networks import PadToMultiple, fold_batch_norm
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,11 @@ class Segmenter:
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """``(C_in, *spatial)`` preprocessed image -> ``(C, *spatial)`` logits (sliding window, Gaussian blending)."""
         inferer = SlidingWindowInferer(self.roi_size, self.sw_batch_size, self.overlap, mode="gaussian")
-        with torch.no_grad():  # PadToMultiple: any ROI size works, even one V-Net cannot take as is
-            return inferer(image[None].to(self.device), PadToMultiple(self.network))[0]
+        # batch norm folded into the convolutions of an eval copy (same logits to float rounding,
+        # one memory pass fewer per layer); self.network stays as loaded
+        network = PadToMultiple(fold_batch_norm(self.network))  # any ROI size, even one V-Net cannot take as is
+        with torch.no_grad():
+            return inferer(image[None].to(self.device), network)[0]
 
     def segment(self, path: str | os.PathLike, image_var: str | None = None) -> tuple[np.ndarray, Geometry]:
         """Segment one volume file; returns ``(mask[i, j, k], geometry)`` on the input's own grid."""

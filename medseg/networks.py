@@ -7,12 +7,22 @@ makes a step about 4x cheaper while keeping the topology of the paper (5x5x5 inp
 convolution with a residual, 4 strided down-convolutions with 1/2/3/2 residual
 convolution stages, mirrored up path, 1x1x1 output). ``VNet(width=16)`` has exactly
 MONAI's layers and state-dict keys, so MONAI checkpoints load into it.
+
+Two CPU measures that change no result (``benchmarks/medseg_inference.py``): activations in
+``channels_last_3d`` (oneDNN vectorises over channels; with 4-8 channels the default layout leaves
+most SIMD lanes idle: one 64^3 forward at width 8 0.44 -> 0.36 s, a width-8 training step
+0.99 -> 0.73 s), and, for inference, batch norm folded into the preceding convolution
+(:func:`fold_batch_norm`, 0.37 -> 0.34 s).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
+from monai.networks.blocks import Convolution
 from monai.networks.nets import vnet as monai_vnet
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 class VNet(monai_vnet.VNet):
@@ -29,6 +39,8 @@ class VNet(monai_vnet.VNet):
         dropout_prob_up: as MONAI's ``VNet``.
         dropout_dim: as MONAI's ``VNet``.
         bias: as MONAI's ``VNet``.
+        channels_last: keep weights and activations in ``channels_last`` memory format (same
+            values, faster on CPU for narrow widths; measured neutral at width 16).
 
     Input ``(B, in_channels, *spatial)`` with every spatial size divisible by 16
     (wrap in :class:`PadToMultiple` for any size); output ``(B, out_channels, *spatial)`` logits.
@@ -45,6 +57,7 @@ class VNet(monai_vnet.VNet):
         dropout_prob_up: tuple[float | None, float] = (0.5, 0.5),
         dropout_dim: int = 3,
         bias: bool = False,
+        channels_last: bool = True,
     ) -> None:
         torch.nn.Module.__init__(self)  # MONAI's __init__ hard-codes the widths: build the same blocks here
         if spatial_dims not in (2, 3):
@@ -63,6 +76,53 @@ class VNet(monai_vnet.VNet):
         self.up_tr64 = M.UpTransition(spatial_dims, 8 * w, 4 * w, 1, act, dropout_dim=dropout_dim)
         self.up_tr32 = M.UpTransition(spatial_dims, 4 * w, 2 * w, 1, act, dropout_dim=dropout_dim)
         self.out_tr = M.OutputTransition(spatial_dims, 2 * w, out_channels, act, bias=bias)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=_memory_format(spatial_dims))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_channels, *spatial)`` -> ``(B, out_channels, *spatial)`` logits.
+
+        MONAI's forward with the layout switch: written out rather than calling ``super()``,
+        which TorchScript (``ckpt_export``) cannot compile.
+        """
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d if x.dim() == 5 else torch.channels_last)
+        out16 = self.in_tr(x)
+        out32 = self.down_tr32(out16)
+        out64 = self.down_tr64(out32)
+        out128 = self.down_tr128(out64)
+        out256 = self.down_tr256(out128)
+        x = self.up_tr256(out256, out128)
+        x = self.up_tr128(x, out64)
+        x = self.up_tr64(x, out32)
+        x = self.up_tr32(x, out16)
+        return self.out_tr(x)
+
+
+def _memory_format(spatial_dims: int) -> torch.memory_format:
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+
+
+def fold_batch_norm(network: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy of a (MONAI or medact) V-Net with every batch norm folded into its convolution.
+
+    In eval mode ``BN(conv(x)) = conv'(x)`` with ``w' = w * g / sqrt(v + eps)`` and
+    ``b' = (b - m) * g / sqrt(v + eps) + beta`` (PyTorch's ``fuse_conv_bn_eval``): one pass over
+    each activation fewer. The input network is left untouched (it may still be trained).
+    Outputs agree with the original to float rounding (tested to 1e-5).
+    """
+    folded = copy.deepcopy(network).eval()
+    for module in folded.modules():
+        if isinstance(module, Convolution) and isinstance(getattr(module.adn, "N", None), torch.nn.modules.batchnorm._BatchNorm):
+            module.conv = fuse_conv_bn_eval(module.conv, module.adn.N)
+            module.adn.N = torch.nn.Identity()
+        elif isinstance(module, (monai_vnet.DownTransition, monai_vnet.UpTransition)):
+            name = "down_conv" if isinstance(module, monai_vnet.DownTransition) else "up_conv"
+            conv = getattr(module, name)
+            setattr(module, name, fuse_conv_bn_eval(conv, module.bn1, transpose=isinstance(conv, torch.nn.modules.conv._ConvTransposeNd)))
+            module.bn1 = torch.nn.Identity()
+    return folded
 
 
 class PadToMultiple(torch.nn.Module):

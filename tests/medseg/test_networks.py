@@ -2,7 +2,7 @@ import pytest
 import torch
 from monai.networks.nets import VNet as MonaiVNet
 
-from medseg.networks import PadToMultiple, VNet
+from medseg.networks import PadToMultiple, VNet, fold_batch_norm
 
 
 def test_width_16_is_monais_vnet():
@@ -35,3 +35,44 @@ def test_padding_is_cropped_back_exactly():
 def test_width_must_divide_by_input_channels():
     with pytest.raises(ValueError, match=r"width=6 must be a positive multiple of in_channels=4"):
         VNet(in_channels=4, width=6)
+
+
+def _with_trained_statistics(net: torch.nn.Module) -> torch.nn.Module:
+    """Batch norms with non-trivial running statistics and affine terms, as after training."""
+    gen = torch.Generator().manual_seed(0)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=gen) - 0.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize("make", [lambda: VNet(out_channels=3, width=8), lambda: MonaiVNet(in_channels=1, out_channels=3)])
+def test_folded_batch_norm_gives_the_same_logits_and_leaves_the_input_alone(make):
+    net = _with_trained_statistics(make()).train()
+    folded = fold_batch_norm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules()) and not folded.training
+    assert sum(isinstance(m, torch.nn.BatchNorm3d) for m in net.modules()) > 20 and net.training
+    x = torch.randn(1, 1, 32, 32, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net.eval()(x), atol=1e-5, rtol=1e-4)
+
+
+def test_channels_last_changes_the_layout_not_the_values():
+    fast, plain = VNet(out_channels=3, width=8), VNet(out_channels=3, width=8, channels_last=False)
+    plain.load_state_dict(fast.state_dict())
+    assert fast.in_tr.conv_block.conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    x = torch.randn(2, 1, 16, 32, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.eval()(x), plain.eval()(x), atol=1e-5, rtol=1e-4)
+
+
+def test_vnet_compiles_to_torchscript():
+    net = VNet(out_channels=2, width=4).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(net)(x), net(x))
