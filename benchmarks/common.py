@@ -8,6 +8,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,8 +27,26 @@ def best_of(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    """Peak resident set size of this process since it started or since :func:`reset_peak_rss`, MiB.
+
+    Reads Linux's ``VmHWM``: ``getrusage``'s ``ru_maxrss`` survives ``exec``, so a child started by a
+    large parent would report the parent's peak. Falls back to ``ru_maxrss`` elsewhere.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> None:
+    """Reset the peak to the current resident size (Linux ``clear_refs`` 5); no-op where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def emit(figure: str, unit: str, value: float, baseline_name: str, baseline: float, **extra: Any) -> dict:

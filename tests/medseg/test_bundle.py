@@ -21,7 +21,7 @@ def _bundle(*args, timeout=600):
 
 def test_inference_config_mirrors_training():
     train, infer = (json.loads((CONFIGS / name).read_text()) for name in ("train.json", "inference.json"))
-    for key in ("pixdim", "window", "roi_size", "sw_roi_size", "overlap", "width", "network_def", "segmenter", "colours", "channel_def", "label_names"):
+    for key in ("pixdim", "window", "roi_size", "sw_roi_size", "sw_batch_size", "overlap", "width", "network_def", "segmenter", "colours", "channel_def", "label_names"):
         assert infer[key] == train[key], key
     evaluate = json.loads((CONFIGS / "evaluate.json").read_text())
     assert set(evaluate) <= {"ckpt_path", "eval_dir", "eval_split", "eval_items", "load_weights", "evaluate", "run"}  # overrides only
