@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import VNet as MonaiVNet
 from torch.utils.flop_counter import FlopCounterMode
 

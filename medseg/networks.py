@@ -87,6 +87,7 @@ class VNet(monai_vnet.VNet):
         which TorchScript (``ckpt_export``) cannot compile.
         """
         if self.channels_last:
+            # inline, not _memory_format(): TorchScript cannot compile a function returning a memory format
             x = x.contiguous(memory_format=torch.channels_last_3d if x.dim() == 5 else torch.channels_last)
         out16 = self.in_tr(x)
         out32 = self.down_tr32(out16)
