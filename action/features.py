@@ -75,7 +75,7 @@ def open_cache(cache_dir: str | Path, manifest: dict[str, Any]) -> Path:
     cache_dir = Path(cache_dir)
     path = cache_dir / MANIFEST
     if path.is_file():
-        found = json.loads(path.read_text())
+        found = json.loads(path.read_text(encoding="utf-8"))
         found["sampling"] = Sampling.from_dict(found.get("sampling", {})).to_dict()
         diff = sorted(k for k in manifest if found.get(k) != manifest[k])
         if diff:

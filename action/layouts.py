@@ -46,7 +46,7 @@ class VideoList:
 def _lines(path: Path) -> list[tuple[int, str]]:
     if not path.is_file():
         raise ValueError(f"{path}: split file not found (expected by the layout).")
-    return [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    return [(n, line.strip()) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
 
 
 def _class_folders(root: Path) -> list[str]:
@@ -160,7 +160,7 @@ def read_folder(root: str | Path, subset: str = "all", test_fraction: float = 0.
 def read_csv(path: str | Path, subset: str = "all", test_fraction: float = 0.2, seed: int = 0) -> VideoList:
     """CSV with columns ``path,label`` (and optionally ``subset`` = train/test); relative paths are from the CSV's folder."""
     path = Path(path)
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise ValueError(f"{path}: expected a CSV header with columns 'path,label' (optional 'subset').")

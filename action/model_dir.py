@@ -56,7 +56,7 @@ class ModelConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: {directory} is not a trained action model directory (python -m action train --out DIR).")
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown or data.get("model") not in MODELS:
             raise ValueError(f"{path}: unknown model {data.get('model')!r} or fields {sorted(unknown)}.")

@@ -45,7 +45,7 @@ def _labels(raw: np.ndarray, path: Path, classes: list[str] | None) -> tuple[np.
 
 
 def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or not {"sample", "label"} <= set(reader.fieldnames):
             raise ValueError(f"{path}: expected a CSV header with 'sample', 'label' and channel columns.")

@@ -95,7 +95,7 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
     app.config["UPLOAD_ROOT"] = Path(tempfile.mkdtemp(prefix="medact-uploads-"))
     predictor, load_problem = _load(Path(model_dir) if model_dir else None, limits)
     gate = threading.BoundedSemaphore(max(1, workers))
-    page = resources.files("action").joinpath("web/index.html").read_text()
+    page = resources.files("action").joinpath("web/index.html").read_text(encoding="utf-8")
 
     @app.get("/")
     def index() -> Any:
@@ -114,7 +114,7 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
 
     @app.get("/api/openapi.json")
     def openapi() -> Any:
-        return app.response_class(resources.files("action").joinpath("web/openapi.json").read_text(), mimetype="application/json")
+        return app.response_class(resources.files("action").joinpath("web/openapi.json").read_text(encoding="utf-8"), mimetype="application/json")
 
     @app.post("/api/predict")
     def predict() -> Any:

@@ -61,7 +61,7 @@ def cli_markdown(module: str) -> str:
 
 def bundle_markdown(name: str) -> str:
     """A bundle's metadata.json as tables: version history, labels (channel_def), inputs and outputs."""
-    meta = json.loads((ROOT / "bundles" / name / "configs" / "metadata.json").read_text())
+    meta = json.loads((ROOT / "bundles" / name / "configs" / "metadata.json").read_text(encoding="utf-8"))
     lines = [f"**{meta.get('name', name)}** version {meta['version']}: {meta.get('description', '')}", ""]
     lines += ["| version | change |", "|---|---|"] + [f"| {v} | {c} |" for v, c in meta.get("changelog", {}).items()] + [""]
     fmt = meta["network_data_format"]

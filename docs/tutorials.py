@@ -54,7 +54,7 @@ class Quote:
         path = work / self.file
         if not path.is_file():
             raise AssertionError(f"quoted number {self.value} comes from {self.file}, which the tutorial did not write")
-        node = json.loads(path.read_text())
+        node = json.loads(path.read_text(encoding="utf-8"))
         for part in self.key.split("."):
             node = node[int(part)] if isinstance(node, list) else node[part]
         return float(node)
@@ -97,7 +97,7 @@ def prepare_work(work: Path) -> None:
 def run_page(page: Path, work: Path, timeout: float = 900) -> float:
     """Execute one page in ``work``; returns seconds. Raises ``CalledProcessError`` with the output on failure."""
     program = work / f".{page.stem}.py"
-    program.write_text(script(page.read_text()))
+    program.write_text(script(page.read_text(encoding="utf-8")), encoding="utf-8")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONPATH=str(ROOT), MPLBACKEND="Agg")  # fmt: skip
     start = time.perf_counter()
@@ -107,7 +107,7 @@ def run_page(page: Path, work: Path, timeout: float = 900) -> float:
 
 def check_page(page: Path, work: Path) -> list[str]:
     """Problems with the page's quoted numbers and figures after it ran (empty list: all good)."""
-    markdown = page.read_text()
+    markdown = page.read_text(encoding="utf-8")
     problems = []
     for quote in quotes(markdown):
         actual = quote.actual(work)
@@ -122,7 +122,7 @@ def check_page(page: Path, work: Path) -> list[str]:
 
 
 def update_figures(page: Path, work: Path) -> None:
-    for image, source in figures(page.read_text()):
+    for image, source in figures(page.read_text(encoding="utf-8")):
         target = TUTORIALS / image
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / source, target)

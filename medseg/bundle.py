@@ -40,7 +40,7 @@ def split_cases(dataset_dir: str | Path, val_fraction: float = 0.2, seed: int = 
         if errors:
             raise VolumeError(f"Dataset {dataset_dir} failed validation ({len(errors)} errors):\n" + "\n".join(errors))
     description = Path(dataset_dir) / "dataset.json" if Path(dataset_dir).is_dir() else Path(dataset_dir)
-    if description.suffix == ".json" and "validation" in json.loads(description.read_text()):
+    if description.suffix == ".json" and "validation" in json.loads(description.read_text(encoding="utf-8")):
         return items, datalist(dataset_dir, "validation")
     if len(items) < 2:
         raise VolumeError(f"Dataset {dataset_dir} has {len(items)} training case(s); need at least 2 to hold one out for validation.")

@@ -18,7 +18,7 @@ DEFAULT_BUNDLE = Path("bundles/vnet_seg")
 
 
 def _bundle_names(bundle: Path) -> dict[int, str]:
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     return {int(k): v for k, v in meta["network_data_format"]["outputs"]["pred"]["channel_def"].items()}
 
 

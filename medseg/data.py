@@ -67,7 +67,7 @@ def load_dataset_json(path: str | Path) -> dict[str, Any]:
     """Read a Decathlon ``dataset.json`` (clear errors for missing keys)."""
     path = Path(path)
     try:
-        description = json.loads(path.read_text())
+        description = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise VolumeError(f"{path}: not a readable dataset.json ({err}).") from err
     if not isinstance(description.get("labels"), dict):

@@ -50,7 +50,7 @@ def run_demo(data: Path, bundle: Path, epochs: int | None = None) -> dict:
     _workflow(bundle, ["train.json"], **overrides)
     print("[4/4] Segmenting the held-out cases and evaluating ...", flush=True)
     _workflow(bundle, ["train.json", "evaluate.json"], dataset_dir=str(data))
-    summary = json.loads((bundle / "eval" / "summary.json").read_text())
+    summary = json.loads((bundle / "eval" / "summary.json").read_text(encoding="utf-8"))
     summary["seconds"] = time.perf_counter() - start
     return summary
 

@@ -10,6 +10,7 @@ the data per rank and writes outputs from rank 0 only.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -32,5 +33,18 @@ def run_parallel(fn: Callable[[int, Any], None], args: Any, nproc_per_node: int 
     if not nproc_per_node or nproc_per_node < 2:
         raise ValueError(f"nproc_per_node={nproc_per_node}: give at least 2 processes (or run under torchrun).")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    with idist.Parallel(backend=backend(), nproc_per_node=nproc_per_node) as parallel:
+    port = int(os.environ.get("MASTER_PORT") or free_port())
+    with idist.Parallel(backend=backend(), nproc_per_node=nproc_per_node, master_port=port) as parallel:
         parallel.run(fn, args)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for the spawned group's rendezvous.
+
+    Ignite's default is the fixed port 2222, so a second training started on the same machine
+    (another user, or a second run of the suite) failed with EADDRINUSE. ``MASTER_PORT`` in the
+    environment still wins.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

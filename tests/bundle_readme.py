@@ -10,8 +10,8 @@ from typing import Any
 
 def stated_recipe(bundle: Path) -> list[tuple[str, str, Any]]:
     """``(config id, value as written in docs/README.md, value in configs/train.json)`` per table row."""
-    readme = (bundle / "docs" / "README.md").read_text()
-    train = json.loads((bundle / "configs" / "train.json").read_text())
+    readme = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
+    train = json.loads((bundle / "configs" / "train.json").read_text(encoding="utf-8"))
     rows = []
     for key, written in re.findall(r"^\| `([a-z_#]+)` \| `([^`]+)` \|", readme, flags=re.M):
         node = train

@@ -26,7 +26,7 @@ def _bundle(*args: object, timeout: int = 600) -> subprocess.CompletedProcess:
 def test_metadata_verifies_offline_and_names_the_demo_classes() -> None:
     from action.synthetic import CLASSES
 
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    meta = json.loads((CONFIGS / "metadata.json").read_text(encoding="utf-8"))
     pred = meta["network_data_format"]["outputs"]["pred"]
     assert list(pred["channel_def"].values()) == list(CLASSES) and pred["num_channels"] == len(CLASSES)
     assert meta["version"] in meta["changelog"]

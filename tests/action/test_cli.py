@@ -24,15 +24,15 @@ def trained(tiny_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def test_training_writes_a_complete_model_directory(trained: Path) -> None:
     for name in ("action_model.json", "model.pt", "history.csv", "training_progress.png", "training_options.json"):
         assert (trained / name).is_file(), name
-    config = json.loads((trained / "action_model.json").read_text())
+    config = json.loads((trained / "action_model.json").read_text(encoding="utf-8"))
     assert config["model"] == "c3d_gru" and len(config["classes"]) == 8 and config["sampling"]["frames"] == 8
 
 
 def test_resume_continues_the_same_run(trained: Path, tiny_videos: Path, tmp_path: Path) -> None:
-    rows_before = (trained / "history.csv").read_text().count("\n")
+    rows_before = (trained / "history.csv").read_text(encoding="utf-8").count("\n")
     assert main(["train", "--data", str(tiny_videos), "--model", "c3d_gru", "--out", str(trained), "--epochs", "2", "--resume", *FAST]) == 0
-    history = json.loads((trained / "history.json").read_text())
-    assert history["rows"][-1]["epoch"] == 2 and (trained / "history.csv").read_text().count("\n") > rows_before
+    history = json.loads((trained / "history.json").read_text(encoding="utf-8"))
+    assert history["rows"][-1]["epoch"] == 2 and (trained / "history.csv").read_text(encoding="utf-8").count("\n") > rows_before
 
 
 def test_evaluate_json_and_reports(trained: Path, tiny_videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -45,7 +45,7 @@ def test_evaluate_json_and_reports(trained: Path, tiny_videos: Path, tmp_path: P
     assert report["mean_class_accuracy"] == pytest.approx(report["recall_macro"])
     for name in ("summary.json", "per_class.csv", "predictions.csv", "confusion_chart.png"):
         assert (tmp_path / "eval" / name).is_file(), name
-    assert (tmp_path / "eval" / "predictions.csv").read_text().count("\n") == 17
+    assert (tmp_path / "eval" / "predictions.csv").read_text(encoding="utf-8").count("\n") == 17
 
 
 def test_evaluate_counts_skipped_videos(trained: Path, tiny_videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -30,7 +30,7 @@ def test_two_process_training_matches_single_process_evaluation_and_resumes(tiny
     assert "2 process(es)" in done.stdout and done.stdout.count("Model:") == 1
     names = sorted(p.name for p in out.iterdir())
     assert names == ["action_model.json", "checkpoints", "history.csv", "history.json", "model.pt", "training_options.json", "training_progress.png"]
-    history = json.loads((out / "history.json").read_text())["rows"]
+    history = json.loads((out / "history.json").read_text(encoding="utf-8"))["rows"]
     # 32 training videos, one per class held out for validation: 24, i.e. 12 per rank -> 3 batches of 4
     assert history[-1]["iteration"] == 3
 
@@ -44,7 +44,7 @@ def test_two_process_training_matches_single_process_evaluation_and_resumes(tiny
 
     done = subprocess.run([*command[:-len(FAST) - 2], "--epochs", "2", *FAST, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    history = json.loads((out / "history.json").read_text())["rows"]
+    history = json.loads((out / "history.json").read_text(encoding="utf-8"))["rows"]
     assert history[-1]["epoch"] == 2 and history[-1]["iteration"] == 2 * 6  # one process: 24 videos / 4 per batch
 
 
@@ -53,7 +53,7 @@ def test_each_rank_trains_on_a_disjoint_half_and_ends_with_equal_weights(tiny_vi
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "action" / "ddp_run.py"), str(tiny_videos), str(tmp_path / "run"), "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     for epoch in ("1", "2"):
         a, b = ranks[0]["seen"][epoch], ranks[1]["seen"][epoch]

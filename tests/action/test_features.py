@@ -77,7 +77,7 @@ def test_feature_gru_trains_from_the_cache_and_predicts_videos(tiny_videos: Path
     assert main(["train", *common, "--model", "feature_gru", "--out", str(tmp_path / "wrong"), "--epochs", "1", "--quiet"]) == 2
     assert "input_size: cache has 64, requested 224" in capsys.readouterr().err
     assert main(["train", *common, "--backbone-size", "64", "--model", "feature_gru", "--out", str(out), "--epochs", "2", "--quiet"]) == 0
-    config = json.loads((out / "action_model.json").read_text())
+    config = json.loads((out / "action_model.json").read_text(encoding="utf-8"))
     assert config["in_features"] == 512 and config["backbone"]["backbones"] == ["resnet18"] and config["backbone"]["input_size"] == 64
     capsys.readouterr()
     video = sorted(tiny_videos.glob("Jump/*"))[0]

@@ -32,12 +32,12 @@ def test_ucf101_errors_name_the_file_and_line(tiny_videos: Path, tmp_path: Path)
     (lists / "testlist02.txt").unlink()
     with pytest.raises(ValueError, match="testlist02.txt: split file not found"):
         read_videos(root, "ucf101", 2, "test")
-    text = (lists / "classInd.txt").read_text().replace("8 Jump\n", "")
+    text = (lists / "classInd.txt").read_text(encoding="utf-8").replace("8 Jump\n", "")
     (lists / "classInd.txt").write_text(text)
     with pytest.raises(ValueError, match="trainlist01.txt, line \\d+: class 'Jump' is not in .*classInd.txt"):
         read_videos(root, "ucf101", 1, "train")
     (lists / "classInd.txt").write_text(text + "8 Jump\n")
-    lines = (lists / "trainlist01.txt").read_text().replace("Wave_g02_c01.avi 7", "Wave_g02_c01.avi 3")
+    lines = (lists / "trainlist01.txt").read_text(encoding="utf-8").replace("Wave_g02_c01.avi 7", "Wave_g02_c01.avi 3")
     (lists / "trainlist01.txt").write_text(lines)
     with pytest.raises(ValueError, match="label 3 disagrees"):
         read_videos(root, "ucf101", 1, "train")

@@ -38,9 +38,9 @@ class Server:
                 return
             except requests.ConnectionError:
                 if self.process.poll() is not None:
-                    raise RuntimeError((tmpdir / "server.log").read_text())
+                    raise RuntimeError((tmpdir / "server.log").read_text(encoding="utf-8"))
                 time.sleep(0.2)
-        raise RuntimeError("server did not start: " + (tmpdir / "server.log").read_text())
+        raise RuntimeError("server did not start: " + (tmpdir / "server.log").read_text(encoding="utf-8"))
 
     def upload_root(self) -> Path:
         roots = list(self.tmpdir.glob("medact-uploads-*"))

@@ -43,7 +43,7 @@ def test_site_builds_offline_with_every_page(site):
         assert expected in pages
     # offline: no page asks a font or script CDN for anything (theme.font is off)
     for page in site.rglob("*.html"):
-        assert "fonts.googleapis.com" not in page.read_text(), page
+        assert "fonts.googleapis.com" not in page.read_text(encoding="utf-8"), page
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -53,7 +53,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 @pytest.mark.parametrize("module", ["medseg", "action"])
 def test_cli_reference_lists_every_command_and_option(site, module):
-    html = (site / "reference" / "cli" / "index.html").read_text()
+    html = (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
     parser = importlib.import_module(f"{module}.cli").build_parser()
     for name, sub in _subcommands(parser).items():
         assert f"python -m {module} {name}" in html, name
@@ -63,7 +63,7 @@ def test_cli_reference_lists_every_command_and_option(site, module):
 
 
 def test_every_module_is_in_the_api_reference():
-    text = "\n".join(p.read_text() for p in (ROOT / "docs" / "reference" / "api").glob("*.md"))
+    text = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "docs" / "reference" / "api").glob("*.md"))
     documented = set(re.findall(r"^::: ([\w.]+)$", text, re.M))
     assert documented == set(_modules()), set(_modules()) ^ documented
 
@@ -81,7 +81,7 @@ def test_every_public_function_and_class_has_a_docstring(module_name):
 
 
 def test_api_pages_render_the_docstrings(site):
-    html = (site / "reference" / "api" / "shared" / "index.html").read_text()
+    html = (site / "reference" / "api" / "shared" / "index.html").read_text(encoding="utf-8")
     assert "build_trainer" in html and "MATLAB" in html and "TrainingOptions" in html
 
 

@@ -24,7 +24,7 @@ def work(tmp_path_factory):
 def test_there_are_seven_tutorials_each_quoting_checked_numbers():
     assert [p.name[:2] for p in PAGES] == ["01", "02", "03", "04", "05", "06", "07"]
     for page in PAGES:
-        assert tutorials.quotes(page.read_text()), f"{page.name} quotes no checked number"
+        assert tutorials.quotes(page.read_text(encoding="utf-8")), f"{page.name} quotes no checked number"
 
 
 @pytest.mark.slow
@@ -47,7 +47,8 @@ def test_runner_runs_bash_and_python_blocks_in_order_and_skips_what_it_must(tmp_
         "```matlab\nx = 1\n```\n"
         "```bash\n# not run: needs a second machine\nexit 3\n```\n"
         "```python\nimport json; json.dump({'n': n}, open('n.json', 'w'))\n```\n"
-        "{{ 2 ± 0 from n.json#n }} and {{ 5 ± 1 from n.json#n }}\n"
+        "{{ 2 ± 0 from n.json#n }} and {{ 5 ± 1 from n.json#n }}\n",
+        encoding="utf-8",
     )
     tutorials.run_page(page, tmp_path)
     assert tutorials.check_page(page, tmp_path) == ["99-example.md: quotes 5.0 ± 1.0 for n.json#n, the run gave 2.0000"]
@@ -55,12 +56,12 @@ def test_runner_runs_bash_and_python_blocks_in_order_and_skips_what_it_must(tmp_
 
 def test_runner_reports_a_failing_block(tmp_path):
     page = tmp_path / "99-broken.md"
-    page.write_text("```bash\nfalse\n```\n")
+    page.write_text("```bash\nfalse\n```\n", encoding="utf-8")
     with pytest.raises(subprocess.CalledProcessError):
         tutorials.run_page(page, tmp_path)
 
 
 def test_every_figure_file_is_committed():
     for page in PAGES:
-        for image, _ in tutorials.figures(page.read_text()):
+        for image, _ in tutorials.figures(page.read_text(encoding="utf-8")):
             assert (ROOT / "docs" / "tutorials" / image).is_file(), f"{page.name}: {image} (run make tutorials)"

@@ -1,5 +1,8 @@
 """Synthetic volumes with real geometry for medseg tests (generated, never downloaded)."""
 
+import locale
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -22,7 +25,20 @@ def random_labels(shape=(20, 18, 12), seed=0, num=4):
 
 
 def write_dicom_series(volume: np.ndarray, geometry: Geometry, folder, skip=()):
-    """Write ``volume[i, j, k]`` as one CT DICOM file per k slice, with positions from ``geometry``."""
+    """Write ``volume[i, j, k]`` as one CT DICOM file per k slice, with positions from ``geometry``.
+
+    SimpleITK's DICOM writer (GDCM) sets the process locale to "C", after which every text file
+    opened without an explicit encoding in this test process would be read as ASCII; the locale
+    found on entry is put back.
+    """
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        return _write_dicom_slices(volume, geometry, folder, skip)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_dicom_slices(volume: np.ndarray, geometry: Geometry, folder, skip) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     direction = geometry.direction_matrix
     orientation = "\\".join(f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1]))

@@ -20,15 +20,15 @@ def _bundle(*args, timeout=600):
 
 
 def test_inference_config_mirrors_training():
-    train, infer = (json.loads((CONFIGS / name).read_text()) for name in ("train.json", "inference.json"))
+    train, infer = (json.loads((CONFIGS / name).read_text(encoding="utf-8")) for name in ("train.json", "inference.json"))
     for key in ("pixdim", "window", "roi_size", "sw_roi_size", "sw_batch_size", "overlap", "width", "network_def", "segmenter", "colours", "channel_def", "label_names"):
         assert infer[key] == train[key], key
-    evaluate = json.loads((CONFIGS / "evaluate.json").read_text())
+    evaluate = json.loads((CONFIGS / "evaluate.json").read_text(encoding="utf-8"))
     assert set(evaluate) <= {"ckpt_path", "eval_dir", "eval_split", "eval_items", "load_weights", "evaluate", "run"}  # overrides only
 
 
 def test_metadata_names_every_label_and_verifies_offline():
-    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    meta = json.loads((CONFIGS / "metadata.json").read_text(encoding="utf-8"))
     channel_def = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
     assert channel_def == {"0": "background", "1": "liver", "2": "kidney", "3": "tumour"}
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == len(channel_def)

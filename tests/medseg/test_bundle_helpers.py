@@ -45,7 +45,7 @@ def test_dataset_json_validation_list_is_used(tmp_path, demo_dataset):
 
     copy = tmp_path / "data"
     shutil.copytree(demo_dataset, copy)
-    description = json.loads((copy / "dataset.json").read_text())
+    description = json.loads((copy / "dataset.json").read_text(encoding="utf-8"))
     description["validation"] = description["test"]
     (copy / "dataset.json").write_text(json.dumps(description))
     train, val = split_cases(copy)

@@ -30,7 +30,7 @@ def test_evaluate_perfect_predictions(tmp_path, demo_dataset):
     summary = json.loads(done.stdout)
     assert summary["cases"] == 2 and summary["mean_dice"] == 1.0
     assert summary["per_label"]["liver"]["hd95_mm_mean"] == 0.0
-    full = json.loads((tmp_path / "report" / "summary.json").read_text())
+    full = json.loads((tmp_path / "report" / "summary.json").read_text(encoding="utf-8"))
     assert full["matlab"]["DataSetMetrics"]["GlobalAccuracy"] == 1.0 and full["matlab"]["DataSetMetrics"]["MeanBFScore"] == 1.0
     for name in ("per_case.csv", "dataset_metrics.csv", "class_metrics.csv", "image_metrics.csv", "normalized_confusion.csv",
                  "metric_bars.png", "overlays.png", "confusion_chart.png"):  # fmt: skip

@@ -51,7 +51,7 @@ def test_dataset_json_without_labels(tmp_path):
 
 
 def test_dataset_json_labels_in_decathlon_or_nnunet_v2_order(tmp_path, demo_dataset):
-    description = json.loads((demo_dataset / "dataset.json").read_text())
+    description = json.loads((demo_dataset / "dataset.json").read_text(encoding="utf-8"))
     description["labels"] = {"background": 0, "liver": 1, "kidney": 2, "tumour": 3}  # nnU-Net v2
     (tmp_path / "dataset.json").write_text(json.dumps(description))
     assert label_names(tmp_path) == label_names(demo_dataset) == {0: "background", 1: "liver", 2: "kidney", 3: "tumour"}

@@ -32,11 +32,11 @@ def test_torchrun_two_processes_then_resume_in_one(tmp_path: Path, demo_dataset:
           "--config_file", configs, *common, "--options#max_epochs", 1])  # fmt: skip
     models = bundle / "models"
     assert sorted(p.name for p in models.iterdir()) == ["checkpoints", "history.csv", "history.json", "model.pt", "training_options.json", "training_progress.png"]
-    rows = json.loads((models / "history.json").read_text())["rows"]
+    rows = json.loads((models / "history.json").read_text(encoding="utf-8"))["rows"]
     two_process_iterations = rows[-1]["iteration"]
     assert rows[-1]["epoch"] == 1 and "val_dice" in rows[-1]
     _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle / "configs" / "train.json", *common, "--options#max_epochs", 2, "--resume", "True"])
-    rows = json.loads((models / "history.json").read_text())["rows"]
+    rows = json.loads((models / "history.json").read_text(encoding="utf-8"))["rows"]
     assert rows[-1]["epoch"] == 2 and rows[-1]["iteration"] == 4 * two_process_iterations  # one process: twice the iterations per epoch
 
 
@@ -48,7 +48,7 @@ def test_ranks_train_disjoint_cases_end_equal_and_report_single_process_metrics(
         shutil.copytree(CONFIGS, runs[name] / "configs")
     script = ROOT / "tests" / "medseg" / "ddp_run.py"
     _run([sys.executable, script, "train", runs["ddp"], demo_dataset, 2])
-    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     for epoch in ("1", "2"):
         a, b = set(ranks[0]["seen"][epoch]), set(ranks[1]["seen"][epoch])
@@ -58,7 +58,7 @@ def test_ranks_train_disjoint_cases_end_equal_and_report_single_process_metrics(
     for key in w0:
         torch.testing.assert_close(w0[key], w1[key], rtol=0, atol=0)
     _run([sys.executable, script, "evaluate", runs["single"], demo_dataset, tmp_path / "ddp" / "rank0_weights.pt"])
-    single = json.loads((tmp_path / "single" / "single.json").read_text())["val"]
+    single = json.loads((tmp_path / "single" / "single.json").read_text(encoding="utf-8"))["val"]
     assert set(single) >= {"dice", "iou"}
     for key, value in single.items():
         assert ranks[0]["val"][key] == pytest.approx(value, abs=1e-5), key

@@ -31,7 +31,7 @@ def test_nifti_and_colour_table(tmp_path):
         assert array.dtype == np.uint8
         np.testing.assert_array_equal(array, labels)
         assert geometry.matches(OBLIQUE) == []
-    lines = files[1].read_text().splitlines()
+    lines = files[1].read_text(encoding="utf-8").splitlines()
     assert lines[2:] == ["0 background 0 0 0 0", "1 liver 230 128 102 255", "2 kidney 178 76 76 255", "3 tumour 255 230 51 255"]
 
 
@@ -49,5 +49,5 @@ def test_unknown_format(tmp_path):
 
 def test_default_colours_are_distinct(tmp_path):
     path = write_colour_table(tmp_path / "t.ctbl", {0: "bg", 1: "a b", 2: "c"})
-    rows = path.read_text().splitlines()[2:]
+    rows = path.read_text(encoding="utf-8").splitlines()[2:]
     assert rows[1].startswith("1 a_b ") and rows[1].split()[2:5] != rows[2].split()[2:5]

@@ -6,7 +6,7 @@ from medseg.io import read_volume
 
 
 def test_demo_dataset_has_variety_and_consistent_pairs(demo_dataset):
-    description = json.loads((demo_dataset / "dataset.json").read_text())
+    description = json.loads((demo_dataset / "dataset.json").read_text(encoding="utf-8"))
     assert description["labels"] == {"0": "background", "1": "liver", "2": "kidney", "3": "tumour"}
     cases = description["training"] + description["test"]
     suffixes, spacings, directions, tumours = set(), set(), set(), 0

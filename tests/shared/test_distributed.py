@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from shared.data import EpochSampler, ShardSampler
+from shared.distributed import free_port
 from shared.engine import build_evaluator
 from shared.ignite_metrics import confusion_metric
 from shared.options import TrainingOptions
@@ -32,14 +34,27 @@ def test_samplers_shard_disjointly() -> None:
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 2-process run, started while something else listens on ignite's default port 2222."""
     out = tmp_path_factory.mktemp("ddp")
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "shared" / "ddp_run.py"), str(out), "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        try:
+            squatter.bind(("127.0.0.1", 2222))
+            squatter.listen()
+        except OSError:  # already taken by someone else: the property under test holds the same
+            pass
+        done = subprocess.run([sys.executable, str(ROOT / "tests" / "shared" / "ddp_run.py"), str(out), "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return out
 
 
+def test_free_port_can_be_listened_on() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", free_port()))
+        probe.listen()
+
+
 def test_each_rank_trains_a_disjoint_half_and_ends_with_the_same_weights(ddp_run: Path) -> None:
-    ranks = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((ddp_run / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     for epoch in ("1", "2"):
         a, b = ranks[0]["seen"][epoch], ranks[1]["seen"][epoch]
@@ -59,7 +74,7 @@ def test_reduced_metrics_equal_a_single_process_evaluation(ddp_run: Path) -> Non
                                 {"accuracy": confusion_metric("accuracy", 4), "f1": confusion_metric("f1", 4)}, "accuracy",
                                 loss_function=torch.nn.CrossEntropyLoss())  # fmt: skip
     evaluator.run()
-    reduced = json.loads((ddp_run / "rank0.json").read_text())["val"]
+    reduced = json.loads((ddp_run / "rank0.json").read_text(encoding="utf-8"))["val"]
     for key in ("accuracy", "f1", "loss"):
         assert reduced[key] == pytest.approx(float(evaluator.state.metrics[key]), abs=1e-6), key
 
@@ -67,7 +82,7 @@ def test_reduced_metrics_equal_a_single_process_evaluation(ddp_run: Path) -> Non
 def test_one_set_of_outputs_and_a_single_process_resume(ddp_run: Path) -> None:
     names = sorted(p.name for p in ddp_run.iterdir() if not p.name.startswith("rank"))
     assert names == ["checkpoints", "history.csv", "history.json", "model.pt", "training_options.json", "training_progress.png"]
-    history = json.loads((ddp_run / "history.json").read_text())["rows"]
+    history = json.loads((ddp_run / "history.json").read_text(encoding="utf-8"))["rows"]
     assert history[-1]["iteration"] == 12  # 2 epochs x 48 samples per rank / batch 8
     trainer = build(ddp_run, epochs=3, resume=True)  # a DDP checkpoint, resumed without DDP
     assert trainer.state.epoch == 2 and trainer.state.iteration == 2 * 12  # epochs done, counted in this run's 12 iterations/epoch
@@ -77,6 +92,6 @@ def test_one_set_of_outputs_and_a_single_process_resume(ddp_run: Path) -> None:
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "shared" / "ddp_run.py"), str(ddp_run), "2", "4", "resume"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    rows = json.loads((ddp_run / "history.json").read_text())["rows"]
+    rows = json.loads((ddp_run / "history.json").read_text(encoding="utf-8"))["rows"]
     assert rows[-1]["epoch"] == 4 and rows[-1]["iteration"] == 4 * 6
-    assert json.loads((ddp_run / "rank1.json").read_text())["seen"].keys() == {"4"}  # only epoch 4 was trained
+    assert json.loads((ddp_run / "rank1.json").read_text(encoding="utf-8"))["seen"].keys() == {"4"}  # only epoch 4 was trained

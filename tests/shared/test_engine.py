@@ -36,7 +36,7 @@ def test_two_epochs_write_history_figure_table_and_model(tmp_path, train_data, v
     assert {"epoch", "iteration", "time_elapsed_s", "learn_rate", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1"} <= set(rows[0])
     validated = [int(r["iteration"]) for r in rows if r["val_loss"]]
     assert validated == [1, 3, 6, 8]  # MATLAB cadence: first, every 3rd, last
-    history = json.loads((tmp_path / "history.json").read_text())
+    history = json.loads((tmp_path / "history.json").read_text(encoding="utf-8"))
     assert history["stop_reason"] == "Max epochs completed" and len(history["rows"]) == 8
     png = (tmp_path / "training_progress.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
@@ -60,7 +60,7 @@ def test_validation_patience_stops_training(tmp_path, train_data, val_data, caps
     # validations at 1, 2, 4, 6: the loss never improves on the first, so the 3rd stall (iteration 6) stops it
     assert trainer.state.iteration == 6
     assert trainer.monitor.stop_reason == "Stopped early"
-    assert json.loads((tmp_path / "history.json").read_text())["stop_reason"] == "Stopped early"
+    assert json.loads((tmp_path / "history.json").read_text(encoding="utf-8"))["stop_reason"] == "Stopped early"
     assert capsys.readouterr().out == ""  # verbose=False prints nothing
 
 
@@ -217,7 +217,7 @@ def test_factory_from_a_monai_bundle_config(tmp_path):
     parser = ConfigParser(config)
     parser.get_parsed_content("run")
     assert (tmp_path / "training_progress.png").is_file() and (tmp_path / "model.pt").is_file()
-    assert len(json.loads((tmp_path / "history.json").read_text())["rows"]) == 2
+    assert len(json.loads((tmp_path / "history.json").read_text(encoding="utf-8"))["rows"]) == 2
 
 
 def test_factory_through_monais_own_cli(tmp_path):

@@ -74,7 +74,7 @@ def test_round_trip_through_files(tmp_path, suffix):
     path = opts.save(tmp_path / f"opts{suffix}")
     assert TrainingOptions.load(path) == opts
     if suffix == ".json":
-        data = json.loads(path.read_text())  # strict JSON: infinities written as "Inf"
+        data = json.loads(path.read_text(encoding="utf-8"))  # strict JSON: infinities written as "Inf"
         assert data["gradient_threshold"] == "Inf"
 
 
