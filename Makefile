@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medact-installed
 PYTEST_ARGS ?=
+# one pytest worker per core (tests/conftest.py gives each one intra-op thread): much of the suite is
+# single-threaded Python (importing monai takes 7-13 s in each of ~40 subprocesses)
+PYTEST_WORKERS ?= auto
 
 .PHONY: demo demo-medseg demo-action demo-engine serve test docs tutorials install clean
 
@@ -29,7 +32,7 @@ demo-engine: $(STAMP)
 
 test: $(STAMP)
 	@sh .ci/install-chromium
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # the documentation site, offline, into site/; any warning fails (mkdocs.yml: strict)
 docs: $(STAMP)

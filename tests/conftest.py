@@ -1,10 +1,16 @@
-"""Suite-wide set-up: under pytest-xdist, each of the 2 workers gets 1 intra-op thread.
+"""Suite-wide set-up for ``make test``, which runs pytest-xdist with one worker per core.
 
-The machine has 2 cores. Two workers with 2 threads each oversubscribe them (OpenMP threads
-spin-wait for each other), so every worker and every subprocess it starts uses one thread.
+- Each worker gets 1 intra-op thread (and so does every subprocess it starts): two workers with
+  2 OpenMP threads each oversubscribe a 2-core machine, and OpenMP threads spin-wait for each other.
+- ``--dist loadfile`` keeps each test file on one worker, in order: the tutorial pages share one
+  work folder and build on each other (tutorial 2 uses tutorial 1's model). (``loadgroup`` would
+  be finer, but pytest-xdist 3.8 cannot tag node ids under pytest 9.2, so its groups are ignored.)
+- ``slow`` tests are scheduled first: the longest jobs start while the short ones fill the gaps.
 """
 
 import os
+
+import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -12,3 +18,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: page order is kept
