@@ -12,6 +12,9 @@ Figures (each with its same-run baseline):
 2. a 512x512x60 CT (0.6x0.6x5 mm) segmented end to end (read, resample, infer, invert, write) vs
    the 60 s target.
 3. peak RSS while segmenting a 512x512x300 CT vs 3x its input + output bytes.
+4. (``--part layers``) where one forward pass of the bundle's network spends its time: per
+   convolution, seconds and FLOP efficiency, summed over the narrow ones (4 or fewer input or
+   output channels) and the rest.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import emit, peak_rss_mb, reset_peak_rss  # noqa: E402
 from medseg.infer import Segmenter  # noqa: E402
 from medseg.io import Geometry, write_volume  # noqa: E402
-from medseg.networks import VNet  # noqa: E402
+from medseg.networks import VNet, fold_batch_norm  # noqa: E402
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "vnet_seg"
 
@@ -119,6 +122,45 @@ def sliding_window(quick: bool) -> None:
          "MONAI VNet w16 ROI96 (same run)", monai_efficiency, seconds=round(dense_s, 2), matmul_peak_gflops=round(peak, 1))  # fmt: skip
 
 
+def layer_breakdown() -> None:
+    """Per-convolution time of one ``(sw_batch, 1, *roi)`` forward pass of the bundle's folded network."""
+    segmenter = bundle_segmenter()
+    net = fold_batch_norm(segmenter.network)
+    x = torch.rand(segmenter.sw_batch_size, 1, *segmenter.roi_size)
+    convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
+    spent: dict[torch.nn.Module, float] = {}
+    seen: dict[torch.nn.Module, torch.Tensor] = {}
+
+    def before(module: torch.nn.Module, inputs: tuple) -> None:
+        seen[module] = inputs[0]
+        spent[module] = -time.perf_counter()
+
+    def after(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        spent[module] += time.perf_counter()
+
+    hooks = [h for m in convs for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+    with torch.no_grad():
+        net(x)  # warm-up: oneDNN picks and caches its kernels
+        start = time.perf_counter()
+        net(x)
+        whole = time.perf_counter() - start
+        for h in hooks:
+            h.remove()
+        flops = {}
+        for m in convs:  # each convolution's FLOPs on the input it saw, counted by PyTorch
+            with FlopCounterMode(display=False) as counter:
+                m(seen[m])
+            flops[m] = float(counter.get_total_flops())
+    peak = matmul_peak_gflops()
+    narrow = [m for m in convs if min(m.in_channels, m.out_channels) <= 4]
+    for name, group in (("narrow (<= 4 in or out channels)", narrow), ("other", [m for m in convs if m not in narrow])):
+        seconds, work = sum(spent[m] for m in group), sum(flops[m] for m in group)
+        emit(f"forward pass of the bundle network ({x.shape[0]} windows of {tuple(x.shape[2:])}): {name} convolutions", "fraction of matmul peak",
+             work / seconds / 1e9 / peak, "whole forward pass (same run)", sum(flops.values()) / whole / 1e9 / peak,
+             share_of_forward_time=round(seconds / whole, 3), seconds=round(seconds, 4), forward_s=round(whole, 4),
+             layers=len(group), gflop=round(work / 1e9, 2), matmul_peak_gflops=round(peak, 1))  # fmt: skip
+
+
 def _ct(shape: tuple[int, int, int], spacing: tuple[float, float, float], folder: Path) -> Path:
     rng = np.random.default_rng(0)
     image = rng.normal(0, 20, shape).astype(np.int16)
@@ -159,13 +201,15 @@ def peak_memory(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer baseline windows and a 120-slice memory test")
-    parser.add_argument("--part", choices=["all", "sliding", "ct", "memory"], default="all")
+    parser.add_argument("--part", choices=["all", "sliding", "ct", "memory", "layers"], default="all")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.part in ("all", "sliding"):
         sliding_window(args.quick)
     if args.part in ("all", "ct"):
         end_to_end_ct()
+    if args.part in ("all", "layers"):
+        layer_breakdown()
     if args.part == "memory":
         peak_memory(args.quick)
     elif args.part == "all":  # peak RSS only means something in a fresh process
