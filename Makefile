@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medact-installed
 PYTEST_ARGS ?=
 # one pytest worker per core (tests/conftest.py gives each one intra-op thread): much of the suite is
-# single-threaded Python (importing monai takes 7-13 s in each of ~40 subprocesses)
+# single-threaded Python (importing monai takes 7-13 s in each of ~40 subprocesses); at most 4, since
+# the tutorial file (one worker, about 9 minutes here) is the long pole and each worker holds ~1.5 GB
 PYTEST_WORKERS ?= auto
 
 .PHONY: demo demo-medseg demo-action demo-engine serve test docs tutorials install clean
@@ -32,7 +33,7 @@ demo-engine: $(STAMP)
 
 test: $(STAMP)
 	@sh .ci/install-chromium
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 # the documentation site, offline, into site/; any warning fails (mkdocs.yml: strict)
 docs: $(STAMP)
