@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medact-installed
 PYTEST_ARGS ?=
 # one pytest worker per core (tests/conftest.py gives each one intra-op thread): much of the suite is
-# single-threaded Python (importing monai takes 7-13 s in each of ~40 subprocesses); at most 4, since
+# single-threaded Python (importing monai takes 9-13 s in each of the ~80 processes the tests and tutorials start); at most 4, since
 # the tutorial file (one worker, about 9 minutes here) is the long pole and each worker holds ~1.5 GB
 PYTEST_WORKERS ?= auto
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,12 +32,11 @@ from action.serve import default_model_dir  # noqa: E402
 from action.synthetic import CLASSES, encode_video, render_video  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from shared.checkpoint import save_weights  # noqa: E402
+from shared.distributed import free_port  # noqa: E402
 
 
 def start_server(model: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "action", "serve", "--model", str(model), "--port", str(port)], cwd=ROOT,
                                env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -39,7 +39,7 @@ def run_parallel(fn: Callable[[int, Any], None], args: Any, nproc_per_node: int 
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on now, for the spawned group's rendezvous.
+    """A TCP port on 127.0.0.1 that nothing listens on now (the spawned group's rendezvous; the web tests' server).
 
     Ignite's default is the fixed port 2222, so a second training started on the same machine
     (another user, or a second run of the suite) failed with EADDRINUSE. ``MASTER_PORT`` in the
