@@ -7,7 +7,7 @@ STAMP := $(VENV)/.medact-installed
 PYTEST_ARGS ?=
 # one pytest worker per core (tests/conftest.py gives each one intra-op thread): much of the suite is
 # single-threaded Python (importing monai takes 9-13 s in each of the ~80 processes the tests and tutorials start); at most 4, since
-# the tutorial file (one worker, about 9 minutes here) is the long pole and each worker holds ~1.5 GB
+# the two tutorial files (one worker each, 4-6 minutes here) are the long poles and each worker holds ~1.5 GB
 PYTEST_WORKERS ?= auto
 
 .PHONY: demo demo-medseg demo-action demo-engine serve test docs tutorials install clean

@@ -2,8 +2,8 @@
 
 - Each worker gets 1 intra-op thread (and so does every subprocess it starts): two workers with
   2 OpenMP threads each oversubscribe a 2-core machine, and OpenMP threads spin-wait for each other.
-- ``--dist loadfile`` keeps each test file on one worker, in order: the tutorial pages share one
-  work folder and build on each other (tutorial 2 uses tutorial 1's model). (``loadgroup`` would
+- ``--dist loadfile`` keeps each test file on one worker, in order: the tutorial pages of a file
+  share one work folder and build on each other (tutorial 2 uses tutorial 1's model). (``loadgroup`` would
   be finer, but pytest-xdist 3.8 cannot tag node ids under pytest 9.2, so its groups are ignored.)
 - ``slow`` tests are scheduled first: the longest jobs start while the short ones fill the gaps.
 """

@@ -1,8 +1,14 @@
-"""The docs tooling (``docs/hooks.py``, ``docs/tutorials.py``) is not a package: load it from its files."""
+"""The docs tooling (``docs/hooks.py``, ``docs/tutorials.py``) is not a package: load it from its files.
+
+Also the shared part of the two tutorial test files: a work folder per file and the run-and-check step.
+"""
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,3 +22,21 @@ def load_docs_module(name: str):
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def run_tutorial_and_check_its_numbers(tutorials, page: Path, work: Path) -> None:
+    """Run ``page`` in ``work`` as a reader would; fail with its output, or with every quoted number that does not hold."""
+    try:
+        tutorials.run_page(page, work, timeout=840)
+    except subprocess.CalledProcessError as err:
+        pytest.fail(f"{page.name} failed:\n{err.stdout[-3000:]}\n{err.stderr[-5000:]}")
+    problems = tutorials.check_page(page, work)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """One work folder per test file, laid out like a fresh clone (the pages of a file build on each other)."""
+    folder = tmp_path_factory.mktemp("tutorials")
+    load_docs_module("tutorials").prepare_work(folder)
+    return folder
