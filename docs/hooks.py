@@ -5,8 +5,8 @@
 - ``<!-- bundle-metadata: vnet_seg -->``: a bundle's ``metadata.json`` as tables (labels, inputs,
   outputs, versions).
 - ``{{ 0.92 ± 0.05 from runs/eval/summary.json#mean_dice }}``: a number a tutorial quotes; rendered
-  as ``0.92`` with its tolerance in a tooltip. ``tests/docs/test_tutorials*.py`` run the tutorial and
-  compares the JSON value at that key with the quoted number (see :data:`QUOTE`).
+  as ``0.92`` with its tolerance in a tooltip. ``tests/docs/test_tutorials*.py`` run the tutorials and
+  compare the JSON value at that key with the quoted number (see :data:`QUOTE`).
 
 Referenced from ``mkdocs.yml`` (``hooks:``); excluded from the site itself.
 """
