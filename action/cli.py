@@ -29,12 +29,16 @@ def _sampling(args: argparse.Namespace) -> Any:
 
 
 def _options(args: argparse.Namespace) -> Any:
+    from action.models import MODELS
     from action.train import default_options
     from shared.options import TrainingOptions
 
     base = TrainingOptions.load(args.options).to_dict() if args.options else {}
-    changes = {**default_options(args.out).to_dict(), **base}
-    for key, value in (("max_epochs", args.epochs), ("mini_batch_size", args.batch_size), ("initial_learn_rate", args.lr)):
+    changes = {**default_options(args.out, MODELS[args.model].input).to_dict(), **base}
+    flags = (("max_epochs", args.epochs), ("mini_batch_size", args.batch_size), ("initial_learn_rate", args.lr), ("gradient_threshold", args.gradient_threshold),
+             ("sequence_length", args.sequence_length), ("sequence_padding_direction", args.sequence_padding_direction),
+             ("sequence_padding_value", args.sequence_padding_value), ("shuffle", "never" if args.sort_by_length else None), ("seed", args.seed))  # fmt: skip
+    for key, value in flags:
         if value is not None:
             changes[key] = value
     if args.quiet:
@@ -46,12 +50,14 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
     """One training process (the only one, or one rank of a distributed run)."""
     import ignite.distributed as idist
 
+    from action.sequences import SequenceInput
     from action.train import train_model
 
+    sequence_input = SequenceInput(args.normalization, args.sort_by_length, args.mat_x_var, args.mat_y_var)
     trainer = train_model(
         args.data, args.out, args.model, _options(args), _sampling(args), args.layout, args.split, args.val_fraction,
         json.loads(args.model_options) if args.model_options else None, args.backbone, args.weights, args.cache_dir,
-        args.skip_bad, resume=args.resume, backbone_size=args.backbone_size,
+        args.skip_bad, resume=args.resume, backbone_size=args.backbone_size, sequence_input=sequence_input,
     )  # fmt: skip
     trainer.run()
     if idist.get_rank() == 0:
@@ -74,7 +80,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0  # under torchrun every process runs this command: rank 0 wrote the model and evaluates it
     if args.test_data:
         same = Path(args.test_data).resolve() == Path(args.data).resolve()
-        report = evaluate_model(args.out, args.test_data, Path(args.out) / "test", args.layout, args.split, "test" if same else "all", args.skip_bad)
+        report = evaluate_model(args.out, args.test_data, Path(args.out) / "test", args.layout, args.split, "test" if same else "all", args.skip_bad,
+                                mat_vars=(args.mat_x_var, args.mat_y_var))  # fmt: skip
         print(f"Test ({report['videos']} videos): accuracy {report['accuracy']:.4f}, macro F1 {report['f1_macro']:.4f}; reports in {Path(args.out) / 'test'}")
     return 0
 
@@ -83,7 +90,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``evaluate``: accuracy, top-5, precision/recall/F1 and reports of a model on a dataset's test split."""
     from action.evaluate import evaluate_model
 
-    report = evaluate_model(args.model, args.data, args.out, args.layout, args.split, args.subset, args.skip_bad, args.batch_size)
+    report = evaluate_model(args.model, args.data, args.out, args.layout, args.split, args.subset, args.skip_bad, args.batch_size,
+                            mat_vars=(args.mat_x_var, args.mat_y_var))  # fmt: skip
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k not in ("per_class", "confusion")}))
         return 0
@@ -99,9 +107,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """``predict``: top-k labels (and optionally a per-window timeline) of each video."""
     from action.predict import Predictor
 
+    from action.sequences import SEQUENCE_SUFFIXES
+
     predictor = Predictor.load(args.model)
     results = []
     for video in args.videos:
+        if Path(video).suffix.lower() in SEQUENCE_SUFFIXES and predictor.config.input == "sequence":
+            results += predictor.predict_sequences(video, args.top_k, args.mat_x_var, args.mat_y_var)
+            continue
         result = predictor.predict(video, args.top_k)
         if args.timeline:
             result["timeline"] = predictor.timeline(video, args.window, args.stride)
@@ -155,6 +168,24 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clips-per-video", type=int, default=1, help="evaluation clips per video (with --clip-duration)")
 
 
+def _add_sequence_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mat-x-var", help="sequences in a .mat: the variable holding the cell array of C x T recordings (default: found by shape)")
+    p.add_argument("--mat-y-var", help="sequences in a .mat: the variable holding the labels (default: found by shape)")
+
+
+def _add_sequence_options(p: argparse.ArgumentParser) -> None:
+    from action.sequences import DEFAULT_NORMALIZATION, NORMALIZATIONS
+
+    g = p.add_argument_group("sequence models (gru, lstm, bilstm, attention_gru on .npz/.csv/.mat/.ts files)")
+    g.add_argument("--normalization", choices=NORMALIZATIONS, default=DEFAULT_NORMALIZATION,
+                   help=f"per-channel input normalisation from the training recordings (MATLAB sequenceInputLayer; default {DEFAULT_NORMALIZATION})")
+    g.add_argument("--sequence-length", help="SequenceLength: longest (default), shortest, or a number N (pad to a multiple of N)")
+    g.add_argument("--sequence-padding-direction", choices=("right", "left"), help="SequencePaddingDirection (default right)")
+    g.add_argument("--sequence-padding-value", type=float, help="SequencePaddingValue (default 0); padding never changes a prediction")
+    g.add_argument("--sort-by-length", action="store_true", help="order training recordings by length, shortest first, with Shuffle=never (MATLAB's example)")
+    _add_sequence_input(g)
+
+
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="dataset layout (default: detected)")
     p.add_argument("--split", type=int, default=1, help="UCF101/HMDB51 split (1-3) or UCF50 test group (default 1)")
@@ -170,14 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model (shared engine: checkpoints, resume, progress figure)")
-    p.add_argument("--data", required=True, help="dataset folder (UCF101/UCF50/HMDB51/one folder per class), CSV list, or .npz/.csv sequences")
+    p.add_argument("--data", required=True, help="dataset folder (UCF101/UCF50/HMDB51/one folder per class), CSV list, or a sequence file (.npz, .csv, .mat, .ts)")
     p.add_argument("--test-data", help="evaluate on this after training (the same folder: its test split)")
     p.add_argument("--model", choices=sorted(MODELS), default="c3d_gru", help="model name (default c3d_gru)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
-    p.add_argument("--epochs", type=int, help="MaxEpochs (default 10)")
+    p.add_argument("--epochs", type=int, help="MaxEpochs (default 10 for videos and features, 60 for sequences)")
     p.add_argument("--batch-size", type=int, help="MiniBatchSize (default 16)")
-    p.add_argument("--lr", type=float, help="InitialLearnRate (default 1e-3)")
+    p.add_argument("--lr", type=float, help="InitialLearnRate (default 1e-3 for videos and features, 3e-3 for sequences)")
+    p.add_argument("--gradient-threshold", type=float, help="GradientThreshold (default Inf for videos and features, 1 for sequences)")
     p.add_argument("--options", type=Path, help="TrainingOptions JSON/YAML (MATLAB names accepted)")
+    p.add_argument("--seed", type=int, help="random seed of weights, order and sampling (default 0)")
     p.add_argument("--model-options", help='JSON of model options, e.g. \'{"hidden": 64, "reset_gate_mode": "before-multiplication"}\'')
     p.add_argument("--val-fraction", type=float, default=0.1, help="stratified validation share of the training split (default 0.1)")
     p.add_argument("--backbone", help="feature models: backbone name(s), '+'-joined (e.g. resnet18+efficientnet_lite0)")
@@ -189,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress table")
     _add_data(p)
     _add_sampling(p)
+    _add_sequence_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, top-5, precision/recall/F1, confusion chart")
@@ -199,16 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_data(p)
+    _add_sequence_input(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify videos (top-k, optional per-window timeline)")
+    p = sub.add_parser("predict", help="classify videos (top-k, optional per-window timeline) or the recordings of sequence files")
     p.add_argument("--model", required=True, type=Path, help="trained model directory")
-    p.add_argument("videos", nargs="+", help="video files")
+    p.add_argument("videos", nargs="+", help="video files, or sequence files (.npz/.csv/.mat/.ts) for sequence models")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--timeline", action="store_true", help="per-window predictions along each video")
     p.add_argument("--window", type=float, help="timeline window in seconds (default: the model's clip duration or 2)")
     p.add_argument("--stride", type=float, help="timeline stride in seconds (default window/2)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _add_sequence_input(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("make-demo-data", help="render the synthetic UCF101-style demo dataset")

@@ -30,10 +30,13 @@ from shared.options import TrainingOptions
 from shared.plots import confusion_chart_figure, save_figure
 
 
-def _dataset(predictor: Predictor, data: str | Path, layout: str, split: int, subset: str, skip_bad: bool, limits: DecodeLimits) -> Any:
+def _dataset(predictor: Predictor, data: str | Path, layout: str, split: int, subset: str, skip_bad: bool, limits: DecodeLimits, mat_vars: tuple[str | None, str | None] = (None, None)) -> Any:
     config = predictor.config
     if config.input == "sequence":
-        return SequenceDataset(read_sequences(data, classes=config.classes), config.window)
+        sequences = read_sequences(data, classes=config.classes, x_var=mat_vars[0], y_var=mat_vars[1])
+        if sequences.channels != config.in_features:
+            raise ValueError(f"{data}: recordings have {sequences.channels} channels; the model was trained on {config.in_features}.")
+        return SequenceDataset(sequences, config.sequence_normalization)
     videos = read_videos(data, layout, split, subset)
     if list(videos.classes) != list(config.classes):
         raise ValueError(f"{data}: its classes {videos.classes} differ from the model's {config.classes} (same names, same order expected).")
@@ -42,9 +45,12 @@ def _dataset(predictor: Predictor, data: str | Path, layout: str, split: int, su
 
 def collect_probabilities(predictor: Predictor, dataset: Any, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the shared evaluator over ``dataset``; return per-clip ``(probabilities (N, C), labels (N,), video index (N,))``."""
+    from action.train import input_hooks
+
     options = TrainingOptions(mini_batch_size=batch_size, execution_environment="cpu", verbose=False, seed=None)
+    hooks = input_hooks(predictor.config.input, options, decollate=False)
     evaluator = build_evaluator(predictor.network, dataset, options, metrics=None, key_metric=None,
-                                loss_function=torch.nn.CrossEntropyLoss(), hooks=EngineHooks(decollate=False))  # fmt: skip
+                                loss_function=torch.nn.CrossEntropyLoss(), hooks=hooks)  # fmt: skip
     kept: dict[str, list] = {"prob": [], "label": [], "video": []}
 
     @evaluator.on(Events.ITERATION_COMPLETED)
@@ -72,7 +78,8 @@ def top_k_accuracy(prob: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 
 def evaluate_model(model_dir: str | Path, data: str | Path, out: str | Path | None = None, layout: str = "auto", split: int = 1,
-                   subset: str = "test", skip_bad: bool = False, batch_size: int = 8, limits: DecodeLimits = DecodeLimits()) -> dict[str, Any]:  # fmt: skip
+                   subset: str = "test", skip_bad: bool = False, batch_size: int = 8, limits: DecodeLimits = DecodeLimits(),
+                   mat_vars: tuple[str | None, str | None] = (None, None)) -> dict[str, Any]:  # fmt: skip
     """Evaluate ``model_dir`` on ``data`` (``subset`` of the layout's split); write reports to ``out`` if given.
 
     Returns:
@@ -82,7 +89,7 @@ def evaluate_model(model_dir: str | Path, data: str | Path, out: str | Path | No
         ``video_accuracy``, ``videos``, ``clips``, ``per_class`` and ``skipped``.
     """
     predictor = Predictor.load(model_dir)
-    dataset = _dataset(predictor, data, layout, split, subset, skip_bad, limits)
+    dataset = _dataset(predictor, data, layout, split, subset, skip_bad, limits, mat_vars)
     prob, labels, videos = collect_probabilities(predictor, dataset, batch_size)
     classes = predictor.config.classes
     clip_cm = confusion_matrix(labels, prob.argmax(1), len(classes))

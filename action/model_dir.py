@@ -4,6 +4,7 @@
 next to the description they need) and holds the model name and options, the class names,
 the input kind, the clip sampling or sequence normalisation window, and for feature models
 the backbone (name, weights file hash, feature size) so prediction computes the same features.
+Sequence models keep their input normalisation (kind and training statistics, ``normalization``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class ModelConfig:
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     in_features: int | None = None
     backbone: dict[str, Any] | None = None
-    window: list[list[float]] | None = None
+    window: list[list[float]] | None = None  # models saved before ``normalization``: a min-max window
+    normalization: dict[str, Any] | None = None
 
     @property
     def input(self) -> str:
@@ -43,6 +45,13 @@ class ModelConfig:
     @property
     def clip_sampling(self) -> Sampling:
         return Sampling.from_dict(self.sampling or {})
+
+    @property
+    def sequence_normalization(self) -> Any:
+        """The :class:`action.sequences.SequenceNormalization` a sequence model was trained with."""
+        from action.sequences import SequenceNormalization
+
+        return SequenceNormalization.from_dict(self.normalization, self.window)
 
     def build(self) -> torch.nn.Module:
         sampling = self.clip_sampling

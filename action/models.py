@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from action.recurrent import GRU, LSTM, AttentionPooling
+from action.recurrent import GRU, LSTM, AttentionPooling, RecurrentStack
 
 
 def conv_stack(dims: int, in_channels: int, widths: Sequence[int], batch_norm: bool = True, dropout: float = 0.0) -> nn.Sequential:
@@ -77,18 +77,34 @@ class Clip3DRecurrent(nn.Module):
         return self.classifier(self.head(steps))
 
 
+HEADS = ("gru", "lstm", "bilstm", "gru_lstm", "deep_gru", "attention_gru")
+
+
 def recurrent_head(kind: str, input_size: int, hidden: int, reset_gate_mode: str = "after-multiplication") -> nn.Module:
-    """``(B, T, input_size)`` -> ``(B, hidden)``: ``gru``, ``lstm``, ``gru_lstm`` or ``deep_gru`` (2 GRUs)."""
+    """``(B, T, input_size)`` (+ optional ``(B, T)`` mask) -> ``(B, head_width(kind, hidden))``; kinds in :data:`HEADS`.
+
+    ``gru_lstm``: GRU sequence -> LSTM last; ``deep_gru``: GRU sequence -> dropout -> GRU last;
+    ``attention_gru``: GRU sequence -> attention pooling; ``bilstm``: bidirectional LSTM, last step.
+    """
     if kind == "gru":
         return GRU(input_size, hidden, reset_gate_mode=reset_gate_mode, output_mode="last")
     if kind == "lstm":
         return LSTM(input_size, hidden, output_mode="last")
+    if kind == "bilstm":
+        return LSTM(input_size, hidden, output_mode="last", bidirectional=True)
     if kind == "gru_lstm":
-        return nn.Sequential(GRU(input_size, hidden, reset_gate_mode=reset_gate_mode, output_mode="sequence"), LSTM(hidden, hidden, output_mode="last"))
+        return RecurrentStack(GRU(input_size, hidden, reset_gate_mode=reset_gate_mode, output_mode="sequence"), LSTM(hidden, hidden, output_mode="last"))
     if kind == "deep_gru":
-        return nn.Sequential(GRU(input_size, hidden, reset_gate_mode=reset_gate_mode, output_mode="sequence"), nn.Dropout(0.2),
-                             GRU(hidden, hidden, reset_gate_mode=reset_gate_mode, output_mode="last"))  # fmt: skip
-    raise ValueError(f"Unknown recurrent head {kind!r}; expected gru, lstm, gru_lstm or deep_gru.")
+        return RecurrentStack(GRU(input_size, hidden, reset_gate_mode=reset_gate_mode, output_mode="sequence"), nn.Dropout(0.2),
+                              GRU(hidden, hidden, reset_gate_mode=reset_gate_mode, output_mode="last"))  # fmt: skip
+    if kind == "attention_gru":
+        return RecurrentStack(GRU(input_size, hidden, reset_gate_mode=reset_gate_mode, output_mode="sequence"), AttentionPooling(hidden))
+    raise ValueError(f"Unknown recurrent head {kind!r}; expected one of {HEADS}.")
+
+
+def head_width(kind: str, hidden: int) -> int:
+    """Features a :func:`recurrent_head` returns (a bidirectional layer doubles them)."""
+    return 2 * hidden if kind == "bilstm" else hidden
 
 
 class FrameEncoder(nn.Module):
@@ -127,7 +143,7 @@ class FrameRecurrent(nn.Module):
         features = self.encoder.out_features
         self.head_kind = head
         if head == "attention_lstm":
-            self.head = nn.Sequential(LSTM(features, hidden, output_mode="sequence"), AttentionPooling(hidden))
+            self.head = RecurrentStack(LSTM(features, hidden, output_mode="sequence"), AttentionPooling(hidden))
         elif head == "average":
             self.head, hidden = nn.Identity(), features
         else:
@@ -158,16 +174,20 @@ class FrameAverage(nn.Module):
 
 
 class SequenceRecurrent(nn.Module):
-    """``(B, T, C)`` features or sensor sequences -> recurrent head -> dropout -> dense (paper 002 with ``deep_gru``)."""
+    """``(B, T, C)`` features or sensor sequences -> recurrent head -> dropout -> dense (paper 002 with ``deep_gru``).
+
+    ``forward(sequence, mask=None)``: ``mask`` ``(B, T)`` marks the real steps of padded
+    unequal-length sequences (``shared.sequences``); without it every step is real.
+    """
 
     def __init__(self, num_classes: int, in_features: int, head: str = "gru", hidden: int = 128, dropout: float = 0.25, reset_gate_mode: str = "after-multiplication") -> None:
         super().__init__()
         self.head = recurrent_head(head, in_features, hidden, reset_gate_mode)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden, num_classes)
+        self.classifier = nn.Linear(head_width(head, hidden), num_classes)
 
-    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.head(sequence)))
+    def forward(self, sequence: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(self.dropout(self.head(sequence, mask)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +222,10 @@ MODELS: dict[str, ModelSpec] = {
     "attention_lstm": ModelSpec("clip", _frames("attention_lstm"), "per-frame 2D CNN -> LSTM sequence -> attention pooling -> FC (paper 004)"),
     "frame_average": ModelSpec("clip", lambda num_classes, frames, size, **kw: FrameAverage(num_classes, size, **kw), "mean frame -> 2D CNN -> dense (order-blind baseline)"),
     "feature_gru": ModelSpec("features", _sequence("deep_gru"), "cached backbone features -> GRU sequence -> GRU last -> FC (paper 002)"),
-    "gru": ModelSpec("sequence", _sequence("gru"), "plain sequences (B, T, C) -> GRU -> FC"),
+    "gru": ModelSpec("sequence", _sequence("gru"), "plain sequences (B, T, C) of any length -> GRU -> FC"),
+    "lstm": ModelSpec("sequence", _sequence("lstm"), "plain sequences of any length -> LSTM -> FC"),
+    "bilstm": ModelSpec("sequence", _sequence("bilstm"), "plain sequences of any length -> bidirectional LSTM -> FC (MATLAB's Japanese Vowels example)"),
+    "attention_gru": ModelSpec("sequence", _sequence("attention_gru"), "plain sequences of any length -> GRU sequence -> attention pooling -> FC"),
 }
 
 

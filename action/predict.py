@@ -44,9 +44,30 @@ class Predictor:
         return self.config.classes
 
     @torch.no_grad()
-    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
-        """Softmax probabilities ``(B, C)`` of a batch of network inputs."""
-        return torch.softmax(self.network(batch).float(), dim=1).numpy()
+    def probabilities(self, batch: torch.Tensor, mask: torch.Tensor | None = None) -> np.ndarray:
+        """Softmax probabilities ``(B, C)`` of a batch of network inputs (sequences: with their ``(B, T)`` mask)."""
+        logits = self.network(batch) if mask is None else self.network(batch, mask=mask)
+        return torch.softmax(logits.float(), dim=1).numpy()
+
+    def predict_sequences(self, path: str | Path, top_k: int = 5, x_var: str | None = None, y_var: str | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
+        """Classify every recording of a sequence file (labels, if present, are ignored); one result per recording."""
+        from action.sequences import SequenceDataset, read_sequences
+        from shared.sequences import SequenceCollate
+
+        if self.config.input != "sequence":
+            raise ValueError(f"{path}: model {self.config.model!r} reads videos; give video files.")
+        sequences = read_sequences(path, self.classes, x_var, y_var, labelled=False)
+        if sequences.channels != self.config.in_features:
+            raise ValueError(f"{path}: recordings have {sequences.channels} channels; the model was trained on {self.config.in_features}.")
+        dataset, collate = SequenceDataset(sequences, self.config.sequence_normalization), SequenceCollate()
+        results = []
+        for first in range(0, len(dataset), batch_size):
+            batch = collate([dataset[i] for i in range(first, min(first + batch_size, len(dataset)))])
+            for row, prob in enumerate(self.probabilities(batch["image"], batch["mask"])):
+                ranked = self._ranked(prob, top_k)
+                results.append({"video": f"{path}#{first + row}", "steps": int(batch["mask"][row].sum()), "label": ranked[0]["label"],
+                                "confidence": ranked[0]["probability"], "top_k": ranked})  # fmt: skip
+        return results
 
     def clips(self, path: str | Path, windows: list[tuple[float, float]]) -> torch.Tensor:
         """The network inputs ``(W, 3, T, H, W)`` of ``windows`` (seconds) of one video."""

@@ -1,108 +1,141 @@
-"""Plain labelled sequences for the recurrent heads (e.g. wearable-sensor activity data).
+"""Labelled sequences of any length (wearable sensors, speech features) for the recurrent models.
 
-Two file forms, read by :func:`read_sequences`:
+Files are read by :mod:`action.sequence_io` (``.npz``, ``.csv``, ``.mat``, ``.ts``). Each
+recording is normalised per channel as MATLAB's ``sequenceInputLayer(Normalization=...)`` does,
+with statistics of the *training* recordings only (:class:`SequenceNormalization`, stored in
+``action_model.json`` so evaluate, predict and serve apply the same numbers):
 
-- ``.npz`` with ``X`` float ``(N, T, C)`` and ``y`` ``(N,)`` labels (strings or integers);
-- ``.csv`` with one row per time step: columns ``sample``, ``label`` and one column per
-  channel (all samples must have the same number of steps, in file order).
+- ``"zscore"`` (the default for sequences): ``(x - mean) / sd``;
+- ``"zerocenter"``: ``x - mean``;
+- ``"rescale-symmetric"``: ``[min, max]`` -> ``[-1, 1]``;
+- ``"rescale-zero-one"``: ``[min, max]`` -> ``[0, 1]`` (``shared.MinMax``, the video pixels' transform);
+- ``"none"``.
 
-Samples become ``{"image": (T, C) float32, "label": int}``, normalised per channel with
-``shared.transforms.MinMax`` using the *training* set's per-channel range (kept in the
-model directory so prediction uses the same numbers).
+The default was chosen on real recordings (``benchmarks/action_sequences.py``, docs/action.md): a GRU
+on min-max-rescaled accelerometer channels stayed at chance, because one spike stretches a channel's
+range and squeezes the rest of its values into a sliver of [0, 1]; z-scored channels trained.
+Samples are ``{"image": (T_i, C) float32, "label": int, "video": index}``; batches are padded by
+:class:`shared.sequences.SequenceCollate` per the options' ``sequence_length`` and padding direction.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-from pathlib import Path
+import logging
+from typing import Any
 
 import numpy as np
 import torch
 
+from action.sequence_io import SEQUENCE_SUFFIXES, Sequences, read_sequences
 from shared.transforms import MinMax
 
-SEQUENCE_SUFFIXES = (".npz", ".csv")
+logger = logging.getLogger(__name__)
+NORMALIZATIONS = ("zscore", "zerocenter", "rescale-symmetric", "rescale-zero-one", "none")
+DEFAULT_NORMALIZATION = "zscore"
+
+__all__ = ["NORMALIZATIONS", "SEQUENCE_SUFFIXES", "SequenceDataset", "SequenceInput", "SequenceNormalization", "Sequences", "read_sequences"]
 
 
 @dataclasses.dataclass
-class Sequences:
-    """``x`` float32 ``(N, T, C)``, ``y`` int64 ``(N,)`` into ``classes``."""
+class SequenceNormalization:
+    """Per-channel input normalisation with fixed (training) statistics: ``(T, C)`` -> ``(T, C)`` float32.
 
-    x: np.ndarray
-    y: np.ndarray
-    classes: list[str]
+    Attributes:
+        kind: one of :data:`NORMALIZATIONS`.
+        mean, sd: per-channel mean and standard deviation (``zscore``, ``zerocenter``).
+        low, high: per-channel minimum and maximum (the two ``rescale`` kinds); test values outside
+            them are clipped, as MATLAB's ``rescale`` with ``InputMin``/``InputMax``.
+    """
 
+    kind: str = DEFAULT_NORMALIZATION
+    mean: list[float] | None = None
+    sd: list[float] | None = None
+    low: list[float] | None = None
+    high: list[float] | None = None
 
-def _labels(raw: np.ndarray, path: Path, classes: list[str] | None) -> tuple[np.ndarray, list[str]]:
-    names = [str(v) for v in raw.tolist()]
-    classes = classes or sorted(set(names), key=lambda s: (len(s), s) if s.lstrip("-").isdigit() else (0, s))
-    lookup = {name: i for i, name in enumerate(classes)}
-    unknown = sorted(set(names) - set(lookup))
-    if unknown:
-        raise ValueError(f"{path}: labels {unknown[:10]} are not among the model's classes {classes}.")
-    return np.array([lookup[n] for n in names], dtype=np.int64), classes
+    def __post_init__(self) -> None:
+        if self.kind not in NORMALIZATIONS:
+            raise ValueError(f"normalization={self.kind!r} is invalid; expected one of {NORMALIZATIONS}.")
+        if self.kind.startswith("rescale"):
+            low, high = (np.asarray(v, dtype=np.float32).reshape(1, -1) for v in (self.low, self.high))
+            # (1, C) bounds broadcast along time; a constant channel maps to the range's lower end
+            self._rescale = MinMax(-1.0 if self.kind == "rescale-symmetric" else 0.0, 1.0, input_min=low, input_max=np.where(high > low, high, low + 1.0))
 
+    @classmethod
+    def fit(cls, kind: str, recordings: list[np.ndarray]) -> SequenceNormalization:
+        """Statistics of ``recordings`` (each ``(T_i, C)``) over all their steps, per channel."""
+        steps = np.concatenate(recordings).astype(np.float64)
+        sd = steps.std(axis=0)
+        if kind == "zscore" and (sd == 0).any():
+            logger.warning("Channels %s are constant in the training data; z-score divides them by 1.", np.flatnonzero(sd == 0).tolist())
+        return cls(kind, steps.mean(axis=0).tolist(), np.where(sd > 0, sd, 1.0).tolist(), steps.min(axis=0).tolist(), steps.max(axis=0).tolist())
 
-def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"sample", "label"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected a CSV header with 'sample', 'label' and channel columns.")
-        channels = [c for c in reader.fieldnames if c not in ("sample", "label")]
-        samples: dict[str, tuple[str, list[list[float]]]] = {}
-        for n, row in enumerate(reader, 2):
-            try:
-                values = [float(row[c]) for c in channels]
-            except (TypeError, ValueError):
-                raise ValueError(f"{path}, line {n}: channel values must be numbers, got {[row[c] for c in channels]}.") from None
-            samples.setdefault(row["sample"], (row["label"], []))[1].append(values)
-    lengths = {len(steps) for _, steps in samples.values()}
-    if len(lengths) != 1:
-        raise ValueError(f"{path}: samples have different numbers of time steps {sorted(lengths)}; expected one length.")
-    return np.array([steps for _, steps in samples.values()], dtype=np.float32), np.array([label for label, _ in samples.values()])
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, legacy_window: list[list[float]] | None = None) -> SequenceNormalization:
+        """From ``action_model.json`` (models saved before this existed stored a min-max ``window``)."""
+        if data:
+            return cls(**data)
+        if legacy_window is not None:
+            return cls("rescale-zero-one", low=list(legacy_window[0]), high=list(legacy_window[1]))
+        return cls("none")
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
-def read_sequences(path: str | Path, classes: list[str] | None = None) -> Sequences:
-    """Read a ``.npz`` or ``.csv`` sequence file (see the module docstring); ``classes`` fixes the label order."""
-    path = Path(path)
-    if path.suffix not in SEQUENCE_SUFFIXES or not path.is_file():
-        raise ValueError(f"{path}: expected an existing .npz (X, y) or .csv sequence file.")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            if not {"X", "y"} <= set(data.files):
-                raise ValueError(f"{path}: expected arrays 'X' (N, T, C) and 'y' (N,), found {data.files}.")
-            x, raw = data["X"].astype(np.float32), data["y"]
-    else:
-        x, raw = _read_csv(path)
-    if x.ndim != 3 or len(x) != len(raw):
-        raise ValueError(f"{path}: X must be (N, T, C) with one label per sample; got X {x.shape} and y {raw.shape}.")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{path}: X contains NaN or Inf values.")
-    y, classes = _labels(raw, path, classes)
-    return Sequences(x, y, classes)
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.kind == "none":
+            return np.asarray(x, dtype=np.float32)
+        if self.kind.startswith("rescale"):
+            return np.asarray(self._rescale(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+        centred = np.asarray(x, dtype=np.float64) - np.asarray(self.mean)
+        return (centred / np.asarray(self.sd) if self.kind == "zscore" else centred).astype(np.float32)
 
 
-def channel_range(x: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel minimum and maximum over samples and time: the normalisation window."""
-    return x.min(axis=(0, 1)).tolist(), x.max(axis=(0, 1)).tolist()
+@dataclasses.dataclass(frozen=True)
+class SequenceInput:
+    """How sequence files are read and prepared for training.
+
+    Attributes:
+        normalization: one of :data:`NORMALIZATIONS` (MATLAB ``sequenceInputLayer`` ``Normalization``).
+        sort_by_length: order training recordings by length (see :class:`SequenceDataset`).
+        x_var: ``.mat`` variable holding the cell array of ``C x T`` recordings (default: found by shape).
+        y_var: ``.mat`` variable holding the labels (default: found by shape).
+    """
+
+    normalization: str = DEFAULT_NORMALIZATION
+    sort_by_length: bool = False
+    x_var: str | None = None
+    y_var: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization={self.normalization!r} is invalid; expected one of {NORMALIZATIONS}.")
 
 
 class SequenceDataset(torch.utils.data.Dataset):
-    """``{"image": (T, C) float32 in [0, 1], "label": int, "video": index}`` normalised with a fixed per-channel window."""
+    """``{"image": (T_i, C) float32, "label": int, "video": index}``, normalised with fixed statistics.
 
-    def __init__(self, sequences: Sequences, window: tuple[list[float], list[float]]) -> None:
+    Args:
+        sequences: the recordings.
+        normalization: a fitted :class:`SequenceNormalization`.
+        sort_by_length: order the recordings by length (shortest first), as MATLAB's sequence
+            example does, so mini-batches hold similar lengths and need little padding (use it
+            with ``shuffle="never"``).
+    """
+
+    def __init__(self, sequences: Sequences, normalization: SequenceNormalization, sort_by_length: bool = False) -> None:
+        self.order = np.argsort(sequences.lengths, kind="stable") if sort_by_length else np.arange(len(sequences.y))
         self.sequences = sequences
-        # (1, C) bounds broadcast along time; a 1-D bound would be read as one value per *first* axis entry
-        low, high = (np.asarray(w, dtype=np.float32).reshape(1, -1) for w in window)
-        self.normalise = MinMax(input_min=low, input_max=np.where(high > low, high, low + 1.0))
+        self.normalization = normalization
 
     def __len__(self) -> int:
         return len(self.sequences.y)
 
     def __getitem__(self, index: int) -> dict:
-        return {"image": torch.as_tensor(self.normalise(self.sequences.x[index])), "label": int(self.sequences.y[index]), "video": index}
+        i = int(self.order[index])
+        return {"image": torch.from_numpy(self.normalization(self.sequences.x[i])), "label": int(self.sequences.y[i]), "video": i}
 
     @property
     def labels(self) -> np.ndarray:
-        return self.sequences.y
+        return self.sequences.y[self.order]

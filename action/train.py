@@ -23,7 +23,7 @@ from action.data import ClipDataset, Sampling
 from action.layouts import VideoList, read_videos, stratified_split
 from action.model_dir import ModelConfig
 from action.models import MODELS
-from action.sequences import SequenceDataset, Sequences, channel_range, read_sequences
+from action.sequences import SequenceDataset, SequenceInput, SequenceNormalization, Sequences, read_sequences
 from action.video import DecodeLimits
 from shared.data import world
 from shared.engine import EngineHooks, Trainer, build_trainer
@@ -35,10 +35,23 @@ logger = logging.getLogger(__name__)
 METRICS = ("accuracy", "precision", "recall", "f1")
 
 
-def default_options(out: str | Path, **changes: Any) -> TrainingOptions:
-    """The action defaults: Adam 1e-3, 10 epochs, batch 16, reshuffled every epoch, progress figure, checkpoints in ``out``."""
-    base = {"solver": "adam", "initial_learn_rate": 1e-3, "max_epochs": 10, "mini_batch_size": 16, "shuffle": "every-epoch",
-            "plots": "training-progress", "checkpoint_path": str(Path(out) / "checkpoints"), "verbose_frequency": 10}  # fmt: skip
+#: defaults per input kind where one recipe cannot serve both (see :func:`default_options`)
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "clip": {"initial_learn_rate": 1e-3, "max_epochs": 10},
+    "features": {"initial_learn_rate": 1e-3, "max_epochs": 10},
+    "sequence": {"initial_learn_rate": 3e-3, "max_epochs": 60, "gradient_threshold": 1.0},
+}
+
+
+def default_options(out: str | Path, kind: str = "clip", **changes: Any) -> TrainingOptions:
+    """The action defaults for an input kind (``"clip"``, ``"features"``, ``"sequence"``), then ``changes``.
+
+    All kinds: Adam, batch 16, reshuffled every epoch, progress figure, checkpoints in ``out``.
+    Videos and cached features: learning rate 1e-3, 10 epochs. Sequences: see :data:`KIND_DEFAULTS`
+    (chosen on real recordings over seeds, ``benchmarks/action_sequences.py``).
+    """
+    base = {"solver": "adam", "mini_batch_size": 16, "shuffle": "every-epoch", "plots": "training-progress",
+            "checkpoint_path": str(Path(out) / "checkpoints"), "verbose_frequency": 10, **KIND_DEFAULTS[kind]}  # fmt: skip
     return TrainingOptions(**{**base, **changes})
 
 
@@ -58,8 +71,8 @@ def _split_videos(videos: VideoList, val_fraction: float, seed: int) -> tuple[Vi
 def _split_sequences(seqs: Sequences, val_fraction: float, seed: int) -> tuple[Sequences, Sequences | None]:
     if val_fraction <= 0:
         return seqs, None
-    held = stratified_split(seqs.y.tolist(), val_fraction, seed)
-    return Sequences(seqs.x[~held], seqs.y[~held], seqs.classes), Sequences(seqs.x[held], seqs.y[held], seqs.classes)
+    held = np.asarray(stratified_split(seqs.y.tolist(), val_fraction, seed), dtype=bool)
+    return seqs.subset(~held), seqs.subset(held)
 
 
 def clip_data(data: str | Path, sampling: Sampling, layout: str, split: int, val_fraction: float, seed: int, skip_bad: bool, cache: bool, limits: DecodeLimits) -> tuple[Any, Any, list[str]]:
@@ -71,12 +84,13 @@ def clip_data(data: str | Path, sampling: Sampling, layout: str, split: int, val
     return train_set, val_set, videos.classes
 
 
-def sequence_data(data: str | Path, val_fraction: float, seed: int) -> tuple[Any, Any, list[str], int, list[list[float]]]:
-    """Training/validation :class:`SequenceDataset`, classes, channels and the normalisation window."""
-    seqs = read_sequences(data)
+def sequence_data(data: str | Path, val_fraction: float, seed: int, spec: SequenceInput) -> tuple[Any, Any, list[str], int, SequenceNormalization]:
+    """Training/validation :class:`SequenceDataset`, classes, channels and the normalisation fitted on the training part."""
+    seqs = read_sequences(data, x_var=spec.x_var, y_var=spec.y_var)
     train, val = _split_sequences(seqs, val_fraction, seed)
-    window = channel_range(train.x)
-    return SequenceDataset(train, window), (SequenceDataset(val, window) if val else None), seqs.classes, seqs.x.shape[2], [list(w) for w in window]
+    normalization = SequenceNormalization.fit(spec.normalization, train.x)
+    val_set = SequenceDataset(val, normalization) if val else None
+    return SequenceDataset(train, normalization, spec.sort_by_length), val_set, seqs.classes, seqs.channels, normalization
 
 
 def train_model(
@@ -98,6 +112,7 @@ def train_model(
     limits: DecodeLimits = DecodeLimits(),
     num_workers: int = 0,
     backbone_size: int = 224,
+    sequence_input: SequenceInput | None = None,
 ) -> Trainer:
     """Build the trainer for ``model`` on the training split of ``data``; call ``.run()``.
 
@@ -113,21 +128,22 @@ def train_model(
         skip_bad: leave undecodable videos out (listed in ``<out>/skipped.json``) instead of failing.
         cache: keep decoded uint8 clips in RAM (MONAI ``CacheDataset``).
         backbone_size: feature models: backbone input size in pixels (frames are resized to it).
+        sequence_input: sequence models: normalisation, sort-by-length, ``.mat`` variable names.
     """
     if model not in MODELS:
         raise ValueError(f"Unknown model {model!r}; expected one of {sorted(MODELS)}.")
     out = Path(out)
-    if not isinstance(options, TrainingOptions):
-        options = default_options(out, **dict(options or {}))
-    seed = options.seed or 0
     kind = MODELS[model].input
+    if not isinstance(options, TrainingOptions):
+        options = default_options(out, kind, **dict(options or {}))
+    seed = options.seed or 0
     sampling = sampling or Sampling(decode_size=(72, 72))
     config = ModelConfig(model, [], sampling.to_dict(), dict(model_kwargs or {}))
     if kind == "clip":
         train_set, val_set, config.classes = clip_data(data, sampling, layout, split, val_fraction, seed, skip_bad, cache, limits)
     elif kind == "sequence":
-        train_set, val_set, config.classes, config.in_features, config.window = sequence_data(data, val_fraction, seed)
-        config.sampling = None
+        train_set, val_set, config.classes, config.in_features, normalization = sequence_data(data, val_fraction, seed, sequence_input or SequenceInput())
+        config.sampling, config.normalization = None, normalization.to_dict()
     else:
         from action.features import feature_data
 
@@ -143,7 +159,17 @@ def train_model(
         atomic_write_json(out / "skipped.json", skipped)
         logger.warning("%d videos skipped (listed in %s)", len(skipped), out / "skipped.json")
     network = config.build()
+    train_hooks, val_hooks = input_hooks(kind, options, num_workers), input_hooks(kind, options)
     return build_trainer(
         network, torch.nn.CrossEntropyLoss(), options, train_set, val_set, metrics=classification_metrics(len(config.classes)),
-        key_metric="accuracy", output_dir=out, resume=resume, train_hooks=EngineHooks(num_workers=num_workers),
+        key_metric="accuracy", output_dir=out, resume=resume, train_hooks=train_hooks, val_hooks=val_hooks,
     )  # fmt: skip
+
+
+def input_hooks(kind: str, options: TrainingOptions, num_workers: int = 0, **changes: Any) -> EngineHooks:
+    """Engine hooks for an input kind: sequences are padded per the options and carry their mask to the network."""
+    if kind != "sequence":
+        return EngineHooks(num_workers=num_workers, **changes)
+    from shared.sequences import SequenceCollate, prepare_sequence_batch
+
+    return EngineHooks(prepare_batch=prepare_sequence_batch, collate_fn=SequenceCollate.from_options(options), num_workers=num_workers, **changes)

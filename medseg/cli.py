@@ -1,4 +1,4 @@
-"""``python -m medseg``: validate, train, infer, evaluate, make-demo-data.
+"""``python -m medseg``: validate, plan, train, infer, evaluate, make-demo-data.
 
 Every command prints a one-line reason and exits non-zero on failure (1: the data has
 problems, 2: the command could not run), and offers ``--json`` for machine-readable output.
@@ -127,6 +127,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``plan``: fingerprint a dataset and write a ready bundle (nnU-Net-style planning for a CPU)."""
+    from medseg.plan import plan_dataset
+
+    plan = plan_dataset(args.data, args.out, **({"iterations": args.iterations} if args.iterations else {}))
+    if args.json:
+        print(json.dumps(plan, default=str))
+        return 0
+    print(f"Planned a V-Net bundle for {args.data} ({plan['modality']}, labels {', '.join(plan['labels'].values())}):")
+    for key, value in plan["values"].items():
+        reason = plan["reasons"].get(key)
+        print(f"  {key:<36} {json.dumps(value)}" + (f"   ({reason})" if reason else ""))
+    print(f"Bundle: {args.out} (fingerprint and reasons in {args.out / 'plan.json'}). Next: python -m medseg train --bundle {args.out} --data {args.data}")
+    return 0
+
+
 def cmd_make_demo_data(args: argparse.Namespace) -> int:
     """``make-demo-data``: write the synthetic CT-like dataset."""
     from medseg.synthetic import make_dataset
@@ -150,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mat-label-var", help="variable holding the label in MATLAB .mat files")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="fingerprint a dataset and write a ready bundle for it (spacing, patch, normalisation, labels)")
+    p.add_argument("data", type=Path, help="dataset folder with dataset.json (its modality and labels) and imagesTr/labelsTr")
+    p.add_argument("--out", type=Path, required=True, help="new bundle directory (must not exist or be empty)")
+    p.add_argument("--iterations", type=int, default=None, help="training iterations the bundle runs (default: the plan's, see medseg.plan.ITERATIONS)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("train", help="train the bundle's train.json on a dataset (validated first)")
     p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help=f"bundle directory (default: {DEFAULT_BUNDLE})")

@@ -141,6 +141,7 @@ def preprocessing(
     with_label: bool = True,
     image_var: str | None = None,
     label_var: str | None = None,
+    normalization: str = "minmax",
 ) -> Any:
     """The MONAI transform chain for training (``roi_size`` given) or validation/inference (``None``).
 
@@ -148,6 +149,10 @@ def preprocessing(
         pixdim: target spacing in mm (RAS after ``Orientationd``).
         window: ``(input_min, input_max)`` intensity window for :class:`~shared.MinMaxd`
             (e.g. ``(-200, 300)`` HU); ``None`` rescales each image's own range.
+        normalization: ``"minmax"`` (CT: clip to ``window`` and rescale to [0, 1], the body is
+            what lies above the window's floor) or ``"zscore"`` (MR: crop to the non-zero body,
+            then subtract the mean and divide by the standard deviation of the body's voxels,
+            per scan, as nnU-Net does for MR; ``window`` unused). See :data:`NORMALIZATIONS`.
         roi_size: training patch size; patches are centred on foreground:background voxels at
             the ``pos_neg`` ratio, or, with ``class_ratios`` (one weight per label, background
             first), on each label at those ratios: small structures then get seen as often as large ones.
@@ -158,7 +163,6 @@ def preprocessing(
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
     from medseg.reader import VolumeReader
-    from shared.transforms import MinMaxd
 
     keys = ["image", "label"] if with_label else ["image"]
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
@@ -173,11 +177,7 @@ def preprocessing(
         T.EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
         T.Orientationd(keys=keys, axcodes="RAS", labels=None),
         T.Spacingd(keys=keys, pixdim=tuple(pixdim), mode=modes, dtype=np.float32),
-        MinMaxd(keys="image", input_min=window[0] if window else None, input_max=window[1] if window else None),
-        # crop to the body (intensity above the window's floor) in training AND inference: a network
-        # trained on cropped volumes never sees large air regions, and labels them at random (measured:
-        # whole-volume tumour Dice 0.001 from false positives in the air); Invertd pads the crop back with 0.
-        T.CropForegroundd(keys=keys, source_key="image", margin=2, allow_smaller=True),
+        *_intensity_steps(keys, normalization, window),
     ]
     if roi_size is not None:
         steps += [
@@ -187,6 +187,33 @@ def preprocessing(
             else T.RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=tuple(roi_size), pos=pos_neg[0], neg=pos_neg[1], num_samples=num_samples),
         ]
     return T.Compose(steps)
+
+
+#: intensity normalisations of :func:`preprocessing`
+NORMALIZATIONS = ("minmax", "zscore")
+
+
+def _intensity_steps(keys: list[str], normalization: str, window: Sequence[float] | None) -> list[Any]:
+    """Intensity normalisation and the crop to the body, in the order each needs.
+
+    The crop happens in training AND inference: a network trained on cropped volumes never sees
+    large air regions, and labels them at random (measured: whole-volume tumour Dice 0.001 from
+    false positives in the air); predictions are resampled back onto the full input grid.
+    """
+    from monai import transforms as T
+
+    from shared.transforms import MinMaxd
+
+    crop = T.CropForegroundd(keys=keys, source_key="image", margin=2, allow_smaller=True)  # body: values > 0
+    if normalization == "minmax":
+        lo, hi = (window[0], window[1]) if window else (None, None)
+        return [MinMaxd(keys="image", input_min=lo, input_max=hi), crop]
+    if normalization == "zscore":
+        # MR has no absolute scale and its extremes are outliers (vessels, fat, artefacts): a per-scan
+        # min-max puts the tissue in a different band of [0, 1] on every scan. The body is the non-zero
+        # voxels (MR background is 0 or noise; with noise the whole field of view is used, as nnU-Net does).
+        return [crop, T.NormalizeIntensityd(keys="image", nonzero=True)]
+    raise ValueError(f"normalization={normalization!r} is invalid; expected one of {NORMALIZATIONS}.")
 
 
 def estimated_bytes(items: Sequence[dict[str, str]], pixdim: Sequence[float]) -> int:

@@ -28,6 +28,34 @@ from medseg.networks import PadToMultiple, fold_batch_norm
 logger = logging.getLogger(__name__)
 
 
+class VolumeInferer:
+    """The one whole-volume forward pass of medseg: validation during training and ``medseg infer`` both call it.
+
+    Sliding windows of ``roi_size`` with Gaussian blending (MONAI ``SlidingWindowInferer``) over
+    an eval copy of the network with batch norm folded into its convolutions (same logits to
+    float rounding, one memory pass fewer per layer), padded to V-Net's multiple of 16. Because
+    validation runs this same path on whole validation volumes, the best-validation weights the
+    engine keeps are chosen by the score inference will reproduce.
+
+    Args:
+        roi_size: window size in voxels.
+        sw_batch_size: windows per forward pass.
+        overlap: window overlap fraction.
+
+    ``inferer(inputs, network)``: ``(B, C_in, *spatial)`` -> ``(B, C, *spatial)`` logits, no gradients.
+    """
+
+    def __init__(self, roi_size: Sequence[int], sw_batch_size: int = 1, overlap: float = 0.25) -> None:
+        self.roi_size, self.sw_batch_size, self.overlap = tuple(roi_size), int(sw_batch_size), float(overlap)
+        self.windows = SlidingWindowInferer(self.roi_size, self.sw_batch_size, self.overlap, mode="gaussian")
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
+        if isinstance(network, torch.nn.parallel.DistributedDataParallel):
+            network = network.module  # eval needs no gradient synchronisation; the copy below cannot copy DDP
+        with torch.no_grad():
+            return self.windows(inputs, PadToMultiple(fold_batch_norm(network)))
+
+
 @dataclasses.dataclass
 class Segmenter:
     """A trained network and the recipe it was trained with.
@@ -37,6 +65,7 @@ class Segmenter:
         names: label value -> name (``len(names)`` = C).
         pixdim: target spacing in mm, as in training.
         window: intensity window, as in training.
+        normalization: intensity normalisation, as in training (``"minmax"`` or ``"zscore"``).
         roi_size: sliding-window size (voxels; Gaussian blending).
         overlap: sliding-window overlap; on CPU 0.25 costs 1.6x less than 0.5.
         sw_batch_size: windows per forward pass. On this 2-core CPU, for MONAI's VNet on 96^3
@@ -56,21 +85,18 @@ class Segmenter:
     keep_largest: bool = False
     colours: Mapping[int, Sequence[float]] | None = None
     device: str | torch.device = "cpu"
+    normalization: str = "minmax"
 
     def __post_init__(self) -> None:
         self.network = self.network.to(self.device).eval()
 
     def _transforms(self, image_var: str | None) -> T.Compose:
-        return preprocessing(self.pixdim, self.window, roi_size=None, with_label=False, image_var=image_var)
+        return preprocessing(self.pixdim, self.window, roi_size=None, with_label=False, image_var=image_var, normalization=self.normalization)
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """``(C_in, *spatial)`` preprocessed image -> ``(C, *spatial)`` logits (sliding window, Gaussian blending)."""
-        inferer = SlidingWindowInferer(self.roi_size, self.sw_batch_size, self.overlap, mode="gaussian")
-        # batch norm folded into the convolutions of an eval copy (same logits to float rounding,
-        # one memory pass fewer per layer); self.network stays as loaded
-        network = PadToMultiple(fold_batch_norm(self.network))  # any ROI size, even one V-Net cannot take as is
-        with torch.no_grad():
-            return inferer(image[None].to(self.device), network)[0]
+        inferer = VolumeInferer(self.roi_size, self.sw_batch_size, self.overlap)
+        return inferer(image[None].to(self.device), self.network)[0]  # self.network stays as loaded
 
     def segment(self, path: str | os.PathLike, image_var: str | None = None) -> tuple[np.ndarray, Geometry]:
         """Segment one volume file; returns ``(mask[i, j, k], geometry)`` on the input's own grid."""

@@ -44,7 +44,7 @@ from shared import checkpoint as ckpt
 from shared.data import EpochSampler, make_loader, world
 from shared.handlers import GradientClipping, PeriodicValidation, TrainingMonitor, loss_value, total_iterations
 from shared.ignite_metrics import RAW_LABEL_KEY, RAW_PRED_KEY, loss_metric
-from shared.options import TrainingOptions
+from shared.options import POLY_POWER, TrainingOptions
 
 logger = logging.getLogger(__name__)
 _NORM_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
@@ -63,6 +63,8 @@ class EngineHooks:
         num_workers: DataLoader worker processes when a Dataset is given.
         batch_size: samples per batch when a Dataset is given (default ``options.mini_batch_size``;
             1 for whole volumes of different sizes).
+        collate_fn: how samples become a batch when a Dataset is given (e.g.
+            :class:`shared.sequences.SequenceCollate` for unequal-length sequences).
     """
 
     prepare_batch: Callable = default_prepare_batch
@@ -71,6 +73,11 @@ class EngineHooks:
     decollate: bool = True
     num_workers: int = 0
     batch_size: int | None = None
+    collate_fn: Callable | None = None
+
+    def loader_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`shared.data.make_loader` these hooks set."""
+        return {"collate_fn": self.collate_fn} if self.collate_fn is not None else {}
 
 
 class Trainer(SupervisedTrainer):
@@ -125,13 +132,36 @@ def build_optimizer(network: torch.nn.Module, options: TrainingOptions) -> torch
     return torch.optim.SGD(groups, lr=lr, momentum=options.momentum)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, options: TrainingOptions) -> Any:
-    """Epoch-level schedule: piecewise = x drop factor every drop period epochs; cosine over max_epochs."""
+def build_scheduler(optimizer: torch.optim.Optimizer, options: TrainingOptions, iterations_per_epoch: int = 1) -> Any:
+    """The learning-rate schedule of ``options``, or ``None``.
+
+    piecewise: x drop factor every drop period epochs; cosine: annealed over ``max_epochs``
+    (both stepped per epoch); polynomial: ``(1 - t / T) ** POLY_POWER`` with ``t`` the iteration
+    and ``T = max_epochs * iterations_per_epoch`` (stepped per iteration, see :func:`schedule_is_per_iteration`).
+    """
+    if options.learn_rate_schedule == "polynomial":
+        total = max(1, options.max_epochs * iterations_per_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, PolynomialDecay(total))
     if options.learn_rate_schedule == "piecewise":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.learn_rate_drop_period, gamma=options.learn_rate_drop_factor)
     if options.learn_rate_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=options.max_epochs)
     return None
+
+
+def schedule_is_per_iteration(options: TrainingOptions) -> bool:
+    """Whether :func:`build_scheduler`'s schedule steps every iteration (else every epoch)."""
+    return options.learn_rate_schedule == "polynomial"
+
+
+@dataclasses.dataclass
+class PolynomialDecay:
+    """``t -> max(0, 1 - t / total) ** POLY_POWER``: an object, not a lambda, so checkpoints can hold it."""
+
+    total: int
+
+    def __call__(self, step: int) -> float:
+        return max(0.0, 1.0 - step / self.total) ** POLY_POWER
 
 
 def build_evaluator(
@@ -164,7 +194,7 @@ def build_evaluator(
     lower_is_better = key == "loss"
     return SupervisedEvaluator(
         device=resolve_device(options.execution_environment),
-        val_data_loader=make_loader(val_data, options, train=False, num_workers=hooks.num_workers, batch_size=hooks.batch_size),
+        val_data_loader=make_loader(val_data, options, train=False, num_workers=hooks.num_workers, batch_size=hooks.batch_size, **hooks.loader_kwargs()),
         network=network,
         prepare_batch=hooks.prepare_batch,
         inferer=hooks.inferer,
@@ -223,7 +253,7 @@ def build_trainer(
         network = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     output_dir = output_dir if rank == 0 else None  # one set of output files: history, figure, model.pt from rank 0
     optimizer = build_optimizer(network, options)
-    loader = make_loader(train_data, options, train=True, num_workers=train_hooks.num_workers, batch_size=train_hooks.batch_size)
+    loader = make_loader(train_data, options, train=True, num_workers=train_hooks.num_workers, batch_size=train_hooks.batch_size, **train_hooks.loader_kwargs())
     trainer = Trainer(
         device=device, max_epochs=options.max_epochs, train_data_loader=loader, network=network,
         optimizer=optimizer, loss_function=loss_function, prepare_batch=train_hooks.prepare_batch,
@@ -344,9 +374,9 @@ def _attach_training_handlers(trainer: Trainer, options: TrainingOptions, key_me
     trainer.monitor = TrainingMonitor(key_metric, validation, output_dir, verbose, options.verbose_frequency, options.plots == "training-progress")
     trainer.monitor.attach(trainer)
     to_save["history"] = trainer.monitor
-    scheduler = build_scheduler(trainer.optimizer, options)
+    scheduler = build_scheduler(trainer.optimizer, options, _epoch_length(trainer))
     if scheduler is not None:
-        LrScheduleHandler(scheduler, print_lr=False, epoch_level=True).attach(trainer)
+        LrScheduleHandler(scheduler, print_lr=False, epoch_level=not schedule_is_per_iteration(options)).attach(trainer)
         to_save["lr_scheduler"] = scheduler
 
     @trainer.on(Events.COMPLETED)
@@ -358,6 +388,13 @@ def _attach_training_handlers(trainer: Trainer, options: TrainingOptions, key_me
             ckpt.save_weights(engine.network, Path(output_dir) / "model.pt")
 
     return to_save
+
+
+def _epoch_length(trainer: Trainer) -> int:
+    try:
+        return len(trainer.data_loader)
+    except TypeError:  # an iterable without a length: one step per "epoch" is the best guess
+        return 1
 
 
 def _attach_checkpoints(trainer: Trainer, options: TrainingOptions, to_save: dict[str, Any], resume: bool | str) -> None:

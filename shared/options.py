@@ -11,6 +11,8 @@ each for a stated reason:
   reproducibility by default. ``None`` leaves the global RNGs alone.
 - ``learn_rate_schedule="cosine"`` anneals over ``max_epochs`` (MATLAB R2024b
   offers ``"cosine"`` too; periods are not modelled).
+- ``learn_rate_schedule="polynomial"`` (MATLAB R2024b's name) drops the rate every iteration
+  over the whole training as ``(1 - t / T) ** 0.9``: nnU-Net's exponent (:data:`POLY_POWER`).
 
 Example:
     >>> opts = TrainingOptions("sgdm", max_epochs=5, mini_batch_size=16)
@@ -35,7 +37,9 @@ from shared.io import atomic_write_text
 
 SOLVERS = ("adam", "sgdm", "rmsprop")
 SHUFFLE = ("once", "every-epoch", "never")
-SCHEDULES = ("none", "piecewise", "cosine")
+SCHEDULES = ("none", "piecewise", "cosine", "polynomial")
+#: exponent of the ``"polynomial"`` schedule (nnU-Net's ``PolyLRScheduler``)
+POLY_POWER = 0.9
 CLIP_METHODS = ("l2norm", "global-l2norm", "absolute-value")
 CHECKPOINT_UNITS = ("epoch", "iteration")
 PLOTS = ("none", "training-progress")
@@ -78,7 +82,8 @@ class TrainingOptions:
         momentum: sgdm momentum (0.9). gradient_decay_factor: Adam beta1 (0.9).
         squared_gradient_decay_factor: Adam beta2 / RMSProp alpha; ``None`` = solver default.
         epsilon: solver denominator offset (1e-8).
-        learn_rate_schedule: ``"none"``, ``"piecewise"`` or ``"cosine"``.
+        learn_rate_schedule: ``"none"``, ``"piecewise"``, ``"cosine"`` (per epoch) or
+            ``"polynomial"`` (per iteration, to 0 at the last iteration).
         learn_rate_drop_factor: piecewise schedule: multiply the rate by this (0.1) ...
         learn_rate_drop_period: ... every this many epochs (10).
         checkpoint_path: directory for resumable checkpoints (``None``: no checkpoints).
@@ -89,6 +94,12 @@ class TrainingOptions:
         verbose_frequency: ... every N iterations (50).
         execution_environment: ``"auto"`` (GPU if available), ``"cpu"`` or ``"gpu"``.
         seed: seed for torch, numpy and random (``None``: leave them alone).
+        sequence_length: how a mini-batch of unequal-length sequences is shaped: ``"longest"``
+            (pad to the longest, MATLAB default), ``"shortest"`` (truncate to the shortest) or a
+            positive integer N (pad to a multiple of N); see :mod:`shared.sequences`.
+        sequence_padding_direction: ``"right"`` (MATLAB default) or ``"left"``.
+        sequence_padding_value: value of padded steps (0). Padding never changes a prediction:
+            the batch's mask tells the recurrent and attention layers which steps are real.
     """
 
     solver: str = "adam"
@@ -118,6 +129,9 @@ class TrainingOptions:
     verbose_frequency: int = 50
     execution_environment: str = "auto"
     seed: int | None = 0
+    sequence_length: str | int = "longest"
+    sequence_padding_direction: str = "right"
+    sequence_padding_value: float = 0.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -301,6 +315,23 @@ def _seed(name: str, value: Any) -> int | None:
     return value
 
 
+def _sequence_length(name: str, value: Any) -> str | int:
+    if isinstance(value, str) and value.strip().lower() in ("longest", "shortest"):
+        return value.strip().lower()
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 1 and float(value).is_integer():
+        return int(value)
+    raise _bad(name, value, "'longest', 'shortest' or a positive integer")
+
+
+def _finite(name: str, value: Any) -> float:
+    number = _number(name, value, "a finite number")
+    if math.isinf(number):
+        raise _bad(name, value, "a finite number")
+    return number
+
+
 def _metric_name(name: str, value: Any) -> str:
     if isinstance(value, str) and value.strip():
         return value.strip()
@@ -335,4 +366,7 @@ _VALIDATORS = {
     "verbose_frequency": _positive_int(),
     "execution_environment": _choice(ENVIRONMENTS),
     "seed": _seed,
+    "sequence_length": _sequence_length,
+    "sequence_padding_direction": _choice(("right", "left")),
+    "sequence_padding_value": _finite,
 }

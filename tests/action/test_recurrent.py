@@ -84,3 +84,32 @@ def test_attention_weights_are_a_distribution_over_time() -> None:
     assert out.shape == (2, 4)
     torch.testing.assert_close(pool.weights.sum(1), torch.ones(2))
     torch.testing.assert_close(out, (pool.weights[..., None] * seq).sum(1))
+
+
+@pytest.mark.parametrize("model", ["gru", "lstm", "bilstm", "attention_gru", "feature_gru"])
+@pytest.mark.parametrize("direction", ["right", "left"])
+def test_a_sequence_gets_the_same_logits_alone_and_padded_among_longer_ones(model: str, direction: str) -> None:
+    from action.models import build_model
+    from shared.sequences import pad_sequences
+
+    torch.manual_seed(0)
+    net = build_model(model, 4, in_features=3).eval()
+    sequences = [torch.randn(n, 3) for n in (4, 11, 7)]
+    batch, mask = pad_sequences(sequences, "longest", direction, value=9.0)  # a loud padding value: it must not leak
+    with torch.no_grad():
+        together = net(batch, mask=mask)
+        alone = torch.cat([net(s[None]) for s in sequences])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["after-multiplication", "before-multiplication", "recurrent-bias-after-multiplication"])
+def test_every_reset_gate_mode_ignores_padding(mode: str) -> None:
+    from shared.sequences import pad_sequences
+
+    torch.manual_seed(2)
+    gru = GRU(3, 5, reset_gate_mode=mode).eval()
+    sequences = [torch.randn(n, 3) for n in (2, 6)]
+    batch, mask = pad_sequences(sequences, "longest", "right", value=-3.0)
+    with torch.no_grad():
+        torch.testing.assert_close(gru(batch, mask), torch.cat([gru(s[None]) for s in sequences]), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(gru(batch)[0], gru(sequences[0][None])[0], atol=1e-3)  # without the mask the padding would leak

@@ -1,0 +1,79 @@
+"""A real-MRI dataset from the ``nilearn`` wheel: the MNI152 T1 template split into hemispheres.
+
+The ICBM 2009a MNI152 T1 template and its grey- and white-matter probability maps ship inside the
+``nilearn`` wheel (nothing is downloaded). :func:`make_hemisphere_dataset` turns them into a
+Decathlon-style dataset for a held-out test that a network cannot memorise: it trains on the left
+hemisphere (as is, and mirrored so it also sees right-hemisphere anatomy), validates on a copy of
+the left one as another scanner might show it (bias field, gain, noise), and is tested on the right
+hemisphere it never saw (plain and as such a variant). Labels are the argmax over
+(rest, grey, white) of the probability maps. Tutorial 3 and ``benchmarks/medseg_recipe.py`` use it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from shared.io import atomic_write_json
+
+LABELS = {"background": 0, "grey_matter": 1, "white_matter": 2}  # nnU-Net v2 order (name -> value)
+COLOURS = {"1": [0.55, 0.55, 0.85], "2": [0.95, 0.95, 0.75]}
+#: name, hemisphere, mirrored, scanner-variant seed, dataset.json list
+CASES = (
+    ("left", "left", False, None, "training"),
+    ("left_mirrored", "left", True, 1, "training"),
+    ("left_variant", "left", False, 2, "validation"),
+    ("right", "right", False, None, "test"),
+    ("right_variant", "right", False, 3, "test"),
+)
+
+
+def scanner_variant(data: np.ndarray, seed: int) -> np.ndarray:
+    """The same anatomy as another scan might show it: smooth linear bias field (+-15%), gain 0.8-1.2, noise (sd 0.02)."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in data.shape], indexing="ij")
+    bias = 1 + sum(rng.uniform(-0.15, 0.15) * g for g in grid)
+    return np.clip(data * bias * rng.uniform(0.8, 1.2) + rng.normal(0, 0.02, data.shape), 0, None)
+
+
+def template_and_labels(resolution: int = 2) -> tuple[object, np.ndarray]:
+    """``(T1 nibabel image, uint8 labels)`` on the template's RAS grid (``resolution`` 1 or 2 mm)."""
+    from nilearn import datasets
+
+    t1 = datasets.load_mni152_template(resolution=resolution)
+    grey = datasets.load_mni152_gm_template(resolution=resolution).get_fdata()
+    white = datasets.load_mni152_wm_template(resolution=resolution).get_fdata()
+    labels = np.argmax(np.stack([1 - grey - white, grey, white]), axis=0).astype(np.uint8)
+    return t1, labels
+
+
+def make_hemisphere_dataset(out: str | Path, resolution: int = 2) -> Path:
+    """Write the five hemisphere cases (:data:`CASES`) and ``dataset.json`` under ``out``; returns its path.
+
+    The left hemisphere is x < 0 mm (the first half of the RAS voxel columns); ``img.slicer`` keeps
+    each half's affine, so the halves stay at their true positions in scanner space.
+    """
+    import nibabel as nib
+
+    out = Path(out)
+    t1, labels = template_and_labels(resolution)
+    label_image = nib.Nifti1Image(labels, t1.affine)
+    middle = int(np.ceil((np.linalg.inv(t1.affine) @ [0, 0, 0, 1])[0]))  # first voxel column with x >= 0 mm
+    halves = {"left": slice(0, middle), "right": slice(middle, None)}
+    lists: dict[str, list] = {"training": [], "validation": [], "test": []}
+    for name, hemisphere, mirrored, seed, listed in CASES:
+        split = "Ts" if listed == "test" else "Tr"
+        image, label = t1.slicer[halves[hemisphere]], label_image.slicer[halves[hemisphere]]
+        data, label_data = image.get_fdata(), np.asarray(label.dataobj)
+        if mirrored:  # a left hemisphere flipped left-right looks like a right one
+            data, label_data = data[::-1].copy(), label_data[::-1].copy()
+        if seed is not None:
+            data = scanner_variant(data, seed)
+        for folder, array, affine in ((f"images{split}", data.astype(np.float32), image.affine), (f"labels{split}", label_data, label.affine)):
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(array, affine), out / folder / f"{name}.nii.gz")
+        lists[listed].append({"image": f"./images{split}/{name}.nii.gz", "label": f"./labels{split}/{name}.nii.gz"})
+    description = {"name": "MNI152 hemispheres", "tensorImageSize": "3D", "modality": {"0": "T1"},
+                   "labels": LABELS, "colors": COLOURS, **lists}  # fmt: skip
+    return atomic_write_json(out / "dataset.json", description)

@@ -1,0 +1,107 @@
+"""medseg plan: a dataset fingerprint becomes a ready bundle; datasets it cannot plan for are refused, nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.cli import main
+from medseg.io import Geometry, write_volume
+from medseg.plan import PlanError, fingerprint, make_plan, plan_dataset, target_spacing
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ct_dataset_gets_a_foreground_percentile_window(demo_dataset: Path, tmp_path: Path) -> None:
+    plan = plan_dataset(demo_dataset, tmp_path / "ct")
+    values = plan["values"]
+    assert values["normalization"] == "minmax" and plan["modality"] == "CT"
+    low, high = values["window"]
+    # the synthetic organs are 35-200 HU (+-18 HU noise): the window spans them, not the -1000 HU air
+    assert -60 < low < 40 and 180 < high < 300
+    train = json.loads((tmp_path / "ct" / "configs" / "train.json").read_text(encoding="utf-8"))
+    infer = json.loads((tmp_path / "ct" / "configs" / "inference.json").read_text(encoding="utf-8"))
+    for key in ("pixdim", "window", "normalization", "roi_size", "sw_roi_size", "colours"):
+        assert train[key] == infer[key] == values[key], key
+    meta = json.loads((tmp_path / "ct" / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "liver", "2": "kidney", "3": "tumour"}
+
+
+def test_mr_dataset_gets_zscore_and_its_labels(tmp_path: Path) -> None:
+    from medseg.mni152 import make_hemisphere_dataset
+
+    data = make_hemisphere_dataset(tmp_path / "mni", resolution=2).parent
+    assert main(["plan", str(data), "--out", str(tmp_path / "mr")]) == 0
+    train = json.loads((tmp_path / "mr" / "configs" / "train.json").read_text(encoding="utf-8"))
+    assert train["normalization"] == "zscore" and train["window"] is None
+    assert train["pixdim"] == [2.0, 2.0, 2.0]  # the median spacing of 2 mm cases that fit the CPU budget as they are
+    assert train["train"]["preprocessing"]["class_ratios"] == [1, 1, 1]
+    meta = json.loads((tmp_path / "mr" / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "grey_matter", "2": "white_matter"}
+    assert meta["network_data_format"]["inputs"]["image"]["modality"] == "T1"
+
+
+def test_large_scans_get_a_coarser_spacing_than_their_median() -> None:
+    spacing, reason = target_spacing([[0.7, 0.7, 1.0]] * 3, [[512, 512, 300]] * 3)
+    assert all(s > 1.0 for s in spacing) and "fits" in reason
+    # at the new spacing the median scan has at most the budget's voxels
+    assert np.prod(np.array([512, 512, 300]) * np.array([0.7, 0.7, 1.0]) / np.array(spacing)) <= 192**3 * 1.01
+
+
+def test_iterations_set_the_epochs(demo_dataset: Path) -> None:
+    print_ = fingerprint(demo_dataset)
+    plan = make_plan(print_, iterations=60)
+    per_epoch = int(np.ceil(print_["training_cases"] / 2))
+    assert plan["values"]["options#max_epochs"] == int(np.ceil(60 / per_epoch))
+
+
+def _write(array: np.ndarray, path: Path) -> None:
+    if array.ndim == 3:
+        write_volume(array, Geometry(array.shape, (1.0,) * 3, (0.0,) * 3, tuple(np.eye(3).reshape(-1))), path)
+    else:  # a 2D image: what a slice export or a screenshot converter writes
+        import nibabel as nib
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+
+
+def _dataset(root: Path, modality: dict, cases: int = 2, shape=(20, 18, 12)) -> Path:
+    training = []
+    for i in range(cases):
+        _write(np.random.default_rng(i).normal(100, 10, shape).astype(np.int16), root / "imagesTr" / f"c{i}.nii.gz")
+        label = np.zeros(shape, np.uint8)
+        label[5:10, 5:10] = 1
+        _write(label, root / "labelsTr" / f"c{i}.nii.gz")
+        training.append({"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({"modality": modality, "labels": {"0": "background", "1": "organ"}, "training": training}), encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda root: root.mkdir(), r"no dataset.json"),
+    (lambda root: _dataset(root, {"0": "CT"}, cases=1), r"dataset.json: 1 case\(s\); plan needs at least 2"),
+    (lambda root: _dataset(root, {"0": "T1", "1": "T2"}), r"dataset.json: declares 2 modalities \(T1, T2\)"),
+    (lambda root: _dataset(root, {"0": "CT"}, shape=(20, 18)), r"c0.nii.gz: 2D image .*expected a single-channel 3D volume"),
+    (lambda root: (_dataset(root, {"0": "CT"}), shutil.rmtree(root / "imagesTr")), r"imagesTr/c0.nii.gz: Volume not found"),
+])  # fmt: skip
+def test_datasets_plan_cannot_use_are_refused_and_nothing_is_written(tmp_path: Path, make, message: str, capsys) -> None:
+    data = tmp_path / "data"
+    make(data)
+    with pytest.raises((PlanError, FileNotFoundError, ValueError), match=message):
+        plan_dataset(data, tmp_path / "bundle")
+    assert main(["plan", str(data), "--out", str(tmp_path / "bundle")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert not (tmp_path / "bundle").exists() and not list(tmp_path.glob(".plan-*"))
+
+
+def test_existing_bundle_is_not_overwritten(demo_dataset: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("keep", encoding="utf-8")
+    with pytest.raises(PlanError, match=r"taken: exists and is not empty"):
+        plan_dataset(demo_dataset, tmp_path / "taken")
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["mine.txt"]
