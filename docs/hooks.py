@@ -7,6 +7,9 @@
 - ``{{ 0.92 ± 0.05 from runs/eval/summary.json#mean_dice }}``: a number a tutorial quotes; rendered
   as ``0.92`` with its tolerance in a tooltip. ``tests/docs/test_tutorials*.py`` run the tutorials and
   compare the JSON value at that key with the quoted number (see :data:`QUOTE`).
+- ``{{ >= 0.85 from runs/eval/summary.json#mean_dice }}``: a floor the tutorial's run must clear, for
+  numbers that training produces (another CPU sums floats in another order, so a trained model's
+  score is a spread, quoted from ``benchmarks/``, not one value); rendered as ``≥ 0.85``.
 
 Referenced from ``mkdocs.yml`` (``hooks:``); excluded from the site itself.
 """
@@ -21,8 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# {{ VALUE ± TOL from FILE#KEY.PATH }}: the only syntax a tutorial uses to quote a checked number.
-QUOTE = re.compile(r"\{\{\s*(?P<value>-?[\d.]+)\s*±\s*(?P<tol>[\d.]+)\s+from\s+(?P<file>[^#\s]+)#(?P<key>[^\s}]+)\s*\}\}")
+# {{ VALUE ± TOL from FILE#KEY.PATH }} or {{ >= FLOOR from FILE#KEY.PATH }}: how a tutorial quotes a checked number.
+QUOTE = re.compile(r"\{\{\s*(?:(?P<value>-?[\d.]+)\s*±\s*(?P<tol>[\d.]+)|>=\s*(?P<floor>-?[\d.]+))\s+from\s+(?P<file>[^#\s]+)#(?P<key>[^\s}]+)\s*\}\}")
 # ![alt](img/... "from SOURCE"): a figure the tutorial's own code wrote at SOURCE (in its work folder).
 FIGURE = re.compile(r"!\[[^\]]*\]\((?P<image>img/[^\s)]+)\s+\"from (?P<source>[^\"]+)\"\)")
 CLI = re.compile(r"<!--\s*cli:\s*(?P<module>\w+)\s*-->")
@@ -75,6 +78,9 @@ def bundle_markdown(name: str) -> str:
 
 
 def render_quote(match: re.Match) -> str:
+    if match["floor"] is not None:
+        tip = f"checked by the tests: the tutorial's run gives at least {match['floor']} ({match['file']}, {match['key']})"
+        return f'<abbr title="{html.escape(tip)}">≥ {match["floor"]}</abbr>'
     tip = f"checked by the tests: the tutorial's run gives {match['value']} ± {match['tol']} ({match['file']}, {match['key']})"
     return f'<abbr title="{html.escape(tip)}">{match["value"]}</abbr>'
 

@@ -12,7 +12,8 @@ All pages run in one work folder that mirrors a fresh clone (``bundles/`` config
 models), so a later tutorial can use an earlier one's outputs, as a reader would. After a page runs:
 
 - every ``{{ VALUE ± TOL from FILE#KEY }}`` (see ``docs/hooks.py``) must match ``KEY`` (dot path)
-  of JSON ``FILE`` in the work folder within ``TOL``;
+  of JSON ``FILE`` in the work folder within ``TOL``, every ``{{ >= FLOOR from FILE#KEY }}`` must be
+  at least ``FLOOR``;
 - every ``![...](img/X.png "from SOURCE")`` must have been written at ``SOURCE`` by the page's
   code; ``--update-figures`` copies it to ``docs/tutorials/img/X.png``.
 
@@ -48,6 +49,10 @@ class Quote:
     tol: float
     file: str
     key: str
+    floor: bool = False  # ``{{ >= VALUE from ... }}``: the run must give at least ``value``
+
+    def holds(self, actual: float) -> bool:
+        return math.isfinite(actual) and (actual >= self.value if self.floor else abs(actual - self.value) <= self.tol)
 
     def actual(self, work: Path) -> float:
         """The value at ``key`` (dot path; list indices allowed) of the JSON ``file`` in ``work``."""
@@ -79,7 +84,8 @@ def script(markdown: str) -> str:
 
 
 def quotes(markdown: str) -> list[Quote]:
-    return [Quote(float(m["value"]), float(m["tol"]), m["file"], m["key"]) for m in QUOTE.finditer(markdown)]
+    return [Quote(float(m["floor"]), 0.0, m["file"], m["key"], floor=True) if m["floor"] is not None
+            else Quote(float(m["value"]), float(m["tol"]), m["file"], m["key"]) for m in QUOTE.finditer(markdown)]  # fmt: skip
 
 
 def figures(markdown: str) -> list[tuple[str, str]]:
@@ -111,8 +117,9 @@ def check_page(page: Path, work: Path) -> list[str]:
     problems = []
     for quote in quotes(markdown):
         actual = quote.actual(work)
-        if not math.isfinite(actual) or abs(actual - quote.value) > quote.tol:
-            problems.append(f"{page.name}: quotes {quote.value} ± {quote.tol} for {quote.file}#{quote.key}, the run gave {actual:.4f}")
+        if not quote.holds(actual):
+            stated = f">= {quote.value}" if quote.floor else f"{quote.value} ± {quote.tol}"
+            problems.append(f"{page.name}: quotes {stated} for {quote.file}#{quote.key}, the run gave {actual:.4f}")
     for image, source in figures(markdown):
         if not (work / source).is_file():
             problems.append(f"{page.name}: figure {image} should come from {source}, which the tutorial did not write")

@@ -36,7 +36,8 @@ class VNet(monai_vnet.VNet):
         width: channels of the first stage; stages have ``width * (1, 2, 4, 8, 16)``.
         act: activation, as MONAI's ``VNet``.
         dropout_prob_down: as MONAI's ``VNet``.
-        dropout_prob_up: as MONAI's ``VNet``.
+        dropout_prob_up: ``(up-path rate, skip-connection rate)`` as MONAI's ``VNet``, except that the
+            skip rate applies to all four up transitions (MONAI fixes the two finest at 0.5).
         dropout_dim: as MONAI's ``VNet``.
         bias: as MONAI's ``VNet``.
         channels_last: keep weights and activations in ``channels_last`` memory format (same
@@ -78,8 +79,12 @@ class VNet(monai_vnet.VNet):
         self.down_tr256 = M.DownTransition(spatial_dims, 8 * w, 2, act, dropout_prob=dropout_prob_down, dropout_dim=dropout_dim, bias=bias)
         self.up_tr256 = M.UpTransition(spatial_dims, 16 * w, 16 * w, 2, act, dropout_prob=dropout_prob_up, dropout_dim=dropout_dim)
         self.up_tr128 = M.UpTransition(spatial_dims, 16 * w, 8 * w, 2, act, dropout_prob=dropout_prob_up, dropout_dim=dropout_dim)
-        self.up_tr64 = M.UpTransition(spatial_dims, 8 * w, 4 * w, 1, act, dropout_dim=dropout_dim)
-        self.up_tr32 = M.UpTransition(spatial_dims, 4 * w, 2 * w, 1, act, dropout_dim=dropout_dim)
+        # MONAI builds the two finest up transitions with its default skip dropout (None, 0.5) whatever
+        # dropout_prob_up says, so a "no dropout" config still dropped half of the full-resolution skip
+        # features in training; here dropout_prob_up's skip rate applies to every level (0.5 by default, as MONAI)
+        skip_only = (None, dropout_prob_up[1])
+        self.up_tr64 = M.UpTransition(spatial_dims, 8 * w, 4 * w, 1, act, dropout_prob=skip_only, dropout_dim=dropout_dim)
+        self.up_tr32 = M.UpTransition(spatial_dims, 4 * w, 2 * w, 1, act, dropout_prob=skip_only, dropout_dim=dropout_dim)
         self.out_tr = M.OutputTransition(spatial_dims, 2 * w, out_channels, act, bias=bias)
         self.norm = replace_norms(self, norm)
         self.channels_last = channels_last

@@ -40,6 +40,7 @@ CT_NAMES = ("ct",)
 SAMPLES_PER_CASE = 10_000  # foreground voxels sampled per case for the intensity percentiles (nnU-Net's number)
 #: a case larger than this at the target spacing makes the spacing coarser (about 12 s per validation pass here)
 MAX_VOXELS_PER_CASE = 192**3
+MIN_PATCH_EDGE = 32
 PATCH_EDGE = 32  # training patch edge (voxels): 4 patches of 32^3 per step cost 0.15-0.3 s on 2 CPU cores at width 4
 ITERATIONS = 1000
 VAL_FRACTION = 0.2  # train.json's val_fraction: held out when dataset.json lists no validation cases
@@ -142,10 +143,11 @@ def target_spacing(spacings: Sequence[Sequence[float]], shapes: Sequence[Sequenc
 
 
 def patch_size(spacing: Sequence[float], spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[float]]) -> list[int]:
-    """:data:`PATCH_EDGE` per axis, capped by the median case size at ``spacing`` (rounded up to 16, at least 16)."""
+    """:data:`PATCH_EDGE` per axis, capped by the median case size at ``spacing`` (rounded up to 16), at least
+    :data:`MIN_PATCH_EDGE` (instance norm needs more than one voxel per channel at V-Net's deepest, 1/16, level)."""
     extent = np.median(np.asarray(shapes) * np.asarray(spacings), axis=0)
     median_voxels = extent / np.asarray(spacing)
-    return [int(max(16, min(PATCH_EDGE, math.ceil(n / 16) * 16))) for n in median_voxels]
+    return [int(max(MIN_PATCH_EDGE, min(PATCH_EDGE, math.ceil(n / 16) * 16))) for n in median_voxels]
 
 
 def make_plan(print_: dict[str, Any], iterations: int = ITERATIONS, mini_batch_size: int = 2) -> dict[str, Any]:

@@ -76,3 +76,42 @@ def test_vnet_compiles_to_torchscript():
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.script(net)(x), net(x))
+
+
+def test_instance_norm_is_instance_norm_and_keeps_channels_last():
+    net = VNet(out_channels=3, width=4, norm="instance")
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    norm = net.down_tr32.bn1  # GroupNorm with one channel per group
+    reference = torch.nn.InstanceNorm3d(norm.num_channels, affine=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.5, 0.5)
+        reference.weight.copy_(norm.weight), reference.bias.copy_(norm.bias)
+    x = torch.randn(2, norm.num_channels, 6, 5, 4) * 3 + 1
+    torch.testing.assert_close(norm(x), reference(x), atol=1e-5, rtol=1e-5)
+    fast = x.contiguous(memory_format=torch.channels_last_3d)  # the layout the network keeps its activations in
+    with torch.no_grad():
+        assert norm(fast).is_contiguous(memory_format=torch.channels_last_3d)  # InstanceNorm3d would return the default layout
+
+
+@pytest.mark.parametrize("norm", ["instance", "group"])
+def test_instance_and_group_norm_compute_the_same_in_training_and_inference(norm):
+    # the property batch norm lacks: its eval mode uses running statistics gathered on training patches
+    torch.manual_seed(0)
+    net = VNet(out_channels=3, width=8, norm=norm, dropout_prob_down=0.0, dropout_prob_up=(0.0, 0.0))
+    x = torch.randn(2, 1, 32, 32, 32)  # instance statistics need more than one voxel at the deepest (1/16) level
+    with torch.no_grad():
+        torch.testing.assert_close(net.train()(x), net.eval()(x))
+        torch.testing.assert_close(fold_batch_norm(net)(x), net(x))  # nothing to fold: the same network
+    batch = VNet(out_channels=3, width=8, dropout_prob_down=0.0, dropout_prob_up=(0.0, 0.0))
+    with torch.no_grad():
+        assert not torch.allclose(batch.train()(x), batch.eval()(x), atol=1e-3)
+
+
+def test_group_norm_groups_four_channels():
+    net = VNet(out_channels=2, width=8, norm="group")
+    assert net.down_tr32.bn1.num_groups == 16 // 4 and net.in_tr.conv_block.adn.N.num_groups == 8 // 4
+
+
+def test_unknown_norm_is_refused():
+    with pytest.raises(ValueError, match=r"norm='layer' is invalid; expected one of \('batch', 'instance', 'group'\)"):
+        VNet(norm="layer")
