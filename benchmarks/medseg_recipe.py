@@ -38,6 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from shared.metrics import largest_drop_after  # noqa: E402
+
 BUNDLE = ROOT / "bundles" / "vnet_seg"
 
 
@@ -57,17 +59,6 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
             raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
         out[key] = _json_value(value)
     return out
-
-
-def largest_drop_after(curve: list[float], level: float = 0.5) -> float:
-    """Largest fall of ``curve`` below its running maximum once it first reached ``level`` (0 if never)."""
-    drop, best, reached = 0.0, -1.0, False
-    for value in curve:
-        reached = reached or value >= level
-        best = max(best, value)
-        if reached:
-            drop = max(drop, best - value)
-    return drop
 
 
 def validation_curve(history_json: Path) -> list[tuple[int, float]]:

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -194,3 +195,19 @@ def classification_report(cm: Any, class_names: Sequence[str] | None = None, zer
         for i in range(matrix.shape[0])
     ]
     return report
+
+
+def largest_drop_after(curve: Sequence[float], level: float = 0.5) -> float:
+    """Largest fall of a validation ``curve`` below its running maximum once it first reached ``level``.
+
+    0 when it never reached ``level`` or never fell. A healthy training curve may wobble; one that
+    collapses (e.g. Dice 0.91 -> 0.00 -> 0.92, batch norm's running statistics) drops by far more
+    than 0.2 after passing 0.5.
+    """
+    drop, best, reached = 0.0, -math.inf, False
+    for value in curve:
+        reached = reached or value >= level
+        best = max(best, value)
+        if reached:
+            drop = max(drop, best - value)
+    return drop

@@ -89,3 +89,11 @@ def test_report_is_complete_and_counts_undefined():
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_largest_drop_after_a_level():
+    from shared.metrics import largest_drop_after
+
+    assert largest_drop_after([0.1, 0.6, 0.7, 0.65, 0.9]) == pytest.approx(0.05)
+    assert largest_drop_after([0.82, 0.86, 0.91, 0.0, 0.92, 0.0, 0.85]) == pytest.approx(0.92)  # the collapse issue 14 saw
+    assert largest_drop_after([0.3, 0.1, 0.45]) == 0.0  # never reached 0.5: drops before it do not count
