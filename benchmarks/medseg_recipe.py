@@ -38,27 +38,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from medseg.cli import parse_overrides as parse_sets  # noqa: E402
 from shared.metrics import largest_drop_after  # noqa: E402
 
 BUNDLE = ROOT / "bundles" / "vnet_seg"
-
-
-def _json_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """``["options#max_epochs=5"]`` -> ``{"options#max_epochs": 5}`` (values parsed as JSON when they are)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key] = _json_value(value)
-    return out
 
 
 def validation_curve(history_json: Path) -> list[tuple[int, float]]:

@@ -46,7 +46,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["options#max_epochs=5"]`` -> ``{"options#max_epochs": 5}`` (values parsed as JSON when they are)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -63,7 +64,7 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
     """Run the bundle's train.json in this process (the only one, or one rank: the engine shards and wraps DDP)."""
     from monai.bundle import ConfigWorkflow
 
-    overrides = {"bundle_root": str(args.bundle), "dataset_dir": str(args.data), **_overrides(args.set)}
+    overrides = {"bundle_root": str(args.bundle), "dataset_dir": str(args.data), **parse_overrides(args.set)}
     if args.epochs is not None:
         overrides["options#max_epochs"] = args.epochs
     if args.resume:

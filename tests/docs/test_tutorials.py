@@ -19,8 +19,8 @@ PAGES = tutorials.pages()
 VNET_PAGES = tutorials.pages(["01", "02", "03", "06"])
 
 
-def test_there_are_seven_tutorials_each_quoting_checked_numbers():
-    assert [p.name[:2] for p in PAGES] == ["01", "02", "03", "04", "05", "06", "07"]
+def test_there_are_eight_tutorials_each_quoting_checked_numbers():
+    assert [p.name[:2] for p in PAGES] == ["01", "02", "03", "04", "05", "06", "07", "08"]
     for page in PAGES:
         assert tutorials.quotes(page.read_text(encoding="utf-8")), f"{page.name} quotes no checked number"
 
