@@ -20,6 +20,7 @@ from ignite.engine import Events
 
 from action.data import ClipDataset
 from action.layouts import read_videos
+from action.models import MODELS
 from action.predict import Predictor
 from action.sequences import SequenceDataset, read_sequences
 from action.video import DecodeLimits
@@ -116,5 +117,6 @@ def write_reports(out: Path, report: dict[str, Any], dataset: Any, vprob: np.nda
     names = getattr(dataset, "videos", None) or [f"sample{i}" for i in range(len(vlabels))]
     rows = [{"video": names[i], "true": classes[vlabels[i]], "predicted": classes[int(vprob[i].argmax())], "confidence": float(vprob[i].max())} for i in range(len(vlabels))]
     atomic_write_csv(out / "predictions.csv", rows, ["video", "true", "predicted", "confidence"])
-    title = f"{report['model']}: accuracy {100 * report['accuracy']:.1f}% ({report['videos']} videos)"
+    unit = "recordings" if MODELS[report["model"]].input == "sequence" else "videos"
+    title = f"{report['model']}: accuracy {100 * report['accuracy']:.1f}% ({report['videos']} {unit})"
     save_figure(confusion_chart_figure(np.asarray(report["confusion"]), classes, title=title), out / "confusion_chart.png")
