@@ -95,6 +95,22 @@ def test_piecewise_schedule_and_l2_groups(train_data):
     assert [(len(g["params"]), g["weight_decay"]) for g in groups] == [(3, 0.3), (1, 0.0)]
 
 
+def test_polynomial_schedule_decays_every_iteration_to_zero_and_resumes(tmp_path, train_data):
+    options = _options(max_epochs=3, learn_rate_schedule="polynomial", verbose=False, checkpoint_path=str(tmp_path / "ck"),
+                       checkpoint_frequency=1, checkpoint_frequency_unit="iteration")  # fmt: skip
+    trainer = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data)
+    trainer.run()
+    total = 12  # 64 samples / 16 per batch x 3 epochs
+    lrs = [row["learn_rate"] for row in trainer.monitor.rows]  # the rate each iteration trained with
+    assert lrs == pytest.approx([0.01 * (1 - t / total) ** 0.9 for t in range(total)])
+    # resumed from the checkpoint of iteration 11 (the final one removed), the schedule continues where it was
+    (tmp_path / "ck" / "checkpoint_12.pt").unlink()
+    resumed = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data, resume=True)
+    assert resumed.state.iteration == 11
+    resumed.run()
+    assert [row["learn_rate"] for row in resumed.monitor.rows] == pytest.approx(lrs)
+
+
 @pytest.mark.parametrize("method", ["l2norm", "global-l2norm", "absolute-value"])
 def test_gradient_clipping(train_data, method):
     options = _options(max_epochs=1, gradient_threshold=1e-3, gradient_threshold_method=method, verbose=False, solver="sgdm", momentum=0)
