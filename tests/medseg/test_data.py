@@ -81,3 +81,22 @@ def test_cache_choice_respects_the_ram_budget(tmp_path, demo_dataset):
     assert type(uncached) is Dataset
     with pytest.raises(ValueError, match="cache='disk' needs cache_dir"):
         make_dataset(items, transform, "disk")
+
+
+def test_mr_zscore_uses_the_body_and_puts_any_background_below_it():
+    from medseg.data import BodyZScored
+
+    rng = np.random.default_rng(0)
+    tissue = np.zeros((1, 40, 40, 40), np.float32)
+    tissue[:, 10:30, 10:30, 10:30] = rng.normal(0.6, 0.1, (1, 20, 20, 20)).clip(0.2, 1)
+    noisy = tissue + np.abs(rng.normal(0, 0.02, tissue.shape)).astype(np.float32) * (tissue == 0)  # background noise, no zeros
+    clean_out, noisy_out = (BodyZScored()({"image": img})["image"] for img in (tissue, noisy))
+    body = tissue > 0
+    for out in (clean_out, noisy_out):
+        assert abs(out[body].mean()) < 0.05 and abs(out[body].std() - 1) < 0.05  # statistics of the body only
+        assert out[~body].max() < out[body].min()  # the background, zero or noise, lies below every tissue voxel
+    # MONAI's nonzero z-score leaves the zero background at 0: the body's mean, inside the tissue range
+    from monai.transforms import NormalizeIntensity
+
+    monai_out = np.asarray(NormalizeIntensity(nonzero=True)(tissue))
+    assert monai_out[body].min() < monai_out[~body].max() == 0.0
