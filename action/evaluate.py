@@ -24,7 +24,7 @@ from action.models import MODELS
 from action.predict import Predictor
 from action.sequences import SequenceDataset, read_sequences
 from action.video import DecodeLimits
-from shared.engine import EngineHooks, build_evaluator
+from shared.engine import build_evaluator
 from shared.io import atomic_write_csv, atomic_write_json, to_strict_json
 from shared.metrics import classification_report, confusion_matrix
 from shared.options import TrainingOptions

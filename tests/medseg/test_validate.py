@@ -1,7 +1,6 @@
 
 import nibabel as nib
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 from medseg.cli import main

@@ -12,7 +12,7 @@ from shared.checkpoint import CheckpointError, list_checkpoints
 from shared.engine import build_optimizer, build_trainer, resolve_device
 from shared.ignite_metrics import confusion_metric
 from shared.options import TrainingOptions
-from tests.shared.conftest import ConstantNet, TinyNet, blobs
+from tests.shared.conftest import ConstantNet, TinyNet
 
 
 def _metrics():
