@@ -59,12 +59,17 @@ def _draw_panel(ax: Any, rows: Sequence[Mapping[str, Any]], what: str, train_key
         ax.legend(loc="best", fontsize=8)
 
 
+MAX_EPOCH_LINES = 40  # beyond this (e.g. 1000 one-iteration epochs of a planned bundle) the lines hide the curves
+
+
 def _mark_epochs(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     epochs = _column(rows, "epoch")
     iterations = _column(rows, "iteration")
-    for i in range(1, len(rows)):
-        if epochs[i] != epochs[i - 1]:
-            ax.axvline(iterations[i - 1] + 0.5, color="0.85", linewidth=0.8, zorder=0)
+    ends = [iterations[i - 1] for i in range(1, len(rows)) if epochs[i] != epochs[i - 1]]
+    if len(ends) > MAX_EPOCH_LINES:
+        return
+    for end in ends:
+        ax.axvline(end + 0.5, color="0.85", linewidth=0.8, zorder=0)
 
 
 def training_progress_figure(

@@ -33,3 +33,16 @@ def test_progress_figure_has_metric_and_loss_panels(tmp_path):
 def test_loss_only_figure_without_validation():
     fig = training_progress_figure([{"epoch": 1, "iteration": 1, "train_loss": 0.5}], None)
     assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == ["Loss"]
+
+
+def test_epoch_lines_only_while_they_do_not_hide_the_curves():
+    from shared.plots import MAX_EPOCH_LINES, training_progress_figure
+
+    def lines(epochs: int) -> int:
+        rows = [{"epoch": e, "iteration": e, "train_loss": 1.0 / e} for e in range(1, epochs + 1)]
+        figure = training_progress_figure(rows, None)
+        return sum(len([line for line in ax.get_lines() if list(line.get_xdata()) == [e + 0.5, e + 0.5]])
+                   for ax in figure.axes for e in range(1, epochs))  # fmt: skip
+
+    assert lines(10) == 9  # one per epoch boundary, in the loss panel
+    assert lines(MAX_EPOCH_LINES + 5) == 0
