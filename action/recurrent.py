@@ -19,9 +19,10 @@ with ``ResetGateMode``:
 the step-by-step form). Measured: a 100-step batch of 16 trains about 10x faster than the Python loop.
 
 Every layer takes an optional ``mask`` ``(B, T)`` of real steps (``shared.sequences``): sequences are
-first moved to the front of their row (left padding is undone), ``torch.nn.GRU``/``LSTM`` then run
-on packed sequences, the step-by-step modes freeze the state after a sequence's end, ``"last"``
-is each sequence's own last step, and attention gives padded steps no weight. Padding (its
+first moved to the front of their row (left padding is undone), forward layers then read each
+sequence's real steps before any padding (bidirectional ones run on packed sequences), the
+step-by-step modes freeze the state after a sequence's end, ``"last"`` is each sequence's own last
+step, and attention gives padded steps no weight. Padding (its
 length, side and value) therefore never changes a prediction.
 
 All modes keep ``torch.nn.GRU``'s parameter layout (``weight_ih_l0`` = [W_r; W_z; W_h],
@@ -52,19 +53,28 @@ def _check(value: str, allowed: tuple[str, ...], name: str) -> str:
 
 
 def _aligned(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``(x right-aligned, mask right-aligned, lengths)``; ``(x, None, None)`` without a mask."""
-    if mask is None:
+    """``(x right-aligned, mask right-aligned, lengths)``; ``(x, None, None)`` without a mask or padding."""
+    if mask is None or bool(mask.all()):  # equal lengths, nothing padded: the plain (fastest) path
         return x, None, None
     x, mask = right_align(x, mask.to(x.device))
     return x, mask, mask.sum(dim=1)
 
 
 def run_packed(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """``rnn`` over right-aligned ``(B, T, C)``: packed when ``lengths`` are given (padded outputs are 0)."""
+    """``rnn`` over right-aligned ``(B, T, C)``; with ``lengths`` the padded steps of the output are 0.
+
+    A forward-only layer reads each sequence's real steps before its padding, so its outputs at
+    the real steps are exact without packing; only a bidirectional layer, whose backward direction
+    starts at the end, runs on a packed sequence. Measured: 16 x 100 steps, GRU(128), fused kernel:
+    19 ms per training step unpacked, 30 ms packed (PyTorch's packed path loops over time steps).
+    """
     if lengths is None:
         return rnn(x)[0]
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    return pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=x.shape[1])[0]
+    if rnn.bidirectional:
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=x.shape[1])[0]
+    real = torch.arange(x.shape[1], device=x.device)[None, :, None] < lengths[:, None, None]
+    return rnn(x)[0] * real
 
 
 def last_steps(sequence: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -155,6 +165,7 @@ class _FusedAfterMultiplication(nn.Module):
     def __init__(self, rnn: nn.GRU) -> None:
         super().__init__()
         self.rnn = rnn
+        self.bidirectional = rnn.bidirectional
 
     def forward(self, x: Any) -> Any:
         hidden, params = self.rnn.hidden_size, {}
