@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", type=Path, help="TrainingOptions JSON/YAML (MATLAB names accepted)")
     p.add_argument("--seed", type=int, help="random seed of weights, order and sampling (default 0)")
     p.add_argument("--model-options", help='JSON of model options, e.g. \'{"hidden": 64, "reset_gate_mode": "before-multiplication"}\'')
-    p.add_argument("--val-fraction", type=float, default=0.1, help="stratified validation share of the training split (default 0.1)")
+    p.add_argument("--val-fraction", type=float, default=None, help="stratified validation share of the training split (default 0.1 for videos and features, 0 for sequences, as MATLAB trains without validation data unless given)")
     p.add_argument("--backbone", help="feature models: backbone name(s), '+'-joined (e.g. resnet18+efficientnet_lite0)")
     p.add_argument("--weights", help="feature models: weights file(s) for the backbone(s), '+'-joined")
     p.add_argument("--cache-dir", type=Path, help="feature models: the extract-features cache")

@@ -43,6 +43,13 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: validation share held out of the training data by default, per input kind. Sequences: none, as
+#: MATLAB trains without validation data unless given; real recording sets are often small, and on
+#: BasicMotions (40 recordings) a 10% hold-out cost accuracy: 0.93 ± 0.09 over 6 runs (lowest 0.78)
+#: against 0.97 ± 0.01 (3 runs) training on all of them.
+VAL_FRACTION = {"clip": 0.1, "features": 0.1, "sequence": 0.0}
+
+
 def default_options(out: str | Path, kind: str = "clip", **changes: Any) -> TrainingOptions:
     """The action defaults for an input kind (``"clip"``, ``"features"``, ``"sequence"``), then ``changes``.
 
@@ -101,7 +108,7 @@ def train_model(
     sampling: Sampling | None = None,
     layout: str = "auto",
     split: int = 1,
-    val_fraction: float = 0.1,
+    val_fraction: float | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     backbone: str | None = None,
     weights: str | Path | None = None,
@@ -121,7 +128,8 @@ def train_model(
         out: model directory (``action_model.json``, ``model.pt``, history, figure, checkpoints).
         options: :class:`TrainingOptions` or a dict of changes to :func:`default_options`.
         sampling: clip sampling (default 20 frames of 64x64 decoded at 72x72, random crops).
-        val_fraction: stratified share of the training split used for validation (0: none).
+        val_fraction: stratified share of the training split used for validation (0: none; ``None``:
+            :data:`VAL_FRACTION` of the input kind).
         backbone: feature models (``feature_gru``): backbone name(s), see :mod:`action.features`.
         weights: feature models: backbone weights file(s).
         cache_dir: feature models: the ``extract-features`` cache.
@@ -134,6 +142,7 @@ def train_model(
         raise ValueError(f"Unknown model {model!r}; expected one of {sorted(MODELS)}.")
     out = Path(out)
     kind = MODELS[model].input
+    val_fraction = VAL_FRACTION[kind] if val_fraction is None else val_fraction
     if not isinstance(options, TrainingOptions):
         options = default_options(out, kind, **dict(options or {}))
     seed = options.seed or 0
