@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# both halves: V-Net segmentation (~3.5 min), then GRU action recognition (~5 min)
+# both halves: V-Net segmentation (~3.5 min), then GRU action recognition (1.5-5 min)
 demo: demo-medseg demo-action
 
 demo-medseg: $(STAMP)
