@@ -15,6 +15,7 @@ temporal model must. Layout (UCF101)::
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -141,22 +142,34 @@ def render_video(name: str, rng: np.random.Generator, size: tuple[int, int] = FR
     return frames
 
 
-def encode_video(frames: np.ndarray, path: str | Path, fps: int = FPS) -> Path:
-    """Encode uint8 ``(T, H, W, 3)`` frames to ``path`` (``.avi``: MPEG-4 Part 2; ``.mp4``: H.264), atomically."""
+#: first timestamp of ``.ts`` files written by :func:`encode_video`, seconds
+TS_START = 1.4
+
+
+def encode_video(frames: np.ndarray, path: str | Path, fps: int = FPS, start: float | None = None) -> Path:
+    """Encode uint8 ``(T, H, W, 3)`` frames to ``path``, atomically.
+
+    ``.avi``: MPEG-4 Part 2; ``.mp4``: H.264; ``.ts``: H.264 in MPEG-TS with timestamps that start
+    at ``TS_START`` seconds, not at 0 (as broadcast recordings and many camera files do).
+    ``start``: first timestamp in seconds (default ``TS_START`` for ``.ts``, else 0).
+    """
     path = Path(path)
-    codec = {".avi": "mpeg4", ".mp4": "libx264"}.get(path.suffix)
+    codec, container_format = {".avi": ("mpeg4", "avi"), ".mp4": ("libx264", "mp4"), ".ts": ("libx264", "mpegts")}.get(path.suffix, (None, None))
     if codec is None:
-        raise ValueError(f"{path}: expected a .avi or .mp4 file name.")
+        raise ValueError(f"{path}: expected a .avi, .mp4 or .ts file name.")
     with atomic_path(path) as tmp:
-        with av.open(str(tmp), "w", format=path.suffix[1:]) as container:
+        with av.open(str(tmp), "w", format=container_format) as container:
             stream = container.add_stream(codec, rate=fps)
             stream.height, stream.width = frames.shape[1:3]
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": "20", "preset": "veryfast"} if codec == "libx264" else {}
             if codec == "mpeg4":
                 stream.bit_rate = 800_000
-            for image in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            first = round((TS_START if start is None and container_format == "mpegts" else start or 0.0) * fps)
+            for index, image in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts, frame.time_base = first + index, fractions.Fraction(1, fps)
+                container.mux(stream.encode(frame))
             container.mux(stream.encode())
     return path
 

@@ -134,8 +134,16 @@ def uniform_timestamps(start: float, end: float, num_frames: int) -> np.ndarray:
     return start + step * (np.arange(num_frames) + 0.5)
 
 
-def _frame_time(frame: av.VideoFrame) -> float:
-    return float(frame.time) if frame.time is not None else float("nan")
+def _frame_time(frame: av.VideoFrame, start: float = 0.0) -> float:
+    """Seconds since the stream's first timestamp ``start``: times that callers ask for count from there."""
+    return float(frame.time) - start if frame.time is not None else float("nan")
+
+
+def _stream_start(stream) -> float:
+    """The stream's first timestamp in seconds: 0 for most files, 1.4 s for FFmpeg's MPEG-TS, anything for cameras."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
 
 
 def read_frames(
@@ -160,18 +168,29 @@ def read_frames(
     wanted = np.asarray(timestamps, dtype=float)
     if wanted.ndim != 1 or len(wanted) == 0 or np.any(np.diff(wanted) < 0):
         raise ValueError(f"timestamps must be a non-empty ascending 1-D sequence, got {timestamps!r}.")
-    with _open(path) as container:
-        info = _header(path, container, limits)
-        height, width = size or (info.height, info.width)
-        stream = container.streams.video[0]
-        out = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
-        filled = _decode_into(path, container, stream, wanted, out, seek_gap, monotonic() + limits.max_decode_seconds)
+    deadline = monotonic() + limits.max_decode_seconds
+    try:
+        info, out, filled = _read_into(path, wanted, size, limits, seek_gap, deadline)
+    except _SeekMissed:  # e.g. MPEG-TS, whose demuxer lands after the target: decode through instead
+        info, out, filled = _read_into(path, wanted, size, limits, math.inf, deadline)
     if filled < len(wanted):
         raise VideoError(
             f"{path}: the stream ends at frame {filled} of {len(wanted)} requested (last timestamp {wanted[-1]:.2f} s, "
             f"header duration {info.duration:.2f} s); the file may be truncated."
         )
     return out
+
+
+def _read_into(path: Path, wanted: np.ndarray, size: tuple[int, int] | None, limits: DecodeLimits, seek_gap: float | None, deadline: float) -> tuple[VideoInfo, np.ndarray, int]:
+    with _open(path) as container:
+        info = _header(path, container, limits)
+        height, width = size or (info.height, info.width)
+        out = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
+        return info, out, _decode_into(path, container, container.streams.video[0], wanted, out, seek_gap, deadline)
+
+
+class _SeekMissed(Exception):
+    """A seek landed after its target or on no frame at all: this file must be decoded through."""
 
 
 class _SeekPolicy:
@@ -196,8 +215,13 @@ class _SeekPolicy:
 
 
 def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndarray, seek_gap: float | None, deadline: float = math.inf) -> int:
-    """Fill ``out`` with the last frame at or before each wanted time; returns how many were filled."""
+    """Fill ``out`` with the last frame at or before each wanted time; returns how many were filled.
+
+    Times count from the stream's first timestamp. Raises :class:`_SeekMissed` when a seek lands
+    after its target or on nothing (the caller then decodes the file through).
+    """
     height, width = out.shape[1:3]
+    start = _stream_start(stream)  # wanted times count from the first frame; frame.time and seek targets are absolute
     policy = _SeekPolicy(seek_gap, _frame_period(stream))
     filled, previous, position = 0, None, None  # position: time of the last decoded frame
     seek, sought = policy.wants(0.0, wanted[0]), -1  # sought: the target index of the last seek (one seek per target)
@@ -205,13 +229,15 @@ def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndar
         while filled < len(wanted):
             if seek:
                 sought = filled
-                container.seek(int(wanted[filled] / stream.time_base), stream=stream, backward=True, any_frame=False)
+                container.seek(int((wanted[filled] + start) / stream.time_base), stream=stream, backward=True, any_frame=False)
             landing, seek = seek, False
             for frame in container.decode(stream):
                 if monotonic() > deadline:
-                    raise VideoError(f"{path}: decoding stopped at frame time {_frame_time(frame):.1f} s: over the time budget of this reader.")
-                time = _frame_time(frame)
+                    raise VideoError(f"{path}: decoding stopped at frame time {_frame_time(frame, start):.1f} s: over the time budget of this reader.")
+                time = _frame_time(frame, start)
                 if landing:
+                    if time > wanted[filled] + policy.period / 2:
+                        raise _SeekMissed
                     policy.landed(position, time)
                     landing = False
                 while filled < len(wanted) and time > wanted[filled] + 1e-6 and previous is not None:
@@ -225,10 +251,12 @@ def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndar
                     break
                 previous = frame
             else:
+                if landing:
+                    raise _SeekMissed
                 break  # end of stream
     except av.error.FFmpegError as err:
         raise VideoError(f"{path}: decoding failed after {filled} of {len(wanted)} frames ({err}); the file is damaged.") from None
-    if filled < len(wanted) and previous is not None and _frame_time(previous) + _frame_period(stream) * 2 >= wanted[-1]:
+    if filled < len(wanted) and previous is not None and _frame_time(previous, start) + _frame_period(stream) * 2 >= wanted[-1]:
         out[filled:] = previous.to_ndarray(format="rgb24", width=width, height=height)  # the last frame shows until the end
         filled = len(wanted)
     return filled

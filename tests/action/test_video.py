@@ -110,3 +110,22 @@ def test_decode_time_budget_stops_a_slow_read(tmp_path: Path) -> None:
     path = encode_video(numbered_frames(40), tmp_path / "v.mp4", fps=10)
     with pytest.raises(VideoError, match="v.mp4: decoding stopped .* over the time budget"):
         read_frames(path, [3.5], limits=DecodeLimits(max_decode_seconds=0.0))
+
+
+@pytest.mark.parametrize("name", ["late.ts", "late.mp4"])
+def test_a_stream_that_starts_late_is_sampled_from_its_own_start(tmp_path: Path, name: str) -> None:
+    """Streams whose first timestamp is 1.4 s: times count from the first frame, with and without seeking.
+
+    (MPEG-TS: its demuxer's seeks land after their target, so the reader decodes through; MP4 seeks exactly.)
+    """
+    path = encode_video(numbered_frames(40), tmp_path / name, fps=10, start=1.4)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert float(stream.start_time * stream.time_base) == pytest.approx(1.4, abs=0.01)  # the premise of the test
+    info = probe(path)
+    assert info.duration == pytest.approx(4.0, abs=0.11)
+    expected = [int(t * 10) for t in uniform_timestamps(0.0, 4.0, 8)]
+    assert [frame_index(f) for f in read_uniform_clip(path, 8)] == expected
+    times = [0.05, 1.95, 3.85]
+    assert [frame_index(f) for f in read_frames(path, times, seek_gap=0.5)] == [0, 19, 38]
+    assert [frame_index(f) for f in read_frames(path, times, seek_gap=100.0)] == [0, 19, 38]
