@@ -4,6 +4,7 @@
 videos exactly as evaluation does (same sampling, same ``MinMaxd``, centre crops): a whole
 video gets the probabilities averaged over its evaluation windows; ``timeline`` slides a
 window (``pytorchvideo.data.UniformClipSampler``) along a long video and classifies each.
+Every video is probed once and decoded once per call (all windows' timestamps in one read).
 Feature models (``feature_gru``) get their backbone prepended, so they read clips too.
 """
 
@@ -19,7 +20,7 @@ import torch
 
 from action.data import clip_transforms, clip_windows
 from action.model_dir import ModelConfig, load_model
-from action.video import DecodeLimits, probe
+from action.video import DecodeLimits, probe, read_frames, uniform_timestamps
 
 
 @dataclasses.dataclass
@@ -70,12 +71,27 @@ class Predictor:
         return results
 
     def clips(self, path: str | Path, windows: list[tuple[float, float]]) -> torch.Tensor:
-        """The network inputs ``(W, 3, T, H, W)`` of ``windows`` (seconds) of one video."""
+        """The network inputs ``(W, 3, T, H, W)`` of ``windows`` (seconds) of one video, from one decode."""
+        return self._network_inputs(self._decode_windows(path, windows))
+
+    def _decode_windows(self, path: str | Path, windows: list[tuple[float, float]]) -> np.ndarray:
+        """uint8 ``(W, T, H, W, 3)`` frames of each window, read by one :func:`read_frames` call.
+
+        One call per video, so the decode budget of ``limits`` is the budget of the whole request
+        and a long video is decoded once however many windows overlap.
+        """
         if self.config.input == "sequence":
             raise ValueError(f"Model {self.config.model!r} reads sequences, not videos.")
-        load, finish = clip_transforms(self.config.clip_sampling, train=False, limits=self.limits)
-        items = [finish(load({"path": str(path), "start": s, "end": e, "label": -1})) for s, e in windows]
-        return torch.stack([item["image"] for item in items])
+        sampling = self.config.clip_sampling
+        wanted = np.stack([uniform_timestamps(start, end, sampling.frames) for start, end in windows])
+        times, index = np.unique(wanted, return_inverse=True)
+        frames = read_frames(path, times, sampling.decode_hw, self.limits)
+        return frames[index.reshape(wanted.shape)]
+
+    def _network_inputs(self, clips: np.ndarray) -> torch.Tensor:
+        """uint8 ``(W, T, H, W, 3)`` -> the evaluation transforms (centre crop, ``MinMaxd``) -> ``(W, 3, T, h, w)`` float."""
+        _, finish = clip_transforms(self.config.clip_sampling, train=False, limits=self.limits)
+        return torch.stack([finish({"image": torch.from_numpy(clip).permute(3, 0, 1, 2)})["image"] for clip in clips])
 
     def _ranked(self, prob: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         order = np.argsort(-prob)[: max(1, min(top_k, len(prob)))]
@@ -83,11 +99,48 @@ class Predictor:
 
     def predict(self, path: str | Path, top_k: int = 5) -> dict[str, Any]:
         """Classify one video: ``{"video", "duration_s", "label", "confidence", "top_k": [{"label", "probability"}]}``."""
+        return self.analyse(path, top_k, timeline_window=None)
+
+    def analyse(self, path: str | Path, top_k: int = 5, timeline_window: float | None = 2.0, stride: float | None = None) -> dict[str, Any]:
+        """:meth:`predict`, plus (with ``timeline_window``) the frames of the whole video and the timeline.
+
+        One probe and one decode for everything (the web server's request): ``"frames"`` uint8
+        ``(T, H, W, 3)`` spread over the whole video, ``"timeline"`` as :meth:`timeline` for videos
+        longer than two windows (else empty), ``"window_s"``.
+        """
         info = probe(path, self.limits)
         windows = [w for w in clip_windows(info.duration, self.config.clip_sampling, train=False) if w is not None]
-        prob = self.probabilities(self.clips(path, windows)).mean(axis=0)
-        ranked = self._ranked(prob, top_k)
-        return {"video": str(path), "duration_s": info.duration, "label": ranked[0]["label"], "confidence": ranked[0]["probability"], "top_k": ranked}
+        extra = []
+        if timeline_window is not None:
+            extra = [(0.0, info.duration)]
+            if info.duration > 2 * timeline_window:
+                extra += self._timeline_windows(info.duration, timeline_window, stride)
+        clips = self._decode_windows(path, windows + extra)
+        prob = self.probabilities(self._network_inputs(clips))
+        ranked = self._ranked(prob[: len(windows)].mean(axis=0), top_k)
+        result = {"video": str(path), "duration_s": info.duration, "label": ranked[0]["label"], "confidence": ranked[0]["probability"], "top_k": ranked}
+        if timeline_window is not None:
+            rows = [self._row(window, p) for window, p in zip(extra[1:], prob[len(windows) + 1 :])]
+            result.update(frames=clips[len(windows)], timeline=rows, window_s=timeline_window)
+        return result
+
+    def _timeline_windows(self, duration: float, window: float, stride: float | None) -> list[tuple[float, float]]:
+        """Windows of ``window`` s every ``stride`` s (default ``window / 2``), the last aligned to the end (pytorchvideo's sampler)."""
+        from pytorchvideo.data.clip_sampling import UniformClipSampler
+
+        window = min(window, duration)
+        sampler = UniformClipSampler(Fraction(window).limit_denominator(1000), Fraction(stride or window / 2).limit_denominator(1000), backpad_last=True)
+        windows, last = [], Fraction(0)
+        while True:
+            clip = sampler(last, Fraction(duration).limit_denominator(1000), None)
+            windows.append((float(clip.clip_start_sec), min(float(clip.clip_end_sec), duration)))
+            last = clip.clip_end_sec
+            if clip.is_last_clip:
+                return windows
+
+    def _row(self, window: tuple[float, float], prob: np.ndarray) -> dict[str, Any]:
+        best = int(prob.argmax())
+        return {"start_s": window[0], "end_s": window[1], "label": self.classes[best], "confidence": float(prob[best])}
 
     def timeline(self, path: str | Path, window: float | None = None, stride: float | None = None, batch_size: int = 8) -> list[dict[str, Any]]:
         """Per-window predictions along ``path``: ``[{"start_s", "end_s", "label", "confidence"}]``.
@@ -96,30 +149,11 @@ class Predictor:
             window: seconds per window (default: the model's ``clip_duration``, else 2 s).
             stride: seconds between window starts (default ``window / 2``).
         """
-        from pytorchvideo.data.clip_sampling import UniformClipSampler
-
         info = probe(path, self.limits)
-        window = min(window or self.config.clip_sampling.clip_duration or 2.0, info.duration)
-        sampler = UniformClipSampler(Fraction(window).limit_denominator(1000), Fraction(stride or window / 2).limit_denominator(1000), backpad_last=True)
-        windows, last = [], Fraction(0)
-        while True:
-            clip = sampler(last, Fraction(info.duration).limit_denominator(1000), None)
-            windows.append((float(clip.clip_start_sec), min(float(clip.clip_end_sec), info.duration)))
-            last = clip.clip_end_sec
-            if clip.is_last_clip:
-                break
+        windows = self._timeline_windows(info.duration, window or self.config.clip_sampling.clip_duration or 2.0, stride)
+        clips = self._decode_windows(path, windows)
         rows = []
         for first in range(0, len(windows), batch_size):
-            chunk = windows[first : first + batch_size]
-            for (start, end), prob in zip(chunk, self.probabilities(self.clips(path, chunk))):
-                best = int(prob.argmax())
-                rows.append({"start_s": start, "end_s": end, "label": self.classes[best], "confidence": float(prob[best])})
+            prob = self.probabilities(self._network_inputs(clips[first : first + batch_size]))
+            rows += [self._row(w, p) for w, p in zip(windows[first : first + batch_size], prob)]
         return rows
-
-    def frames(self, path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
-        """The frames the model sees for the whole video, uint8 ``(T, H, W, 3)`` (thumbnails for the web page)."""
-        from action.video import read_frames, uniform_timestamps
-
-        info = probe(path, self.limits)
-        sampling = self.config.clip_sampling
-        return read_frames(path, uniform_timestamps(0.0, info.duration, sampling.frames), size or sampling.size, self.limits)

@@ -11,8 +11,8 @@ allow-list; the client's file name and Content-Type are never used), 503 no mode
 
 Safety: each upload is streamed into its own directory (``mkdtemp``, mode 0700) under a
 private per-server root, under a random name, and the directory is removed after the
-request whatever happens; decoding is bounded in resolution, duration and wall-clock time
-(:data:`SERVER_LIMITS`); at most ``workers`` predictions run at once (others wait), so one
+request whatever happens; decoding is bounded in resolution, duration and wall-clock time per request
+(:data:`SERVER_LIMITS`; each upload is probed once and decoded once); at most ``workers`` predictions run at once (others wait), so one
 upload cannot stall the server; it binds to 127.0.0.1 unless told otherwise.
 """
 
@@ -56,13 +56,19 @@ def _thumbnails(frames: Any, count: int = 10) -> list[str]:
 
 
 def analyse(predictor: Any, path: Path, window: float, top_k: int = 5) -> dict[str, Any]:
-    """Top-k, thumbnails and (for videos longer than two windows) the per-window timeline."""
-    result = predictor.predict(path, top_k)
+    """Top-k, thumbnails and (for videos longer than two windows) the per-window timeline: one probe, one decode."""
+    result = predictor.analyse(path, top_k, timeline_window=window)
     result.pop("video")
-    result["frames"] = _thumbnails(predictor.frames(path, size=(96, 96)))
-    result["timeline"] = predictor.timeline(path, window=window) if result["duration_s"] > 2 * window else []
-    result["window_s"] = window
+    result["frames"] = _thumbnails(result["frames"])
     return result
+
+
+def _top_k(text: str, classes: int) -> int | None:
+    """The form's ``top_k`` clamped to ``1..classes``; ``None`` when it is not a whole number."""
+    try:
+        return min(max(int(text.strip()), 1), classes)
+    except ValueError:
+        return None
 
 
 def _json_error(status: int, message: str, **extra: Any) -> Any:
@@ -123,11 +129,13 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
         upload = request.files.get("file")
         if upload is None:
             return _json_error(400, "Send the video as the multipart form field 'file'.")
+        top_k = _top_k(request.form.get("top_k", "5"), len(predictor.classes))
+        if top_k is None:
+            return _json_error(400, f"top_k must be a whole number from 1 to {len(predictor.classes)}, got {request.form.get('top_k')[:40]!r}.")
         workdir = Path(tempfile.mkdtemp(dir=app.config["UPLOAD_ROOT"]))
         stored = workdir / secrets.token_hex(16)  # never the client's name: no path tricks reach the disk
         try:
             upload.save(stored)
-            top_k = min(max(int(request.form.get("top_k", 5)), 1), len(predictor.classes))
             with gate:
                 return jsonify(analyse(predictor, stored, window, top_k))
         except VideoError as err:

@@ -125,3 +125,41 @@ def test_internal_error_answers_500_with_an_id_and_no_details(small_model: Path,
     assert answer.status_code == 500 and len(answer.json["error_id"]) == 12
     assert "secret" not in answer.get_data(as_text=True)
     assert answer.json["error_id"] in caplog.text and "secret internal detail" in caplog.text
+
+
+def test_a_top_k_that_is_not_a_number_answers_400(server: Server, tiny_videos: Path) -> None:
+    video = sorted(tiny_videos.glob("Wave/*.mp4"))[0]
+    answer = requests.post(server.url + "/api/predict", files={"file": (video.name, video.read_bytes(), "video/mp4")}, data={"top_k": "abc"}, timeout=60)
+    assert answer.status_code == 400 and "top_k" in answer.json()["error"] and "'abc'" in answer.json()["error"]
+    assert not any(server.upload_root().iterdir())
+
+
+def test_an_upload_is_opened_twice_in_all_probe_then_one_decode(small_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Top-k, thumbnails and the timeline of a long video come from one header read and one decode.
+
+    One decode per request also makes the server's decode budget (``max_decode_seconds``) a budget
+    per request rather than per read.
+    """
+    import av
+    import numpy as np
+
+    import action.serve
+    from action.synthetic import encode_video
+
+    frames = np.random.default_rng(0).integers(0, 255, (60, 48, 64, 3), dtype=np.uint8)
+    video = encode_video(frames, tmp_path / "long.mp4", fps=10)  # 6 s: a timeline with 1 s windows
+    opened = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: opened.append(args[0]) or real_open(*args, **kwargs))
+    client = action.serve.create_app(small_model, window=1.0).test_client()
+    answer = client.post("/api/predict", data={"file": (video.open("rb"), "long.mp4")}, content_type="multipart/form-data")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert len(opened) == 2, opened
+    data = answer.json
+    predictor = Predictor.load(small_model)
+    assert [r["label"] for r in data["top_k"]] == [r["label"] for r in predictor.predict(video)["top_k"]]
+    expected = predictor.timeline(video, window=1.0)
+    assert len(data["timeline"]) == len(expected) == 11
+    assert [row["label"] for row in data["timeline"]] == [row["label"] for row in expected]
+    assert [row["confidence"] for row in data["timeline"]] == pytest.approx([row["confidence"] for row in expected], abs=1e-5)
+    assert len(data["frames"]) == 8
