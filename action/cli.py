@@ -33,7 +33,7 @@ def _options(args: argparse.Namespace) -> Any:
     from action.train import default_options
     from shared.options import TrainingOptions
 
-    base = TrainingOptions.load(args.options).to_dict() if args.options else {}
+    base = TrainingOptions.read_changes(args.options) if args.options else {}  # only what the file sets
     changes = {**default_options(args.out, MODELS[args.model].input).to_dict(), **base}
     flags = (("max_epochs", args.epochs), ("mini_batch_size", args.batch_size), ("initial_learn_rate", args.lr), ("gradient_threshold", args.gradient_threshold),
              ("sequence_length", args.sequence_length), ("sequence_padding_direction", args.sequence_padding_direction),

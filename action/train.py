@@ -53,11 +53,12 @@ VAL_FRACTION = {"clip": 0.1, "features": 0.1, "sequence": 0.0}
 def default_options(out: str | Path, kind: str = "clip", **changes: Any) -> TrainingOptions:
     """The action defaults for an input kind (``"clip"``, ``"features"``, ``"sequence"``), then ``changes``.
 
-    All kinds: Adam, batch 16, reshuffled every epoch, progress figure, checkpoints in ``out``.
+    All kinds: Adam, batch 16, reshuffled every epoch, validation at the end of each epoch,
+    progress figure, checkpoints in ``out``.
     Videos and cached features: learning rate 1e-3, 10 epochs. Sequences: see :data:`KIND_DEFAULTS`
     (chosen on real recordings over seeds, ``benchmarks/action_sequences.py``).
     """
-    base = {"solver": "adam", "mini_batch_size": 16, "shuffle": "every-epoch", "plots": "training-progress",
+    base = {"solver": "adam", "mini_batch_size": 16, "shuffle": "every-epoch", "validation_frequency": "epoch", "plots": "training-progress",
             "checkpoint_path": str(Path(out) / "checkpoints"), "verbose_frequency": 10, **KIND_DEFAULTS[kind]}  # fmt: skip
     return TrainingOptions(**{**base, **changes})
 
@@ -158,8 +159,6 @@ def train_model(
 
         train_set, val_set, config.classes, config.in_features, config.backbone = feature_data(data, sampling, layout, split, val_fraction, seed, backbone, weights, cache_dir, limits, backbone_size)
         config.sampling = config.backbone["sampling"]  # predict must sample frames exactly as the cache did
-    if options.validation_frequency == TrainingOptions().validation_frequency:  # MATLAB's 50 iterations -> once per epoch here
-        options = dataclasses.replace(options, validation_frequency=max(1, int(np.ceil(len(train_set) / options.mini_batch_size))))
     out.mkdir(parents=True, exist_ok=True)
     skipped = [*getattr(train_set, "skipped", []), *getattr(val_set, "skipped", [])]
     if world()[1] == 0:  # one writer in a distributed run

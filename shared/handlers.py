@@ -68,16 +68,19 @@ class GradientClipping:
 class PeriodicValidation:
     """Run the evaluator at iteration 1, every ``frequency`` iterations and at the last iteration (MATLAB's cadence).
 
+    ``frequency="epoch"``: at iteration 1 and at the end of every epoch.
+
     ``latest`` holds ``{"iteration": i, "metrics": {...}}`` of the most recent validation.
     """
 
-    def __init__(self, evaluator: Engine, frequency: int) -> None:
+    def __init__(self, evaluator: Engine, frequency: int | str) -> None:
         self.evaluator, self.frequency = evaluator, frequency
         self.latest: dict[str, Any] = {"iteration": -1, "metrics": {}}
 
     def due(self, engine: Engine, _event: Any = None) -> bool:
         it = engine.state.iteration
-        return it == 1 or it % self.frequency == 0 or it == total_iterations(engine)
+        every = engine.state.epoch_length if self.frequency == "epoch" else self.frequency
+        return it == 1 or it % every == 0 or it == total_iterations(engine)
 
     def attach(self, trainer: Engine) -> None:
         trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self.due), self)

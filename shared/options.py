@@ -68,7 +68,8 @@ class TrainingOptions:
         shuffle: ``"once"`` (one fixed permutation before training, MATLAB default),
             ``"every-epoch"`` or ``"never"``.
         validation_frequency: validate every N iterations (default 50); also at iteration 1 and
-            at the last iteration, as MATLAB does.
+            at the last iteration, as MATLAB does. ``"epoch"`` (not in MATLAB): at the end of every
+            epoch, whatever its length (the video and feature models' default).
         validation_patience: stop after this many validations without improving the objective
             (default ``inf``: never stop early).
         objective_metric_name: what validation patience and ``output_network="best-validation"``
@@ -107,7 +108,7 @@ class TrainingOptions:
     max_epochs: int = 30
     mini_batch_size: int = 128
     shuffle: str = "once"
-    validation_frequency: int = 50
+    validation_frequency: int | str = 50
     validation_patience: float = math.inf
     objective_metric_name: str = "loss"
     output_network: str = "last-iteration"
@@ -161,6 +162,11 @@ class TrainingOptions:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingOptions:
         """Build from a mapping; keys may be snake_case or MATLAB's ``CamelCase`` (``"MaxEpochs"``)."""
+        return cls(**cls.normalise_names(data))
+
+    @classmethod
+    def normalise_names(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``data`` with snake_case option names (values unchecked); an unknown name is an :class:`OptionError`."""
         if not isinstance(data, Mapping):
             raise OptionError(f"TrainingOptions.from_dict expects a mapping of option names to values, got {type(data).__name__}.")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -173,7 +179,7 @@ class TrainingOptions:
                 suggestion = f" Did you mean '{hint[0]}'?" if hint else ""
                 raise OptionError(f"TrainingOptions has no option '{key}'.{suggestion} Allowed: {', '.join(sorted(known))}.")
             kwargs[name] = value
-        return cls(**kwargs)
+        return kwargs
 
     def save(self, path: str | Path) -> Path:
         """Write the options to ``path`` as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
@@ -190,6 +196,15 @@ class TrainingOptions:
     @classmethod
     def load(cls, path: str | Path) -> TrainingOptions:
         """Read options from a JSON or YAML file written by :meth:`save` (or by hand)."""
+        return cls(**cls.read_changes(path))
+
+    @classmethod
+    def read_changes(cls, path: str | Path) -> dict[str, Any]:
+        """Only the options a JSON/YAML file sets (snake_case names, checked), to apply over other defaults.
+
+        A caller with defaults of its own (``python -m action train``) must not take the values
+        a file leaves out from MATLAB's defaults: that would undo its defaults silently.
+        """
         path = Path(path)
         fmt = _format_of(path)
         if not path.is_file():
@@ -205,7 +220,8 @@ class TrainingOptions:
         except Exception as err:  # json.JSONDecodeError or yaml.YAMLError
             raise OptionError(f"{path}: not valid {fmt.upper()}: {err}") from err
         try:
-            return cls.from_dict(data or {})
+            changes = cls.normalise_names(data or {})
+            return {name: _VALIDATORS[name](name, value) for name, value in changes.items()}
         except OptionError as err:
             raise OptionError(f"{path}: {err}") from err
 
@@ -254,10 +270,12 @@ def _choice(allowed: tuple[str, ...]):
     return check
 
 
-def _positive_int(allow_inf: bool = False):
-    expected = "a positive integer" + (" or Inf" if allow_inf else "")
+def _positive_int(allow_inf: bool = False, also: str | None = None):
+    expected = "a positive integer" + (" or Inf" if allow_inf else "") + (f" or {also!r}" if also else "")
 
-    def check(name: str, value: Any) -> int | float:
+    def check(name: str, value: Any) -> int | float | str:
+        if also is not None and isinstance(value, str) and value.strip().lower() == also:
+            return also
         number = _number(name, value, expected)
         if math.isinf(number) and allow_inf and number > 0:
             return math.inf
@@ -344,7 +362,7 @@ _VALIDATORS = {
     "max_epochs": _positive_int(),
     "mini_batch_size": _positive_int(),
     "shuffle": _choice(SHUFFLE),
-    "validation_frequency": _positive_int(),
+    "validation_frequency": _positive_int(also="epoch"),
     "validation_patience": _positive_int(allow_inf=True),
     "objective_metric_name": _metric_name,
     "output_network": _choice(OUTPUT_NETWORK),

@@ -98,3 +98,15 @@ def test_load_errors_name_the_file(tmp_path):
         TrainingOptions.load(wrong)
     with pytest.raises(OptionError, match=r"unknown format '.txt'"):
         TrainingOptions.load(tmp_path / "opts.txt")
+
+
+def test_validation_frequency_takes_epoch_and_a_file_gives_only_what_it_sets(tmp_path):
+    assert TrainingOptions(validation_frequency="Epoch").validation_frequency == "epoch"
+    with pytest.raises(OptionError, match="validation_frequency='weekly' is invalid; expected a positive integer or 'epoch'"):
+        TrainingOptions(validation_frequency="weekly")
+    path = tmp_path / "o.json"
+    path.write_text('{"MaxEpochs": 3, "ValidationFrequency": 50}')
+    assert TrainingOptions.read_changes(path) == {"max_epochs": 3, "validation_frequency": 50}
+    path.write_text('{"MaxEpochs": 0}')
+    with pytest.raises(OptionError, match="o.json: TrainingOptions: max_epochs=0 is invalid"):
+        TrainingOptions.read_changes(path)

@@ -1,0 +1,55 @@
+"""action.train: the options a user gives reach the engine unchanged; defaults apply only where nothing was given."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from action.cli import main
+from action.train import train_model
+from shared.options import TrainingOptions
+from tests.action.test_sequences import make_sensor_data
+
+
+@pytest.fixture(scope="module")
+def sensor_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    x, y = make_sensor_data(64, seed=3, length=12)
+    path = tmp_path_factory.mktemp("sensors") / "train.npz"
+    np.savez(path, X=x, y=y)
+    return path
+
+
+def _validated_iterations(trainer) -> list[int]:
+    return [row["iteration"] for row in trainer.monitor.rows if "val_accuracy" in row]
+
+
+def test_an_explicit_validation_frequency_of_50_is_kept(sensor_file: Path, tmp_path: Path) -> None:
+    """50 is MATLAB's default, and a user who asks for it by name must get it (it was once replaced by once per epoch)."""
+    options = {"max_epochs": 5, "mini_batch_size": 4, "validation_frequency": 50, "verbose": False, "plots": "none"}
+    trainer = train_model(sensor_file, tmp_path / "m", "gru", options, val_fraction=0.25, model_kwargs={"hidden": 8})
+    assert trainer.options.validation_frequency == 50
+    trainer.run()
+    assert _validated_iterations(trainer) == [1, 50, 60]  # 12 batches x 5 epochs
+
+
+def test_the_default_validates_at_each_epoch_end(sensor_file: Path, tmp_path: Path) -> None:
+    options = {"max_epochs": 3, "mini_batch_size": 4, "verbose": False, "plots": "none"}
+    trainer = train_model(sensor_file, tmp_path / "m", "gru", options, val_fraction=0.25, model_kwargs={"hidden": 8})
+    assert trainer.options.validation_frequency == "epoch"
+    trainer.run()
+    assert _validated_iterations(trainer) == [1, 12, 24, 36]
+
+
+def test_an_options_file_changes_only_what_it_sets(sensor_file: Path, tmp_path: Path) -> None:
+    """A file with MaxEpochs alone keeps the sequence defaults (rate 3e-3, validation per epoch); a file's 50 stays 50."""
+    (tmp_path / "epochs.json").write_text(json.dumps({"MaxEpochs": 1}))
+    (tmp_path / "fifty.yaml").write_text("ValidationFrequency: 50\nMaxEpochs: 1\n")
+    for name, frequency in (("epochs.json", "epoch"), ("fifty.yaml", 50)):
+        out = tmp_path / name.split(".")[0]
+        code = main(["train", "--data", str(sensor_file), "--model", "gru", "--out", str(out), "--options", str(tmp_path / name), "--quiet"])
+        assert code == 0
+        saved = TrainingOptions.load(out / "training_options.json")
+        assert (saved.validation_frequency, saved.initial_learn_rate, saved.max_epochs) == (frequency, 3e-3, 1)
