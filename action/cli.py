@@ -46,18 +46,30 @@ def _options(args: argparse.Namespace) -> Any:
     return TrainingOptions.from_dict(changes)
 
 
+def _train_inputs(args: argparse.Namespace, kind: str) -> Any:
+    """The ``inputs`` of :func:`action.train.train_model` for an input kind, from the flags."""
+    if kind == "sequence":
+        from action.sequences import SequenceInput
+
+        return SequenceInput(args.normalization, args.sort_by_length, args.mat_x_var, args.mat_y_var)
+    if kind == "features":
+        from action.features import FeatureInput
+
+        return _sampling(args), FeatureInput(args.backbone, args.cache_dir, args.weights, args.backbone_size)
+    return _sampling(args)
+
+
 def _train_process(local_rank: int, args: argparse.Namespace) -> None:
     """One training process (the only one, or one rank of a distributed run)."""
     import ignite.distributed as idist
 
-    from action.sequences import SequenceInput
-    from action.train import train_model
+    from action.models import MODELS
+    from action.train import DataSource, train_model
 
-    sequence_input = SequenceInput(args.normalization, args.sort_by_length, args.mat_x_var, args.mat_y_var)
+    source = DataSource(args.data, args.layout, args.split, args.val_fraction, args.skip_bad)
     trainer = train_model(
-        args.data, args.out, args.model, _options(args), _sampling(args), args.layout, args.split, args.val_fraction,
-        json.loads(args.model_options) if args.model_options else None, args.backbone, args.weights, args.cache_dir,
-        args.skip_bad, resume=args.resume, backbone_size=args.backbone_size, sequence_input=sequence_input,
+        source, args.out, args.model, options=_options(args), inputs=_train_inputs(args, MODELS[args.model].input),
+        model_kwargs=json.loads(args.model_options) if args.model_options else None, resume=args.resume,
     )  # fmt: skip
     trainer.run()
     if idist.get_rank() == 0:

@@ -1,8 +1,8 @@
 """Clip datasets: labelled videos -> ``{"image": (3, T, H, W) float in [0, 1], "label": int}``.
 
 A :class:`Sampling` says how a video becomes a clip (T frames spaced uniformly over the
-whole video or over windows of ``clip_duration`` seconds chosen by ``pytorchvideo.data``
-clip samplers, decoded straight to ``decode_size``, cropped to ``size``). The frames are
+whole video or over windows of ``clip_duration`` seconds (:func:`clip_windows`; random in
+training, drawn per sample and epoch), decoded straight to ``decode_size``, cropped to ``size``). The frames are
 decoded by :mod:`action.video` (PyAV, only the kept frames converted); transforms are
 MONAI's (``RandSpatialCropd``, ``CenterSpatialCropd``) and the one ``MinMaxd`` of
 ``shared.transforms`` (uint8 0..255 -> 0..1). Every video is probed when the dataset is
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, Dataset
+from monai.data import CacheDataset
 from monai.transforms import CenterSpatialCropd, Compose, EnsureTyped, MapTransform, RandSpatialCropd
 
 from action.layouts import VideoList
@@ -87,30 +87,22 @@ def clip_windows(duration: float, sampling: Sampling, train: bool) -> list[tuple
 
 
 class LoadClipd(MapTransform):
-    """Decode ``data["path"]`` into ``data["image"]``: uint8 torch ``(3, T, H, W)``.
+    """Decode the window ``data["start"]..data["end"]`` (seconds) of ``data["path"]`` into ``data["image"]``: uint8 torch ``(3, T, H, W)``."""
 
-    Reads the window ``data["start"]..data["end"]`` (seconds); ``start = None`` draws a
-    random window of ``sampling.clip_duration`` seconds (training on long videos).
-    """
-
-    def __init__(self, sampling: Sampling, limits: DecodeLimits = DecodeLimits(), seed: int = 0) -> None:
+    def __init__(self, sampling: Sampling, limits: DecodeLimits = DecodeLimits()) -> None:
         super().__init__(keys=["path"])
         self.sampling, self.limits = sampling, limits
-        self.rng = np.random.default_rng(seed)
 
     def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(data)
-        start, end = data["start"], data["end"]
-        if start is None:
-            start = float(self.rng.uniform(0.0, data["duration"] - self.sampling.clip_duration))
-            end = start + self.sampling.clip_duration
-        frames = read_frames(data["path"], uniform_timestamps(start, end, self.sampling.frames), self.sampling.decode_hw, self.limits)
+        timestamps = uniform_timestamps(data["start"], data["end"], self.sampling.frames)
+        frames = read_frames(data["path"], timestamps, self.sampling.decode_hw, self.limits)
         out["image"] = torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous()
         return out
 
 
 def clip_transforms(sampling: Sampling, train: bool, limits: DecodeLimits = DecodeLimits()) -> tuple[Compose, Compose]:
-    """``(deterministic, random)`` MONAI transforms: decode, then crop + ``MinMaxd`` 0..255 -> 0..1."""
+    """``(decode, finish)`` MONAI transforms: decode a window, then crop (random in training) + ``MinMaxd`` 0..255 -> 0..1."""
     roi = (-1, *sampling.size)  # -1: keep all T frames
     crop = RandSpatialCropd("image", roi_size=roi, random_size=False) if train else CenterSpatialCropd("image", roi_size=roi)
     normalise = MinMaxd("image", input_min=0.0, input_max=255.0)
@@ -144,6 +136,12 @@ def clip_items(videos: VideoList, sampling: Sampling, train: bool, limits: Decod
 class ClipDataset(torch.utils.data.Dataset):
     """MONAI ``Dataset`` of clips; with ``cache=True`` the decoded uint8 clips stay in RAM (MONAI ``CacheDataset``).
 
+    In training, clip ``index`` of epoch ``e`` draws its window (long videos) and crop from a
+    generator seeded with ``(seed, e, index)``: a run repeats with its seed, every sample and
+    worker process draws its own numbers, and a resumed run draws what the unbroken run drew,
+    with no generator state to save. The engine calls :meth:`set_seed` (the options' seed)
+    and :meth:`set_epoch` (at each epoch start).
+
     Attributes:
         items: the clip dicts (see :func:`clip_items`); ``videos``: paths of the usable videos.
         skipped: ``[{"path", "reason"}]`` of videos left out under ``skip_bad=True``.
@@ -158,17 +156,37 @@ class ClipDataset(torch.utils.data.Dataset):
         self.classes = list(videos.classes)
         self.videos = list(dict.fromkeys(item["path"] for item in self.items))
         self._video_index = {path: i for i, path in enumerate(self.videos)}
-        load, augment = clip_transforms(sampling, train, limits)
-        self.augment = augment
-        decodes_once = cache and all(item["start"] is not None for item in self.items)
-        self._source = CacheDataset(self.items, load, progress=False, num_workers=1) if decodes_once else Dataset(self.items, load)
+        self.sampling, self.train = sampling, train
+        self.load, self.augment = clip_transforms(sampling, train, limits)
+        self.seed, self.epoch = 0, 1
+        random_windows = any(item["start"] is None for item in self.items)
+        self._cached = CacheDataset(self.items, self.load, progress=False, num_workers=1) if cache and not random_windows else None
+
+    def set_seed(self, seed: int) -> None:
+        """Seed of the random windows and crops (``TrainingOptions.seed``)."""
+        self.seed = int(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch (1-based) whose random draws ``__getitem__`` makes."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """``{"image": (3, T, H, W) float32 in [0, 1], "label": int, "video": index into self.videos}``."""
-        clip = self.augment(self._source[index])
+        item = self.items[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+        if self._cached is not None:
+            clip = self._cached[index]
+        elif item["start"] is None:  # a random window of a long video
+            start = float(rng.uniform(0.0, item["duration"] - self.sampling.clip_duration))
+            clip = self.load({**item, "start": start, "end": start + self.sampling.clip_duration})
+        else:
+            clip = self.load(item)
+        if rng is not None:
+            self.augment.set_random_state(seed=int(rng.integers(2**31)))
+        clip = self.augment(clip)
         return {"image": clip["image"], "label": clip["label"], "video": self._video_index[clip["path"]]}
 
     @property

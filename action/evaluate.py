@@ -46,7 +46,7 @@ def _dataset(predictor: Predictor, data: str | Path, layout: str, split: int, su
 
 def collect_probabilities(predictor: Predictor, dataset: Any, batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the shared evaluator over ``dataset``; return per-clip ``(probabilities (N, C), labels (N,), video index (N,))``."""
-    from action.train import input_hooks
+    from action.training_data import input_hooks
 
     options = TrainingOptions(mini_batch_size=batch_size, execution_environment="cpu", verbose=False, seed=None)
     hooks = input_hooks(predictor.config.input, options, decollate=False)

@@ -12,6 +12,7 @@ Training ``feature_gru`` reads the cache (extracting whatever is missing first).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,7 +25,8 @@ from torch import nn
 
 from action.backbones import Backbone, load_backbone
 from action.data import ClipDataset, Sampling
-from action.layouts import VideoList, read_videos
+from action.layouts import VideoList, read_videos, split_videos
+from action.training_data import DataSource, TrainingData
 from action.video import DecodeLimits
 from shared.io import atomic_path, atomic_write_json
 
@@ -136,22 +138,39 @@ class FeatureDataset(torch.utils.data.Dataset):
         return {"image": torch.from_numpy(np.load(path)), "label": label, "video": index}
 
 
-def feature_data(data: str | Path, sampling: Sampling, layout: str, split: int, val_fraction: float, seed: int, backbone: str | None,
-                 weights: str | None, cache_dir: str | Path | None, limits: DecodeLimits, input_size: int = 224) -> tuple[Any, Any, list[str], int, dict]:  # fmt: skip
-    """Training/validation :class:`FeatureDataset`, classes, F and the backbone record for ``action_model.json``."""
-    from action.train import _split_videos
+@dataclasses.dataclass(frozen=True)
+class FeatureInput:
+    """The backbone(s) whose cached per-frame features a feature model reads.
 
-    if not backbone or cache_dir is None:
+    Args:
+        backbone: backbone name(s), ``"+"``-joined (e.g. ``"resnet18+efficientnet_lite0"``).
+        cache_dir: the ``extract-features`` cache (missing features are extracted first).
+        weights: weights file(s), ``"+"``-joined (``None``: each backbone's default file).
+        input_size: backbone input size in pixels, as extracted.
+    """
+
+    backbone: str | None = None
+    cache_dir: str | Path | None = None
+    weights: str | None = None
+    input_size: int = 224
+
+
+def feature_data(source: DataSource, sampling: Sampling | None, features: FeatureInput, seed: int = 0) -> TrainingData:
+    """Cached features of the training split of ``source`` (extracting what is missing) and the backbone record."""
+    if not features.backbone or features.cache_dir is None:
         raise ValueError("Feature models need --backbone NAME[+NAME] and --cache-dir DIR (see python -m action extract-features).")
     sampling = feature_sampling(sampling)
-    backbones = load_backbones(backbone, weights, input_size)
+    backbones = load_backbones(features.backbone, features.weights, features.input_size)
     manifest = describe(backbones, sampling)
-    cache = open_cache(cache_dir, manifest)
-    videos = read_videos(data, layout, split, "train", seed=seed)
-    _extract_list(videos, cache, FrameFeatures(backbones), sampling, skip_bad=False, limits=limits)
-    train, val = _split_videos(videos, val_fraction, seed)
-    record = {"names": backbone, "weights": weights, **manifest}
-    return FeatureDataset(train, cache), (FeatureDataset(val, cache) if val else None), videos.classes, manifest["features"], record
+    cache = open_cache(features.cache_dir, manifest)
+    videos = read_videos(source.path, source.layout, source.split, "train", seed=seed)
+    _extract_list(videos, cache, FrameFeatures(backbones), sampling, skip_bad=False, limits=source.limits)
+    train, val = split_videos(videos, source.held_out("features"), seed)
+    record = {"names": features.backbone, "weights": features.weights, **manifest}
+    val_set = FeatureDataset(val, cache) if val else None
+    # predict must sample frames exactly as the cache did: the record's sampling is the cache's
+    return TrainingData("features", FeatureDataset(train, cache), val_set, list(videos.classes), sampling=record["sampling"],
+                        in_features=manifest["features"], backbone=record)  # fmt: skip
 
 
 class FeatureClassifier(nn.Module):

@@ -1,7 +1,7 @@
 """Dataset layouts -> labelled video lists: UCF101, UCF50, HMDB51, one folder per class, CSV.
 
-Each reader returns a :class:`VideoList` (paths, integer labels, class names) whose
-``labeled_paths()`` is a ``pytorchvideo.data.LabeledVideoPaths``. Readers check what they
+Each reader returns a :class:`VideoList` (paths, integer labels, class names). The
+validation hold-out of training is :func:`split_videos` / :func:`split_sequences`. Readers check what they
 read: a missing split file, a class absent from ``classInd.txt``, a label index that
 disagrees with it, or a listed video that does not exist is a ``ValueError`` naming the
 file (and line); videos are never dropped silently.
@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +29,6 @@ class VideoList:
 
     items: list[tuple[Path, int]]
     classes: list[str]
-
-    def labeled_paths(self):
-        """The list as ``pytorchvideo.data.LabeledVideoPaths`` (paths as strings)."""
-        from pytorchvideo.data.labeled_video_paths import LabeledVideoPaths
-
-        return LabeledVideoPaths([(str(p), label) for p, label in self.items])
 
     def check_files(self) -> VideoList:
         """Raise ``ValueError`` naming the first listed video that does not exist."""
@@ -138,6 +133,23 @@ def stratified_split(labels: list[int], test_fraction: float, seed: int = 0) -> 
         count = min(len(members) - 1, max(1, round(test_fraction * len(members)))) if test_fraction > 0 else 0
         mask[rng.permutation(members)[:count]] = True
     return mask
+
+
+def split_videos(videos: VideoList, val_fraction: float, seed: int) -> tuple[VideoList, VideoList | None]:
+    """``(training, validation)``: a stratified ``val_fraction`` of each class held out (``None`` for 0)."""
+    if val_fraction <= 0:
+        return videos, None
+    held = stratified_split([label for _, label in videos.items], val_fraction, seed)
+    train = VideoList([item for item, h in zip(videos.items, held) if not h], videos.classes)
+    return train, VideoList([item for item, h in zip(videos.items, held) if h], videos.classes)
+
+
+def split_sequences(sequences: Any, val_fraction: float, seed: int) -> tuple[Any, Any | None]:
+    """The same split for :class:`action.sequence_io.Sequences` (anything with ``y`` and ``subset(mask)``)."""
+    if val_fraction <= 0:
+        return sequences, None
+    held = stratified_split(sequences.y.tolist(), val_fraction, seed)
+    return sequences.subset(~held), sequences.subset(held)
 
 
 def _subset(items: list[tuple[Path, int]], classes: list[str], subset: str, test_fraction: float, seed: int) -> VideoList:

@@ -53,9 +53,10 @@ class ModelConfig:
 
         return SequenceNormalization.from_dict(self.normalization, self.window)
 
-    def build(self) -> torch.nn.Module:
+    def build(self, seed: int | None = None) -> torch.nn.Module:
+        """The network this record describes, with fresh weights (from ``seed``, see :func:`action.models.build_model`)."""
         sampling = self.clip_sampling
-        return build_model(self.model, len(self.classes), sampling.frames, sampling.size, self.in_features, **self.model_kwargs)
+        return build_model(self.model, len(self.classes), sampling.frames, sampling.size, self.in_features, seed=seed, **self.model_kwargs)
 
     def save(self, directory: str | Path) -> Path:
         return atomic_write_json(Path(directory) / CONFIG_NAME, dataclasses.asdict(self))

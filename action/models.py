@@ -229,17 +229,23 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def build_model(name: str, num_classes: int, frames: int = 20, size: Sequence[int] = (64, 64), in_features: int | None = None, **kwargs: Any) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, frames: int = 20, size: Sequence[int] = (64, 64), in_features: int | None = None, seed: int | None = None, **kwargs: Any
+) -> nn.Module:
     """Build model ``name`` of :data:`MODELS` for ``num_classes`` classes.
 
     Args:
         frames: clip length T for ``"clip"`` models.
         size: frame size (H, W) for ``"clip"`` models.
         in_features: F or C per time step for ``"features"`` / ``"sequence"`` models.
+        seed: seed of the initial weights (``torch.manual_seed``; ``None``: the global generator as it is),
+            so that the weights do not depend on what ran before (data reading, backbones).
         kwargs: model options (``hidden``, ``dropout``, ``reset_gate_mode``, ``batch_norm``, ...).
     """
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; expected one of {sorted(MODELS)}.")
+    if seed is not None:
+        torch.manual_seed(seed)
     spec = MODELS[name]
     if spec.input == "clip":
         return spec.build(num_classes, frames, tuple(size), **kwargs)

@@ -22,6 +22,7 @@ from action.demo import pair_accuracy  # noqa: E402
 from action.evaluate import evaluate_model  # noqa: E402
 from action.models import MODELS  # noqa: E402
 from action.synthetic import make_dataset  # noqa: E402
+from action.features import FeatureInput  # noqa: E402
 from action.train import train_model  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 
@@ -29,7 +30,7 @@ VIDEO_MODELS = ["frame_average", "c3d", "c3d_gru", "c3d_lstm", "gru_lstm", "cnn2
 
 
 def run(model: str, data: Path, out: Path, epochs: int) -> dict:
-    extra = {"backbone": "efficientnet_lite0", "cache_dir": out.parent / "features"} if model == "feature_gru" else {}
+    extra = {"inputs": FeatureInput("efficientnet_lite0", out.parent / "features")} if model == "feature_gru" else {}
     start = time.perf_counter()
     trainer = train_model(data, out, model, options={"max_epochs": epochs, "mini_batch_size": 8, "verbose": False, "checkpoint_path": None}, **extra)
     trainer.run()

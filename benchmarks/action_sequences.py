@@ -103,7 +103,7 @@ def step_figure(iterations: int = 30) -> None:
     """ms per training iteration of ``action train`` (engine) vs a plain GRU loop, 16 x 100 steps x 6 channels."""
     import torch
 
-    from action.train import train_model
+    from action.train import DataSource, train_model
     from benchmarks.common import emit
 
     rng = np.random.default_rng(0)
@@ -112,7 +112,7 @@ def step_figure(iterations: int = 30) -> None:
         data = Path(tmp) / "seq.npz"
         np.savez(data, X=x, y=y)
         epochs = max(1, iterations // 7)  # 100 sequences / 16 = 7 iterations per epoch
-        trainer = train_model(data, Path(tmp) / "m", "gru", {"max_epochs": epochs, "verbose": False, "plots": "none", "checkpoint_path": None}, val_fraction=0.0)
+        trainer = train_model(DataSource(data, val_fraction=0.0), Path(tmp) / "m", "gru", {"max_epochs": epochs, "verbose": False, "plots": "none", "checkpoint_path": None})
         start = time.perf_counter()
         trainer.run()
         engine_ms = 1000 * (time.perf_counter() - start) / trainer.state.iteration

@@ -41,7 +41,7 @@ from monai.transforms import Compose, CopyItemsd
 from monai.utils import CommonKeys, set_determinism
 
 from shared import checkpoint as ckpt
-from shared.data import EpochSampler, make_loader, world
+from shared.data import EpochSampler, make_loader, set_data_epoch, world
 from shared.handlers import GradientClipping, PeriodicValidation, TrainingMonitor, loss_value, total_iterations
 from shared.ignite_metrics import RAW_LABEL_KEY, RAW_PRED_KEY, loss_metric
 from shared.options import POLY_POWER, TrainingOptions
@@ -313,15 +313,20 @@ def attach_batchwise(metric: Metric, engine: Engine, name: str) -> None:
 
 
 def _attach_sampler_epochs(trainer: Engine, loader: Any) -> None:
-    """Select each epoch's order and, after a mid-epoch resume, skip the batches already trained."""
+    """Select each epoch's order (and the dataset's random draws) and, after a mid-epoch resume, skip the batches already trained.
+
+    Ignite creates the epoch's loader iterator after ``EPOCH_STARTED``, so worker processes get
+    the dataset with its epoch already set.
+    """
     sampler = getattr(loader, "sampler", None)
-    if not isinstance(sampler, EpochSampler):
-        return
+    dataset = getattr(loader, "dataset", None)
 
     @trainer.on(Events.EPOCH_STARTED)
     def _select_epoch(engine: Engine) -> None:
-        sampler.set_epoch(engine.state.epoch)
-        sampler.skip((engine.state.iteration % engine.state.epoch_length) * loader.batch_size)
+        set_data_epoch(dataset, engine.state.epoch)
+        if isinstance(sampler, EpochSampler):
+            sampler.set_epoch(engine.state.epoch)
+            sampler.skip((engine.state.iteration % engine.state.epoch_length) * loader.batch_size)
 
 
 class BestNetwork:

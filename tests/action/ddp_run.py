@@ -21,7 +21,7 @@ from shared.distributed import run_parallel
 def train(local_rank: int, args: tuple[str, str]) -> None:
     data, out = Path(args[0]), Path(args[1])
     options = {"max_epochs": 2, "mini_batch_size": 4, "verbose": False, "initial_learn_rate": 0.003}
-    trainer = train_model(data, out, "c3d_gru", options, Sampling(frames=8, size=(32, 32)))
+    trainer = train_model(data, out, "c3d_gru", options, inputs=Sampling(frames=8, size=(32, 32)))
     seen: dict[int, list[str]] = {}
     videos = trainer.data_loader.dataset.videos
 

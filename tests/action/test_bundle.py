@@ -58,3 +58,28 @@ def test_train_evaluate_infer_through_monai_cli(tmp_path: Path, tiny_videos: Pat
     done = _bundle("run", "--config_file", bundle / "configs" / "inference.json", "--bundle_root", bundle, "--videos", f"['{video}']")
     prediction = json.loads(done.stdout.strip().splitlines()[-1])[0]
     assert prediction["video"] == str(video) and len(prediction["top_k"]) == 5
+
+
+def test_the_bundle_trains_exactly_what_the_cli_trains(tmp_path: Path, tiny_videos: Path) -> None:
+    """One seeded epoch through `python -m monai.bundle run` and through `python -m action train` with the same settings: equal weights."""
+    import torch
+
+    from action.cli import main
+    from action.model_dir import ModelConfig
+
+    bundle = tmp_path / "gru_action"
+    shutil.copytree(CONFIGS, bundle / "configs")
+    _bundle("run", "--config_file", bundle / "configs" / "train.json", "--bundle_root", bundle, "--dataset_dir", tiny_videos, "--frames", 8,
+            "--size", "[32,32]", "--sampling#decode_size", "[36,36]", "--options#max_epochs", 1, "--options#verbose", "False", "--seed", 4)  # fmt: skip
+    cli = tmp_path / "cli"
+    flags = ["--data", str(tiny_videos), "--model", "c3d_gru", "--out", str(cli), "--frames", "8", "--size", "32", "--decode-size", "36",
+             "--epochs", "1", "--batch-size", "8", "--lr", "0.001", "--val-fraction", "0.1", "--seed", "4", "--quiet",
+             "--model-options", json.dumps({"hidden": 128, "dropout": 0.25, "reset_gate_mode": "after-multiplication"})]  # fmt: skip
+    assert main(["train", *flags]) == 0
+    assert json.loads((cli / "action_model.json").read_text()) == json.loads((bundle / "models" / "action_model.json").read_text())
+    ours, theirs = torch.load(cli / "model.pt", weights_only=True), torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert list(ours) == list(theirs)
+    for name, value in ours.items():
+        torch.testing.assert_close(theirs[name], value, rtol=0, atol=0, msg=name)
+    untrained = ModelConfig.load(cli).build(seed=4).state_dict()  # the weights both started from
+    assert not torch.equal(untrained["classifier.weight"], ours["classifier.weight"])  # and they did train

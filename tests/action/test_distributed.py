@@ -12,7 +12,8 @@ import torch
 
 from action.data import Sampling
 from action.model_dir import load_model
-from action.train import classification_metrics, clip_data
+from action.train import DataSource, classification_metrics
+from action.training_data import clip_data
 from action.video import DecodeLimits
 from shared.engine import build_evaluator
 from shared.options import TrainingOptions
@@ -36,7 +37,7 @@ def test_two_process_training_matches_single_process_evaluation_and_resumes(tiny
 
     network, config = load_model(out)
     sampling = Sampling.from_dict(config.sampling)
-    _, val_set, _ = clip_data(tiny_videos, sampling, "auto", 1, 0.1, 0, False, True, DecodeLimits())
+    val_set = clip_data(DataSource(tiny_videos, val_fraction=0.1), sampling, seed=0).val
     evaluator = build_evaluator(network, val_set, TrainingOptions(mini_batch_size=4, verbose=False), classification_metrics(8), "accuracy", torch.nn.CrossEntropyLoss())
     evaluator.run()
     for key in ("accuracy", "f1", "loss"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from action.layouts import detect_layout, read_videos, stratified_split
+from action.layouts import detect_layout, read_videos, split_videos, stratified_split
 from action.synthetic import CLASSES
 
 
@@ -19,7 +19,15 @@ def test_ucf101_splits_hold_out_whole_groups(tiny_videos: Path) -> None:
     groups = lambda items: {p.stem.split("_g")[1][:2] for p, _ in items}  # noqa: E731
     assert groups(test.items) == {"01"} and groups(train.items) == {"02", "03"}
     assert all(p.parent.name == CLASSES[label] for p, label in train.items + test.items)
-    assert train.labeled_paths()[0] == (str(train.items[0][0]), {"label": train.items[0][1]})
+
+
+def test_validation_split_holds_out_each_class_and_repeats_with_its_seed(tiny_videos: Path) -> None:
+    videos = read_videos(tiny_videos, "ucf101", 1, "train")  # 4 videos per class
+    train, val = split_videos(videos, 0.25, seed=0)
+    assert sorted(train.items + val.items) == sorted(videos.items) and not set(train.items) & set(val.items)
+    assert sorted(label for _, label in val.items) == list(range(len(CLASSES)))  # one of each class's four
+    assert split_videos(videos, 0.25, seed=0)[1].items == val.items and split_videos(videos, 0.25, seed=1)[1].items != val.items
+    assert split_videos(videos, 0.0, seed=0) == (videos, None)
 
 
 def _copy(tiny_videos: Path, tmp_path: Path) -> Path:

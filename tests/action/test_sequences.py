@@ -100,12 +100,12 @@ def test_unequal_length_recordings_train_evaluate_and_predict_unchanged(tmp_path
 
 
 def test_normalization_statistics_come_from_the_training_part_only(tmp_path: Path) -> None:
-    from action.train import train_model
+    from action.train import DataSource, train_model
 
     x, y = make_sensor_data(60, 3)
     x[:6] += 1000.0  # recordings that a 10% validation split could hold out must not move the statistics
     np.savez(tmp_path / "d.npz", X=x, y=y)
-    trainer = train_model(tmp_path / "d.npz", tmp_path / "m", "gru", {"max_epochs": 1, "verbose": False, "plots": "none"}, val_fraction=0.1)
+    trainer = train_model(DataSource(tmp_path / "d.npz", val_fraction=0.1), tmp_path / "m", "gru", {"max_epochs": 1, "verbose": False, "plots": "none"})
     train_x = np.concatenate(trainer.data_loader.dataset.sequences.x)
     config = json.loads((tmp_path / "m" / "action_model.json").read_text(encoding="utf-8"))
     np.testing.assert_allclose(config["normalization"]["mean"], train_x.mean(axis=0), rtol=1e-5)

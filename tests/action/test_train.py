@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from action.cli import main
-from action.train import train_model
+from action.train import DataSource, train_model
 from shared.options import TrainingOptions
 from tests.action.test_sequences import make_sensor_data
 
@@ -29,7 +29,7 @@ def _validated_iterations(trainer) -> list[int]:
 def test_an_explicit_validation_frequency_of_50_is_kept(sensor_file: Path, tmp_path: Path) -> None:
     """50 is MATLAB's default, and a user who asks for it by name must get it (it was once replaced by once per epoch)."""
     options = {"max_epochs": 5, "mini_batch_size": 4, "validation_frequency": 50, "verbose": False, "plots": "none"}
-    trainer = train_model(sensor_file, tmp_path / "m", "gru", options, val_fraction=0.25, model_kwargs={"hidden": 8})
+    trainer = train_model(DataSource(sensor_file, val_fraction=0.25), tmp_path / "m", "gru", options, model_kwargs={"hidden": 8})
     assert trainer.options.validation_frequency == 50
     trainer.run()
     assert _validated_iterations(trainer) == [1, 50, 60]  # 12 batches x 5 epochs
@@ -37,7 +37,7 @@ def test_an_explicit_validation_frequency_of_50_is_kept(sensor_file: Path, tmp_p
 
 def test_the_default_validates_at_each_epoch_end(sensor_file: Path, tmp_path: Path) -> None:
     options = {"max_epochs": 3, "mini_batch_size": 4, "verbose": False, "plots": "none"}
-    trainer = train_model(sensor_file, tmp_path / "m", "gru", options, val_fraction=0.25, model_kwargs={"hidden": 8})
+    trainer = train_model(DataSource(sensor_file, val_fraction=0.25), tmp_path / "m", "gru", options, model_kwargs={"hidden": 8})
     assert trainer.options.validation_frequency == "epoch"
     trainer.run()
     assert _validated_iterations(trainer) == [1, 12, 24, 36]
@@ -53,3 +53,32 @@ def test_an_options_file_changes_only_what_it_sets(sensor_file: Path, tmp_path: 
         assert code == 0
         saved = TrainingOptions.load(out / "training_options.json")
         assert (saved.validation_frequency, saved.initial_learn_rate, saved.max_epochs) == (frequency, 3e-3, 1)
+
+
+def test_clip_training_resumes_exactly_after_a_mid_epoch_stop(tiny_videos: Path, tmp_path: Path) -> None:
+    """Random windows, random crops, dropout and order: a run stopped at iteration 4 and resumed ends on the unbroken run's weights."""
+    import torch
+    from ignite.engine import Events
+
+    from action.data import Sampling
+    from shared.checkpoint import list_checkpoints
+
+    sampling = Sampling(frames=8, size=(16, 16), decode_size=(20, 20), clip_duration=0.5)
+    options = {"max_epochs": 2, "mini_batch_size": 4, "verbose": False, "plots": "none", "seed": 3, "checkpoint_frequency": 4, "checkpoint_frequency_unit": "iteration"}
+    model = {"hidden": 8, "dropout": 0.5}
+
+    def trainer(out: Path, resume: bool = False):
+        changes = {**options, "checkpoint_path": str(out / "checkpoints")}
+        return train_model(tiny_videos, out, "c3d_gru", changes, inputs=sampling, model_kwargs=model, resume=resume)
+
+    reference = trainer(tmp_path / "unbroken")
+    reference.run()
+    first = trainer(tmp_path / "broken")
+    first.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate() if e.state.iteration == 4 else None)
+    first.run()
+    assert [it for it, _ in list_checkpoints(tmp_path / "broken" / "checkpoints")][0] == 4 and reference.state.epoch_length == 6
+    second = trainer(tmp_path / "broken", resume=True)
+    second.run()
+    assert second.state.iteration == reference.state.iteration == 12
+    for name, value in reference.network.state_dict().items():
+        torch.testing.assert_close(second.network.state_dict()[name], value, rtol=0, atol=0, msg=name)

@@ -69,10 +69,19 @@ def test_output_that_would_overwrite_an_input_is_refused(tmp_path):
 
 
 def test_any_window_size_works_with_vnet(tmp_path):
+    """A 20x18x12 window (no multiple of 16) is padded, run and cropped back exactly where MONAI's own padding puts it."""
     from medseg.networks import VNet
 
     geometry = Geometry((20, 18, 12), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).reshape(-1)))
     write_volume(random_labels().astype(np.int16), geometry, tmp_path / "c.nii.gz")
-    segmenter = Segmenter(VNet(out_channels=4, width=4), NAMES, pixdim=(2.0, 2.0, 2.0), roi_size=(20, 18, 12))
-    mask, _ = segmenter.segment(tmp_path / "c.nii.gz")  # 20x18x12 is no multiple of 16: padded, run, cropped back
+    torch.manual_seed(0)
+    network = VNet(out_channels=4, width=4)
+    odd = Segmenter(network, NAMES, pixdim=(2.0, 2.0, 2.0), window=(0, 3), roi_size=(20, 18, 12))
+    mask, _ = odd.segment(tmp_path / "c.nii.gz")
     assert mask.shape == (20, 18, 12)
+    image = odd._transforms(None)({"image": str(tmp_path / "c.nii.gz")})["image"]
+    # one 32x32x16 window: MONAI's sliding window pads the volume itself (symmetrically, zeros) and crops back
+    whole = Segmenter(network, NAMES, pixdim=(2.0, 2.0, 2.0), window=(0, 3), roi_size=(32, 32, 16)).logits(image)
+    torch.testing.assert_close(odd.logits(image), whole, rtol=1e-4, atol=1e-4)
+    labels = torch.argmax(whole, dim=0).numpy()  # on the network's (RAS, foreground) grid; the mask is on the input's grid
+    assert np.array_equal(np.bincount(mask.ravel(), minlength=4)[1:], np.bincount(labels.ravel(), minlength=4)[1:])
