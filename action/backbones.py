@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shared.weights import read_state
+
 # (repeats, kernel, stride, expand ratio, output channels) of EfficientNet-B0/Lite0 stages
 _LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -155,7 +157,7 @@ def load_backbone(name: str, weights: str | Path | None = None, input_size: int 
         path, network, mean, std = Path(weights), torchvision.models.get_model(name, weights=None), IMAGENET_MEAN, IMAGENET_STD
     if not path.is_file():
         raise ValueError(f"{path}: weights file for backbone {name!r} not found.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state(path, f"Weights file for backbone {name!r}")
     try:
         network.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state, strict=True)
     except RuntimeError as err:

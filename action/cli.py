@@ -294,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        from shared.errors import one_line
+
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
 
 

@@ -18,7 +18,7 @@ import torch
 
 from action.data import Sampling
 from action.models import MODELS, build_model
-from shared.checkpoint import load_weights
+from shared.weights import load_weights
 from shared.io import atomic_write_json
 
 CONFIG_NAME = "action_model.json"

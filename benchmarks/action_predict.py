@@ -25,7 +25,7 @@ from action.predict import Predictor  # noqa: E402
 from action.video import probe  # noqa: E402
 from benchmarks.action_sampling import make_video, pytorchvideo_uniform  # noqa: E402
 from benchmarks.common import best_of, emit  # noqa: E402
-from shared.checkpoint import save_weights  # noqa: E402
+from shared.weights import save_weights  # noqa: E402
 
 
 def main() -> None:

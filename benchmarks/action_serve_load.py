@@ -31,7 +31,7 @@ from action.model_dir import ModelConfig  # noqa: E402
 from action.serve import default_model_dir  # noqa: E402
 from action.synthetic import CLASSES, encode_video, render_video  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
-from shared.checkpoint import save_weights  # noqa: E402
+from shared.weights import save_weights  # noqa: E402
 from shared.distributed import free_port  # noqa: E402
 
 

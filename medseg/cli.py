@@ -223,15 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
-        print(f"error: {root_cause(err)}", file=sys.stderr)
+        from shared.errors import one_line
+
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-
-
-def root_cause(err: BaseException) -> BaseException:
-    """The innermost cause: MONAI's config parser wraps errors in "Failed to instantiate component"."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return err
 
 
 if __name__ == "__main__":

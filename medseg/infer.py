@@ -161,7 +161,7 @@ def load_segmenter(bundle_dir: str | os.PathLike, weights: str | os.PathLike | N
     """Build the :class:`Segmenter` described by a bundle's ``configs/inference.json`` (+ its weights)."""
     from monai.bundle import ConfigParser
 
-    from shared.checkpoint import load_weights
+    from shared.weights import load_weights
 
     bundle_dir = Path(bundle_dir)
     config_file = bundle_dir / "configs" / "inference.json"

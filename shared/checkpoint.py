@@ -32,16 +32,13 @@ import torch
 from ignite.handlers import Checkpoint, DiskSaver
 
 from shared.io import atomic_path
+from shared.weights import CheckpointError, load_weights, read_state, save_weights  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)\.pt$")
 PARTIAL_DIR = ".partial"
 REQUIRED_KEYS = ("network", "optimizer", "trainer", "rng")
-
-
-class CheckpointError(RuntimeError):
-    """No usable checkpoint where one was required (message names the directory or file)."""
 
 
 class RNGState:
@@ -195,26 +192,3 @@ def prepare_checkpoint_dir(directory: str | Path, resume: bool) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(folder / PARTIAL_DIR, ignore_errors=True)
     return folder
-
-
-def save_weights(network: torch.nn.Module, path: str | Path) -> Path:
-    """Save ``network``'s state dict to ``path`` atomically (unwrapping DDP/DataParallel)."""
-    module = network.module if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else network
-    with atomic_path(path) as tmp:
-        torch.save(module.state_dict(), tmp)
-    return Path(path)
-
-
-def load_weights(network: torch.nn.Module, path: str | Path, strict: bool = True) -> torch.nn.Module:
-    """Load weights saved by :func:`save_weights` or a checkpoint's ``network`` entry (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Model weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"Model weights {path} cannot be read: {type(err).__name__}: {err}") from err
-    if isinstance(state, dict) and "network" in state and isinstance(state["network"], dict):
-        state = state["network"]
-    network.load_state_dict(state, strict=strict)
-    return network

@@ -12,7 +12,7 @@ from action.data import Sampling
 from action.model_dir import ModelConfig
 from action.predict import Predictor
 from action.synthetic import CLASSES
-from shared.checkpoint import save_weights
+from shared.weights import save_weights
 from tests.action.web_server import Server
 
 
