@@ -28,21 +28,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from medseg.validate import validate
 
     items = datalist(args.data, args.split)
+    allowed: list[int] | None = None  # no dataset.json and no --labels: report the values present instead
     if args.labels:
         allowed = [int(v) for v in args.labels.split(",")]
     else:
         source = args.data / "dataset.json" if args.data.is_dir() else args.data
-        if not (source.is_file() and source.suffix == ".json"):
-            raise ValueError(f"{args.data} has no dataset.json: declare the label values with --labels 0,1,2")
-        allowed = sorted(label_names(source))
-    problems = validate(items, allowed, args.allow_resample, (args.mat_image_var, args.mat_label_var))
+        if source.is_file() and source.suffix == ".json":
+            allowed = sorted(label_names(source))
+    seen: set[int] = set()
+    problems = validate(items, allowed, args.allow_resample, (args.mat_image_var, args.mat_label_var), seen_labels=seen)
     errors = sum(p.level == "error" for p in problems)
+    found = f"label values present: {sorted(seen)} (no dataset.json and no --labels: not checked against declared labels)"
     if args.json:
-        print(json.dumps({"cases": len(items), "errors": errors, "warnings": len(problems) - errors, "problems": [p.__dict__ for p in problems]}))
+        report = {"cases": len(items), "errors": errors, "warnings": len(problems) - errors, "problems": [p.__dict__ for p in problems]}
+        print(json.dumps(report if allowed is not None else {**report, "labels_found": sorted(seen)}))
     else:
         for problem in problems:
             print(problem)
-        print(f"{len(items)} cases checked: {errors} errors, {len(problems) - errors} warnings.")
+        print(f"{len(items)} cases checked: {errors} errors, {len(problems) - errors} warnings." + ("" if allowed is not None else f" {found[0].upper()}{found[1:]}."))
     return 1 if errors else 0
 
 

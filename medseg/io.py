@@ -27,6 +27,11 @@ from shared.io import atomic_path
 MAX_VOXELS = 2**31
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".mat")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: the ``.mat`` variable holding the 4x4 voxel-index -> LPS mm matrix (written by :func:`write_volume`, read back)
+MAT_GEOMETRY_VAR = "ijk_to_lps"
+# ITK prints warnings straight to stderr (e.g. GDCM's "No Series were found" for every folder that is
+# checked for DICOM files). Our errors say what is wrong; a stray C++ warning only confuses.
+sitk.ProcessObject_SetGlobalWarningDisplay(False)
 
 
 class VolumeError(ValueError):
@@ -68,7 +73,12 @@ class Geometry:
 
     @classmethod
     def from_ras_affine(cls, affine: np.ndarray, shape: Sequence[int]) -> Geometry:
-        lps = LPS_TO_RAS @ np.asarray(affine, dtype=float)
+        return cls.from_ijk_to_lps(LPS_TO_RAS @ np.asarray(affine, dtype=float), shape)
+
+    @classmethod
+    def from_ijk_to_lps(cls, matrix: np.ndarray, shape: Sequence[int]) -> Geometry:
+        """The grid of a 4x4 voxel-index -> LPS mm matrix (what :func:`write_volume` stores in ``.mat`` files)."""
+        lps = np.asarray(matrix, dtype=float)
         spacing = np.linalg.norm(lps[:3, :3], axis=0)
         direction = lps[:3, :3] / spacing
         return cls(tuple(int(s) for s in shape), tuple(spacing.tolist()), tuple(lps[:3, 3].tolist()), tuple(direction.reshape(-1).tolist()))
@@ -139,17 +149,18 @@ def read_header(path: str | os.PathLike, mat_var: str | None = None, max_voxels:
         return Header(str(path), geometry, 3, 1, "dicom")
     if not _suffix_ok(path):
         raise VolumeError(f"{path}: unsupported file type; expected one of {', '.join(VOLUME_SUFFIXES)} or a DICOM series directory.")
+    if path.stat().st_size == 0:
+        raise VolumeError(f"{path}: the file is empty (0 bytes); expected a {_kind(path)} image.")
     if path.name.lower().endswith(".mat"):
         _, array_shape, dtype = _mat_variable_name(path, mat_var)
         _check_size(path, array_shape, max_voxels)
-        geometry = Geometry(tuple(array_shape[:3]), (1.0,) * 3, (0.0,) * 3, tuple(np.eye(3).reshape(-1)))
-        return Header(str(path), geometry, len(array_shape), 1, dtype)
+        return Header(str(path), _mat_geometry(path, tuple(array_shape[:3])), len(array_shape), 1, dtype)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
-        raise VolumeError(f"{path}: cannot read the header; the file is corrupt or not a {path.suffix} image ({_first_line(err)}).") from err
+        raise VolumeError(f"{path}: not a readable {_kind(path)} image: its header cannot be read (truncated, corrupt or another file type; {_itk_reason(err)}).") from None
     _check_size(path, reader.GetSize(), max_voxels)
     return Header(str(path), _geometry_3d(reader), reader.GetDimension(), reader.GetNumberOfComponents(), sitk.GetPixelIDValueAsString(reader.GetPixelID()))
 
@@ -209,6 +220,20 @@ def _read_nifti_voxels(path: Path, geometry: Geometry) -> np.ndarray:
     if tuple(array.shape) != tuple(geometry.shape):
         raise VolumeError(f"{path}: voxel array {array.shape} does not match the header size {geometry.shape}.")
     return np.ascontiguousarray(array)
+
+
+def _kind(path: Path) -> str:
+    """``".nii.gz"``, ``".nrrd"``, ...: the volume suffix of ``path`` as the user wrote it."""
+    name = path.name.lower()
+    return next((s for s in sorted(VOLUME_SUFFIXES, key=len, reverse=True) if name.endswith(s)), path.suffix)
+
+
+def _itk_reason(err: Exception) -> str:
+    """ITK's reason in user terms, without the path it repeats."""
+    text = _first_line(err)
+    if "Unable to determine ImageIO reader" in text:
+        return "no image reader recognises its content"
+    return text.split(": ", 1)[-1] if text.startswith("sitk::ERROR") else text
 
 
 def _first_line(err: Exception) -> str:
@@ -307,6 +332,24 @@ def _mat_variable_name(path: Path, var: str | None) -> tuple[str, tuple[int, ...
     return (candidates[0], *variables[candidates[0]])
 
 
+def _mat_geometry(path: Path, shape: tuple[int, ...]) -> Geometry:
+    """The grid stored beside the volume as ``ijk_to_lps`` (4x4, :func:`write_volume`), else 1 mm voxels in LPS axes."""
+    import h5py
+    import scipy.io
+
+    if MAT_GEOMETRY_VAR in _mat_variables(path):
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as f:
+                matrix = np.asarray(f[MAT_GEOMETRY_VAR]).T  # MATLAB is column-major
+        else:
+            matrix = scipy.io.loadmat(str(path), variable_names=[MAT_GEOMETRY_VAR])[MAT_GEOMETRY_VAR]
+        matrix = np.asarray(matrix, dtype=float)
+        if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+            raise VolumeError(f"{path}: '{MAT_GEOMETRY_VAR}' must be a finite, invertible 4x4 voxel-to-LPS matrix; got shape {matrix.shape}.")
+        return Geometry.from_ijk_to_lps(matrix, shape)
+    return Geometry(shape, (1.0,) * 3, (0.0,) * 3, tuple(np.eye(3).reshape(-1)))
+
+
 def _read_mat(path: Path, var: str | None) -> np.ndarray:
     import h5py
     import scipy.io
@@ -328,7 +371,7 @@ def write_volume(array: np.ndarray, geometry: Geometry, path: str | os.PathLike)
         import scipy.io
 
         with atomic_path(path) as tmp:
-            scipy.io.savemat(str(tmp), {"volume": array, "spacing": np.asarray(geometry.spacing), "ijk_to_lps": geometry.ijk_to_lps})
+            scipy.io.savemat(str(tmp), {"volume": array, "spacing": np.asarray(geometry.spacing), MAT_GEOMETRY_VAR: geometry.ijk_to_lps})
         return path
     image = geometry.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0))))
     with atomic_path(path) as tmp:

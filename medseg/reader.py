@@ -9,9 +9,18 @@ from typing import Any
 
 import numpy as np
 from monai.data import ImageReader
+from monai.transforms import LoadImaged
 from monai.utils import MetaKeys, SpaceKeys
 
 from medseg.io import MAX_VOXELS, VolumeError, _suffix_ok, read_volume
+
+
+def check_finite(path: str | os.PathLike, array: np.ndarray) -> None:
+    """A volume with NaN or Inf voxels is an error naming the file and the counts (before any resampling spreads them)."""
+    if array.dtype.kind != "f" or bool(np.isfinite(array).all()):
+        return
+    n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    raise VolumeError(f"{path}: {n_nan} NaN and {n_inf} Inf voxels (of {array.size}); every voxel must be a finite number (fix or replace them, e.g. with the background value).")
 
 
 class VolumeReader(ImageReader):
@@ -38,9 +47,11 @@ class VolumeReader(ImageReader):
         names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
         if len(names) != 1:
             raise VolumeError(f"VolumeReader reads one volume per key, got {len(names)} paths: {names}.")
-        return (str(names[0]), *read_volume(names[0], self.mat_var, self.max_voxels))
+        array, geometry = read_volume(names[0], self.mat_var, self.max_voxels)
+        check_finite(names[0], array)
+        return (str(names[0]), array, geometry)
 
-    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:  # noqa: D102
         path, array, geometry = img
         meta = {
             MetaKeys.ORIGINAL_AFFINE: geometry.ras_affine,
@@ -52,3 +63,20 @@ class VolumeReader(ImageReader):
             "filename_or_obj": path,
         }
         return array, meta
+
+
+class LoadVolumed(LoadImaged):
+    """``LoadImaged`` that reads with :class:`VolumeReader` and nothing else.
+
+    Given a reader, MONAI's ``LoadImage`` still tries its other readers (ITK, nibabel, ...) when that
+    one fails, so the error naming the file was swallowed and a 2D image or a truncated ``.nii.gz``
+    reached the network through another reader. A reader passed at call time is used alone.
+    """
+
+    def __init__(self, keys: str | Sequence[str], mat_var: str | None = None) -> None:
+        self.volume_reader = VolumeReader(mat_var)
+        super().__init__(keys=keys, reader=self.volume_reader, image_only=True, dtype=None)
+
+    def __call__(self, data: Any, reader: ImageReader | None = None) -> Any:
+        return super().__call__(data, reader or self.volume_reader)
+

@@ -56,7 +56,10 @@ def evaluate_pairs(pairs: Sequence[tuple[str, Path, Path]], names: Mapping[int, 
         differences = pred_geometry.matches(ref_geometry)
         if differences:
             raise VolumeError(f"{pred_path}: grid differs from the reference {ref_path}: {'; '.join(differences)}.")
-        results.append(evaluate_case(case, pred.astype(np.int64), ref.astype(np.int64), names, ref_geometry.spacing))
+        try:
+            results.append(evaluate_case(case, pred.astype(np.int64), ref.astype(np.int64), names, ref_geometry.spacing))
+        except ValueError as err:  # name the file, not only the case
+            raise VolumeError(f"{pred_path}: {err}") from None
         slices[case] = _slice_of_interest(pred, ref)
     return results, slices
 

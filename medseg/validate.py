@@ -48,8 +48,8 @@ def _voxels(path: str, var: str | None, problems: list[Problem]) -> np.ndarray |
         return None
 
 
-def check_label_values(label: np.ndarray, allowed: Iterable[int]) -> list[str]:
-    """Messages for non-integer values and values outside ``allowed`` (empty when fine)."""
+def check_label_values(label: np.ndarray, allowed: Iterable[int] | None) -> list[str]:
+    """Messages for non-integer values and values outside ``allowed`` (``None``: not declared, not checked)."""
     values = np.unique(label)
     if np.issubdtype(values.dtype, np.floating):
         if not np.all(np.isfinite(values)):
@@ -57,12 +57,15 @@ def check_label_values(label: np.ndarray, allowed: Iterable[int]) -> list[str]:
         fractional = values[values != np.round(values)]
         if fractional.size:
             return [f"label holds non-integer values {np.round(fractional[:5], 4).tolist()}; expected integer class labels (was it resampled with linear interpolation?)."]
+    if allowed is None:
+        return []
     unexpected = sorted(set(int(v) for v in values) - set(allowed))
     return [f"label values {unexpected} are not among the declared labels {sorted(allowed)}."] if unexpected else []
 
 
-def check_case(item: dict, labels: Sequence[int], allow_resample: bool = False, mat_vars: tuple[str | None, str | None] = (None, None), max_voxels: int = MAX_VOXELS) -> list[Problem]:
-    """All problems of one ``{"image": path, "label": path}`` case."""
+def check_case(item: dict, labels: Sequence[int] | None, allow_resample: bool = False, mat_vars: tuple[str | None, str | None] = (None, None),
+               max_voxels: int = MAX_VOXELS, seen_labels: set[int] | None = None) -> list[Problem]:  # fmt: skip
+    """All problems of one ``{"image": path, "label": path}`` case; the label values found are added to ``seen_labels``."""
     problems: list[Problem] = []
     image_path, label_path = item["image"], item.get("label")
     image_header = _header(image_path, mat_vars[0], max_voxels, problems)
@@ -82,13 +85,20 @@ def check_case(item: dict, labels: Sequence[int], allow_resample: bool = False, 
     if label_header:
         label = _voxels(label_path, mat_vars[1], problems)
         if label is not None:
-            problems += [Problem("error", label_path, m) for m in check_label_values(label, labels)]
+            messages = check_label_values(label, labels)
+            problems += [Problem("error", label_path, m) for m in messages]
+            if seen_labels is not None and not messages:
+                seen_labels.update(int(v) for v in np.unique(label))
             if not np.any(label):
                 problems.append(Problem("warning", label_path, "label is empty (background only)."))
     return problems
 
 
-def validate(items: Sequence[dict], labels: Sequence[int], allow_resample: bool = False, mat_vars: tuple[str | None, str | None] = (None, None)) -> list[Problem]:
-    """Check every case; returns all problems (errors first, then warnings, each in case order)."""
-    found = [p for item in items for p in check_case(item, labels, allow_resample, mat_vars)]
+def validate(items: Sequence[dict], labels: Sequence[int] | None, allow_resample: bool = False, mat_vars: tuple[str | None, str | None] = (None, None),
+             seen_labels: set[int] | None = None) -> list[Problem]:  # fmt: skip
+    """Check every case; returns all problems (errors first, then warnings, each in case order).
+
+    ``labels``: the declared label values (``None``: undeclared; the values found are collected in ``seen_labels``).
+    """
+    found = [p for item in items for p in check_case(item, labels, allow_resample, mat_vars, seen_labels=seen_labels)]
     return [p for p in found if p.level == "error"] + [p for p in found if p.level == "warning"]

@@ -84,7 +84,12 @@ def nifti(name: str, shape: tuple[int, ...] = (24, 20, 16), dtype=np.int16, fill
         affine = np.diag([1.5, 1.5, 1.5, 1.0])
         affine[:3, 3] = (-10.0, 20.0, 5.0)
         path = folder / name
-        nib.save(nib.Nifti1Image(data, affine), str(path))
+        if name.endswith((".nii", ".nii.gz")):
+            nib.save(nib.Nifti1Image(data, affine), str(path))
+        else:  # NRRD, MHA through ITK
+            from medseg.io import Geometry, write_volume
+
+            write_volume(data, Geometry(shape, (1.5,) * 3, (10.0, -20.0, 5.0), tuple(np.eye(3).reshape(-1))), path)
         return path
 
     return make

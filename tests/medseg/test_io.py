@@ -108,5 +108,22 @@ def test_unsupported_and_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"Volume not found: .*absent\.nii\.gz"):
         read_header(tmp_path / "absent.nii.gz")
     (tmp_path / "junk.nii.gz").write_bytes(gzip.compress(b"not an image at all" * 10))
-    with pytest.raises(VolumeError, match=r"junk\.nii\.gz: cannot read the header"):
+    with pytest.raises(VolumeError, match=r"junk\.nii\.gz: not a readable \.nii\.gz image: its header cannot be read"):
         read_header(tmp_path / "junk.nii.gz")
+
+
+def test_mat_round_trip_keeps_an_oblique_anisotropic_grid(tmp_path):
+    """`medseg infer --format mat` writes ijk_to_lps beside the mask; reading it back gives the same grid, not 1 mm identity."""
+    labels = random_labels(OBLIQUE.shape)
+    path = write_volume(labels, OBLIQUE, tmp_path / "mask.mat")
+    array, geometry = read_volume(path)
+    np.testing.assert_array_equal(array, labels)
+    assert geometry.matches(OBLIQUE) == [] and read_header(path).geometry.matches(OBLIQUE) == []
+    assert OBLIQUE.spacing != (1.0, 1.0, 1.0) and OBLIQUE.direction != tuple(np.eye(3).reshape(-1))  # the premise
+    with h5py.File(tmp_path / "v73.mat", "w") as f:  # the same in a MATLAB v7.3 file (column-major: transposed)
+        f["volume"] = labels.transpose(2, 1, 0)
+        f["ijk_to_lps"] = OBLIQUE.ijk_to_lps.T
+    assert read_volume(tmp_path / "v73.mat")[1].matches(OBLIQUE) == []
+    scipy.io.savemat(tmp_path / "bad.mat", {"volume": labels, "ijk_to_lps": np.zeros((4, 4))})
+    with pytest.raises(VolumeError, match=r"bad\.mat: 'ijk_to_lps' must be a finite, invertible 4x4"):
+        read_volume(tmp_path / "bad.mat")

@@ -1,4 +1,6 @@
 
+import json
+
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
@@ -107,5 +109,16 @@ def test_cli_exit_codes_and_one_line_per_problem(tmp_path, demo_dataset):
     assert lines[0].startswith("ERROR ") and "labelsTr/a.nii.gz: label values [7]" in lines[0]
     assert lines[1].startswith("WARNING ") and "labelsTr/b.nii.gz: label is empty" in lines[1]
     assert lines[2] == "2 cases checked: 1 errors, 1 warnings."
-    missing = run_main(main, "validate", tmp_path)
-    assert missing.returncode == 2 and "declare the label values with --labels" in missing.stderr
+
+
+def test_without_dataset_json_the_labels_present_are_reported(tmp_path, capfd):
+    """imagesTr/labelsTr and no dataset.json: the values are read and reported, and ITK prints nothing on stderr."""
+    _pair(tmp_path, "a", label=np.full(OBLIQUE.shape, 7, np.uint8))
+    _pair(tmp_path, "b")
+    capfd.readouterr()
+    code = main(["validate", str(tmp_path)])
+    out, err = capfd.readouterr()
+    assert code == 0 and err == ""  # once: "WARNING: In .../itkGDCMSeriesFileNames.cxx ... No Series were found"
+    assert out.strip().endswith("2 cases checked: 0 errors, 0 warnings. Label values present: [0, 1, 2, 3, 7] (no dataset.json and no --labels: not checked against declared labels).")
+    assert main(["validate", str(tmp_path), "--json"]) == 0
+    assert json.loads(capfd.readouterr().out)["labels_found"] == [0, 1, 2, 3, 7]
