@@ -22,7 +22,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _sampling(args: argparse.Namespace) -> Any:
-    from action.data import Sampling
+    from action.sampling import Sampling
 
     decode = args.decode_size or (args.size[0] + args.size[0] // 8, args.size[1] + args.size[1] // 8)
     return Sampling(args.frames, args.size, decode, args.clip_duration, args.clips_per_video)

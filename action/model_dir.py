@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from action.data import Sampling
+from action.sampling import Sampling
 from action.models import MODELS, build_model
 from shared.weights import load_weights
 from shared.io import atomic_write_json

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from action.data import clip_transforms, clip_windows
+from action.sampling import clip_windows, evaluation_view
 from action.model_dir import ModelConfig, load_model
 from action.video import DecodeLimits, probe, read_frames, uniform_timestamps
 
@@ -89,9 +89,9 @@ class Predictor:
         return frames[index.reshape(wanted.shape)]
 
     def _network_inputs(self, clips: np.ndarray) -> torch.Tensor:
-        """uint8 ``(W, T, H, W, 3)`` -> the evaluation transforms (centre crop, ``MinMaxd``) -> ``(W, 3, T, h, w)`` float."""
-        _, finish = clip_transforms(self.config.clip_sampling, train=False, limits=self.limits)
-        return torch.stack([finish({"image": torch.from_numpy(clip).permute(3, 0, 1, 2)})["image"] for clip in clips])
+        """uint8 ``(W, T, H, W, 3)`` -> the evaluation view (centre crop, min-max) -> ``(W, 3, T, h, w)`` float32."""
+        sampling = self.config.clip_sampling
+        return torch.stack([evaluation_view(torch.from_numpy(clip).permute(3, 0, 1, 2), sampling) for clip in clips])
 
     def _ranked(self, prob: np.ndarray, top_k: int) -> list[dict[str, Any]]:
         order = np.argsort(-prob)[: max(1, min(top_k, len(prob)))]

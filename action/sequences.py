@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from action.sequence_io import SEQUENCE_SUFFIXES, Sequences, read_sequences
-from shared.transforms import MinMax
+from shared.rescale import MinMax
 
 logger = logging.getLogger(__name__)
 NORMALIZATIONS = ("zscore", "zerocenter", "rescale-symmetric", "rescale-zero-one", "none")

@@ -93,6 +93,9 @@ def _header(path: Path, container: av.container.InputContainer, limits: DecodeLi
     if not math.isfinite(duration) or duration > limits.max_duration:
         raise VideoError(f"{path}: header claims a duration of {duration:.0f} s; the limit is {limits.max_duration:.0f} s (refused before decoding).")
     frames = int(stream.frames) or (round(duration * fps) if fps else 0)
+    if stream.frames and fps and stream.frames / fps > 1.25 * duration + 2 / fps:
+        # e.g. an AVI cut off mid-file: its header still counts every frame, FFmpeg measures what is left
+        raise VideoError(f"{path}: the header declares {stream.frames} frames ({stream.frames / fps:.1f} s) but the stream holds {duration:.1f} s; the file is truncated.")
     return VideoInfo(str(path), width, height, fps, duration, frames, stream.codec_context.name, container.format.name)
 
 

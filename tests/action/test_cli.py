@@ -87,3 +87,22 @@ def test_module_entry_point_runs() -> None:
     result = subprocess.run([sys.executable, "-m", "action", "--help"], capture_output=True, text=True, check=True)
     for command in ("train", "evaluate", "predict", "extract-features", "make-demo-data"):
         assert command in result.stdout
+
+
+def _modules_after(module: str, *argv: str) -> tuple[str, set[str]]:
+    """Run ``python -m module argv`` in a fresh interpreter; its stdout and the heavy libraries it imported."""
+    code = (f"import runpy, sys\nsys.argv = {[module, *argv]!r}\ntry:\n    runpy.run_module({module!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('monai', 'ignite', 'torchvision', 'itk', 'matplotlib') if m in sys.modules))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    lines = done.stdout.strip().splitlines()
+    return "\n".join(lines[:-1]), set(json.loads(lines[-1].replace("'", '"')))
+
+
+def test_predict_and_serve_start_without_monai(trained: Path, tiny_videos: Path) -> None:
+    """Prediction needs torch and PyAV, not MONAI (4 s of imports): --help, a real prediction and the server's module."""
+    assert "monai" not in _modules_after("action", "predict", "--help")[1]
+    video = sorted(tiny_videos.glob("Jump/*"))[0]
+    out, heavy = _modules_after("action", "predict", "--model", str(trained), str(video), "--json")
+    assert json.loads(out)["label"] and heavy == set(), heavy
+    code = "import sys, action.serve, action.predict; print('monai' in sys.modules or 'ignite' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout.strip() == "False"

@@ -76,3 +76,10 @@ def test_train_resume_without_checkpoint_is_an_error(tmp_path, demo_dataset):
     done = _medseg("train", "--bundle", bundle, "--data", demo_dataset, "--resume", "--set", "cache=\"none\"")
     assert done.returncode == 2 and "Cannot resume: no checkpoint_<iteration>.pt in" in done.stderr
     assert not (bundle / "models" / "model.pt").exists()
+
+
+def test_validate_starts_without_torch_or_monai(demo_dataset):
+    code = ("import runpy, sys\nsys.argv = ['medseg', 'validate', %r]\ntry:\n    runpy.run_module('medseg', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('monai', 'torch', 'ignite') if m in sys.modules))") % str(demo_dataset)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "cases checked: 0 errors" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
