@@ -262,3 +262,15 @@ def test_api_requests_without_a_file_or_with_a_bad_top_k_answer_400(models: dict
     assert answer.status_code == 400 and "top_k" in answer.json["error"]
     assert not any(Path(app.config["UPLOAD_ROOT"]).iterdir())
     shutil.rmtree(app.config["UPLOAD_ROOT"])
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0, reason="root reads any file: permissions cannot make one unreadable")
+@pytest.mark.parametrize("command, make", [("medseg infer", bad.nifti("scan.nii.gz")), ("action predict", bad.video("clip.mp4"))])
+def test_an_unreadable_file_is_named(command: str, make: bad.Generator, models: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    path = make(tmp_path)
+    path.chmod(0)
+    main, argv = _argv(Case("unreadable", command, make, ""), path, models, tmp_path / "out")
+    capfd.readouterr()
+    assert main(argv) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and path.name in err and "Traceback" not in err
