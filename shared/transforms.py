@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import numpy as np
-import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import TransformBackends
@@ -32,20 +30,10 @@ class MinMaxd(MapTransform):
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        lower: float = 0.0,
-        upper: float = 1.0,
-        input_min: Bound = None,
-        input_max: Bound = None,
-        channel_wise: bool = False,
-        nan_policy: str = "raise",
-        dtype: torch.dtype | np.dtype | type | None = torch.float32,
-        allow_missing_keys: bool = False,
-    ) -> None:
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **options: Any) -> None:
+        """``options``: ``lower``, ``upper``, ``input_min``, ``input_max``, ``channel_wise``, ``nan_policy``, ``dtype`` (see :class:`MinMax`)."""
         super().__init__(keys, allow_missing_keys)
-        self.minmax = MinMax(lower, upper, input_min, input_max, channel_wise, nan_policy, dtype)
+        self.minmax = MinMax(**options)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
