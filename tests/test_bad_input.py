@@ -9,7 +9,6 @@ written: no output file, no partial or temporary file left next to the inputs or
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shutil
 from collections.abc import Callable

@@ -14,7 +14,6 @@ from action.data import Sampling
 from action.model_dir import load_model
 from action.train import DataSource, classification_metrics
 from action.training_data import clip_data
-from action.video import DecodeLimits
 from shared.engine import build_evaluator
 from shared.options import TrainingOptions
 
