@@ -168,7 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from action.serve import default_model_dir, serve
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
-    serve(args.model or default_model_dir(), args.host, args.port, args.max_upload_mb, args.workers)
+    serve(args.model or default_model_dir(), args.host, args.port, args.max_upload_mb, args.workers, args.allow_url_host, args.fetch_timeout)
     return 0
 
 
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port; default 8000)")
     p.add_argument("--max-upload-mb", type=float, default=200, help="upload size limit in MB (default 200)")
     p.add_argument("--workers", type=int, default=1, help="predictions running at once (default 1)")
+    p.add_argument("--allow-url-host", action="append", default=[], metavar="HOST",
+                   help="a host name links may be fetched from although it resolves to a private or loopback address (repeatable)")
+    p.add_argument("--fetch-timeout", type=float, default=30.0, help="seconds one video link may take to fetch (default 30)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("extract-features", help="cache per-frame backbone features for feature_gru")

@@ -2,7 +2,8 @@
 
 Prediction is :class:`action.predict.Predictor` (the CLI's code; no second inference path).
 
-Routes: ``GET /`` (the page), ``POST /api/predict`` (multipart field ``file``), ``GET
+Routes: ``GET /`` (the page), ``POST /api/predict`` (multipart field ``file``), ``POST
+/api/predict-url`` (JSON ``{"url": ...}``: the server fetches the link, :mod:`action.fetch`), ``GET
 /api/health``, ``GET /api/labels``, ``GET /api/openapi.json`` (the API description).
 Failures answer JSON ``{"error": ...}``: 413 upload over ``--max-upload-mb`` (with the limit),
 422 not a decodable video (the container is probed from the bytes with PyAV's format
@@ -27,6 +28,7 @@ import tempfile
 import threading
 import uuid
 from importlib import resources
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +93,17 @@ def _load(model_dir: Path | None, limits: DecodeLimits) -> tuple[Any, str]:
         return None, f"the model in {model_dir} could not be loaded"
 
 
-def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits: DecodeLimits = SERVER_LIMITS, window: float = 2.0, workers: int = 1) -> Any:
-    """The Flask app. ``app.config["UPLOAD_ROOT"]`` is the private directory uploads pass through."""
+def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits: DecodeLimits = SERVER_LIMITS, window: float = 2.0, workers: int = 1,
+               allowed_url_hosts: Sequence[str] = (), fetch_timeout_s: float = 30.0) -> Any:  # fmt: skip
+    """The Flask app. ``app.config["UPLOAD_ROOT"]`` is the private directory uploads and fetched links pass through.
+
+    ``allowed_url_hosts``: host names ``/api/predict-url`` may fetch from although they resolve to
+    private or loopback addresses; ``fetch_timeout_s``: time budget of one link's fetch.
+    """
     from flask import Flask, jsonify, request
     from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+    from action.fetch import FetchError, FetchPolicy, fetch_url
 
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
@@ -122,26 +131,42 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
     def openapi() -> Any:
         return app.response_class(resources.files("action").joinpath("web/openapi.json").read_text(encoding="utf-8"), mimetype="application/json")
 
-    @app.post("/api/predict")
-    def predict() -> Any:
+    policy = FetchPolicy(int(max_upload_mb * 1024 * 1024), fetch_timeout_s, frozenset(h.lower() for h in allowed_url_hosts))
+
+    def answer(store: Any, top_k: str, what: str) -> Any:
+        """Store the video with ``store(path)`` in a private per-request folder, analyse it, remove the folder."""
         if predictor is None:
             return _json_error(503, f"No model loaded: {load_problem}.")
-        upload = request.files.get("file")
-        if upload is None:
-            return _json_error(400, "Send the video as the multipart form field 'file'.")
-        top_k = _top_k(request.form.get("top_k", "5"), len(predictor.classes))
-        if top_k is None:
-            return _json_error(400, f"top_k must be a whole number from 1 to {len(predictor.classes)}, got {request.form.get('top_k')[:40]!r}.")
+        k = _top_k(top_k, len(predictor.classes))
+        if k is None:
+            return _json_error(400, f"top_k must be a whole number from 1 to {len(predictor.classes)}, got {top_k[:40]!r}.")
         workdir = Path(tempfile.mkdtemp(dir=app.config["UPLOAD_ROOT"]))
         stored = workdir / secrets.token_hex(16)  # never the client's name: no path tricks reach the disk
         try:
-            upload.save(stored)
+            store(stored)
             with gate:
-                return jsonify(analyse(predictor, stored, window, top_k))
+                return jsonify(analyse(predictor, stored, window, k))
+        except FetchError as err:
+            return _json_error(err.status, str(err))
         except VideoError as err:
-            return _json_error(422, "Not a decodable video: " + str(err).replace(str(stored), "the uploaded file"))
+            return _json_error(422, "Not a decodable video: " + str(err).replace(str(stored), what))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    @app.post("/api/predict")
+    def predict() -> Any:
+        upload = request.files.get("file")
+        if upload is None and predictor is not None:
+            return _json_error(400, "Send the video as the multipart form field 'file'.")
+        return answer(lambda path: upload.save(path), request.form.get("top_k", "5"), "the uploaded file")
+
+    @app.post("/api/predict-url")
+    def predict_url() -> Any:
+        body = request.get_json(silent=True)
+        if predictor is not None and (not isinstance(body, dict) or not isinstance(body.get("url"), str)):
+            return _json_error(400, 'Send JSON {"url": "https://..."} with Content-Type application/json.')
+        body = body if isinstance(body, dict) else {}
+        return answer(lambda path: fetch_url(body["url"], path, policy), str(body.get("top_k", 5)), "the linked file")
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_: Exception) -> Any:
@@ -160,11 +185,12 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
     return app
 
 
-def serve(model_dir: str | Path | None, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 200, workers: int = 1) -> None:
+def serve(model_dir: str | Path | None, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 200, workers: int = 1,
+          allowed_url_hosts: Sequence[str] = (), fetch_timeout_s: float = 30.0) -> None:  # fmt: skip
     """Run the app on a threaded WSGI server until interrupted; removes the upload root on exit."""
     from werkzeug.serving import make_server
 
-    app = create_app(model_dir, max_upload_mb, workers=workers)
+    app = create_app(model_dir, max_upload_mb, workers=workers, allowed_url_hosts=allowed_url_hosts, fetch_timeout_s=fetch_timeout_s)
     server = make_server(host, port, app, threaded=True)
     print(f"Serving on http://{host}:{server.server_port}/ (model: {model_dir or 'none'}; uploads up to {max_upload_mb:g} MB)", flush=True)
     try:

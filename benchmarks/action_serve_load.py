@@ -1,7 +1,8 @@
 """Bounded load test of `python -m action serve` on loopback: 8 concurrent clients for 60 s.
 
 Each client posts a 2 s synthetic video (H.264 .mp4, 160x120) to /api/predict in a loop; one in
-eight requests is a broken file (expects 422). Prints p50/p95 latency, throughput and the 5xx
+eight requests is a broken file (expects 422) and one in four asks /api/predict-url to fetch the same
+video from a local link server (the server runs with --allow-url-host 127.0.0.1). Prints p50/p95 latency, throughput and the 5xx
 count; the same-run baseline is one client alone for 15 s. Uses the demo's model if ``make demo``
 ran, else an untrained c3d_gru (same cost).
 
@@ -26,18 +27,19 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from action.data import Sampling  # noqa: E402
+from action.sampling import Sampling  # noqa: E402
 from action.model_dir import ModelConfig  # noqa: E402
 from action.serve import default_model_dir  # noqa: E402
 from action.synthetic import CLASSES, encode_video, render_video  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
+from tests.action.link_server import LinkServer  # noqa: E402
 from shared.weights import save_weights  # noqa: E402
 from shared.distributed import free_port  # noqa: E402
 
 
 def start_server(model: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "action", "serve", "--model", str(model), "--port", str(port)], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "action", "serve", "--model", str(model), "--port", str(port), "--allow-url-host", "127.0.0.1"], cwd=ROOT,
                                env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -49,17 +51,20 @@ def start_server(model: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("server did not start")
 
 
-def hammer(url: str, video: bytes, clients: int, seconds: float) -> dict:
+def hammer(url: str, video: bytes, clients: int, seconds: float, link: str) -> dict:
     latencies, codes, lock = [], [], threading.Lock()
     stop = time.monotonic() + seconds
 
     def client(index: int) -> None:
         n = 0
         while time.monotonic() < stop:
-            broken = (n + index) % 8 == 0
+            broken, linked = (n + index) % 8 == 0, (n + index) % 4 == 1
             body = b"not a video" * 50 if broken else video
             start = time.perf_counter()
-            code = requests.post(url + "/api/predict", files={"file": ("clip.mp4", body)}, timeout=120).status_code
+            if linked:
+                code = requests.post(url + "/api/predict-url", json={"url": link}, timeout=120).status_code
+            else:
+                code = requests.post(url + "/api/predict", files={"file": ("clip.mp4", body)}, timeout=120).status_code
             with lock:
                 latencies.append(time.perf_counter() - start)
                 codes.append(code)
@@ -89,17 +94,19 @@ def main() -> None:
             model = tmp / "model"
             config = ModelConfig("c3d_gru", list(CLASSES), Sampling(decode_size=(72, 72)).to_dict())
             config.save(model)
-            save_weights(config.build(), model / "model.pt")
+            save_weights(config.build(seed=0), model / "model.pt")
         video = encode_video(render_video("Wave", np.random.default_rng(0))[:50], tmp / "clip.mp4").read_bytes()
         process, url = start_server(model, tmp)
+        links = LinkServer(tmp / "clip.mp4")
         try:
-            single = hammer(url, video, 1, min(15.0, args.seconds))
-            loaded = hammer(url, video, args.clients, args.seconds)
+            single = hammer(url, video, 1, min(15.0, args.seconds), links.url + "/good.mp4")
+            loaded = hammer(url, video, args.clients, args.seconds, links.url + "/good.mp4")
         finally:
             process.terminate()
             process.wait(timeout=30)
+            links.stop()
         leftovers = [p for p in tmp.glob("medact-uploads-*")]
-        emit(f"serve /api/predict, {args.clients} concurrent clients for {args.seconds:g} s on loopback", "s (p50 latency)", loaded["p50_s"],
+        emit(f"serve /api/predict + /api/predict-url, {args.clients} concurrent clients for {args.seconds:g} s on loopback", "s (p50 latency)", loaded["p50_s"],
              "1 client alone", single["p50_s"], **{k: round(v, 4) if isinstance(v, float) else v for k, v in loaded.items()},
              single_client_throughput_rps=round(single["throughput_rps"], 3), upload_dirs_left=len(leftovers), model=str(model))  # fmt: skip
 

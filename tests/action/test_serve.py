@@ -31,7 +31,7 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(small_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    running = Server(small_model, tmp_path_factory.mktemp("server_tmp"), max_upload_mb=1.0)
+    running = Server(small_model, tmp_path_factory.mktemp("server_tmp"), max_upload_mb=1.0, extra=("--allow-url-host", "127.0.0.1", "--fetch-timeout", "3"))
     yield running
     running.stop()
     assert not list(running.tmpdir.glob("medact-uploads-*")), "the upload root must be removed on shutdown"
@@ -46,7 +46,8 @@ def test_health_labels_and_schema(server: Server) -> None:
     assert health["model_loaded"] is True and health["model"] == "c3d_gru" and health["max_upload_mb"] == 1.0
     assert requests.get(server.url + "/api/labels", timeout=10).json()["labels"] == list(CLASSES)
     schema = requests.get(server.url + "/api/openapi.json", timeout=10).json()
-    assert set(schema["paths"]) == {"/api/predict", "/api/health", "/api/labels"}
+    assert set(schema["paths"]) == {"/api/predict", "/api/predict-url", "/api/health", "/api/labels"}
+    assert {"400", "403", "413", "422", "504"} <= set(schema["paths"]["/api/predict-url"]["post"]["responses"])
     assert {"413", "422", "500", "503"} <= set(schema["paths"]["/api/predict"]["post"]["responses"])
 
 
@@ -163,3 +164,37 @@ def test_an_upload_is_opened_twice_in_all_probe_then_one_decode(small_model: Pat
     assert [row["label"] for row in data["timeline"]] == [row["label"] for row in expected]
     assert [row["confidence"] for row in data["timeline"]] == pytest.approx([row["confidence"] for row in expected], abs=1e-5)
     assert len(data["frames"]) == 8
+
+
+@pytest.fixture(scope="module")
+def links(tiny_videos: Path):
+    from tests.action.link_server import LinkServer
+
+    server = LinkServer(sorted(tiny_videos.glob("Wave/*.mp4"))[0])
+    yield server
+    server.stop()
+
+
+def test_a_link_is_answered_exactly_like_an_upload(server: Server, small_model: Path, tiny_videos: Path, links) -> None:
+    video = sorted(tiny_videos.glob("Wave/*.mp4"))[0]
+    answer = requests.post(server.url + "/api/predict-url", json={"url": links.url + "/redirect-good", "top_k": 3}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    uploaded = _post(server, video.name, video.read_bytes()).json()
+    data = answer.json()
+    assert [r["label"] for r in data["top_k"]] == [r["label"] for r in uploaded["top_k"][:3]] and data["frames"] == uploaded["frames"]
+    assert [r["probability"] for r in data["top_k"]] == pytest.approx([r["probability"] for r in uploaded["top_k"][:3]], abs=1e-6)
+    assert not any(server.upload_root().iterdir())
+
+
+@pytest.mark.parametrize("link, status, message", [
+    ("{links}/text.mp4", 422, "Not a decodable video: the linked file"), ("{links}/endless", 413, "larger than the limit of 1 MB"),
+    ("{links}/liar", 413, "larger than the limit"), ("{links}/drip", 504, "longer than the limit of 3 s"),
+    ("{links}/redirect-to?http://localhost:{port}/good.mp4", 403, "a loopback address"), ("ftp://example.org/v.mp4", 400, "Only http and https"),
+    ("http://user:pw@127.0.0.1/", 400, "credentials"),
+])  # fmt: skip
+def test_bad_links_answer_like_bad_uploads(server: Server, links, link: str, status: int, message: str) -> None:
+    url = link.format(links=links.url, port=links.port)
+    answer = requests.post(server.url + "/api/predict-url", json={"url": url}, timeout=60)
+    assert answer.status_code == status and message in answer.json()["error"], answer.text
+    assert not any(server.upload_root().iterdir())
+    assert requests.post(server.url + "/api/predict-url", data="not json", timeout=10).status_code == 400

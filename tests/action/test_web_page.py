@@ -10,6 +10,7 @@ import pytest
 
 from action.predict import Predictor
 from tests.action.test_serve import small_model  # noqa: F401  (fixture)
+from tests.action.link_server import LinkServer
 from tests.action.web_server import ROOT, Server
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -33,7 +34,8 @@ def browser():
 @pytest.mark.slow
 def test_upload_a_video_and_a_fake_one(browser, small_model: Path, tiny_videos: Path, tmp_path: Path) -> None:  # noqa: F811
     (tmp_path / "server").mkdir()
-    server = Server(small_model, tmp_path / "server", max_upload_mb=5)
+    server = Server(small_model, tmp_path / "server", max_upload_mb=5, extra=("--allow-url-host", "127.0.0.1"))
+    links = LinkServer(sorted(tiny_videos.glob("StandUp/*.mp4"))[0])
     try:
         page = browser.new_page()
         page.goto(server.url + "/")
@@ -51,6 +53,16 @@ def test_upload_a_video_and_a_fake_one(browser, small_model: Path, tiny_videos: 
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "web_prediction.png"), full_page=True)
 
+        # a pasted link gets the label the CLI gives for that video
+        page.fill("#url", links.url + "/good.mp4")
+        page.click("#analyse")
+        page.wait_for_function("document.getElementById('status').textContent === 'Done.' && document.getElementById('label').textContent !== ''", timeout=60_000)
+        linked = Predictor.load(small_model).predict(sorted(tiny_videos.glob("StandUp/*.mp4"))[0], top_k=5)
+        page.wait_for_function(f"document.getElementById('label').textContent === {linked['label']!r}", timeout=60_000)
+        assert links.hits.get("/good.mp4") == 1
+        page.screenshot(path=str(ARTIFACTS / "web_link_prediction.png"), full_page=True)
+        page.fill("#url", "")
+
         fake = tmp_path / "notes.mp4"
         fake.write_text("my shopping list, not a video\n" * 20)
         page.set_input_files("#file", str(fake))
@@ -60,3 +72,4 @@ def test_upload_a_video_and_a_fake_one(browser, small_model: Path, tiny_videos: 
         page.screenshot(path=str(ARTIFACTS / "web_error.png"), full_page=True)
     finally:
         server.stop()
+        links.stop()

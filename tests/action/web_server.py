@@ -18,11 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 class Server:
     """Starts the server with TMPDIR=``tmpdir`` (so its private upload root is inspectable) and stops it with SIGTERM."""
 
-    def __init__(self, model: Path | None, tmpdir: Path, max_upload_mb: float = 1.0) -> None:
+    def __init__(self, model: Path | None, tmpdir: Path, max_upload_mb: float = 1.0, extra: tuple[str, ...] = ()) -> None:
         self.port, self.tmpdir = free_port(), tmpdir
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "action", "serve", "--port", str(self.port), "--max-upload-mb", str(max_upload_mb)]
         args += ["--model", str(model)] if model else ["--model", str(tmpdir / "no-such-model")]
+        args += list(extra)
         env = {**os.environ, "TMPDIR": str(tmpdir)}
         self.log = open(tmpdir / "server.log", "w")  # noqa: SIM115
         self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
