@@ -147,6 +147,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``serve``: run the scan page and JSON API until interrupted."""
+    import signal
+
+    from medseg.serve import serve
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
+    serve(args.bundle, args.host, args.port, args.max_upload_mb, args.keep_minutes, args.workers)
+    return 0
+
+
 def cmd_make_demo_data(args: argparse.Namespace) -> int:
     """``make-demo-data``: write the synthetic CT-like dataset."""
     from medseg.synthetic import make_dataset
@@ -209,6 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history", type=Path, help="training output folder whose training_progress.png to include")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("serve", help="web page + JSON API: upload a scan, see the mask on three views, download it for 3D Slicer")
+    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help=f"bundle directory with trained weights (default: {DEFAULT_BUNDLE})")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8001, help="port (0: any free port; default 8001)")
+    p.add_argument("--max-upload-mb", type=float, default=500, help="upload size limit in MB (default 500)")
+    p.add_argument("--keep-minutes", type=float, default=30, help="minutes results stay downloadable (default 30)")
+    p.add_argument("--workers", type=int, default=1, help="segmentations running at once (default 1)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("make-demo-data", help="write the synthetic CT-like demo dataset (NIfTI + NRRD + dataset.json)")
     p.add_argument("out", type=Path, help="output folder")

@@ -102,7 +102,15 @@ class Segmenter:
         """Segment one volume file; returns ``(mask[i, j, k], geometry)`` on the input's own grid."""
         header = read_header(path, image_var)
         pre = self._transforms(image_var)
-        data = pre({"image": str(path)})
+        try:
+            data = pre({"image": str(path)})
+        except RuntimeError as err:  # MONAI's "applying transform ..." around our reader's error naming the file
+            from shared.errors import unwrap
+
+            inner = unwrap(err)
+            if isinstance(inner, (VolumeError, FileNotFoundError)):
+                raise inner from None
+            raise
         logits = self.logits(data["image"])
         labels = torch.argmax(logits, dim=0, keepdim=True).to(torch.uint8)
         if self.keep_largest:

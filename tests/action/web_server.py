@@ -1,4 +1,4 @@
-"""A real `python -m action serve` subprocess for the web tests, with its temporary files in a known place."""
+"""A real `python -m action serve` (or `python -m medseg serve`) subprocess for the web tests, its temporary files in a known place."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 class Server:
     """Starts the server with TMPDIR=``tmpdir`` (so its private upload root is inspectable) and stops it with SIGTERM."""
 
-    def __init__(self, model: Path | None, tmpdir: Path, max_upload_mb: float = 1.0, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, model: Path | None, tmpdir: Path, max_upload_mb: float = 1.0, extra: tuple[str, ...] = (), module: str = "action") -> None:
         self.port, self.tmpdir = free_port(), tmpdir
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "action", "serve", "--port", str(self.port), "--max-upload-mb", str(max_upload_mb)]
-        args += ["--model", str(model)] if model else ["--model", str(tmpdir / "no-such-model")]
+        args = [sys.executable, "-m", module, "serve", "--port", str(self.port), "--max-upload-mb", str(max_upload_mb)]
+        flag = "--model" if module == "action" else "--bundle"
+        args += [flag, str(model)] if model else [flag, str(tmpdir / "no-such-model")]
         args += list(extra)
         env = {**os.environ, "TMPDIR": str(tmpdir)}
         self.log = open(tmpdir / "server.log", "w")  # noqa: SIM115

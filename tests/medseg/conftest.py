@@ -69,3 +69,23 @@ def demo_dataset(tmp_path_factory):
     from medseg.synthetic import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("medseg_demo"), n_train=4, n_test=2, seed=3).parent
+
+
+@pytest.fixture(scope="session")
+def untrained_bundle(tmp_path_factory):
+    """A copy of bundles/vnet_seg with seeded, untrained weights: serving and export tests need a real network, not a good one."""
+    import shutil
+
+    import torch
+    from monai.bundle import ConfigParser
+
+    from shared.weights import save_weights
+
+    bundle = tmp_path_factory.mktemp("bundle") / "vnet_seg"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "bundles" / "vnet_seg" / "configs", bundle / "configs")
+    parser = ConfigParser()
+    parser.read_meta(bundle / "configs" / "metadata.json")
+    parser.read_config(bundle / "configs" / "train.json")
+    torch.manual_seed(0)
+    save_weights(parser.get_parsed_content("network_def"), bundle / "models" / "model.pt")
+    return bundle
