@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # the two tutorial files (one worker each, 4-6 minutes here) are the long poles and each worker holds ~1.5 GB
 PYTEST_WORKERS ?= auto
 
-.PHONY: demo demo-medseg demo-action demo-engine serve test docs tutorials install clean
+.PHONY: demo demo-medseg demo-action demo-engine serve serve-scans test docs tutorials install clean
 
 $(STAMP): pyproject.toml
 	@if ! $(PY) -c "import sys" >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
@@ -45,6 +45,9 @@ tutorials: $(STAMP)
 
 serve: $(STAMP)
 	$(PY) -m action serve
+
+serve-scans: $(STAMP)
+	$(PY) -m medseg serve --bundle bundles/vnet_seg
 
 clean:
 	rm -rf demo_output demo_data test-artifacts .pytest_cache bundles/*/models bundles/*/eval site work
