@@ -26,13 +26,13 @@ import secrets
 import shutil
 import tempfile
 import threading
-import uuid
 from importlib import resources
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from action.video import DecodeLimits, VideoError
+from shared.web import install_error_handlers, json_error, run_server
 
 logger = logging.getLogger("action.serve")
 SERVER_LIMITS = DecodeLimits(max_pixels=3840 * 2160, max_duration=30 * 60.0, max_decode_seconds=30.0)
@@ -73,14 +73,6 @@ def _top_k(text: str, classes: int) -> int | None:
         return None
 
 
-def _json_error(status: int, message: str, **extra: Any) -> Any:
-    from flask import jsonify
-
-    response = jsonify({"error": message, "status": status, **extra})
-    response.status_code = status
-    return response
-
-
 def _load(model_dir: Path | None, limits: DecodeLimits) -> tuple[Any, str]:
     from action.predict import Predictor
 
@@ -101,8 +93,6 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
     private or loopback addresses; ``fetch_timeout_s``: time budget of one link's fetch.
     """
     from flask import Flask, jsonify, request
-    from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-
     from action.fetch import FetchError, FetchPolicy, fetch_url
 
     app = Flask(__name__, static_folder=None)
@@ -124,7 +114,7 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
     @app.get("/api/labels")
     def labels() -> Any:
         if predictor is None:
-            return _json_error(503, f"No model loaded: {load_problem}.")
+            return json_error(503, f"No model loaded: {load_problem}.")
         return jsonify({"labels": predictor.classes})
 
     @app.get("/api/openapi.json")
@@ -136,10 +126,10 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
     def answer(store: Any, top_k: str, what: str) -> Any:
         """Store the video with ``store(path)`` in a private per-request folder, analyse it, remove the folder."""
         if predictor is None:
-            return _json_error(503, f"No model loaded: {load_problem}.")
+            return json_error(503, f"No model loaded: {load_problem}.")
         k = _top_k(top_k, len(predictor.classes))
         if k is None:
-            return _json_error(400, f"top_k must be a whole number from 1 to {len(predictor.classes)}, got {top_k[:40]!r}.")
+            return json_error(400, f"top_k must be a whole number from 1 to {len(predictor.classes)}, got {top_k[:40]!r}.")
         workdir = Path(tempfile.mkdtemp(dir=app.config["UPLOAD_ROOT"]))
         stored = workdir / secrets.token_hex(16)  # never the client's name: no path tricks reach the disk
         try:
@@ -147,9 +137,9 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
             with gate:
                 return jsonify(analyse(predictor, stored, window, k))
         except FetchError as err:
-            return _json_error(err.status, str(err))
+            return json_error(err.status, str(err))
         except VideoError as err:
-            return _json_error(422, "Not a decodable video: " + str(err).replace(str(stored), what))
+            return json_error(422, "Not a decodable video: " + str(err).replace(str(stored), what))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -157,46 +147,24 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
     def predict() -> Any:
         upload = request.files.get("file")
         if upload is None and predictor is not None:
-            return _json_error(400, "Send the video as the multipart form field 'file'.")
+            return json_error(400, "Send the video as the multipart form field 'file'.")
         return answer(lambda path: upload.save(path), request.form.get("top_k", "5"), "the uploaded file")
 
     @app.post("/api/predict-url")
     def predict_url() -> Any:
         body = request.get_json(silent=True)
         if predictor is not None and (not isinstance(body, dict) or not isinstance(body.get("url"), str)):
-            return _json_error(400, 'Send JSON {"url": "https://..."} with Content-Type application/json.')
+            return json_error(400, 'Send JSON {"url": "https://..."} with Content-Type application/json.')
         body = body if isinstance(body, dict) else {}
         return answer(lambda path: fetch_url(body["url"], path, policy), str(body.get("top_k", 5)), "the linked file")
 
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(_: Exception) -> Any:
-        return _json_error(413, f"The upload is larger than the limit of {max_upload_mb:g} MB.", limit_mb=max_upload_mb)
-
-    @app.errorhandler(HTTPException)
-    def http_error(err: HTTPException) -> Any:
-        return _json_error(err.code or 500, err.description or err.name)
-
-    @app.errorhandler(Exception)
-    def internal(err: Exception) -> Any:
-        error_id = uuid.uuid4().hex[:12]
-        logger.exception("Internal error %s", error_id)
-        return _json_error(500, "Internal error; quote the error id when reporting it.", error_id=error_id)
-
+    install_error_handlers(app, max_upload_mb, logger)
     return app
 
 
 def serve(model_dir: str | Path | None, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 200, workers: int = 1,
           allowed_url_hosts: Sequence[str] = (), fetch_timeout_s: float = 30.0) -> None:  # fmt: skip
     """Run the app on a threaded WSGI server until interrupted; removes the upload root on exit."""
-    from werkzeug.serving import make_server
-
     app = create_app(model_dir, max_upload_mb, workers=workers, allowed_url_hosts=allowed_url_hosts, fetch_timeout_s=fetch_timeout_s)
-    server = make_server(host, port, app, threaded=True)
-    print(f"Serving on http://{host}:{server.server_port}/ (model: {model_dir or 'none'}; uploads up to {max_upload_mb:g} MB)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        shutil.rmtree(app.config["UPLOAD_ROOT"], ignore_errors=True)
+    banner = lambda port: f"Serving on http://{host}:{port}/ (model: {model_dir or 'none'}; uploads up to {max_upload_mb:g} MB)"  # noqa: E731
+    run_server(app, host, port, banner, app.config["UPLOAD_ROOT"])

@@ -81,14 +81,10 @@ def serve_seconds(model: Path, repeats: int) -> float:
 
 def fixtures(root: Path) -> dict[str, Path]:
     """A demo-sized clip model and 1.7 s clip, a 4-case scan dataset and a bundle with (untrained) weights."""
-    import shutil
-
-    import torch
-    from monai.bundle import ConfigParser
-
     from action.model_dir import ModelConfig
     from action.sampling import Sampling
     from action.synthetic import encode_video
+    from medseg.bundle import copy_with_fresh_weights
     from medseg.synthetic import make_dataset
     from shared.weights import save_weights
 
@@ -97,13 +93,7 @@ def fixtures(root: Path) -> dict[str, Path]:
     save_weights(config.build(seed=0), root / "model" / "model.pt")
     clip = encode_video(np.random.default_rng(0).integers(0, 256, (17, 240, 320, 3), dtype=np.uint8), root / "clip.mp4", fps=10)
     dataset = make_dataset(root / "scans", n_train=3, n_test=1, seed=0).parent
-    bundle = root / "bundle"
-    shutil.copytree(Path(__file__).resolve().parents[1] / "bundles" / "vnet_seg" / "configs", bundle / "configs")
-    parser = ConfigParser()
-    parser.read_meta(bundle / "configs" / "metadata.json")
-    parser.read_config(bundle / "configs" / "train.json")
-    torch.manual_seed(0)
-    save_weights(parser.get_parsed_content("network_def"), bundle / "models" / "model.pt")
+    bundle = copy_with_fresh_weights(Path(__file__).resolve().parents[1] / "bundles" / "vnet_seg", root / "bundle")
     return {"model": root / "model", "clip": clip, "scans": dataset, "scan": sorted((dataset / "imagesTs").iterdir())[0], "bundle": bundle}
 
 

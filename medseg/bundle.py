@@ -84,3 +84,26 @@ def evaluate_cases(segmenter: Any, items: Sequence[dict], output_dir: str | Path
     summary = write_report(results, segmenter.names, output_dir, slices, images, segmenter.colours, history_dir)
     logger.info("Evaluation of %d cases: mean Dice %.4f; report in %s", len(items), summary["mean_dice"], output_dir)
     return summary
+
+
+def copy_with_fresh_weights(source: str | Path, dest: str | Path, seed: int = 0) -> Path:
+    """Copy a bundle's ``configs`` to ``dest`` and save its ``network_def`` with seeded, untrained weights.
+
+    For checking that a bundle serves, infers and exports (tests, benchmarks of start-up and speed)
+    without training it first: the network is real, its answers are not meant to be good.
+    """
+    import shutil
+
+    import torch
+    from monai.bundle import ConfigParser
+
+    from shared.weights import save_weights
+
+    dest = Path(dest)
+    shutil.copytree(Path(source) / "configs", dest / "configs")
+    parser = ConfigParser()
+    parser.read_meta(dest / "configs" / "metadata.json")
+    parser.read_config(dest / "configs" / "train.json")
+    torch.manual_seed(seed)
+    save_weights(parser.get_parsed_content("network_def"), dest / "models" / "model.pt")
+    return dest

@@ -26,7 +26,6 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from medseg.export import default_colours, export_mask
 from medseg.io import VolumeError, read_volume
 from medseg.uploads import UploadError, scan_suffix, unpack_dicom_zip
 from medseg.views import AXES, save_views, slice_png
+from shared.web import install_error_handlers, json_error, run_server
 
 logger = logging.getLogger("medseg.serve")
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -49,14 +49,6 @@ def case_name(filename: str | None) -> str:
     stem = strip_suffix(Path((filename or "").replace("\\", "/")).name)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem.removesuffix(".zip"))[:60].strip("._")
     return stem or "scan"
-
-
-def _json_error(status: int, message: str, **extra: Any) -> Any:
-    from flask import jsonify
-
-    response = jsonify({"error": message, "status": status, **extra})
-    response.status_code = status
-    return response
 
 
 def _summary(mask: np.ndarray, spacing: Any, names: dict[int, str], colours: dict) -> list[dict[str, Any]]:
@@ -119,7 +111,6 @@ def segment_upload(segmenter: Any, upload: Any, folder: Path, max_bytes: int) ->
 def create_app(bundle: str | Path, max_upload_mb: float = 500, keep_minutes: float = 30, workers: int = 1, weights: str | Path | None = None) -> Any:
     """The Flask app; ``app.config["RESULTS"]`` holds the private result root."""
     from flask import Flask, jsonify, request, send_file
-    from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
     from medseg.infer import load_segmenter
 
@@ -148,10 +139,10 @@ def create_app(bundle: str | Path, max_upload_mb: float = 500, keep_minutes: flo
     @app.post("/api/segment")
     def segment() -> Any:
         if segmenter is None:
-            return _json_error(503, f"No model loaded: {problem}.")
+            return json_error(503, f"No model loaded: {problem}.")
         upload = request.files.get("file")
         if upload is None:
-            return _json_error(400, "Send the scan as the multipart form field 'file'.")
+            return json_error(400, "Send the scan as the multipart form field 'file'.")
         token, folder = results.new()
         try:
             with gate:
@@ -162,10 +153,10 @@ def create_app(bundle: str | Path, max_upload_mb: float = 500, keep_minutes: flo
             return jsonify(body)
         except UploadError as err:
             shutil.rmtree(folder, ignore_errors=True)
-            return _json_error(err.status, str(err))
+            return json_error(err.status, str(err))
         except VolumeError as err:
             shutil.rmtree(folder, ignore_errors=True)
-            return _json_error(422, "Not a readable scan: " + re.sub(re.escape(str(folder)) + r"/\S*", "the uploaded scan", str(err)))
+            return json_error(422, "Not a readable scan: " + re.sub(re.escape(str(folder)) + r"/\S*", "the uploaded scan", str(err)))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -174,47 +165,25 @@ def create_app(bundle: str | Path, max_upload_mb: float = 500, keep_minutes: flo
     def download(token: str, name: str) -> Any:
         folder = results.get(token)
         if folder is None or not name.endswith(("_seg.nii.gz", ".seg.nrrd", "_seg.ctbl")) or "/" in name or not (folder / name).is_file():
-            return _json_error(404, "No such result (results are removed after a while; segment the scan again).")
+            return json_error(404, "No such result (results are removed after a while; segment the scan again).")
         return send_file(folder / name, as_attachment=True, download_name=name)
 
     @app.get("/api/results/<token>/view/<axis>/<int:index>.png")
     def view(token: str, axis: str, index: int) -> Any:
         folder = results.get(token)
         if folder is None or axis not in AXES or not (folder / "views.npz").is_file():
-            return _json_error(404, "No such view.")
+            return json_error(404, "No such view.")
         try:
             return app.response_class(slice_png(folder / "views.npz", axis, index), mimetype="image/png")
         except IndexError as err:
-            return _json_error(404, str(err))
+            return json_error(404, str(err))
 
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(_: Exception) -> Any:
-        return _json_error(413, f"The upload is larger than the limit of {max_upload_mb:g} MB.", limit_mb=max_upload_mb)
-
-    @app.errorhandler(HTTPException)
-    def http_error(err: HTTPException) -> Any:
-        return _json_error(err.code or 500, err.description or err.name)
-
-    @app.errorhandler(Exception)
-    def internal(err: Exception) -> Any:
-        error_id = uuid.uuid4().hex[:12]
-        logger.exception("Internal error %s", error_id)
-        return _json_error(500, "Internal error; quote the error id when reporting it.", error_id=error_id)
-
+    install_error_handlers(app, max_upload_mb, logger)
     return app
 
 
 def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8001, max_upload_mb: float = 500, keep_minutes: float = 30, workers: int = 1) -> None:
     """Run the app on a threaded WSGI server until interrupted; removes every result on exit."""
-    from werkzeug.serving import make_server
-
     app = create_app(bundle, max_upload_mb, keep_minutes, workers)
-    server = make_server(host, port, app, threaded=True)
-    print(f"Serving on http://{host}:{server.server_port}/ (bundle: {bundle}; uploads up to {max_upload_mb:g} MB; results kept {keep_minutes:g} min)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        shutil.rmtree(app.config["RESULTS"].root, ignore_errors=True)
+    banner = lambda port: f"Serving on http://{host}:{port}/ (bundle: {bundle}; uploads up to {max_upload_mb:g} MB; results kept {keep_minutes:g} min)"  # noqa: E731
+    run_server(app, host, port, banner, app.config["RESULTS"].root)

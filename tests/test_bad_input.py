@@ -127,22 +127,14 @@ def test_the_suite_is_large_enough() -> None:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """An (untrained) V-Net bundle, a clip model and a 3-channel sequence model: the errors need real models, not good ones."""
-    import torch
-    from monai.bundle import ConfigParser
-
     from action.data import Sampling
     from action.model_dir import ModelConfig
     from action.sequences import SequenceNormalization
+    from medseg.bundle import copy_with_fresh_weights
     from shared.weights import save_weights
 
     root = tmp_path_factory.mktemp("models")
-    bundle = root / "vnet_seg"
-    shutil.copytree(ROOT / "bundles" / "vnet_seg" / "configs", bundle / "configs")
-    parser = ConfigParser()
-    parser.read_meta(bundle / "configs" / "metadata.json")
-    parser.read_config(bundle / "configs" / "train.json")
-    torch.manual_seed(0)
-    save_weights(parser.get_parsed_content("network_def"), bundle / "models" / "model.pt")
+    bundle = copy_with_fresh_weights(ROOT / "bundles" / "vnet_seg", root / "vnet_seg")
     clip = root / "clip"
     config = ModelConfig("c3d_gru", ["a", "b"], Sampling(frames=8, size=(32, 32)).to_dict())
     config.save(clip)

@@ -74,18 +74,6 @@ def demo_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def untrained_bundle(tmp_path_factory):
     """A copy of bundles/vnet_seg with seeded, untrained weights: serving and export tests need a real network, not a good one."""
-    import shutil
+    from medseg.bundle import copy_with_fresh_weights
 
-    import torch
-    from monai.bundle import ConfigParser
-
-    from shared.weights import save_weights
-
-    bundle = tmp_path_factory.mktemp("bundle") / "vnet_seg"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "bundles" / "vnet_seg" / "configs", bundle / "configs")
-    parser = ConfigParser()
-    parser.read_meta(bundle / "configs" / "metadata.json")
-    parser.read_config(bundle / "configs" / "train.json")
-    torch.manual_seed(0)
-    save_weights(parser.get_parsed_content("network_def"), bundle / "models" / "model.pt")
-    return bundle
+    return copy_with_fresh_weights(Path(__file__).resolve().parents[2] / "bundles" / "vnet_seg", tmp_path_factory.mktemp("bundle") / "vnet_seg")
