@@ -85,21 +85,10 @@ def _load(model_dir: Path | None, limits: DecodeLimits) -> tuple[Any, str]:
         return None, f"the model in {model_dir} could not be loaded"
 
 
-def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits: DecodeLimits = SERVER_LIMITS, window: float = 2.0, workers: int = 1,
-               allowed_url_hosts: Sequence[str] = (), fetch_timeout_s: float = 30.0) -> Any:  # fmt: skip
-    """The Flask app. ``app.config["UPLOAD_ROOT"]`` is the private directory uploads and fetched links pass through.
+def _add_info_routes(app: Any, predictor: Any, load_problem: str, max_upload_mb: float) -> None:
+    """``GET /``, ``/api/health``, ``/api/labels``, ``/api/openapi.json``."""
+    from flask import jsonify
 
-    ``allowed_url_hosts``: host names ``/api/predict-url`` may fetch from although they resolve to
-    private or loopback addresses; ``fetch_timeout_s``: time budget of one link's fetch.
-    """
-    from flask import Flask, jsonify, request
-    from action.fetch import FetchError, FetchPolicy, fetch_url
-
-    app = Flask(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
-    app.config["UPLOAD_ROOT"] = Path(tempfile.mkdtemp(prefix="medact-uploads-"))
-    predictor, load_problem = _load(Path(model_dir) if model_dir else None, limits)
-    gate = threading.BoundedSemaphore(max(1, workers))
     page = resources.files("action").joinpath("web/index.html").read_text(encoding="utf-8")
 
     @app.get("/")
@@ -120,6 +109,24 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
     @app.get("/api/openapi.json")
     def openapi() -> Any:
         return app.response_class(resources.files("action").joinpath("web/openapi.json").read_text(encoding="utf-8"), mimetype="application/json")
+
+
+def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits: DecodeLimits = SERVER_LIMITS, window: float = 2.0, workers: int = 1,
+               allowed_url_hosts: Sequence[str] = (), fetch_timeout_s: float = 30.0) -> Any:  # fmt: skip
+    """The Flask app. ``app.config["UPLOAD_ROOT"]`` is the private directory uploads and fetched links pass through.
+
+    ``allowed_url_hosts``: host names ``/api/predict-url`` may fetch from although they resolve to
+    private or loopback addresses; ``fetch_timeout_s``: time budget of one link's fetch.
+    """
+    from flask import Flask, jsonify, request
+    from action.fetch import FetchError, FetchPolicy, fetch_url
+
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
+    app.config["UPLOAD_ROOT"] = Path(tempfile.mkdtemp(prefix="medact-uploads-"))
+    predictor, load_problem = _load(Path(model_dir) if model_dir else None, limits)
+    gate = threading.BoundedSemaphore(max(1, workers))
+    _add_info_routes(app, predictor, load_problem, max_upload_mb)
 
     policy = FetchPolicy(int(max_upload_mb * 1024 * 1024), fetch_timeout_s, frozenset(h.lower() for h in allowed_url_hosts))
 

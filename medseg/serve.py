@@ -108,9 +108,31 @@ def segment_upload(segmenter: Any, upload: Any, folder: Path, max_bytes: int) ->
             "downloads": {next(k for s, k in kinds.items() if p.name.endswith(s)): p.name for p in written}}  # fmt: skip
 
 
+def _add_result_routes(app: Any, results: Results) -> None:
+    """Downloads (only the exported masks and colour table) and slice views of a result folder."""
+    from flask import send_file
+
+    @app.get("/api/results/<token>/<name>")
+    def download(token: str, name: str) -> Any:
+        folder = results.get(token)
+        if folder is None or not name.endswith(("_seg.nii.gz", ".seg.nrrd", "_seg.ctbl")) or "/" in name or not (folder / name).is_file():
+            return json_error(404, "No such result (results are removed after a while; segment the scan again).")
+        return send_file(folder / name, as_attachment=True, download_name=name)
+
+    @app.get("/api/results/<token>/view/<axis>/<int:index>.png")
+    def view(token: str, axis: str, index: int) -> Any:
+        folder = results.get(token)
+        if folder is None or axis not in AXES or not (folder / "views.npz").is_file():
+            return json_error(404, "No such view.")
+        try:
+            return app.response_class(slice_png(folder / "views.npz", axis, index), mimetype="image/png")
+        except IndexError as err:
+            return json_error(404, str(err))
+
+
 def create_app(bundle: str | Path, max_upload_mb: float = 500, keep_minutes: float = 30, workers: int = 1, weights: str | Path | None = None) -> Any:
     """The Flask app; ``app.config["RESULTS"]`` holds the private result root."""
-    from flask import Flask, jsonify, request, send_file
+    from flask import Flask, jsonify, request
 
     from medseg.infer import load_segmenter
 
@@ -161,23 +183,7 @@ def create_app(bundle: str | Path, max_upload_mb: float = 500, keep_minutes: flo
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
-    @app.get("/api/results/<token>/<name>")
-    def download(token: str, name: str) -> Any:
-        folder = results.get(token)
-        if folder is None or not name.endswith(("_seg.nii.gz", ".seg.nrrd", "_seg.ctbl")) or "/" in name or not (folder / name).is_file():
-            return json_error(404, "No such result (results are removed after a while; segment the scan again).")
-        return send_file(folder / name, as_attachment=True, download_name=name)
-
-    @app.get("/api/results/<token>/view/<axis>/<int:index>.png")
-    def view(token: str, axis: str, index: int) -> Any:
-        folder = results.get(token)
-        if folder is None or axis not in AXES or not (folder / "views.npz").is_file():
-            return json_error(404, "No such view.")
-        try:
-            return app.response_class(slice_png(folder / "views.npz", axis, index), mimetype="image/png")
-        except IndexError as err:
-            return json_error(404, str(err))
-
+    _add_result_routes(app, results)
     install_error_handlers(app, max_upload_mb, logger)
     return app
 
