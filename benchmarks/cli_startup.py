@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit  # noqa: E402
+from tests.cli_run import modules_after  # noqa: E402
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
@@ -50,8 +51,7 @@ def seconds(command: list[str], repeats: int) -> float:
 
 def imports_monai(module: str, argv: list[str]) -> bool:
     """Whether running ``python -m module argv`` leaves ``monai`` in ``sys.modules``."""
-    code = f"import runpy, sys; sys.argv = {[module, *argv]!r}\ntry:\n    runpy.run_module({module!r}, run_name='__main__')\nexcept SystemExit:\n    pass\nprint('monai' in sys.modules)"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=CODE["cwd"]).stdout.strip().endswith("True")
+    return "monai" in modules_after(module, *argv, watch=("monai",), cwd=CODE["cwd"], env=ENV)[1]
 
 
 def serve_seconds(model: Path, repeats: int) -> float:

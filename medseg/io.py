@@ -241,6 +241,14 @@ def _first_line(err: Exception) -> str:
     return lines[-1][:200] if lines else type(err).__name__
 
 
+def check_finite(path: str | os.PathLike, array: np.ndarray) -> None:
+    """A volume with NaN or Inf voxels is a :class:`VolumeError` naming the file and the counts (check before resampling spreads them)."""
+    if array.dtype.kind != "f" or bool(np.isfinite(array).all()):
+        return
+    n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    raise VolumeError(f"{path}: {n_nan} NaN and {n_inf} Inf voxels (of {array.size}); every voxel must be a finite number (fix or replace them, e.g. with the background value).")
+
+
 def dicom_series_files(directory: str | os.PathLike) -> list[str]:
     """Files of the single DICOM series in ``directory``, sorted along the slice normal."""
     directory = str(directory)

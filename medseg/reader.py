@@ -12,15 +12,7 @@ from monai.data import ImageReader
 from monai.transforms import LoadImaged
 from monai.utils import MetaKeys, SpaceKeys
 
-from medseg.io import MAX_VOXELS, VolumeError, _suffix_ok, read_volume
-
-
-def check_finite(path: str | os.PathLike, array: np.ndarray) -> None:
-    """A volume with NaN or Inf voxels is an error naming the file and the counts (before any resampling spreads them)."""
-    if array.dtype.kind != "f" or bool(np.isfinite(array).all()):
-        return
-    n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
-    raise VolumeError(f"{path}: {n_nan} NaN and {n_inf} Inf voxels (of {array.size}); every voxel must be a finite number (fix or replace them, e.g. with the background value).")
+from medseg.io import MAX_VOXELS, VolumeError, _suffix_ok, check_finite, read_volume
 
 
 class VolumeReader(ImageReader):

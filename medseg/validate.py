@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.io import MAX_VOXELS, Header, VolumeError, read_header, read_volume
+from medseg.io import MAX_VOXELS, Header, VolumeError, check_finite, read_header, read_volume
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +78,11 @@ def check_case(item: dict, labels: Sequence[int] | None, allow_resample: bool = 
             problems.append(Problem(level, label_path, f"geometry differs from the image {Path(image_path).name}: {'; '.join(differences)}{hint}."))
     if image_header:
         image = _voxels(image_path, mat_vars[0], problems)
-        if image is not None and np.issubdtype(image.dtype, np.floating):
-            n_nan, n_inf = int(np.isnan(image).sum()), int(np.isinf(image).sum())
-            if n_nan or n_inf:
-                problems.append(Problem("error", image_path, f"{n_nan} NaN and {n_inf} Inf voxels; expected finite intensities."))
+        if image is not None:
+            try:
+                check_finite(image_path, image)
+            except VolumeError as err:
+                problems.append(Problem("error", image_path, str(err).removeprefix(f"{image_path}: ")))
     if label_header:
         label = _voxels(label_path, mat_vars[1], problems)
         if label is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from action.cli import main
+from tests.cli_run import modules_after
 
 FAST = ["--frames", "8", "--size", "32", "--batch-size", "8", "--quiet"]
 
@@ -89,20 +90,12 @@ def test_module_entry_point_runs() -> None:
         assert command in result.stdout
 
 
-def _modules_after(module: str, *argv: str) -> tuple[str, set[str]]:
-    """Run ``python -m module argv`` in a fresh interpreter; its stdout and the heavy libraries it imported."""
-    code = (f"import runpy, sys\nsys.argv = {[module, *argv]!r}\ntry:\n    runpy.run_module({module!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('monai', 'ignite', 'torchvision', 'itk', 'matplotlib') if m in sys.modules))")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    lines = done.stdout.strip().splitlines()
-    return "\n".join(lines[:-1]), set(json.loads(lines[-1].replace("'", '"')))
-
-
 def test_predict_and_serve_start_without_monai(trained: Path, tiny_videos: Path) -> None:
     """Prediction needs torch and PyAV, not MONAI (4 s of imports): --help, a real prediction and the server's module."""
-    assert "monai" not in _modules_after("action", "predict", "--help")[1]
+    heavy = ("monai", "ignite", "torchvision", "itk", "matplotlib")
+    assert "monai" not in modules_after("action", "predict", "--help", watch=heavy)[1]
     video = sorted(tiny_videos.glob("Jump/*"))[0]
-    out, heavy = _modules_after("action", "predict", "--model", str(trained), str(video), "--json")
-    assert json.loads(out)["label"] and heavy == set(), heavy
+    out, imported = modules_after("action", "predict", "--model", str(trained), str(video), "--json", watch=heavy)
+    assert json.loads(out)["label"] and imported == set(), imported
     code = "import sys, action.serve, action.predict; print('monai' in sys.modules or 'ignite' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout.strip() == "False"

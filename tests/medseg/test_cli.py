@@ -7,7 +7,7 @@ import numpy as np
 
 from medseg.cli import main
 from medseg.io import Geometry, read_volume, write_volume
-from tests.cli_run import run_main
+from tests.cli_run import modules_after, run_main
 
 
 def _medseg(*args):
@@ -79,7 +79,5 @@ def test_train_resume_without_checkpoint_is_an_error(tmp_path, demo_dataset):
 
 
 def test_validate_starts_without_torch_or_monai(demo_dataset):
-    code = ("import runpy, sys\nsys.argv = ['medseg', 'validate', %r]\ntry:\n    runpy.run_module('medseg', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('monai', 'torch', 'ignite') if m in sys.modules))") % str(demo_dataset)  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert "cases checked: 0 errors" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+    out, imported = modules_after("medseg", "validate", str(demo_dataset), watch=("monai", "torch", "ignite"))
+    assert "cases checked: 0 errors" in out and imported == set(), (out, imported)
