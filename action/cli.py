@@ -168,7 +168,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from action.serve import default_model_dir, serve
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
-    serve(args.model or default_model_dir(), args.host, args.port, args.max_upload_mb, args.workers, args.allow_url_host, args.fetch_timeout)
+    serve(args.model or default_model_dir(), args.host, args.port, max_upload_mb=args.max_upload_mb, workers=args.workers, allowed_url_hosts=args.allow_url_host,
+          fetch_timeout_s=args.fetch_timeout, allowed_url_ports=args.allow_url_port, max_transfers=args.max_transfers,
+          transfer_wait_s=args.transfer_wait)  # fmt: skip
     return 0
 
 
@@ -274,7 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="predictions running at once (default 1)")
     p.add_argument("--allow-url-host", action="append", default=[], metavar="HOST",
                    help="a host name links may be fetched from although it resolves to a private or loopback address (repeatable)")
+    p.add_argument("--allow-url-port", action="append", default=[], type=int, metavar="PORT",
+                   help="a port links may be fetched from besides 80 and 443 (repeatable; default: none)")
     p.add_argument("--fetch-timeout", type=float, default=30.0, help="seconds one video link may take to fetch (default 30)")
+    p.add_argument("--max-transfers", type=int, default=4,
+                   help="uploads and link fetches handled at once, in all; more wait --transfer-wait s, then get 503 (default 4: at most 4 x --max-upload-mb on disk)")
+    p.add_argument("--transfer-wait", type=float, default=10.0, help="seconds a request waits for a free transfer slot before 503 (default 10)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("extract-features", help="cache per-frame backbone features for feature_gru")

@@ -2,10 +2,12 @@
 
 :func:`fetch_url` streams ``http``/``https`` links into a file under the same limits as an upload:
 
-- the link: only ``http``/``https``, a host, no credentials (``user:password@``): else 400;
+- the link: only ``http``/``https``, a host, no credentials (``user:password@``): else 400; only
+  ports 80 and 443 unless the operator allowed more (``--allow-url-port``): else 403;
 - the host is resolved once and *every* address it resolves to is checked: loopback, private,
   link-local, multicast, reserved, unspecified, shared (100.64/10) and their IPv6 forms,
-  including IPv4-mapped IPv6 (``::ffff:127.0.0.1``), are refused (403) unless the operator allowed
+  including IPv6 addresses that carry an IPv4 one (IPv4-mapped ``::ffff:127.0.0.1``, 6to4
+  ``2002::/16``, Teredo ``2001::/32``, NAT64 ``64:ff9b::/96``: judged by the IPv4 address), are refused (403) unless the operator allowed
   that host name (``--allow-url-host``); the connection then goes to the checked address (so a
   second DNS answer cannot swap it: DNS rebinding), with the original name for ``Host`` and TLS;
 - redirects are followed by hand, at most :data:`MAX_REDIRECTS`, each hop checked the same way;
@@ -50,20 +52,63 @@ class FetchPolicy:
         timeout_s: wall-clock budget of the whole fetch, redirects included.
         allowed_hosts: host names whose addresses are not checked (``--allow-url-host``; the tests'
             loopback server). Compared case-insensitively, without port.
+        allowed_ports: ports fetched besides 80 and 443 (``--allow-url-port``): a link to another
+            port reaches services that were never meant for the web (mail, databases, admin consoles).
         max_redirects: redirects followed, each checked as the first link.
     """
 
     max_bytes: int
     timeout_s: float = 30.0
     allowed_hosts: frozenset[str] = frozenset()
+    allowed_ports: frozenset[int] = frozenset()
     max_redirects: int = MAX_REDIRECTS
 
 
+#: NAT64's well-known prefix (RFC 6052): the last 32 bits are the IPv4 host a NAT64 gateway connects to
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: NAT64's local-use prefix (RFC 8215): translators of this network only; never a public host
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def carried_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries and reaches: IPv4-mapped, 6to4 (``2002::/16``), Teredo (``2001::/32``: server and client), NAT64 (``64:ff9b::/96``).
+
+    A connection to such an address ends at that IPv4 host (through a tunnel or a translator), so it
+    is checked as that host: ``2002:7f00:1::`` is 127.0.0.1.
+    """
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)
+    if ip in NAT64:
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    return []
+
+
 def forbidden_reason(address: str) -> str | None:
-    """Why ``address`` may not be fetched (e.g. ``"a loopback address"``), or ``None`` for a public one."""
+    """Why ``address`` may not be fetched (e.g. ``"a loopback address"``), or ``None`` for a public one.
+
+    IPv6 addresses that carry an IPv4 address (:func:`carried_ipv4`) are judged by it: the reason
+    then names it (``"carries 127.0.0.1, a loopback address"``).
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    carried = carried_ipv4(ip)
+    if carried:
+        for inner in carried:
+            reason = _address_rule(inner)
+            if reason is not None:
+                return reason if inner == getattr(ip, "ipv4_mapped", None) else f"an address that carries {inner}, {reason}"
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip in NAT64_LOCAL:
+        return "a private address (local-use NAT64)"
+    return _address_rule(ip)
+
+
+def _address_rule(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     checks = (("loopback", ip.is_loopback), ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
               ("unspecified", ip.is_unspecified), ("reserved", ip.is_reserved), ("private", ip.is_private))  # fmt: skip
     for name, hit in checks:
@@ -91,6 +136,15 @@ def check_link(url: str) -> tuple[str, str, int, str]:
         raise FetchError(400, "The link has no host name.")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return parts.scheme.lower(), parts.hostname.lower(), port, path
+
+
+WEB_PORTS = frozenset({80, 443})
+
+
+def check_port(port: int, policy: FetchPolicy) -> None:
+    """Only the web's ports, 80 and 443, plus what the operator allowed; :class:`FetchError` 403 otherwise."""
+    if port not in WEB_PORTS | policy.allowed_ports:
+        raise FetchError(403, f"Links to port {port} are refused: only ports 80 and 443 are fetched (the server's operator can allow more with --allow-url-port).")
 
 
 def resolve_checked(host: str, port: int, policy: FetchPolicy) -> str:
@@ -128,6 +182,7 @@ def fetch_url(url: str, dest: Path, policy: FetchPolicy) -> Path:
     deadline = time.monotonic() + policy.timeout_s
     for _ in range(policy.max_redirects + 1):
         scheme, host, port, path = check_link(url)
+        check_port(port, policy)
         address = resolve_checked(host, port, policy)
         response, connection = _request(scheme, host, port, address, path, deadline)
         try:

@@ -4,13 +4,15 @@
 videos exactly as evaluation does (same sampling, same ``MinMaxd``, centre crops): a whole
 video gets the probabilities averaged over its evaluation windows; ``timeline`` slides a
 window (``pytorchvideo.data.UniformClipSampler``) along a long video and classifies each.
-Every video is probed once and decoded once per call (all windows' timestamps in one read).
+Every video is probed once and decoded once per call (all windows' timestamps in one streaming
+read, classified in bounded batches as they complete: memory does not grow with the video's length).
 Feature models (``feature_gru``) get their backbone prepended, so they read clips too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import torch
 
 from action.sampling import clip_windows, evaluation_view
 from action.model_dir import ModelConfig, load_model
-from action.video import DecodeLimits, probe, read_frames, uniform_timestamps
+from action.video import DecodeLimits, iter_frames, probe, uniform_timestamps
 
 
 @dataclasses.dataclass
@@ -70,23 +72,52 @@ class Predictor:
                                 "confidence": ranked[0]["probability"], "top_k": ranked})  # fmt: skip
         return results
 
-    def clips(self, path: str | Path, windows: list[tuple[float, float]]) -> torch.Tensor:
-        """The network inputs ``(W, 3, T, H, W)`` of ``windows`` (seconds) of one video, from one decode."""
-        return self._network_inputs(self._decode_windows(path, windows))
+    def window_probabilities(self, path: str | Path, windows: list[tuple[float, float]], batch_size: int = 8,
+                             keep: Sequence[int] = ()) -> tuple[np.ndarray, dict[int, np.ndarray]]:  # fmt: skip
+        """Softmax probabilities ``(W, C)`` of ``windows`` (seconds) of one video, from one streaming decode.
 
-    def _decode_windows(self, path: str | Path, windows: list[tuple[float, float]]) -> np.ndarray:
-        """uint8 ``(W, T, H, W, 3)`` frames of each window, read by one :func:`read_frames` call.
+        Memory is bounded whatever the video's length: frames arrive one at a time
+        (:func:`action.video.iter_frames`), each window's uint8 clip is filled as its frames
+        pass and classified in batches of ``batch_size`` as soon as it is complete, then dropped.
+        At any time only the windows open at the current frame, the ready batch and the whole-video
+        windows are held (a 30-minute video's 1,800 timeline windows never sit in memory together).
 
-        One call per video, so the decode budget of ``limits`` is the budget of the whole request
-        and a long video is decoded once however many windows overlap.
+        Args:
+            keep: windows whose uint8 clips ``(T, H, W, 3)`` are returned too (the page's thumbnails).
         """
         if self.config.input == "sequence":
             raise ValueError(f"Model {self.config.model!r} reads sequences, not videos.")
         sampling = self.config.clip_sampling
-        wanted = np.stack([uniform_timestamps(start, end, sampling.frames) for start, end in windows])
+        wanted = np.stack([uniform_timestamps(start, end, sampling.frames) for start, end in windows])  # (W, T) seconds
         times, index = np.unique(wanted, return_inverse=True)
-        frames = read_frames(path, times, sampling.decode_hw, self.limits)
-        return frames[index.reshape(wanted.shape)]
+        index = index.reshape(wanted.shape)  # window w's slot t shows frame times[index[w, t]]
+        users = np.argsort(index, axis=None, kind="stable")  # flat (w, t) positions grouped by frame
+        bounds = np.searchsorted(index.ravel()[users], np.arange(len(times) + 1))
+        last = index.max(axis=1)  # a window is complete once its last frame has passed
+        open_clips: dict[int, np.ndarray] = {}
+        ready: list[int] = []
+        probs, kept = np.zeros((len(windows), len(self.classes)), dtype=np.float32), {}
+
+        def classify(batch: list[int]) -> None:
+            probs[batch] = self.probabilities(self._network_inputs(np.stack([open_clips[w] for w in batch])))
+            for w in batch:
+                clip = open_clips.pop(w)
+                if w in keep:
+                    kept[w] = clip
+
+        for frame_index, frame in enumerate(iter_frames(path, times, sampling.decode_hw, self.limits)):
+            for position in users[bounds[frame_index] : bounds[frame_index + 1]]:
+                w, t = divmod(int(position), sampling.frames)
+                if w not in open_clips:
+                    open_clips[w] = np.empty((sampling.frames, *frame.shape), dtype=np.uint8)
+                open_clips[w][t] = frame
+            ready += np.flatnonzero(last == frame_index).tolist()
+            while len(ready) >= batch_size:
+                classify(ready[:batch_size])
+                del ready[:batch_size]
+        if ready:
+            classify(ready)
+        return probs, kept
 
     def _network_inputs(self, clips: np.ndarray) -> torch.Tensor:
         """uint8 ``(W, T, H, W, 3)`` -> the evaluation view (centre crop, min-max) -> ``(W, 3, T, h, w)`` float32."""
@@ -115,13 +146,12 @@ class Predictor:
             extra = [(0.0, info.duration)]
             if info.duration > 2 * timeline_window:
                 extra += self._timeline_windows(info.duration, timeline_window, stride)
-        clips = self._decode_windows(path, windows + extra)
-        prob = self.probabilities(self._network_inputs(clips))
+        prob, kept = self.window_probabilities(path, windows + extra, keep=[len(windows)] if extra else [])
         ranked = self._ranked(prob[: len(windows)].mean(axis=0), top_k)
         result = {"video": str(path), "duration_s": info.duration, "label": ranked[0]["label"], "confidence": ranked[0]["probability"], "top_k": ranked}
         if timeline_window is not None:
             rows = [self._row(window, p) for window, p in zip(extra[1:], prob[len(windows) + 1 :])]
-            result.update(frames=clips[len(windows)], timeline=rows, window_s=timeline_window)
+            result.update(frames=kept[len(windows)], timeline=rows, window_s=timeline_window)
         return result
 
     def _timeline_windows(self, duration: float, window: float, stride: float | None) -> list[tuple[float, float]]:
@@ -151,9 +181,5 @@ class Predictor:
         """
         info = probe(path, self.limits)
         windows = self._timeline_windows(info.duration, window or self.config.clip_sampling.clip_duration or 2.0, stride)
-        clips = self._decode_windows(path, windows)
-        rows = []
-        for first in range(0, len(windows), batch_size):
-            prob = self.probabilities(self._network_inputs(clips[first : first + batch_size]))
-            rows += [self._row(w, p) for w, p in zip(windows[first : first + batch_size], prob)]
-        return rows
+        prob, _ = self.window_probabilities(path, windows, batch_size)
+        return [self._row(w, p) for w, p in zip(windows, prob)]

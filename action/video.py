@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from time import monotonic
 
@@ -167,29 +167,80 @@ def read_frames(
         VideoError: see :func:`probe`; also a stream that ends (or breaks) before the last
             timestamp, e.g. a truncated file.
     """
+    out = None
+    for index, frame in enumerate(iter_frames(path, timestamps, size, limits, seek_gap)):
+        if out is None:
+            out = np.empty((len(timestamps), *frame.shape), dtype=np.uint8)
+        out[index] = frame
+    return out
+
+
+def iter_frames(
+    path: str | Path,
+    timestamps: Sequence[float],
+    size: tuple[int, int] | None = None,
+    limits: DecodeLimits = DecodeLimits(),
+    seek_gap: float | None = None,
+) -> Iterator[np.ndarray]:
+    """:func:`read_frames` one frame at a time: uint8 ``(H, W, 3)`` per timestamp, in order, from one open file.
+
+    Memory stays one frame whatever the number of timestamps (a 30-minute video's timeline asks
+    for ~18,000). ``limits.max_decode_seconds`` counts the time spent decoding only, not the time
+    the caller spends between frames (e.g. running a network on them).
+
+    Raises:
+        VideoError: as :func:`read_frames`, when the stream ends before the last timestamp.
+    """
     path = Path(path)
     wanted = np.asarray(timestamps, dtype=float)
     if wanted.ndim != 1 or len(wanted) == 0 or np.any(np.diff(wanted) < 0):
         raise ValueError(f"timestamps must be a non-empty ascending 1-D sequence, got {timestamps!r}.")
-    deadline = monotonic() + limits.max_decode_seconds
+    clock, headers = _DecodeClock(limits.max_decode_seconds), []
+    given = 0
     try:
-        info, out, filled = _read_into(path, wanted, size, limits, seek_gap, deadline)
+        for frame in _frames_of_file(path, wanted, size, limits, seek_gap, clock, headers, skip=0):
+            given += 1
+            yield frame
     except _SeekMissed:  # e.g. MPEG-TS, whose demuxer lands after the target: decode through instead
-        info, out, filled = _read_into(path, wanted, size, limits, math.inf, deadline)
-    if filled < len(wanted):
+        for frame in _frames_of_file(path, wanted, size, limits, math.inf, clock, headers, skip=given):
+            given += 1
+            yield frame
+    if given < len(wanted):
+        info = headers[-1]
         raise VideoError(
-            f"{path}: the stream ends at frame {filled} of {len(wanted)} requested (last timestamp {wanted[-1]:.2f} s, "
+            f"{path}: the stream ends at frame {given} of {len(wanted)} requested (last timestamp {wanted[-1]:.2f} s, "
             f"header duration {info.duration:.2f} s); the file may be truncated."
         )
-    return out
 
 
-def _read_into(path: Path, wanted: np.ndarray, size: tuple[int, int] | None, limits: DecodeLimits, seek_gap: float | None, deadline: float) -> tuple[VideoInfo, np.ndarray, int]:
+class _DecodeClock:
+    """Decoding time spent by one reader, paused while its caller holds a frame; over ``budget`` s is an error."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget, self.spent, self.resumed = budget, 0.0, monotonic()
+
+    def over(self) -> bool:
+        return self.spent + (monotonic() - self.resumed) > self.budget
+
+    def pause(self) -> None:
+        self.spent += monotonic() - self.resumed
+
+    def resume(self) -> None:
+        self.resumed = monotonic()
+
+
+def _frames_of_file(path: Path, wanted: np.ndarray, size: tuple[int, int] | None, limits: DecodeLimits, seek_gap: float | None,
+                    clock: _DecodeClock, headers: list[VideoInfo], skip: int) -> Iterator[np.ndarray]:  # fmt: skip
+    """Open ``path``, check its header (appended to ``headers``) and yield the frames of ``wanted[skip:]``."""
     with _open(path) as container:
         info = _header(path, container, limits)
+        headers.append(info)
         height, width = size or (info.height, info.width)
-        out = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
-        return info, out, _decode_into(path, container, container.streams.video[0], wanted, out, seek_gap, deadline)
+        frames = _decode_frames(path, container, container.streams.video[0], wanted, (height, width), seek_gap, clock, skip)
+        for frame in frames:
+            clock.pause()
+            yield frame
+            clock.resume()
 
 
 class _SeekMissed(Exception):
@@ -217,13 +268,17 @@ class _SeekPolicy:
             self.gap = math.inf
 
 
-def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndarray, seek_gap: float | None, deadline: float = math.inf) -> int:
-    """Fill ``out`` with the last frame at or before each wanted time; returns how many were filled.
+def _decode_frames(path: Path, container, stream, wanted: np.ndarray, size: tuple[int, int], seek_gap: float | None,
+                   clock: _DecodeClock, skip: int = 0) -> Iterator[np.ndarray]:  # fmt: skip
+    """Yield the last frame at or before each wanted time (uint8 ``size + (3,)``), from index ``skip`` on.
 
-    Times count from the stream's first timestamp. Raises :class:`_SeekMissed` when a seek lands
-    after its target or on nothing (the caller then decodes the file through).
+    Frames before ``skip`` are decoded but not converted (a retry after :class:`_SeekMissed`
+    decodes through, so it never seeks past them). Times count from the stream's first timestamp. Raises :class:`_SeekMissed` when a seek lands
+    after its target or on nothing (the caller then decodes the file through). Stops early (the
+    caller counts) when the stream ends before the last wanted time.
     """
-    height, width = out.shape[1:3]
+    height, width = size
+    rgb = lambda frame: frame.to_ndarray(format="rgb24", width=width, height=height)  # noqa: E731
     start = _stream_start(stream)  # wanted times count from the first frame; frame.time and seek targets are absolute
     policy = _SeekPolicy(seek_gap, _frame_period(stream))
     filled, previous, position = 0, None, None  # position: time of the last decoded frame
@@ -235,7 +290,7 @@ def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndar
                 container.seek(int((wanted[filled] + start) / stream.time_base), stream=stream, backward=True, any_frame=False)
             landing, seek = seek, False
             for frame in container.decode(stream):
-                if monotonic() > deadline:
+                if clock.over():
                     raise VideoError(f"{path}: decoding stopped at frame time {_frame_time(frame, start):.1f} s: over the time budget of this reader.")
                 time = _frame_time(frame, start)
                 if landing:
@@ -244,7 +299,8 @@ def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndar
                     policy.landed(position, time)
                     landing = False
                 while filled < len(wanted) and time > wanted[filled] + 1e-6 and previous is not None:
-                    out[filled] = previous.to_ndarray(format="rgb24", width=width, height=height)
+                    if filled >= skip:
+                        yield rgb(previous)
                     filled += 1
                 if filled == len(wanted):
                     break
@@ -260,9 +316,10 @@ def _decode_into(path: Path, container, stream, wanted: np.ndarray, out: np.ndar
     except av.error.FFmpegError as err:
         raise VideoError(f"{path}: decoding failed after {filled} of {len(wanted)} frames ({err}); the file is damaged.") from None
     if filled < len(wanted) and previous is not None and _frame_time(previous, start) + _frame_period(stream) * 2 >= wanted[-1]:
-        out[filled:] = previous.to_ndarray(format="rgb24", width=width, height=height)  # the last frame shows until the end
-        filled = len(wanted)
-    return filled
+        last = rgb(previous)  # the last frame shows until the end
+        for index in range(filled, len(wanted)):
+            if index >= skip:
+                yield last
 
 
 def _frame_period(stream) -> float:

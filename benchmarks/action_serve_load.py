@@ -2,7 +2,7 @@
 
 Each client posts a 2 s synthetic video (H.264 .mp4, 160x120) to /api/predict in a loop; one in
 eight requests is a broken file (expects 422) and one in four asks /api/predict-url to fetch the same
-video from a local link server (the server runs with --allow-url-host 127.0.0.1). Prints p50/p95 latency, throughput and the 5xx
+video from a local link server (the server runs with --allow-url-host 127.0.0.1 and --allow-url-port for its port). Prints p50/p95 latency, throughput and the 5xx
 count; the same-run baseline is one client alone for 15 s. Uses the demo's model if ``make demo``
 ran, else an untrained c3d_gru (same cost).
 
@@ -37,9 +37,10 @@ from shared.weights import save_weights  # noqa: E402
 from shared.distributed import free_port  # noqa: E402
 
 
-def start_server(model: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, tmp: Path, link_port: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "action", "serve", "--model", str(model), "--port", str(port), "--allow-url-host", "127.0.0.1"], cwd=ROOT,
+    args = ["--model", str(model), "--port", str(port), "--allow-url-host", "127.0.0.1", "--allow-url-port", str(link_port)]
+    process = subprocess.Popen([sys.executable, "-m", "action", "serve", *args], cwd=ROOT,
                                env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -96,8 +97,8 @@ def main() -> None:
             config.save(model)
             save_weights(config.build(seed=0), model / "model.pt")
         video = encode_video(render_video("Wave", np.random.default_rng(0))[:50], tmp / "clip.mp4").read_bytes()
-        process, url = start_server(model, tmp)
         links = LinkServer(tmp / "clip.mp4")
+        process, url = start_server(model, tmp, links.port)
         try:
             single = hammer(url, video, 1, min(15.0, args.seconds), links.url + "/good.mp4")
             loaded = hammer(url, video, args.clients, args.seconds, links.url + "/good.mp4")

@@ -154,7 +154,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from medseg.serve import serve
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
-    serve(args.bundle, args.host, args.port, args.max_upload_mb, args.keep_minutes, args.workers)
+    serve(args.bundle, args.host, args.port, max_upload_mb=args.max_upload_mb, keep_minutes=args.keep_minutes, workers=args.workers,
+          max_voxels=int(args.max_voxels), max_transfers=args.max_transfers, transfer_wait_s=args.transfer_wait)  # fmt: skip
     return 0
 
 
@@ -228,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=500, help="upload size limit in MB (default 500)")
     p.add_argument("--keep-minutes", type=float, default=30, help="minutes results stay downloadable (default 30)")
     p.add_argument("--workers", type=int, default=1, help="segmentations running at once (default 1)")
+    p.add_argument("--max-voxels", type=float, default=300e6,
+                   help="voxels an uploaded scan's header may declare, checked before any voxel is read (default 3e8)")
+    p.add_argument("--max-transfers", type=int, default=4, help="uploads handled at once; more wait --transfer-wait s, then get 503 (default 4)")
+    p.add_argument("--transfer-wait", type=float, default=10.0, help="seconds a request waits for a free transfer slot before 503 (default 10)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("make-demo-data", help="write the synthetic CT-like demo dataset (NIfTI + NRRD + dataset.json)")

@@ -38,6 +38,10 @@ class VolumeError(ValueError):
     """A volume that cannot be used; the message names the file, what was found and what was expected."""
 
 
+class VolumeTooLarge(VolumeError):
+    """A header that declares more voxels than allowed (refused before any voxel is read)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Geometry:
     """Voxel grid in physical space (LPS, mm), as ITK and DICOM define it.
@@ -127,10 +131,12 @@ def _suffix_ok(path: Path) -> bool:
     return any(name.endswith(s) for s in VOLUME_SUFFIXES)
 
 
-def _check_size(path: Any, shape: Sequence[int], max_voxels: int) -> None:
-    count = int(np.prod([int(s) for s in shape], dtype=np.float64))
+def _check_size(path: Any, shape: Sequence[int], max_voxels: int, components: int = 1) -> None:
+    """Values (voxels x components per voxel) the header declares, against ``max_voxels``; :class:`VolumeTooLarge` over it."""
+    count = float(np.prod([int(s) for s in shape], dtype=np.float64)) * max(int(components), 1)
     if count > max_voxels:
-        raise VolumeError(f"{path}: header declares {'x'.join(str(int(s)) for s in shape)} = {count:.3g} voxels, more than the limit {max_voxels:.3g}; refusing to read it (corrupt header?).")
+        what = "x".join(str(int(s)) for s in shape) + (f" x {components} components" if components > 1 else "")
+        raise VolumeTooLarge(f"{path}: header declares {what} = {count:.3g} voxels, more than the limit {max_voxels:.3g}; refusing to read it (corrupt header?).")
 
 
 def read_header(path: str | os.PathLike, mat_var: str | None = None, max_voxels: int = MAX_VOXELS) -> Header:
@@ -161,7 +167,7 @@ def read_header(path: str | os.PathLike, mat_var: str | None = None, max_voxels:
         reader.ReadImageInformation()
     except RuntimeError as err:
         raise VolumeError(f"{path}: not a readable {_kind(path)} image: its header cannot be read (truncated, corrupt or another file type; {_itk_reason(err)}).") from None
-    _check_size(path, reader.GetSize(), max_voxels)
+    _check_size(path, reader.GetSize(), max_voxels, reader.GetNumberOfComponents())
     return Header(str(path), _geometry_3d(reader), reader.GetDimension(), reader.GetNumberOfComponents(), sitk.GetPixelIDValueAsString(reader.GetPixelID()))
 
 

@@ -227,3 +227,148 @@ def dataset_json(name: str, content: str) -> Generator:
 
 def json_text(value: object) -> str:
     return json.dumps(value)
+
+
+# ---- uploads whose header points outside the upload, and decompression bombs ------------------------
+
+#: the server file a detached header names: ``secret_file(folder)`` makes it (a plausible 64x64x16 int16 volume)
+SECRET_NAME = "secret.raw"
+SECRET_SHAPE = (64, 64, 16)
+#: an access time far in the past: reading the file moves it to now (ext4 relatime), so a test sees any read
+SECRET_ATIME = 1_577_836_800.0  # 2020-01-01
+
+
+def secret_file(folder: Path) -> Path:
+    """A server file outside every upload (``folder/elsewhere/secret.raw``), its atime set to :data:`SECRET_ATIME`."""
+    import os
+
+    path = folder / "elsewhere" / SECRET_NAME
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        volume = (np.indices(SECRET_SHAPE).sum(axis=0) % 50).astype("<i2")
+        path.write_bytes(volume.tobytes(order="F"))
+        os.utime(path, (SECRET_ATIME, path.stat().st_mtime))
+    return path
+
+
+def nrrd_detached(name: str, field: str = "data file", list_form: bool = False, relative: bool = False, blank_line: bool = False) -> Generator:
+    """A ~200-byte NRRD header whose voxels are the server's :func:`secret_file` (``field: /path``, or ``field: LIST`` then the path)."""
+
+    def make(folder: Path) -> Path:
+        secret = secret_file(folder)
+        target = "../" * 40 + str(secret).lstrip("/") if relative else str(secret)
+        sizes = " ".join(str(s) for s in SECRET_SHAPE)
+        header = f"NRRD0004\ntype: short\ndimension: 3\nsizes: {sizes}\nspace: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,2.5)\nencoding: raw\nendian: little\n"
+        header += f"{field}: LIST 3\n{target}\n" if list_form else f"{field}: {target}\n"
+        path = folder / name
+        path.write_text(header + ("\n" if blank_line else ""))
+        return path
+
+    return make
+
+
+def metaimage_detached(name: str, element_data_file: str | None = None) -> Generator:
+    """A MetaImage header whose ``ElementDataFile`` is the server's :func:`secret_file` (or ``element_data_file``, e.g. ``LIST``)."""
+
+    def make(folder: Path) -> Path:
+        secret = secret_file(folder)
+        sizes = " ".join(str(s) for s in SECRET_SHAPE)
+        value = element_data_file or str(secret)
+        header = f"ObjectType = Image\nNDims = 3\nDimSize = {sizes}\nElementSpacing = 1 1 2.5\nElementType = MET_SHORT\nElementDataFile = {value}\n"
+        if value == "LIST":
+            header += f"{secret}\n"
+        path = folder / name
+        path.write_text(header)
+        return path
+
+    return make
+
+
+def nifti_pair_header(name: str, analyze: bool = False, gzipped: bool = False) -> Generator:
+    """The ``.hdr`` half of a NIfTI-1 (``ni1``) or Analyze 7.5 pair: its voxels would be in a ``.img`` beside it."""
+
+    def make(folder: Path) -> Path:
+        import gzip
+
+        import nibabel as nib
+
+        kind = nib.AnalyzeImage if analyze else nib.Nifti1Pair
+        block = kind(np.zeros(SECRET_SHAPE, np.int16), np.eye(4)).header.binaryblock
+        path = folder / name
+        path.write_bytes(gzip.compress(block) if gzipped else block)
+        return path
+
+    return make
+
+
+def dicom_zip_with(name: str, member: Generator, member_name: str) -> Generator:
+    """A zip of a real 4-slice DICOM series plus one more member made by ``member`` (e.g. a detached header)."""
+
+    def make(folder: Path) -> Path:
+        import zipfile
+
+        from tests.medseg.conftest import OBLIQUE, write_dicom_series
+
+        series = write_dicom_series(np.zeros(OBLIQUE.shape, np.int16)[:, :, :4], OBLIQUE, folder / "series")
+        extra = member(folder)
+        path = folder / name
+        with zipfile.ZipFile(path, "w") as zf:
+            for slice_file in sorted(series.iterdir()):
+                zf.write(slice_file, f"series/{slice_file.name}")
+            zf.write(extra, f"series/{member_name}")
+        extra.unlink()
+        return path
+
+    return make
+
+
+def nifti_gz_bomb(name: str, shape: tuple[int, ...] = (2000, 1000, 1000), inflated_mb: int = 1000) -> Generator:
+    """A ~1 MB ``.nii.gz`` whose header declares ``shape`` (2 x 10^9 int16 voxels) over ``inflated_mb`` MB of zeros."""
+
+    def make(folder: Path) -> Path:
+        import gzip
+
+        import nibabel as nib
+
+        header = nib.Nifti1Header()
+        header.set_data_dtype(np.int16)
+        header.set_data_shape(shape)
+        header.set_qform(np.eye(4), code=1)
+        path = folder / name
+        # gzip members may follow each other (RFC 1952), so one compressed MB of zeros repeated
+        # is a valid file that inflates to ``inflated_mb`` MB, made in no time
+        zeros = gzip.compress(b"\0" * (1 << 20), 9)
+        path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4) + zeros * inflated_mb)
+        return path
+
+    return make
+
+
+def nrrd_bomb(name: str, sizes: str = "3 20000 20000 1000", kind: str = "vector") -> Generator:
+    """An attached, gzip-encoded NRRD declaring ``sizes`` (default 3 components x 4 x 10^11 voxels) over a little data."""
+
+    def make(folder: Path) -> Path:
+        import gzip
+
+        dims = len(sizes.split())
+        kinds = f"kinds: {kind} domain domain domain\n" if dims == 4 else ""
+        header = f"NRRD0004\ntype: unsigned char\ndimension: {dims}\nsizes: {sizes}\n{kinds}encoding: gzip\n\n"
+        path = folder / name
+        path.write_bytes(header.encode() + gzip.compress(b"\0" * (8 << 20), 9))
+        return path
+
+    return make
+
+
+def metaimage_bomb(name: str) -> Generator:
+    """An attached MetaImage (``ElementDataFile = LOCAL``, compressed) declaring 5000^3 voxels."""
+
+    def make(folder: Path) -> Path:
+        import zlib
+
+        header = "ObjectType = Image\nNDims = 3\nDimSize = 5000 5000 5000\nElementType = MET_UCHAR\nCompressedData = True\nElementDataFile = LOCAL\n"
+        path = folder / name
+        path.write_bytes(header.encode() + zlib.compress(b"\0" * (8 << 20), 9))
+        return path
+
+    return make

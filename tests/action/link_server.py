@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 class LinkServer:
-    """Serves on 127.0.0.1 (a random port) until :meth:`stop`. ``hits`` counts requests per path.
+    """Serves on 127.0.0.1 (``port``, default a random one) until :meth:`stop`. ``hits`` counts requests per path.
 
     Routes: ``/good.mp4`` (``video``'s bytes), ``/redirect-good`` (302 -> /good.mp4), ``/text.mp4`` (a
     text file), ``/drip`` (one byte every 0.2 s), ``/endless`` (bytes forever, no Content-Length),
@@ -17,10 +17,10 @@ class LinkServer:
     ``/loop`` (302 to itself), ``/missing`` (404).
     """
 
-    def __init__(self, video: Path) -> None:
+    def __init__(self, video: Path, port: int = 0) -> None:
         self.video_bytes = video.read_bytes()
         self.hits: dict[str, int] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

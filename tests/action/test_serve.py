@@ -30,8 +30,18 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(small_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    running = Server(small_model, tmp_path_factory.mktemp("server_tmp"), max_upload_mb=1.0, extra=("--allow-url-host", "127.0.0.1", "--fetch-timeout", "3"))
+def links(tiny_videos: Path):
+    from tests.action.link_server import LinkServer
+
+    server = LinkServer(sorted(tiny_videos.glob("Wave/*.mp4"))[0])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(small_model: Path, links, tmp_path_factory: pytest.TempPathFactory):
+    extra = ("--allow-url-host", "127.0.0.1", "--allow-url-port", str(links.port), "--fetch-timeout", "3")
+    running = Server(small_model, tmp_path_factory.mktemp("server_tmp"), max_upload_mb=1.0, extra=extra)
     yield running
     running.stop()
     assert not list(running.tmpdir.glob("medact-uploads-*")), "the upload root must be removed on shutdown"
@@ -166,15 +176,6 @@ def test_an_upload_is_opened_twice_in_all_probe_then_one_decode(small_model: Pat
     assert len(data["frames"]) == 8
 
 
-@pytest.fixture(scope="module")
-def links(tiny_videos: Path):
-    from tests.action.link_server import LinkServer
-
-    server = LinkServer(sorted(tiny_videos.glob("Wave/*.mp4"))[0])
-    yield server
-    server.stop()
-
-
 def test_a_link_is_answered_exactly_like_an_upload(server: Server, small_model: Path, tiny_videos: Path, links) -> None:
     video = sorted(tiny_videos.glob("Wave/*.mp4"))[0]
     answer = requests.post(server.url + "/api/predict-url", json={"url": links.url + "/redirect-good", "top_k": 3}, timeout=60)
@@ -190,7 +191,8 @@ def test_a_link_is_answered_exactly_like_an_upload(server: Server, small_model: 
     ("{links}/text.mp4", 422, "Not a decodable video: the linked file"), ("{links}/endless", 413, "larger than the limit of 1 MB"),
     ("{links}/liar", 413, "larger than the limit"), ("{links}/drip", 504, "longer than the limit of 3 s"),
     ("{links}/redirect-to?http://localhost:{port}/good.mp4", 403, "a loopback address"), ("ftp://example.org/v.mp4", 400, "Only http and https"),
-    ("http://user:pw@127.0.0.1/", 400, "credentials"),
+    ("http://user:pw@127.0.0.1/", 400, "credentials"), ("http://127.0.0.1:25/good.mp4", 403, "port 25 are refused"),
+    ("{links}/redirect-to?http://127.0.0.1:6379/", 403, "port 6379 are refused"),
 ])  # fmt: skip
 def test_bad_links_answer_like_bad_uploads(server: Server, links, link: str, status: int, message: str) -> None:
     url = link.format(links=links.url, port=links.port)
@@ -198,3 +200,35 @@ def test_bad_links_answer_like_bad_uploads(server: Server, links, link: str, sta
     assert answer.status_code == status and message in answer.json()["error"], answer.text
     assert not any(server.upload_root().iterdir())
     assert requests.post(server.url + "/api/predict-url", data="not json", timeout=10).status_code == 400
+
+
+def test_parallel_link_fetches_share_the_upload_gate_and_cannot_fill_the_disk(small_model: Path, links, tmp_path: Path) -> None:
+    """Five slow links at once against two transfer slots: at most two are ever stored, the rest get 503 at once."""
+    import threading
+    import time
+
+    extra = ("--allow-url-host", "127.0.0.1", "--allow-url-port", str(links.port), "--fetch-timeout", "3", "--max-transfers", "2", "--transfer-wait", "0.5")
+    server = Server(small_model, tmp_path, max_upload_mb=1.0, extra=extra)
+    try:
+        root, most, done = server.upload_root(), 0, threading.Event()
+
+        def watch() -> None:
+            nonlocal most
+            while not done.is_set():
+                most = max(most, len(list(root.iterdir())))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            answers = list(pool.map(lambda _: requests.post(server.url + "/api/predict-url", json={"url": links.url + "/drip"}, timeout=60), range(5)))
+        done.set()
+        watcher.join()
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [503, 503, 503, 504, 504], [a.text for a in answers]
+        busy = next(a for a in answers if a.status_code == 503)
+        assert "busy" in busy.json()["error"] and busy.headers["Retry-After"] == "30"
+        assert 1 <= most <= 2 and not any(root.iterdir())
+        assert _post(server, "v.mp4", b"not a video" * 10).status_code == 422  # the slots were given back
+    finally:
+        server.stop()

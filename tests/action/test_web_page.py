@@ -34,8 +34,8 @@ def browser():
 @pytest.mark.slow
 def test_upload_a_video_and_a_fake_one(browser, small_model: Path, tiny_videos: Path, tmp_path: Path) -> None:  # noqa: F811
     (tmp_path / "server").mkdir()
-    server = Server(small_model, tmp_path / "server", max_upload_mb=5, extra=("--allow-url-host", "127.0.0.1"))
     links = LinkServer(sorted(tiny_videos.glob("StandUp/*.mp4"))[0])
+    server = Server(small_model, tmp_path / "server", max_upload_mb=5, extra=("--allow-url-host", "127.0.0.1", "--allow-url-port", str(links.port)))
     try:
         page = browser.new_page()
         page.goto(server.url + "/")

@@ -133,3 +133,77 @@ def test_results_are_removed_after_the_configured_time(untrained_bundle: Path, d
     import shutil
 
     shutil.rmtree(root)
+
+
+def test_sweeping_never_fails_while_other_requests_remove_folders() -> None:
+    """Folders removed by other requests (failed uploads) while a sweep runs, and folders still being filled, in 8 threads."""
+    import shutil
+    import threading
+    import time
+
+    from medseg.serve import Results
+
+    results, errors = Results(keep_s=0.0), []
+
+    def churn() -> None:
+        try:
+            for _ in range(200):
+                token, folder = results.new()
+                (folder / "x").write_bytes(b"1")
+                if token[0] < "m":
+                    shutil.rmtree(folder)  # a failed upload removes its own folder
+                results.done(token)
+                results.sweep()
+        except Exception as err:  # noqa: BLE001 - any exception is the failure this test looks for
+            errors.append(err)
+
+    threads = [threading.Thread(target=churn) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    token, folder = results.new()  # a folder being filled is never swept, however old
+    time.sleep(0.05)
+    results.sweep()
+    assert folder.is_dir()
+    results.done(token)
+    time.sleep(0.05)
+    results.sweep()
+    assert not any(results.root.iterdir())
+    shutil.rmtree(results.root)
+    results.sweep()  # the root itself gone (shutdown): still no error
+
+
+def test_expiring_results_never_answer_500_under_concurrent_requests(untrained_bundle: Path, tmp_path: Path) -> None:
+    """Results that expire after 0.3 s while 6 clients segment, download and view them: only 200 and 404."""
+    import concurrent.futures
+    import time
+
+    from tests import bad_inputs
+
+    scan = bad_inputs.nifti("small.nii.gz", shape=(40, 36, 24))(tmp_path)  # a small scan: many requests in little time
+    content = scan.read_bytes()
+    server = Server(untrained_bundle, tmp_path, max_upload_mb=20, module="medseg", extra=("--keep-minutes", "0.005", "--workers", "2"))
+
+    def client(index: int) -> list[int]:
+        codes = []
+        for _ in range(4):
+            answer = _post(server, scan.name, content)
+            codes.append(answer.status_code)
+            if answer.status_code != 200:
+                continue
+            data = answer.json()
+            for delay in (0.0, 0.2, 0.4):
+                time.sleep(delay)
+                codes.append(requests.get(server.url + data["downloads"]["seg_nrrd"], timeout=60).status_code)
+                codes.append(requests.get(server.url + data["view_url"].format(axis="axial", index=0), timeout=60).status_code)
+        return codes
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            codes = [c for result in pool.map(client, range(6)) for c in result]
+    finally:
+        server.stop()
+    assert set(codes) <= {200, 404} and 200 in codes and 404 in codes, codes
+    assert "Internal error" not in (tmp_path / "server.log").read_text(encoding="utf-8")
