@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from action.layouts import LAYOUTS
+from action.video.layouts import LAYOUTS
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -22,14 +22,14 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _sampling(args: argparse.Namespace) -> Any:
-    from action.sampling import Sampling
+    from action.video.sampling import Sampling
 
     decode = args.decode_size or (args.size[0] + args.size[0] // 8, args.size[1] + args.size[1] // 8)
     return Sampling(args.frames, args.size, decode, args.clip_duration, args.clips_per_video)
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from action.models import MODELS
+    from action.models.factory import MODELS
     from action.train import default_options
     from shared.options import TrainingOptions
 
@@ -49,11 +49,11 @@ def _options(args: argparse.Namespace) -> Any:
 def _train_inputs(args: argparse.Namespace, kind: str) -> Any:
     """The ``inputs`` of :func:`action.train.train_model` for an input kind, from the flags."""
     if kind == "sequence":
-        from action.sequences import SequenceInput
+        from action.sequences.dataset import SequenceInput
 
         return SequenceInput(args.normalization, args.sort_by_length, args.mat_x_var, args.mat_y_var)
     if kind == "features":
-        from action.features import FeatureInput
+        from action.models.features import FeatureInput
 
         return _sampling(args), FeatureInput(args.backbone, args.cache_dir, args.weights, args.backbone_size)
     return _sampling(args)
@@ -63,7 +63,7 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
     """One training process (the only one, or one rank of a distributed run)."""
     import ignite.distributed as idist
 
-    from action.models import MODELS
+    from action.models.factory import MODELS
     from action.train import DataSource, train_model
 
     source = DataSource(args.data, args.layout, args.split, args.val_fraction, args.skip_bad)
@@ -119,7 +119,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """``predict``: top-k labels (and optionally a per-window timeline) of each video."""
     from action.predict import Predictor
 
-    from action.sequences import SEQUENCE_SUFFIXES
+    from action.sequences.dataset import SEQUENCE_SUFFIXES
 
     predictor = Predictor.load(args.model)
     results = []
@@ -144,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_make_demo_data(args: argparse.Namespace) -> int:
     """``make-demo-data``: render the synthetic UCF101-style dataset."""
-    from action.synthetic import make_dataset
+    from action.video.synthetic import make_dataset
 
     out = make_dataset(args.out, groups=args.groups, clips=args.clips, seed=args.seed)
     print(f"Demo videos in {out} (UCF101 layout: ucfTrainTestlist/classInd.txt, trainlist0N.txt, testlist0N.txt)")
@@ -153,7 +153,7 @@ def cmd_make_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_extract_features(args: argparse.Namespace) -> int:
     """``extract-features``: fill a feature cache with a backbone's per-frame features."""
-    from action.features import extract_features
+    from action.models.features import extract_features
 
     summary = extract_features(args.data, args.cache_dir, args.backbone, args.weights, _sampling(args), args.layout, args.split, args.skip_bad,
                                input_size=args.backbone_size)  # fmt: skip
@@ -165,7 +165,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``serve``: run the web page and JSON API until interrupted."""
     import signal
 
-    from action.serve import default_model_dir, serve
+    from action.web.server import default_model_dir, serve
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     serve(args.model or default_model_dir(), args.host, args.port, max_upload_mb=args.max_upload_mb, workers=args.workers, allowed_url_hosts=args.allow_url_host,
@@ -188,7 +188,7 @@ def _add_sequence_input(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sequence_options(p: argparse.ArgumentParser) -> None:
-    from action.sequences import DEFAULT_NORMALIZATION, NORMALIZATIONS
+    from action.sequences.dataset import DEFAULT_NORMALIZATION, NORMALIZATIONS
 
     g = p.add_argument_group("sequence models (gru, lstm, bilstm, attention_gru on .npz/.csv/.mat/.ts files)")
     g.add_argument("--normalization", choices=NORMALIZATIONS, default=DEFAULT_NORMALIZATION,
@@ -208,7 +208,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m action`` argument parser (also renders the CLI reference of the docs)."""
-    from action.models import MODELS
+    from action.models.factory import MODELS
 
     parser = argparse.ArgumentParser(prog="python -m action", description="GRU action recognition from video (medact).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")

@@ -1,6 +1,6 @@
 """``make demo`` (action half): synthetic videos -> 3D-CNN+GRU -> evaluation -> prediction.
 
-1. renders the synthetic UCF101-style dataset (``action.synthetic``) into ``demo_data/action``
+1. renders the synthetic UCF101-style dataset (``action.video.synthetic``) into ``demo_data/action``
    unless it is already there;
 2. trains ``c3d_gru`` on split 1's training list (10 epochs) into ``demo_output/action/c3d_gru``;
 3. evaluates it on split 1's held-out groups (confusion chart, per-class CSV, summary);
@@ -24,7 +24,7 @@ import numpy as np
 
 from action.evaluate import evaluate_model
 from action.predict import Predictor
-from action.synthetic import REVERSED_PAIRS, make_dataset
+from action.video.synthetic import REVERSED_PAIRS, make_dataset
 from action.train import train_model
 from shared.io import atomic_write_json
 

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from ignite.engine import Events
 
-from action.data import ClipDataset
-from action.layouts import read_videos
-from action.models import MODELS
+from action.video.dataset import ClipDataset
+from action.video.layouts import read_videos
+from action.models.factory import MODELS
 from action.predict import Predictor
-from action.sequences import SequenceDataset, read_sequences
-from action.video import DecodeLimits
+from action.sequences.dataset import SequenceDataset, read_sequences
+from action.video.decode import DecodeLimits
 from shared.engine import build_evaluator
 from shared.io import atomic_write_csv, atomic_write_json, to_strict_json
 from shared.metrics import classification_report, confusion_matrix

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from action.sampling import clip_windows, evaluation_view
-from action.model_dir import ModelConfig, load_model
-from action.video import DecodeLimits, iter_frames, probe, uniform_timestamps
+from action.video.sampling import clip_windows, evaluation_view
+from action.models.model_dir import ModelConfig, load_model
+from action.video.decode import DecodeLimits, iter_frames, probe, uniform_timestamps
 
 
 @dataclasses.dataclass
@@ -37,7 +37,7 @@ class Predictor:
     def load(cls, model_dir: str | Path, limits: DecodeLimits = DecodeLimits()) -> Predictor:
         network, config = load_model(model_dir)
         if config.input == "features":
-            from action.features import with_backbone
+            from action.models.features import with_backbone
 
             network = with_backbone(network, config)
         return cls(network.eval(), config, limits)
@@ -54,7 +54,7 @@ class Predictor:
 
     def predict_sequences(self, path: str | Path, top_k: int = 5, x_var: str | None = None, y_var: str | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
         """Classify every recording of a sequence file (labels, if present, are ignored); one result per recording."""
-        from action.sequences import SequenceDataset, read_sequences
+        from action.sequences.dataset import SequenceDataset, read_sequences
         from shared.sequences import SequenceCollate
 
         if self.config.input != "sequence":
@@ -77,7 +77,7 @@ class Predictor:
         """Softmax probabilities ``(W, C)`` of ``windows`` (seconds) of one video, from one streaming decode.
 
         Memory is bounded whatever the video's length: frames arrive one at a time
-        (:func:`action.video.iter_frames`), each window's uint8 clip is filled as its frames
+        (:func:`action.video.decode.iter_frames`), each window's uint8 clip is filled as its frames
         pass and classified in batches of ``batch_size`` as soon as it is complete, then dropped.
         At any time only the windows open at the current frame, the ready batch and the whole-video
         windows are held (a 30-minute video's 1,800 timeline windows never sit in memory together).

@@ -2,7 +2,7 @@
 
 :func:`train_model` reads the training data of the model's input kind into a
 :class:`~action.training_data.TrainingData` (:func:`~action.training_data.clip_data`,
-:func:`~action.training_data.sequence_data`, :func:`~action.features.feature_data`), writes
+:func:`~action.training_data.sequence_data`, :func:`~action.models.features.feature_data`), writes
 ``action_model.json``, builds the network from the options' seed and calls
 ``shared.build_trainer`` with MATLAB-style :class:`~shared.options.TrainingOptions`: progress
 table, ``training_progress.png``, history, resumable checkpoints in ``<out>/checkpoints``,
@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from action.data import Sampling
-from action.models import MODELS
-from action.sequences import SequenceInput
+from action.video.dataset import Sampling
+from action.models.factory import MODELS
+from action.sequences.dataset import SequenceInput
 from action.training_data import DataSource, TrainingData, clip_data, sequence_data
 from shared.engine import Trainer, build_trainer
 from shared.ignite_metrics import confusion_metric
@@ -55,12 +55,12 @@ def classification_metrics(num_classes: int) -> dict[str, Any]:
 
 def read_training_data(kind: str, source: DataSource, seed: int = 0, inputs: Any = None) -> TrainingData:
     """The :class:`TrainingData` of an input kind; ``inputs`` is its :class:`Sampling`, :class:`SequenceInput`
-    or :class:`action.features.FeatureInput` (``(sampling, feature_input)`` for features)."""
+    or :class:`action.models.features.FeatureInput` (``(sampling, feature_input)`` for features)."""
     if kind == "clip":
         return clip_data(source, inputs, seed)
     if kind == "sequence":
         return sequence_data(source, inputs, seed)
-    from action.features import FeatureInput, feature_data
+    from action.models.features import FeatureInput, feature_data
 
     sampling, features = inputs if isinstance(inputs, tuple) else (None, inputs or FeatureInput())
     return feature_data(source, sampling, features, seed)
@@ -96,7 +96,7 @@ def train_model(
         options: :class:`TrainingOptions` or a dict of changes to :func:`default_options` of the model's input kind.
         inputs: how the input is read: clips a :class:`Sampling` (default 20 frames of 64x64
             decoded at 72x72, random crops), sequences a :class:`SequenceInput`, feature models
-            an :class:`action.features.FeatureInput` or ``(Sampling, FeatureInput)``.
+            an :class:`action.models.features.FeatureInput` or ``(Sampling, FeatureInput)``.
         model_kwargs: model options (``hidden``, ``dropout``, ``reset_gate_mode``, ...).
         resume: continue from the newest checkpoint (``True``) or a checkpoint file.
         num_workers: DataLoader worker processes of the training data.

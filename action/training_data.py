@@ -2,7 +2,7 @@
 
 :class:`TrainingData` holds the training and validation datasets, the class names and the
 input record that ``action_model.json`` keeps (clip sampling, sequence normalisation, feature
-size, backbone). :func:`clip_data`, :func:`sequence_data` and :func:`action.features.feature_data`
+size, backbone). :func:`clip_data`, :func:`sequence_data` and :func:`action.models.features.feature_data`
 build it; :func:`action.train.train_model` and the bundle's ``train.json`` both pass it to
 ``shared.build_trainer``, so the CLI and ``python -m monai.bundle run`` train the same thing.
 """
@@ -14,11 +14,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from action.data import ClipDataset, Sampling
-from action.layouts import read_videos, split_sequences, split_videos
-from action.model_dir import ModelConfig
-from action.sequences import SequenceDataset, SequenceInput, SequenceNormalization, read_sequences
-from action.video import DecodeLimits
+from action.video.dataset import ClipDataset, Sampling
+from action.video.layouts import read_videos, split_sequences, split_videos
+from action.models.model_dir import ModelConfig
+from action.sequences.dataset import SequenceDataset, SequenceInput, SequenceNormalization, read_sequences
+from action.video.decode import DecodeLimits
 from shared.data import world
 from shared.engine import EngineHooks
 from shared.io import atomic_write_json
@@ -39,12 +39,12 @@ class DataSource:
 
     Args:
         path: dataset folder or CSV list (videos), or a sequence file (``.npz``/``.csv``/``.mat``/``.ts``).
-        layout: video dataset layout (:data:`action.layouts.LAYOUTS`, default detected).
+        layout: video dataset layout (:data:`action.video.layouts.LAYOUTS`, default detected).
         split: UCF101/HMDB51 split (1-3) or UCF50 test group.
         val_fraction: stratified share held out for validation (``None``: :data:`VAL_FRACTION` of the kind).
         skip_bad: leave undecodable videos out (listed in ``skipped.json``) instead of failing.
         cache: keep decoded uint8 clips in RAM when their windows are fixed (MONAI ``CacheDataset``).
-        limits: what a video header may claim (:class:`action.video.DecodeLimits`).
+        limits: what a video header may claim (:class:`action.video.decode.DecodeLimits`).
     """
 
     path: str | Path
@@ -64,7 +64,7 @@ class TrainingData:
     """Datasets and input record of one training run.
 
     Attributes:
-        kind: ``"clip"``, ``"sequence"`` or ``"features"`` (:data:`action.models.MODELS` input kinds).
+        kind: ``"clip"``, ``"sequence"`` or ``"features"`` (:data:`action.models.factory.MODELS` input kinds).
         train, val: map-style datasets of ``{"image", "label", "video"}`` (``val`` may be ``None``).
         classes: class names; labels index into them.
         sampling: how clips were sampled (clips; feature models: the cache's sampling).
@@ -131,7 +131,7 @@ def clip_data(source: DataSource, sampling: Sampling | None = None, seed: int = 
     """Clips of the training split of ``source``: stratified validation hold-out, random windows and crops in training.
 
     ``seed`` chooses the hold-out; the random windows and crops are drawn from the options' seed
-    by the engine (:meth:`action.data.ClipDataset.set_seed`).
+    by the engine (:meth:`action.video.dataset.ClipDataset.set_seed`).
     """
     sampling = sampling or Sampling(decode_size=(72, 72))
     videos = read_videos(source.path, source.layout, source.split, "train", seed=seed)

@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from action.data import ClipDataset, Sampling  # noqa: E402
-from action.features import FeatureDataset, extract_features, load_backbones  # noqa: E402
-from action.layouts import read_videos  # noqa: E402
-from action.models import build_model  # noqa: E402
-from action.synthetic import make_dataset  # noqa: E402
+from action.video.dataset import ClipDataset, Sampling  # noqa: E402
+from action.models.features import FeatureDataset, extract_features, load_backbones  # noqa: E402
+from action.video.layouts import read_videos  # noqa: E402
+from action.models.factory import build_model  # noqa: E402
+from action.video.synthetic import make_dataset  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from shared.engine import build_trainer  # noqa: E402
 from shared.options import TrainingOptions  # noqa: E402

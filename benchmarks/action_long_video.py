@@ -34,10 +34,10 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from action.model_dir import ModelConfig  # noqa: E402
-from action.sampling import Sampling  # noqa: E402
-from action.serve import default_model_dir  # noqa: E402
-from action.synthetic import CLASSES  # noqa: E402
+from action.models.model_dir import ModelConfig  # noqa: E402
+from action.video.sampling import Sampling  # noqa: E402
+from action.web.server import default_model_dir  # noqa: E402
+from action.video.synthetic import CLASSES  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from shared.distributed import free_port  # noqa: E402
 from shared.weights import save_weights  # noqa: E402

@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from action.demo import pair_accuracy  # noqa: E402
 from action.evaluate import evaluate_model  # noqa: E402
-from action.models import MODELS  # noqa: E402
-from action.synthetic import make_dataset  # noqa: E402
-from action.features import FeatureInput  # noqa: E402
+from action.models.factory import MODELS  # noqa: E402
+from action.video.synthetic import make_dataset  # noqa: E402
+from action.models.features import FeatureInput  # noqa: E402
 from action.train import train_model  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 

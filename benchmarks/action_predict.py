@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from action.data import Sampling  # noqa: E402
-from action.model_dir import ModelConfig  # noqa: E402
+from action.video.dataset import Sampling  # noqa: E402
+from action.models.model_dir import ModelConfig  # noqa: E402
 from action.predict import Predictor  # noqa: E402
-from action.video import probe  # noqa: E402
+from action.video.decode import probe  # noqa: E402
 from benchmarks.action_sampling import make_video, pytorchvideo_uniform  # noqa: E402
 from benchmarks.common import best_of, emit  # noqa: E402
 from shared.weights import save_weights  # noqa: E402

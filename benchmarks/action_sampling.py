@@ -1,4 +1,4 @@
-"""Uniform 20-frame sampling (action.video) vs pytorchvideo EncodedVideo.get_clip of the whole video (same run).
+"""Uniform 20-frame sampling (action.video.decode) vs pytorchvideo EncodedVideo.get_clip of the whole video (same run).
 
 A UCF101-like file: 320x240, 25 fps, MPEG-4 Part 2 in AVI, 10 s (250 frames) and 60 s.
 Target: >= 5x faster than decoding the whole clip with pytorchvideo and picking 20 frames.
@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from action.synthetic import encode_video, render_video  # noqa: E402
-from action.video import probe, read_uniform_clip  # noqa: E402
+from action.video.synthetic import encode_video, render_video  # noqa: E402
+from action.video.decode import probe, read_uniform_clip  # noqa: E402
 from benchmarks.common import best_of, emit  # noqa: E402
 
 

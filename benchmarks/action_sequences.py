@@ -55,7 +55,7 @@ def aeon_file(name: str, split: str) -> Path:
 
 def resampled_copy(source: Path, out: Path, length: int) -> Path:
     """``source`` with every recording linearly resampled to ``length`` steps, as ``.npz`` ``X (N, T, C)`` + ``y``."""
-    from action.sequence_io import read_sequences
+    from action.sequences.readers import read_sequences
 
     seqs = read_sequences(source)
     grid = np.linspace(0, 1, length)
@@ -83,7 +83,7 @@ def accuracy_figures(datasets: list[str], seeds: list[int], threads: list[int], 
         work = Path(tmp)
         pairs = [(name, aeon_file(name, "TRAIN"), aeon_file(name, "TEST")) for name in datasets]
         if "PickupGestureWiimoteZ" in datasets:
-            from action.sequence_io import read_sequences
+            from action.sequences.readers import read_sequences
 
             longest = int(max(read_sequences(p).lengths.max() for p in pairs[datasets.index("PickupGestureWiimoteZ")][1:]))
             pairs.append(("PickupGestureWiimoteZ resampled to equal length", resampled_copy(pairs[-1][1], work / "pg_eq_train.npz", longest),

@@ -27,10 +27,10 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from action.sampling import Sampling  # noqa: E402
-from action.model_dir import ModelConfig  # noqa: E402
-from action.serve import default_model_dir  # noqa: E402
-from action.synthetic import CLASSES, encode_video, render_video  # noqa: E402
+from action.video.sampling import Sampling  # noqa: E402
+from action.models.model_dir import ModelConfig  # noqa: E402
+from action.web.server import default_model_dir  # noqa: E402
+from action.video.synthetic import CLASSES, encode_video, render_video  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from tests.action.link_server import LinkServer  # noqa: E402
 from shared.weights import save_weights  # noqa: E402

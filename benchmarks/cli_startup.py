@@ -81,9 +81,9 @@ def serve_seconds(model: Path, repeats: int) -> float:
 
 def fixtures(root: Path) -> dict[str, Path]:
     """A demo-sized clip model and 1.7 s clip, a 4-case scan dataset and a bundle with (untrained) weights."""
-    from action.model_dir import ModelConfig
-    from action.sampling import Sampling
-    from action.synthetic import encode_video
+    from action.models.model_dir import ModelConfig
+    from action.video.sampling import Sampling
+    from action.video.synthetic import encode_video
     from medseg.bundle import copy_with_fresh_weights
     from medseg.synthetic import make_dataset
     from shared.weights import save_weights

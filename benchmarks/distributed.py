@@ -41,7 +41,7 @@ def dataset(task):
 
 def network(task):
     if task == "action":
-        from action.models import build_model
+        from action.models.factory import build_model
         return build_model("c3d_gru", 8), torch.nn.CrossEntropyLoss()
     from medseg.networks import VNet
     from monai.losses import DiceLoss

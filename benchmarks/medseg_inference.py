@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit, peak_rss_mb, reset_peak_rss  # noqa: E402
 from medseg.infer import Segmenter  # noqa: E402
-from medseg.io import Geometry, write_volume  # noqa: E402
+from medseg.io.volumes import Geometry, write_volume  # noqa: E402
 from medseg.networks import VNet, fold_batch_norm  # noqa: E402
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "vnet_seg"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.data import datalist, label_names
-from medseg.io import VolumeError
+from medseg.io.volumes import VolumeError
 from medseg.validate import validate
 
 logger = logging.getLogger(__name__)

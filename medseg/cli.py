@@ -151,7 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``serve``: run the scan page and JSON API until interrupted."""
     import signal
 
-    from medseg.serve import serve
+    from medseg.web.server import serve
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     serve(args.bundle, args.host, args.port, max_upload_mb=args.max_upload_mb, keep_minutes=args.keep_minutes, workers=args.workers,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.io import VOLUME_SUFFIXES, VolumeError, is_dicom_dir, read_header
+from medseg.io.volumes import VOLUME_SUFFIXES, VolumeError, is_dicom_dir, read_header
 
 logger = logging.getLogger(__name__)
 IMAGE_DIRS = (("imagesTr", "labelsTr"), ("images", "labels"))
@@ -162,7 +162,7 @@ def preprocessing(
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
-    from medseg.reader import LoadVolumed
+    from medseg.io.reader import LoadVolumed
 
     keys = ["image", "label"] if with_label else ["image"]
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)

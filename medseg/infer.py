@@ -21,8 +21,8 @@ from monai import transforms as T
 from monai.inferers import SlidingWindowInferer
 
 from medseg.data import preprocessing, strip_suffix
-from medseg.export import export_mask, mask_dtype
-from medseg.io import Geometry, VolumeError, read_header
+from medseg.io.export import export_mask, mask_dtype
+from medseg.io.volumes import Geometry, VolumeError, read_header
 from medseg.networks import PadToMultiple, fold_batch_norm
 
 logger = logging.getLogger(__name__)

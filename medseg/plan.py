@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data import datalist, label_names, load_dataset_json
-from medseg.io import VolumeError, read_volume
+from medseg.io.volumes import VolumeError, read_volume
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "bundles" / "vnet_seg"
 #: Decathlon / nnU-Net spellings of CT; any other modality is planned as MR-like (no absolute scale)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.io import Geometry, write_volume
+from medseg.io.volumes import Geometry, write_volume
 from shared.io import atomic_write_json
 
 LABELS = {"0": "background", "1": "liver", "2": "kidney", "3": "tumour"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.io import MAX_VOXELS, Header, VolumeError, check_finite, read_header, read_volume
+from medseg.io.volumes import MAX_VOXELS, Header, VolumeError, check_finite, read_header, read_volume
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@
 - ``SequencePaddingValue``: the value padded steps hold (0).
 
 Each batch carries a ``"mask"`` ``(B, T)`` of real steps; the recurrent and attention layers of
-``action.recurrent`` read it (packed sequences, frozen states, masked attention), so a sequence gets
+``action.models.recurrent`` read it (packed sequences, frozen states, masked attention), so a sequence gets
 the same logits alone as padded in a batch with longer ones, whatever the padding direction and value.
 """
 

@@ -87,7 +87,7 @@ def nifti(name: str, shape: tuple[int, ...] = (24, 20, 16), dtype=np.int16, fill
         if name.endswith((".nii", ".nii.gz")):
             nib.save(nib.Nifti1Image(data, affine), str(path))
         else:  # NRRD, MHA through ITK
-            from medseg.io import Geometry, write_volume
+            from medseg.io.volumes import Geometry, write_volume
 
             write_volume(data, Geometry(shape, (1.5,) * 3, (10.0, -20.0, 5.0), tuple(np.eye(3).reshape(-1))), path)
         return path
@@ -153,7 +153,7 @@ def set_inf(data: np.ndarray) -> None:
 
 def video(name: str, frames: int = 40, size: tuple[int, int] = (48, 64)) -> Generator:
     def make(folder: Path) -> Path:
-        from action.synthetic import encode_video
+        from action.video.synthetic import encode_video
 
         rng = np.random.default_rng(1)
         return encode_video(rng.integers(0, 256, (frames, *size, 3), dtype=np.uint8), folder / name, fps=10)

@@ -127,9 +127,9 @@ def test_the_suite_is_large_enough() -> None:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """An (untrained) V-Net bundle, a clip model and a 3-channel sequence model: the errors need real models, not good ones."""
-    from action.data import Sampling
-    from action.model_dir import ModelConfig
-    from action.sequences import SequenceNormalization
+    from action.video.dataset import Sampling
+    from action.models.model_dir import ModelConfig
+    from action.sequences.dataset import SequenceNormalization
     from medseg.bundle import copy_with_fresh_weights
     from shared.weights import save_weights
 
@@ -229,9 +229,9 @@ API_CASES = [
 
 @pytest.mark.parametrize("name, make, status", API_CASES, ids=[c[0] for c in API_CASES])
 def test_bad_upload_answers_4xx_with_one_message_and_leaves_nothing(name: str, make: bad.Generator, status: int, models: dict[str, Path], tmp_path: Path) -> None:
-    import action.serve
+    import action.web.server
 
-    app = action.serve.create_app(models["clip"])
+    app = action.web.server.create_app(models["clip"])
     client = app.test_client()
     path = make(tmp_path)
     answer = client.post("/api/predict", data={"file": (path.open("rb"), path.name)}, content_type="multipart/form-data")
@@ -243,9 +243,9 @@ def test_bad_upload_answers_4xx_with_one_message_and_leaves_nothing(name: str, m
 
 
 def test_api_requests_without_a_file_or_with_a_bad_top_k_answer_400(models: dict[str, Path], tmp_path: Path) -> None:
-    import action.serve
+    import action.web.server
 
-    app = action.serve.create_app(models["clip"])
+    app = action.web.server.create_app(models["clip"])
     client = app.test_client()
     assert client.post("/api/predict", data={}).status_code == 400
     video = bad.video("v.mp4", frames=12, size=(32, 32))(tmp_path)
@@ -339,7 +339,7 @@ def test_the_secret_file_check_would_see_a_read(tmp_path: Path) -> None:
     """The premise of the atime check above: reading the secret file (as ITK does for a detached header) moves its atime."""
     import os
 
-    from medseg.io import read_volume
+    from medseg.io.volumes import read_volume
 
     header = bad.nrrd_detached("scan.nrrd")(tmp_path)
     secret = tmp_path / "elsewhere" / bad.SECRET_NAME

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from action.synthetic import encode_video, make_dataset
+from action.video.synthetic import encode_video, make_dataset
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Events
 
-from action.data import Sampling
+from action.video.dataset import Sampling
 from action.train import train_model
 from shared.data import world
 from shared.distributed import run_parallel

@@ -24,7 +24,7 @@ def _bundle(*args: object, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 def test_metadata_verifies_offline_and_names_the_demo_classes() -> None:
-    from action.synthetic import CLASSES
+    from action.video.synthetic import CLASSES
 
     meta = json.loads((CONFIGS / "metadata.json").read_text(encoding="utf-8"))
     pred = meta["network_data_format"]["outputs"]["pred"]
@@ -65,7 +65,7 @@ def test_the_bundle_trains_exactly_what_the_cli_trains(tmp_path: Path, tiny_vide
     import torch
 
     from action.cli import main
-    from action.model_dir import ModelConfig
+    from action.models.model_dir import ModelConfig
 
     bundle = tmp_path / "gru_action"
     shutil.copytree(CONFIGS, bundle / "configs")

@@ -97,5 +97,5 @@ def test_predict_and_serve_start_without_monai(trained: Path, tiny_videos: Path)
     video = sorted(tiny_videos.glob("Jump/*"))[0]
     out, imported = modules_after("action", "predict", "--model", str(trained), str(video), "--json", watch=heavy)
     assert json.loads(out)["label"] and imported == set(), imported
-    code = "import sys, action.serve, action.predict; print('monai' in sys.modules or 'ignite' in sys.modules)"
+    code = "import sys, action.web.server, action.predict; print('monai' in sys.modules or 'ignite' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout.strip() == "False"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from action.data import Sampling
-from action.model_dir import load_model
+from action.video.dataset import Sampling
+from action.models.model_dir import load_model
 from action.train import DataSource, classification_metrics
 from action.training_data import clip_data
 from shared.engine import build_evaluator

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from action.model_dir import ModelConfig
+from action.models.model_dir import ModelConfig
 from action.predict import Predictor
-from action.sampling import Sampling
-from action.synthetic import encode_video
-from action.video import read_frames, uniform_timestamps
+from action.video.sampling import Sampling
+from action.video.synthetic import encode_video
+from action.video.decode import read_frames, uniform_timestamps
 from shared.weights import save_weights
 
 

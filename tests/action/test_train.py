@@ -11,7 +11,7 @@ import pytest
 from action.cli import main
 from action.train import DataSource, train_model
 from shared.options import TrainingOptions
-from tests.action.test_sequences import make_sensor_data
+from tests.action.sequences.test_dataset import make_sensor_data
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_clip_training_resumes_exactly_after_a_mid_epoch_stop(tiny_videos: Path,
     import torch
     from ignite.engine import Events
 
-    from action.data import Sampling
+    from action.video.dataset import Sampling
     from shared.checkpoint import list_checkpoints
 
     sampling = Sampling(frames=8, size=(16, 16), decode_size=(20, 20), clip_duration=0.5)

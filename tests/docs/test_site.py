@@ -17,11 +17,12 @@ PACKAGES = ("shared", "medseg", "action")
 
 
 def _modules() -> list[str]:
+    """Every module of the packages, sub-packages' modules included (sub-packages themselves hold only a docstring)."""
     names = []
     for package in PACKAGES:
-        for info in pkgutil.iter_modules([str(ROOT / package)]):
-            if info.name != "__main__":
-                names.append(f"{package}.{info.name}")
+        for info in pkgutil.walk_packages([str(ROOT / package)], prefix=f"{package}."):
+            if not info.ispkg and not info.name.endswith("__main__"):
+                names.append(info.name)
     return sorted(names)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medseg.io import Geometry
+from medseg.io.volumes import Geometry
 
 # an oblique, anisotropic, non-RAS grid: what a real scanner writes
 ROTATION = np.array([[0.0, 0.0, -1.0], [0.8, 0.6, 0.0], [-0.6, 0.8, 0.0]]).T

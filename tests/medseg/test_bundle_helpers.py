@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from medseg.bundle import names_from_channel_def, split_cases
-from medseg.io import VolumeError, write_volume
+from medseg.io.volumes import VolumeError, write_volume
 from medseg.report import pair_predictions
 from tests.medseg.conftest import OBLIQUE, random_labels
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from medseg.cli import main
-from medseg.io import Geometry, read_volume, write_volume
+from medseg.io.volumes import Geometry, read_volume, write_volume
 from tests.cli_run import modules_after, run_main
 
 

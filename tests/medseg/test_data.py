@@ -5,7 +5,7 @@ import pytest
 from monai.data import CacheDataset, Dataset, PersistentDataset
 
 from medseg.data import datalist, label_names, make_dataset, pair_folders, preprocessing, strip_suffix
-from medseg.io import VolumeError, write_volume
+from medseg.io.volumes import VolumeError, write_volume
 from tests.medseg.conftest import OBLIQUE, random_labels
 
 

@@ -5,7 +5,7 @@ import slicerio
 import torch
 
 from medseg.infer import Segmenter
-from medseg.io import Geometry, VolumeError, read_header, read_volume, write_volume
+from medseg.io.volumes import Geometry, VolumeError, read_header, read_volume, write_volume
 from tests.medseg.conftest import OBLIQUE, random_labels
 
 NAMES = {0: "background", 1: "a", 2: "b", 3: "c"}

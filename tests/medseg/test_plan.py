@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medseg.cli import main
-from medseg.io import Geometry, write_volume
+from medseg.io.volumes import Geometry, write_volume
 from medseg.plan import PlanError, fingerprint, make_plan, plan_dataset, target_spacing
 
 ROOT = Path(__file__).resolve().parents[2]

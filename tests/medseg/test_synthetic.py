@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from medseg.io import read_volume
+from medseg.io.volumes import read_volume
 
 
 def test_demo_dataset_has_variety_and_consistent_pairs(demo_dataset):

@@ -20,7 +20,7 @@ from medseg.cli import main
 from medseg.data import preprocessing
 from medseg.evaluation import dice
 from medseg.infer import load_segmenter
-from medseg.io import Geometry, read_volume, write_volume
+from medseg.io.volumes import Geometry, read_volume, write_volume
 from shared.metrics import largest_drop_after
 
 LABELS = (1, 2)

@@ -6,7 +6,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from medseg.cli import main
-from medseg.io import Geometry, write_volume
+from medseg.io.volumes import Geometry, write_volume
 from medseg.validate import check_case, check_label_values, validate
 from tests.cli_run import run_main
 from tests.medseg.conftest import OBLIQUE, random_labels, write_dicom_series

@@ -1,0 +1,1 @@
+"""The networks: the model family and its registry (:mod:`.factory`), CNN backbones (:mod:`.backbones`), recurrent heads (:mod:`.recurrent`), cached backbone features (:mod:`.features`) and trained model folders (:mod:`.model_dir`)."""

@@ -1,0 +1,1 @@
+"""Videos in, clips out: decoding with PyAV (:mod:`.decode`), clip sampling (:mod:`.sampling`), dataset layouts (:mod:`.layouts`), clip datasets (:mod:`.dataset`) and the synthetic demo videos (:mod:`.synthetic`)."""

@@ -1,0 +1,104 @@
+"""Masks out for 3D Slicer: ``.seg.nrrd`` with named, coloured segments, and NIfTI + a colour table.
+
+Both carry the input's exact grid (:class:`medseg.io.volumes.Geometry`), so Slicer shows them
+over the original scan without any registration. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import slicerio
+
+from medseg.io.volumes import Geometry, write_volume
+from shared.io import atomic_path, atomic_write_text
+
+FORMATS = ("nifti", "seg.nrrd", "nrrd", "mat")
+
+
+def mask_dtype(num_labels: int) -> type:
+    """uint8 up to 255 labels, else uint16 (nnU-Net's rule)."""
+    if num_labels > 65535:
+        raise ValueError(f"{num_labels} labels do not fit a uint16 label map.")
+    return np.uint8 if num_labels <= 255 else np.uint16
+
+
+def default_colours(labels: Sequence[int]) -> dict[int, tuple[float, float, float]]:
+    """Distinct RGB colours (0-1) for labels without one: evenly spaced hues."""
+    foreground = [label for label in labels if label != 0]
+    return {label: colorsys.hsv_to_rgb(n / max(1, len(foreground)), 0.65, 0.95) for n, label in enumerate(foreground)}
+
+
+def _colours(names: Mapping[int, str], colours: Mapping[int, Sequence[float]] | None) -> dict[int, tuple[float, ...]]:
+    chosen = default_colours(sorted(names))
+    for label, rgb in (colours or {}).items():
+        chosen[int(label)] = tuple(float(c) for c in rgb)
+    return chosen
+
+
+def write_seg_nrrd(mask: np.ndarray, geometry: Geometry, path: str | Path, names: Mapping[int, str], colours: Mapping[int, Sequence[float]] | None = None) -> Path:
+    """A Slicer segmentation (one segment per foreground label, named and coloured) via ``slicerio``.
+
+    Args:
+        mask: ``[i, j, k]`` integer labels on ``geometry``'s grid.
+        names: label value -> segment name (background 0 is not a segment).
+        colours: label value -> RGB in [0, 1] (defaults: distinct hues).
+    """
+    rgb = _colours(names, colours)
+    segments = []
+    for label in sorted(v for v in names if v != 0):
+        present = np.nonzero(mask == label)
+        extent = [int(v) for axis in present for v in (axis.min(), axis.max())] if present[0].size else [0, -1, 0, -1, 0, -1]
+        segments.append({
+            "id": f"Segment_{label}", "name": names[label], "labelValue": int(label), "layer": 0,
+            "color": list(rgb[label]), "extent": extent,
+        })  # fmt: skip
+    segmentation = {"voxels": np.asarray(mask), "ijkToLPS": geometry.ijk_to_lps, "segments": segments, "containedRepresentationNames": ["Binary labelmap"]}
+    with atomic_path(path) as tmp:
+        slicerio.write_segmentation(str(tmp), segmentation)
+    return Path(path)
+
+
+def write_colour_table(path: str | Path, names: Mapping[int, str], colours: Mapping[int, Sequence[float]] | None = None) -> Path:
+    """A 3D Slicer colour table (``.ctbl``: ``value name R G B A`` per line, 0-255) for a NIfTI label map."""
+    rgb = _colours(names, colours)
+    lines = ["# 3D Slicer color table written by medact", f"# {len(names)} values"]
+    for label in sorted(names):
+        r, g, b = (0, 0, 0) if label == 0 else (round(255 * c) for c in rgb[label])
+        lines.append(f"{label} {names[label].replace(' ', '_')} {r} {g} {b} {0 if label == 0 else 255}")
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def export_mask(
+    mask: np.ndarray,
+    geometry: Geometry,
+    output_dir: str | Path,
+    stem: str,
+    names: Mapping[int, str],
+    formats: Sequence[str] = ("nifti", "seg.nrrd"),
+    colours: Mapping[int, Sequence[float]] | None = None,
+) -> list[Path]:
+    """Write ``mask`` in each of ``formats``; returns the files.
+
+    Names: ``nifti`` -> ``<stem>_seg.nii.gz`` + ``<stem>_seg.ctbl``; ``seg.nrrd`` -> ``<stem>.seg.nrrd``;
+    ``nrrd`` -> ``<stem>_seg.nrrd`` (plain label map); ``mat`` -> ``<stem>_seg.mat``.
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"Unknown export format(s) {unknown}; expected some of {FORMATS}.")
+    out = Path(output_dir)
+    mask = np.asarray(mask).astype(mask_dtype(max(names) + 1 if names else int(mask.max()) + 1), copy=False)
+    written = []
+    if "nifti" in formats:
+        written.append(write_volume(mask, geometry, out / f"{stem}_seg.nii.gz"))
+        written.append(write_colour_table(out / f"{stem}_seg.ctbl", names, colours))
+    if "seg.nrrd" in formats:
+        written.append(write_seg_nrrd(mask, geometry, out / f"{stem}.seg.nrrd", names, colours))
+    if "nrrd" in formats:
+        written.append(write_volume(mask, geometry, out / f"{stem}_seg.nrrd"))
+    if "mat" in formats:
+        written.append(write_volume(mask, geometry, out / f"{stem}_seg.mat"))
+    return written

@@ -1,0 +1,74 @@
+"""MONAI ``ImageReader`` over :func:`medseg.io.volumes.read_volume` (kept apart so ``medseg.io.volumes`` imports without MONAI)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data import ImageReader
+from monai.transforms import LoadImaged
+from monai.utils import MetaKeys, SpaceKeys
+
+from medseg.io.volumes import MAX_VOXELS, VolumeError, _suffix_ok, check_finite, read_volume
+
+
+class VolumeReader(ImageReader):
+    """MONAI ``ImageReader`` over :func:`read_volume`, for ``LoadImage(reader=VolumeReader())``.
+
+    Args:
+        mat_var: variable name for ``.mat`` files (images and labels usually differ: use one
+            reader per key).
+        max_voxels: size limit checked on the header.
+
+    Metadata follow MONAI's ITK reader: ``affine``/``original_affine`` in RAS, ``spatial_shape``,
+    ``spacing``, ``filename_or_obj``.
+    """
+
+    def __init__(self, mat_var: str | None = None, max_voxels: int = MAX_VOXELS) -> None:
+        super().__init__()
+        self.mat_var, self.max_voxels = mat_var, max_voxels
+
+    def verify_suffix(self, filename: Sequence[os.PathLike] | os.PathLike) -> bool:
+        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
+        return all(Path(n).is_dir() or _suffix_ok(Path(n)) for n in names)
+
+    def read(self, data: Sequence[os.PathLike] | os.PathLike, **kwargs: Any) -> Any:
+        names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+        if len(names) != 1:
+            raise VolumeError(f"VolumeReader reads one volume per key, got {len(names)} paths: {names}.")
+        array, geometry = read_volume(names[0], self.mat_var, self.max_voxels)
+        check_finite(names[0], array)
+        return (str(names[0]), array, geometry)
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:  # noqa: D102
+        path, array, geometry = img
+        meta = {
+            MetaKeys.ORIGINAL_AFFINE: geometry.ras_affine,
+            MetaKeys.AFFINE: geometry.ras_affine.copy(),
+            MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape),
+            MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
+            MetaKeys.SPACE: SpaceKeys.RAS,
+            "spacing": np.asarray(geometry.spacing),
+            "filename_or_obj": path,
+        }
+        return array, meta
+
+
+class LoadVolumed(LoadImaged):
+    """``LoadImaged`` that reads with :class:`VolumeReader` and nothing else.
+
+    Given a reader, MONAI's ``LoadImage`` still tries its other readers (ITK, nibabel, ...) when that
+    one fails, so the error naming the file was swallowed and a 2D image or a truncated ``.nii.gz``
+    reached the network through another reader. A reader passed at call time is used alone.
+    """
+
+    def __init__(self, keys: str | Sequence[str], mat_var: str | None = None) -> None:
+        self.volume_reader = VolumeReader(mat_var)
+        super().__init__(keys=keys, reader=self.volume_reader, image_only=True, dtype=None)
+
+    def __call__(self, data: Any, reader: ImageReader | None = None) -> Any:
+        return super().__call__(data, reader or self.volume_reader)
+

@@ -1,0 +1,292 @@
+"""``python -m medseg serve``: a web page and a JSON API that segment an uploaded scan with a bundle (Flask).
+
+Segmentation is the CLI's :class:`medseg.infer.Segmenter` (no second inference path), so the
+downloads equal what ``medseg infer`` writes: ``<case>_seg.nii.gz`` + colour table and
+``<case>.seg.nrrd`` (opens in 3D Slicer), on the scan's exact grid.
+
+Routes: ``GET /`` (the page), ``POST /api/segment`` (multipart ``file``: NIfTI, NRRD, MetaImage, or a
+zip of one DICOM series), ``GET /api/results/<id>/<file>`` (downloads), ``GET
+/api/results/<id>/view/<axis>/<index>.png`` (a slice with the mask overlaid), ``GET /api/health``.
+Failures answer JSON ``{"error", "status"}``: 400 bad request or hostile zip, 413 over the size,
+voxel or member limits, 422 not a readable scan or a header whose data lives elsewhere, 503 no
+model or every transfer slot taken, 500 internal error with an ``error_id``.
+
+Safety, as the video server: each upload goes into its own private folder (``mkdtemp``, 0700) under
+a per-server root, under a name of ours; what a file is is decided from its bytes
+(:mod:`medseg.web.uploads`); only the uploaded bytes are read (a NRRD/MetaImage header naming a data
+file, or a NIfTI/Analyze pair, is refused before any reader sees it); the voxel count the header
+declares is checked against ``max_voxels`` before any voxel is read (a 1 MB ``.nii.gz`` may declare
+2 x 10^9); zips are checked before anything is extracted; the uploaded scan is removed once
+segmented, and results are removed ``keep_minutes`` after they were finished (and on shutdown);
+segmentations run one at a time (``workers``) and uploads hold one of ``max_transfers`` slots; it
+binds to 127.0.0.1 unless told otherwise. The whole policy: ``docs/uploads.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.data import strip_suffix
+from medseg.io.export import default_colours, export_mask
+from medseg.io.volumes import VolumeError, VolumeTooLarge, read_header, read_volume
+from medseg.web.uploads import UploadError, check_attached, scan_suffix, unpack_dicom_zip
+from medseg.web.views import AXES, save_views, slice_png
+from shared.web import TransferGate, install_error_handlers, json_error, run_server
+
+logger = logging.getLogger("medseg.web.server")
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+MAX_ZIP_MEMBERS = 5000
+#: voxels an uploaded scan may declare (``--max-voxels``): a 512 x 512 x 1100 whole-body CT fits
+MAX_UPLOAD_VOXELS = 300_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadLimits:
+    """What one upload may be.
+
+    Args:
+        max_bytes: the request body (``--max-upload-mb``).
+        max_voxels: voxels (x components) the scan's header may declare, checked before any voxel is read.
+        max_members: files in a zipped DICOM series.
+    """
+
+    max_bytes: int
+    max_voxels: int = MAX_UPLOAD_VOXELS
+    max_members: int = MAX_ZIP_MEMBERS
+
+    @property
+    def max_unpacked_bytes(self) -> int:
+        """What a DICOM zip may unpack to: 4 bytes per allowed voxel plus 64 MiB of headers, at most 10x the upload."""
+        return min(10 * self.max_bytes, 4 * self.max_voxels + (64 << 20))
+
+
+def case_name(filename: str | None) -> str:
+    """A safe file stem from the client's file name (letters, digits, ``_-.``; at most 60), else ``"scan"``."""
+    stem = strip_suffix(Path((filename or "").replace("\\", "/")).name)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem.removesuffix(".zip"))[:60].strip("._")
+    return stem or "scan"
+
+
+def _summary(mask: np.ndarray, spacing: Any, names: dict[int, str], colours: dict) -> list[dict[str, Any]]:
+    counts = np.bincount(mask.ravel(), minlength=max(names) + 1)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    return [{"value": v, "name": n, "colour": [round(float(c), 3) for c in colours.get(v, (0.5, 0.5, 0.5))[:3]] if v else None,
+             "voxels": int(counts[v]), "volume_ml": round(float(counts[v]) * voxel_ml, 3)} for v, n in sorted(names.items())]  # fmt: skip
+
+
+class Results:
+    """Per-request folders under a private root, removed ``keep_s`` seconds after they were finished.
+
+    Sweeping is safe against every other request: a folder being filled is never swept (it is
+    ``busy`` until :meth:`done`, which restarts its clock), one sweep runs at a time, and a folder
+    that another request removed meanwhile is skipped, not an error.
+    """
+
+    def __init__(self, keep_s: float) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="medact-scans-"))
+        self.keep_s = keep_s
+        self.busy: set[str] = set()
+        self._lock = threading.Lock()
+
+    def new(self) -> tuple[str, Path]:
+        token = secrets.token_urlsafe(18)
+        folder = self.root / token
+        self.busy.add(token)
+        folder.mkdir(mode=0o700)
+        return token, folder
+
+    def done(self, token: str) -> None:
+        """The request that made ``token`` has finished with it (kept or removed): its expiry counts from now."""
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.root / token)
+        self.busy.discard(token)
+
+    def get(self, token: str) -> Path | None:
+        folder = self.root / token
+        return folder if TOKEN.match(token) and folder.is_dir() else None
+
+    def sweep(self) -> None:
+        """Remove expired folders; never raises because another request removed a folder (or the root) meanwhile."""
+        if not self._lock.acquire(blocking=False):
+            return  # another request is sweeping
+        try:
+            for folder in list(self.root.iterdir()):
+                try:
+                    age = time.time() - folder.stat().st_mtime
+                except FileNotFoundError:  # removed meanwhile (a failed upload)
+                    continue
+                if age > self.keep_s and folder.name not in self.busy:
+                    shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:  # the root itself is gone: the server is shutting down
+            pass
+        finally:
+            self._lock.release()
+
+
+def store_upload(upload: Any, folder: Path, limits: UploadLimits) -> Path:
+    """Save, identify and check one upload in ``folder``; returns the scan file (or DICOM folder), which holds only uploaded bytes.
+
+    Raises:
+        UploadError: not a scan or a hostile zip (400/422), a header whose data is in another file
+            (422), more than ``limits.max_voxels`` declared (413): all before any voxel is read.
+    """
+    stored = folder / "upload"
+    upload.save(stored)
+    suffix = scan_suffix(stored)
+    if suffix == ".zip":
+        scan = unpack_dicom_zip(stored, folder / "dicom", limits.max_members, limits.max_unpacked_bytes)
+        stored.unlink()
+    else:
+        check_attached(stored, suffix)
+        scan = stored.rename(folder / f"scan{suffix}")
+    try:
+        read_header(scan, max_voxels=limits.max_voxels)
+    except VolumeTooLarge as err:
+        declared = str(err).split("header declares ", 1)[-1].split(", more than", 1)[0]
+        raise UploadError(413, f"The scan's header declares {declared}; uploads may have at most {limits.max_voxels:.3g} voxels (--max-voxels).") from None
+    return scan
+
+
+def segment_upload(segmenter: Any, upload: Any, folder: Path, limits: UploadLimits) -> dict[str, Any]:
+    """Store, identify, (unzip,) segment and export one upload into ``folder``; returns the JSON answer's body."""
+    case = case_name(upload.filename)
+    scan = store_upload(upload, folder, limits)
+    mask, geometry = segmenter.segment(scan)
+    image, _ = read_volume(scan)
+    colours = dict(segmenter.colours or default_colours(list(segmenter.names)))
+    colours = {int(k): v for k, v in colours.items()}
+    written = export_mask(mask, geometry, folder, case, segmenter.names, ("nifti", "seg.nrrd"), colours)
+    views = save_views(folder / "views.npz", image, mask, geometry, colours)
+    if scan.is_dir():
+        shutil.rmtree(scan)
+    else:
+        scan.unlink()
+    kinds = {"_seg.nii.gz": "nifti", "_seg.ctbl": "colour_table", ".seg.nrrd": "seg_nrrd"}
+    return {"case": case, "shape": list(geometry.shape), "spacing_mm": [round(float(s), 4) for s in geometry.spacing],
+            "labels": _summary(mask, geometry.spacing, dict(segmenter.names), colours), "views": views,
+            "downloads": {next(k for s, k in kinds.items() if p.name.endswith(s)): p.name for p in written}}  # fmt: skip
+
+
+def _add_result_routes(app: Any, results: Results) -> None:
+    """Downloads (only the exported masks and colour table) and slice views of a result folder."""
+    from flask import send_file
+
+    @app.get("/api/results/<token>/<name>")
+    def download(token: str, name: str) -> Any:
+        folder = results.get(token)
+        gone = json_error(404, "No such result (results are removed after a while; segment the scan again).")
+        if folder is None or not name.endswith(("_seg.nii.gz", ".seg.nrrd", "_seg.ctbl")) or "/" in name:
+            return gone
+        try:
+            return send_file(folder / name, as_attachment=True, download_name=name)
+        except OSError:  # missing, or swept by another request meanwhile
+            return gone
+
+    @app.get("/api/results/<token>/view/<axis>/<int:index>.png")
+    def view(token: str, axis: str, index: int) -> Any:
+        folder = results.get(token)
+        if folder is None or axis not in AXES:
+            return json_error(404, "No such view.")
+        try:
+            return app.response_class(slice_png(folder / "views.npz", axis, index), mimetype="image/png")
+        except IndexError as err:
+            return json_error(404, str(err))
+        except OSError:  # missing, or swept by another request meanwhile
+            return json_error(404, "No such view (results are removed after a while).")
+
+
+def _segment_into_result(segmenter: Any, upload: Any, results: Results, limits: UploadLimits, gate: Any) -> Any:
+    """One upload into a new result folder: the JSON answer, or a JSON error with the folder removed."""
+    from flask import jsonify
+
+    token, folder = results.new()
+    try:
+        with gate:
+            body = segment_upload(segmenter, upload, folder, limits)
+        base = f"/api/results/{token}"
+        body.update(id=token, expires_in_s=round(results.keep_s), downloads={k: f"{base}/{v}" for k, v in body["downloads"].items()},
+                    view_url=f"{base}/view/{{axis}}/{{index}}.png")  # fmt: skip
+        return jsonify(body)
+    except UploadError as err:
+        shutil.rmtree(folder, ignore_errors=True)
+        return json_error(err.status, str(err))
+    except VolumeError as err:
+        shutil.rmtree(folder, ignore_errors=True)
+        return json_error(422, "Not a readable scan: " + re.sub(re.escape(str(folder)) + r"/\S*", "the uploaded scan", str(err)))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        results.done(token)
+
+
+def create_app(bundle: str | Path, max_upload_mb: float = 500, keep_minutes: float = 30, workers: int = 1, weights: str | Path | None = None,
+               max_voxels: int = MAX_UPLOAD_VOXELS, max_transfers: int = 4, transfer_wait_s: float = 10.0) -> Any:  # fmt: skip
+    """The Flask app; ``app.config["RESULTS"]`` holds the private result root.
+
+    ``max_voxels``: voxels an upload's header may declare; ``max_transfers``: uploads stored or
+    segmented at once (others wait ``transfer_wait_s``, then get 503).
+    """
+    from flask import Flask, jsonify, request
+
+    from medseg.infer import load_segmenter
+
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 2**20)
+    results = app.config["RESULTS"] = Results(keep_minutes * 60)
+    try:
+        segmenter, problem = load_segmenter(bundle, weights), ""
+    except (OSError, ValueError, RuntimeError) as err:
+        logger.error("Bundle %s could not be loaded: %s", bundle, err)
+        segmenter, problem = None, f"the bundle in {bundle} could not be loaded"
+    gate, transfers = threading.BoundedSemaphore(max(1, workers)), TransferGate(max_transfers, transfer_wait_s)
+    limits = UploadLimits(int(max_upload_mb * 2**20), int(max_voxels))
+    page = resources.files("medseg").joinpath("web/index.html").read_text(encoding="utf-8")
+
+    app.before_request(results.sweep)  # expired results go whatever the next request is
+
+    @app.get("/")
+    def index() -> Any:
+        return page, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+    @app.get("/api/health")
+    def health() -> Any:
+        names = dict(segmenter.names) if segmenter else {}
+        return jsonify({"status": "ok", "model_loaded": segmenter is not None, "labels": names, "max_upload_mb": max_upload_mb, "max_voxels": limits.max_voxels,
+                        "problem": problem or None})  # fmt: skip
+
+    @app.post("/api/segment")
+    def segment() -> Any:
+        if segmenter is None:
+            return json_error(503, f"No model loaded: {problem}.")
+        with transfers.slot():  # before the body is parsed: Werkzeug spools uploads to disk on first access
+            upload = request.files.get("file")
+            if upload is None:
+                return json_error(400, "Send the scan as the multipart form field 'file'.")
+            return _segment_into_result(segmenter, upload, results, limits, gate)
+
+    _add_result_routes(app, results)
+    install_error_handlers(app, max_upload_mb, logger)
+    return app
+
+
+def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8001, **options: Any) -> None:
+    """Run the app on a threaded WSGI server until interrupted; removes every result on exit. ``options``: :func:`create_app`'s."""
+    app = create_app(bundle, **options)
+    limit, keep = options.get("max_upload_mb", 500), options.get("keep_minutes", 30)
+    banner = lambda port: f"Serving on http://{host}:{port}/ (bundle: {bundle}; uploads up to {limit:g} MB; results kept {keep:g} min)"  # noqa: E731
+    run_server(app, host, port, banner, app.config["RESULTS"].root)
