@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medseg.data import datalist, label_names
+from medseg.data import dataset_description, datalist, label_names
 from medseg.io.volumes import VolumeError
 from medseg.validate import validate
 
@@ -39,8 +39,8 @@ def split_cases(dataset_dir: str | Path, val_fraction: float = 0.2, seed: int = 
         errors = [str(p) for p in problems if p.level == "error"]
         if errors:
             raise VolumeError(f"Dataset {dataset_dir} failed validation ({len(errors)} errors):\n" + "\n".join(errors))
-    description = Path(dataset_dir) / "dataset.json" if Path(dataset_dir).is_dir() else Path(dataset_dir)
-    if description.suffix == ".json" and "validation" in json.loads(description.read_text(encoding="utf-8")):
+    description = dataset_description(dataset_dir)
+    if description is not None and "validation" in json.loads(description.read_text(encoding="utf-8")):
         return items, datalist(dataset_dir, "validation")
     if len(items) < 2:
         raise VolumeError(f"Dataset {dataset_dir} has {len(items)} training case(s); need at least 2 to hold one out for validation.")

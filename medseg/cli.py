@@ -24,7 +24,7 @@ def _bundle_names(bundle: Path) -> dict[int, str]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """``validate``: one line per problem of a dataset; exit 1 when any is an error."""
-    from medseg.data import datalist, label_names
+    from medseg.data import dataset_description, datalist, label_names
     from medseg.validate import validate
 
     items = datalist(args.data, args.split)
@@ -32,9 +32,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.labels:
         allowed = [int(v) for v in args.labels.split(",")]
     else:
-        source = args.data / "dataset.json" if args.data.is_dir() else args.data
-        if source.is_file() and source.suffix == ".json":
-            allowed = sorted(label_names(source))
+        if dataset_description(args.data) is not None:
+            allowed = sorted(label_names(args.data))
     seen: set[int] = set()
     problems = validate(items, allowed, args.allow_resample, (args.mat_image_var, args.mat_label_var), seen_labels=seen)
     errors = sum(p.level == "error" for p in problems)

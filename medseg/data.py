@@ -63,6 +63,18 @@ def pair_folders(images: str | Path, labels: str | Path | None) -> list[dict[str
     return pairs
 
 
+def dataset_description(source: str | Path) -> Path | None:
+    """The ``dataset.json`` that describes ``source``: ``source`` itself if it is a ``.json`` file, the
+    ``dataset.json`` inside ``source`` if it is a folder holding one, else ``None`` (a bare
+    ``imagesTr``/``labelsTr`` folder or a single volume). The one place that decides it: ``validate``,
+    ``plan``, ``train`` and the bundle's data split all ask here.
+    """
+    source = Path(source)
+    if source.is_dir():
+        source = source / "dataset.json"
+    return source if source.is_file() and source.suffix == ".json" else None
+
+
 def load_dataset_json(path: str | Path) -> dict[str, Any]:
     """Read a Decathlon ``dataset.json`` (clear errors for missing keys)."""
     path = Path(path)
@@ -96,9 +108,7 @@ def datalist(source: str | Path, split: str = "training") -> list[dict[str, str]
             or ``images``/``labels``; or a single volume file / DICOM folder (no label).
         split: the ``dataset.json`` list to read (``"training"``, ``"validation"``, ``"test"``).
     """
-    source = Path(source)
-    if source.is_dir() and (source / "dataset.json").is_file():
-        source = source / "dataset.json"
+    source = dataset_description(source) or Path(source)
     if source.is_file() and source.name.endswith(".json"):
         description = load_dataset_json(source)
         if split not in description:
@@ -121,11 +131,9 @@ def _entry(item: Any) -> dict[str, str]:
 
 def label_names(source: str | Path | None, num_classes: int | None = None) -> dict[int, str]:
     """Label value -> name from a ``dataset.json`` (or ``"label_<n>"`` for ``num_classes`` labels)."""
-    if source is not None:
-        path = Path(source)
-        path = path / "dataset.json" if path.is_dir() else path
-        if path.is_file() and path.suffix == ".json":
-            return {int(k): str(v) for k, v in load_dataset_json(path)["labels"].items()}
+    description = dataset_description(source) if source is not None else None
+    if description is not None:
+        return {int(k): str(v) for k, v in load_dataset_json(description)["labels"].items()}
     if num_classes is None:
         raise ValueError("label_names needs a dataset.json or num_classes.")
     return {0: "background", **{n: f"label_{n}" for n in range(1, num_classes)}}

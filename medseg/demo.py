@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from medseg.data import datalist, label_names
+from medseg.data import dataset_description, datalist, label_names
 from medseg.validate import validate
 
 
@@ -35,7 +35,7 @@ def run_demo(data: Path, bundle: Path, epochs: int | None = None) -> dict:
     from medseg.synthetic import make_dataset
 
     start = time.perf_counter()
-    if not (data / "dataset.json").is_file():
+    if dataset_description(data) is None:
         print(f"[1/4] Writing the synthetic dataset to {data} ...", flush=True)
         make_dataset(data)
     items = datalist(data)

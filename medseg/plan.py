@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data import datalist, label_names, load_dataset_json
+from medseg.data import dataset_description, datalist, label_names, load_dataset_json
 from medseg.io.volumes import VolumeError, read_volume
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "bundles" / "vnet_seg"
@@ -91,8 +91,8 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
     percentiles 0.5/50/99.5, mean, sd), ``label_volume_ml`` (per label, mean over cases).
     """
     source = Path(data)
-    description_path = source / "dataset.json" if source.is_dir() else source
-    if not description_path.is_file():
+    description_path = dataset_description(source)
+    if description_path is None:
         raise PlanError(f"{data}: no dataset.json; plan needs one to know the modality and the labels (Decathlon layout: imagesTr/, labelsTr/, dataset.json).")
     items = datalist(description_path, "training")
     training_cases = len(items) - max(1, round(VAL_FRACTION * len(items)))  # the bundle holds out val_fraction ...
@@ -240,8 +240,8 @@ def plan_dataset(data: str | Path, out: str | Path, iterations: int = ITERATIONS
     source = Path(data)
     if not source.exists():
         raise PlanError(f"{data}: no such dataset folder.")
-    description = source / "dataset.json" if source.is_dir() else source
-    if description.is_file():
+    description = dataset_description(source)
+    if description is not None:
         items = datalist(description, "training")
         errors = [p for p in validate(items, sorted(label_names(description))) if p.level == "error"]
         if errors:

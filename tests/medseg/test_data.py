@@ -100,3 +100,18 @@ def test_mr_zscore_uses_the_body_and_puts_any_background_below_it():
 
     monai_out = np.asarray(NormalizeIntensity(nonzero=True)(tissue))
     assert monai_out[body].min() < monai_out[~body].max() == 0.0
+
+
+def test_dataset_description_is_the_one_answer_to_folder_or_json(tmp_path) -> None:
+    from medseg.data import dataset_description
+
+    (tmp_path / "with").mkdir()
+    (tmp_path / "with" / "dataset.json").write_text("{}")
+    (tmp_path / "bare" / "imagesTr").mkdir(parents=True)
+    (tmp_path / "other.json").write_text("{}")
+    (tmp_path / "scan.nii.gz").write_bytes(b"")
+    assert dataset_description(tmp_path / "with") == tmp_path / "with" / "dataset.json"
+    assert dataset_description(tmp_path / "with" / "dataset.json") == tmp_path / "with" / "dataset.json"
+    assert dataset_description(tmp_path / "other.json") == tmp_path / "other.json"  # any name, as MONAI's datalists
+    assert dataset_description(tmp_path / "bare") is None and dataset_description(tmp_path / "scan.nii.gz") is None
+    assert dataset_description(tmp_path / "missing") is None
