@@ -44,10 +44,10 @@ tutorials: $(STAMP)
 	$(PY) docs/tutorials.py --update-figures
 
 serve: $(STAMP)
-	$(PY) -m action serve
+	$(PY) -m action serve --model demo_output/action/c3d_gru
 
 serve-scans: $(STAMP)
-	$(PY) -m medseg serve --bundle bundles/vnet_seg
+	$(PY) -m medseg serve --bundle demo_output/medseg/vnet_seg
 
 clean:
 	rm -rf demo_output demo_data test-artifacts .pytest_cache bundles/*/models bundles/*/eval site work

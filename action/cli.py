@@ -1,4 +1,4 @@
-"""``python -m action``: make-demo-data, train, evaluate, predict, extract-features, serve.
+"""``python -m action``: make-demo-data, init-bundle, train, evaluate, predict, extract-features, serve.
 
 Every command prints a one-line reason and exits 2 when it cannot run (bad input named),
 and ``evaluate``/``predict`` offer ``--json`` for machine-readable output.
@@ -142,6 +142,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init_bundle(args: argparse.Namespace) -> int:
+    """``init-bundle``: write the GRU action bundle template into a new folder (as ``monai.bundle init_bundle`` does)."""
+    from medact_bundles import init_bundle
+
+    bundle = init_bundle("gru_action", args.dir)
+    print(f"Bundle: {bundle} (the gru_action template). Next: python -m monai.bundle run --config_file {bundle}/configs/train.json --bundle_root {bundle} --dataset_dir DATA")
+    return 0
+
+
 def cmd_make_demo_data(args: argparse.Namespace) -> int:
     """``make-demo-data``: render the synthetic UCF101-style dataset."""
     from action.video.synthetic import make_dataset
@@ -165,10 +174,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``serve``: run the web page and JSON API until interrupted."""
     import signal
 
-    from action.web.server import default_model_dir, serve
+    from action.web.server import serve
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
-    serve(args.model or default_model_dir(), args.host, args.port, max_upload_mb=args.max_upload_mb, workers=args.workers, allowed_url_hosts=args.allow_url_host,
+    serve(args.model, args.host, args.port, max_upload_mb=args.max_upload_mb, workers=args.workers, allowed_url_hosts=args.allow_url_host,
           fetch_timeout_s=args.fetch_timeout, allowed_url_ports=args.allow_url_port, max_transfers=args.max_transfers,
           transfer_wait_s=args.transfer_wait)  # fmt: skip
     return 0
@@ -261,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sequence_input(p)
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("init-bundle", help="write the GRU action bundle template (configs, docs, licence) into a new folder")
+    p.add_argument("dir", type=Path, help="new bundle folder (must not exist or be empty)")
+    p.set_defaults(func=cmd_init_bundle)
+
     p = sub.add_parser("make-demo-data", help="render the synthetic UCF101-style demo dataset")
     p.add_argument("out", type=Path)
     p.add_argument("--groups", type=int, default=9)
@@ -269,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_make_demo_data)
 
     p = sub.add_parser("serve", help="web page + JSON API: upload a video, see the predicted action")
-    p.add_argument("--model", type=Path, help="trained model directory (default: the demo's, if present)")
+    p.add_argument("--model", type=Path, help="trained model folder (make serve gives the demo's; without one the page answers 503)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port; default 8000)")
     p.add_argument("--max-upload-mb", type=float, default=200, help="upload size limit in MB (default 200)")

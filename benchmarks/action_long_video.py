@@ -36,9 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from action.models.model_dir import ModelConfig  # noqa: E402
 from action.video.sampling import Sampling  # noqa: E402
-from action.web.server import default_model_dir  # noqa: E402
 from action.video.synthetic import CLASSES  # noqa: E402
-from benchmarks.common import emit  # noqa: E402
+from benchmarks.common import demo_model, emit  # noqa: E402
 from shared.distributed import free_port  # noqa: E402
 from shared.weights import save_weights  # noqa: E402
 
@@ -120,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = default_model_dir()
+        model = demo_model()
         if model is None:
             model = tmp / "model"
             config = ModelConfig("c3d_gru", list(CLASSES), Sampling(decode_size=(72, 72)).to_dict())

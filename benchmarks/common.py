@@ -64,3 +64,9 @@ def emit(figure: str, unit: str, value: float, baseline_name: str, baseline: flo
     }
     print(json.dumps(record))
     return record
+
+
+def demo_model() -> Path | None:
+    """The action demo's trained model folder in this checkout (``make demo``), else ``None``."""
+    folder = Path(__file__).resolve().parents[1] / "demo_output" / "action" / "c3d_gru"
+    return folder if (folder / "action_model.json").is_file() and (folder / "model.pt").is_file() else None

@@ -1,4 +1,7 @@
-"""``python -m medseg``: validate, plan, train, infer, evaluate, make-demo-data.
+"""``python -m medseg``: validate, plan, init-bundle, train, infer, evaluate, serve, make-demo-data.
+
+No default path depends on the working directory: commands that use a bundle take ``--bundle DIR``
+(a folder written by ``init-bundle`` or ``plan``), and the templates come from the installed package.
 
 Every command prints a one-line reason and exits non-zero on failure (1: the data has
 problems, 2: the command could not run), and offers ``--json`` for machine-readable output.
@@ -14,11 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DEFAULT_BUNDLE = Path("bundles/vnet_seg")
-
-
 def _bundle_names(bundle: Path) -> dict[int, str]:
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    from medact_bundles import config_file
+
+    meta = json.loads(config_file(bundle, "metadata.json").read_text(encoding="utf-8"))
     return {int(k): v for k, v in meta["network_data_format"]["outputs"]["pred"]["channel_def"].items()}
 
 
@@ -66,12 +68,15 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
     """Run the bundle's train.json in this process (the only one, or one rank: the engine shards and wraps DDP)."""
     from monai.bundle import ConfigWorkflow
 
+    from medact_bundles import config_file
+
+    train_json = config_file(args.bundle, "train.json")
     overrides = {"bundle_root": str(args.bundle), "dataset_dir": str(args.data), **parse_overrides(args.set)}
     if args.epochs is not None:
         overrides["options#max_epochs"] = args.epochs
     if args.resume:
         overrides["trainer#resume"] = True
-    workflow = ConfigWorkflow(config_file=str(args.bundle / "configs" / "train.json"), workflow_type=None, **overrides)
+    workflow = ConfigWorkflow(config_file=str(train_json), workflow_type=None, **overrides)
     workflow.initialize()
     workflow.run()
     workflow.finalize()
@@ -81,7 +86,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``train``: run the bundle's train.json (in one process or ``--nproc-per-node`` DDP processes)."""
     import os
 
+    from medact_bundles import config_file
     from shared.distributed import run_parallel
+
+    config_file(args.bundle, "train.json")  # a wrong --bundle fails here, before any process starts
 
     if (args.nproc_per_node or 1) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         run_parallel(_train_process, args, args.nproc_per_node)
@@ -115,6 +123,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from medseg.data import label_names
     from medseg.report import evaluate_folders
 
+    if args.dataset is None and args.bundle is None:
+        raise ValueError("evaluate needs the label names: give --dataset (a dataset.json) or --bundle (its metadata's channel_def).")
     names = label_names(args.dataset) if args.dataset else _bundle_names(args.bundle)
     summary = evaluate_folders(args.pred, args.label, args.out, names, args.images, args.history)
     if args.json:
@@ -143,6 +153,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
         reason = plan["reasons"].get(key)
         print(f"  {key:<36} {json.dumps(value)}" + (f"   ({reason})" if reason else ""))
     print(f"Bundle: {args.out} (fingerprint and reasons in {args.out / 'plan.json'}). Next: python -m medseg train --bundle {args.out} --data {args.data}")
+    return 0
+
+
+def cmd_init_bundle(args: argparse.Namespace) -> int:
+    """``init-bundle``: write the V-Net bundle template into a new folder (as ``monai.bundle init_bundle`` does)."""
+    from medact_bundles import config_file, init_bundle
+
+    if args.data is not None and not args.data.exists():
+        raise FileNotFoundError(f"{args.data}: no such dataset (--data names the dataset the bundle trains on).")
+    bundle = init_bundle("vnet_seg", args.dir)
+    if args.data is not None:
+        for name in ("train.json", "inference.json"):
+            path = config_file(bundle, name)
+            config = json.loads(path.read_text(encoding="utf-8"))
+            config["dataset_dir"] = str(args.data.resolve())
+            path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    data = args.data or "DATA"
+    print(f"Bundle: {bundle} (the vnet_seg template). Next: python -m medseg train --bundle {bundle} --data {data}")
     return 0
 
 
@@ -189,8 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
 
+    p = sub.add_parser("init-bundle", help="write the V-Net bundle template (configs, docs, licence) into a new folder")
+    p.add_argument("dir", type=Path, help="new bundle folder (must not exist or be empty)")
+    p.add_argument("--data", type=Path, help="dataset the bundle trains on by default (its dataset_dir; default: given at train time)")
+    p.set_defaults(func=cmd_init_bundle)
+
     p = sub.add_parser("train", help="train the bundle's train.json on a dataset (validated first)")
-    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help=f"bundle directory (default: {DEFAULT_BUNDLE})")
+    p.add_argument("--bundle", type=Path, required=True, help="bundle folder (from init-bundle or plan)")
     p.add_argument("--data", type=Path, required=True, help="dataset.json or dataset folder")
     p.add_argument("--epochs", type=int, help="override options#max_epochs")
     p.add_argument("--resume", action="store_true", help="continue from the bundle's newest checkpoint (error if none)")
@@ -199,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("infer", help="segment volumes into masks with the input's exact geometry")
-    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help=f"bundle directory (default: {DEFAULT_BUNDLE})")
+    p.add_argument("--bundle", type=Path, required=True, help="bundle folder (from init-bundle or plan)")
     p.add_argument("--input", nargs="+", required=True, help="volume files or DICOM series folders")
     p.add_argument("--output", type=Path, required=True, help="output directory (must not be an input's folder if names collide)")
     p.add_argument("--format", default="nifti,seg.nrrd", help="comma list of nifti, seg.nrrd, nrrd, mat (default: nifti,seg.nrrd)")
@@ -216,13 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--images", type=Path, help="folder of the images, for the overlay figure")
     p.add_argument("--dataset", type=Path, help="dataset.json giving label names (default: the bundle's channel_def)")
-    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle whose metadata names the labels")
+    p.add_argument("--bundle", type=Path, help="bundle whose metadata names the labels (or give --dataset)")
     p.add_argument("--history", type=Path, help="training output folder whose training_progress.png to include")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("serve", help="web page + JSON API: upload a scan, see the mask on three views, download it for 3D Slicer")
-    p.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help=f"bundle directory with trained weights (default: {DEFAULT_BUNDLE})")
+    p.add_argument("--bundle", type=Path, required=True, help="bundle folder with trained weights (models/model.pt)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8001, help="port (0: any free port; default 8001)")
     p.add_argument("--max-upload-mb", type=float, default=500, help="upload size limit in MB (default 500)")

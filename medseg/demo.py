@@ -1,10 +1,11 @@
 """The medseg demo: synthetic CT -> validate -> train the V-Net bundle -> segment held-out scans -> report.
 
 ``python -m medseg.demo`` runs the same bundle configs a user runs with ``python -m monai.bundle``:
-data in ``demo_data/medseg``, the trained model in ``bundles/vnet_seg/models/model.pt`` (used by
-``inference.json`` and ``medseg infer``), the evaluation report and the Slicer files of the
-held-out cases in ``bundles/vnet_seg/eval``. Run again, it resumes an interrupted training and
-skips a finished one.
+data in ``demo_data/medseg``, the bundle written from the installed template into
+``demo_output/medseg/vnet_seg`` (``init-bundle``), the trained model in its ``models/model.pt`` (used
+by ``inference.json`` and ``medseg infer``), the evaluation report and the Slicer files of the
+held-out cases in its ``eval/``. Both folders are under the working directory, where the demo is
+run. Run again, it resumes an interrupted training and skips a finished one.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def run_demo(data: Path, bundle: Path, epochs: int | None = None) -> dict:
 
     from medseg.synthetic import make_dataset
 
+    from medact_bundles import init_bundle
+
     start = time.perf_counter()
+    if not (bundle / "configs").is_dir():
+        init_bundle("vnet_seg", bundle)
     if dataset_description(data) is None:
         print(f"[1/4] Writing the synthetic dataset to {data} ...", flush=True)
         make_dataset(data)
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the segmentation demo (``make demo-medseg``); returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m medseg.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("demo_data/medseg"), help="dataset folder (generated when missing)")
-    parser.add_argument("--bundle", type=Path, default=Path("bundles/vnet_seg"), help="bundle directory")
+    parser.add_argument("--bundle", type=Path, default=Path("demo_output/medseg/vnet_seg"), help="bundle folder (written from the template when missing)")
     parser.add_argument("--epochs", type=int, help="override the bundle's max_epochs")
     args = parser.parse_args(argv)
     print_summary(run_demo(args.data, args.bundle, args.epochs), args.bundle)

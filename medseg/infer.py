@@ -171,13 +171,12 @@ def load_segmenter(bundle_dir: str | os.PathLike, weights: str | os.PathLike | N
 
     from shared.weights import load_weights
 
+    from medact_bundles import config_file
+
     bundle_dir = Path(bundle_dir)
-    config_file = bundle_dir / "configs" / "inference.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"Not a bundle: {config_file} is missing.")
     parser = ConfigParser()
-    parser.read_config(str(config_file))
-    parser.read_meta(str(bundle_dir / "configs" / "metadata.json"))
+    parser.read_config(str(config_file(bundle_dir, "inference.json")))
+    parser.read_meta(str(config_file(bundle_dir, "metadata.json")))
     parser.update({"bundle_root": str(bundle_dir), **(overrides or {})})
     weights = Path(weights) if weights else Path(parser.get_parsed_content("ckpt_path"))
     if not weights.is_file():

@@ -34,7 +34,6 @@ import numpy as np
 from medseg.data import dataset_description, datalist, label_names, load_dataset_json
 from medseg.io.volumes import VolumeError, read_volume
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "bundles" / "vnet_seg"
 #: Decathlon / nnU-Net spellings of CT; any other modality is planned as MR-like (no absolute scale)
 CT_NAMES = ("ct",)
 SAMPLES_PER_CASE = 10_000  # foreground voxels sampled per case for the intensity percentiles (nnU-Net's number)
@@ -181,17 +180,25 @@ def make_plan(print_: dict[str, Any], iterations: int = ITERATIONS, mini_batch_s
     return {"values": values, "reasons": reasons, "labels": labels, "modality": print_["modality"]}
 
 
-def write_bundle(plan: dict[str, Any], out: str | Path, fingerprint_: dict[str, Any]) -> Path:
-    """Write the planned bundle to ``out`` (all files first to a temporary folder, then renamed: nothing partial)."""
+def write_bundle(plan: dict[str, Any], out: str | Path, fingerprint_: dict[str, Any], dataset_dir: str | Path | None = None) -> Path:
+    """Write the planned bundle to ``out`` (all files first to a temporary folder, then renamed: nothing partial).
+
+    ``bundle_root`` stays ``"."`` (the bundle can be moved); ``dataset_dir`` becomes the planned data's absolute path.
+    """
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise PlanError(f"{out}: exists and is not empty; plan writes a new bundle (choose another --out or remove it).")
-    tmp = Path(tempfile.mkdtemp(prefix=".plan-", dir=out.parent if out.parent.exists() else None))
+    from medact_bundles import template_dir
+
+    template = template_dir("vnet_seg")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".plan-", dir=out.parent))
     try:
-        shutil.copytree(TEMPLATE / "configs", tmp / "configs")
-        shutil.copy2(TEMPLATE / "LICENSE", tmp / "LICENSE")
-        for name in ("train.json", "inference.json"):
-            _apply(tmp / "configs" / name, {**plan["values"], "bundle_root": str(out.resolve())})
+        shutil.copytree(template / "configs", tmp / "configs")
+        shutil.copytree(template / "docs", tmp / "docs")
+        shutil.copy2(template / "LICENSE", tmp / "LICENSE")
+        for name in ("train.json", "inference.json"):  # bundle_root stays ".": the bundle can be moved
+            _apply(tmp / "configs" / name, {**plan["values"], **({"dataset_dir": str(Path(dataset_dir).resolve())} if dataset_dir else {})})
         _write_metadata(tmp / "configs" / "metadata.json", plan)
         (tmp / "plan.json").write_text(json.dumps({"plan": plan, "fingerprint": fingerprint_}, indent=1, default=str), encoding="utf-8")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +256,7 @@ def plan_dataset(data: str | Path, out: str | Path, iterations: int = ITERATIONS
             raise PlanError(f"{first.path}: {first.message} ({len(errors)} error(s); python -m medseg validate {data} lists them all)")
     print_ = fingerprint(source)
     plan = make_plan(print_, iterations)
-    write_bundle(plan, out, print_)
+    write_bundle(plan, out, print_, source)
     return plan
 
 

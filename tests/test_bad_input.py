@@ -130,11 +130,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from action.video.dataset import Sampling
     from action.models.model_dir import ModelConfig
     from action.sequences.dataset import SequenceNormalization
+    from medact_bundles import template_dir
     from medseg.bundle import copy_with_fresh_weights
     from shared.weights import save_weights
 
     root = tmp_path_factory.mktemp("models")
-    bundle = copy_with_fresh_weights(ROOT / "bundles" / "vnet_seg", root / "vnet_seg")
+    bundle = copy_with_fresh_weights(template_dir("vnet_seg"), root / "vnet_seg")
     clip = root / "clip"
     config = ModelConfig("c3d_gru", ["a", "b"], Sampling(frames=8, size=(32, 32)).to_dict())
     config.save(clip)
@@ -390,3 +391,51 @@ def test_a_link_to_a_forbidden_port_or_a_tunnelled_private_address_is_refused(na
     assert "\n" not in answer.json()["error"]
     assert {k: v for k, v in link_server.hits.items() if k != "/redirect-to"} == {k: v for k, v in hits.items() if k != "/redirect-to"}
     assert not any(video_server.upload_root().iterdir())
+
+
+# ---- bundles: a wrong folder is one line naming it, exit 2, nothing written ---------------------------
+
+
+def _bundle_without_bundle_root(folder: Path) -> Path:
+    import json
+
+    from medact_bundles import init_bundle
+
+    bundle = init_bundle("vnet_seg", folder / "bundle")
+    config = bundle / "configs" / "inference.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text(encoding="utf-8")).items() if k != "bundle_root"}), encoding="utf-8")
+    return bundle
+
+
+def _folder_with(name: str) -> bad.Generator:
+    def make(folder: Path) -> Path:
+        (folder / "bundle").mkdir()
+        (folder / "bundle" / name).write_text("mine, keep it\n")
+        return folder / "bundle"
+
+    return make
+
+
+BUNDLE_CASES = [
+    ("medseg-init-bundle-not-empty", "medseg", ["init-bundle", "{bundle}"], _folder_with("notes.txt"), "exists and is not empty"),
+    ("action-init-bundle-not-empty", "action", ["init-bundle", "{bundle}"], _folder_with("notes.txt"), "exists and is not empty"),
+    ("train-bundle-without-configs", "medseg", ["train", "--bundle", "{bundle}", "--data", "{bundle}"], _folder_with("model.pt"), "has no configs/ folder"),
+    ("infer-bundle-without-configs", "medseg", ["infer", "--bundle", "{bundle}", "--input", "{bundle}/model.pt", "--output", "{out}"], _folder_with("model.pt"), "has no configs/ folder"),
+    ("infer-bundle-missing", "medseg", ["infer", "--bundle", "{bundle}/nowhere", "--input", "{bundle}", "--output", "{out}"], _folder_with("x"), "no such bundle folder"),
+    ("infer-bundle-root-missing", "medseg", ["infer", "--bundle", "{bundle}", "--input", "{bundle}/LICENSE", "--output", "{out}"], _bundle_without_bundle_root, 'has no "bundle_root"'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, program, argv, make, reason", BUNDLE_CASES, ids=[c[0] for c in BUNDLE_CASES])
+def test_a_wrong_bundle_folder_is_one_line_and_nothing_is_written(name, program, argv, make, reason, tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    from action.cli import main as action_main
+    from medseg.cli import main as medseg_main
+
+    bundle, out = make(tmp_path), tmp_path / "out"
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    capfd.readouterr()
+    code = (medseg_main if program == "medseg" else action_main)([a.format(bundle=bundle, out=out) for a in argv])
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and reason in err[0], err
+    assert str(bundle) in err[0], f"the message must name the folder: {err[0]}"
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before and not out.exists()

@@ -39,14 +39,6 @@ from shared.web import TransferGate, install_error_handlers, json_error, run_ser
 
 logger = logging.getLogger("action.web.server")
 SERVER_LIMITS = DecodeLimits(max_pixels=3840 * 2160, max_duration=30 * 60.0, max_decode_seconds=30.0)
-DEFAULT_MODEL_DIRS = (Path("demo_output/action/c3d_gru"), Path("bundles/gru_action/models"))
-
-
-def default_model_dir() -> Path | None:
-    """The demo's model if ``make demo`` ran, else the bundle's, else None."""
-    return next((d for d in DEFAULT_MODEL_DIRS if (d / "action_model.json").is_file() and (d / "model.pt").is_file()), None)
-
-
 def _thumbnails(frames: Any, count: int = 10) -> list[str]:
     """Up to ``count`` frames (uint8 (T, H, W, 3)) as JPEG data URLs."""
     from PIL import Image

@@ -73,7 +73,8 @@ def demo_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def untrained_bundle(tmp_path_factory):
-    """A copy of bundles/vnet_seg with seeded, untrained weights: serving and export tests need a real network, not a good one."""
+    """A copy of the vnet_seg template with seeded, untrained weights: serving and export tests need a real network, not a good one."""
+    from medact_bundles import template_dir
     from medseg.bundle import copy_with_fresh_weights
 
-    return copy_with_fresh_weights(Path(__file__).resolve().parents[2] / "bundles" / "vnet_seg", tmp_path_factory.mktemp("bundle") / "vnet_seg")
+    return copy_with_fresh_weights(template_dir("vnet_seg"), tmp_path_factory.mktemp("bundle") / "vnet_seg")

@@ -10,6 +10,7 @@ from tests.bundle_readme import stated_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "bundles" / "vnet_seg" / "configs"
+SCHEMA = ROOT / "bundles" / "schema" / "meta_schema.json"
 TINY = ["--width", "4", "--options#max_epochs", "2", "--options#validation_frequency", "2", "--cache", "none"]
 
 
@@ -36,11 +37,13 @@ def test_metadata_names_every_label_and_verifies_offline():
     assert channel_def == {"0": "background", "1": "liver", "2": "kidney", "3": "tumour"}
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == len(channel_def)
     assert meta["version"] in meta["changelog"]
-    _bundle("verify_metadata", "--meta_file", CONFIGS / "metadata.json", "--filepath", ROOT / "bundles" / "schema" / "meta_schema.json")
+    _bundle("verify_metadata", "--meta_file", CONFIGS / "metadata.json", "--filepath", SCHEMA)
 
 
 def test_network_matches_its_declared_shapes():
-    _bundle("verify_net_in_out", "network_def", "--meta_file", CONFIGS / "metadata.json", "--config_file", CONFIGS / "train.json", "--n", 2, "--width", 4)
+    """MONAI's check with its defaults (n = 1: the smallest shape the metadata declares), as a user runs it, on both configs."""
+    for config in ("inference.json", "train.json"):
+        _bundle("verify_net_in_out", "network_def", "--meta_file", CONFIGS / "metadata.json", "--config_file", CONFIGS / config)
 
 
 def test_bundle_readme_states_the_configured_recipe():

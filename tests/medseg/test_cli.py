@@ -1,5 +1,7 @@
 import json
 import shutil
+
+from medact_bundles import init_bundle
 import subprocess
 import sys
 
@@ -53,7 +55,7 @@ def test_evaluate_refuses_a_prediction_on_another_grid(tmp_path, demo_dataset):
 
 def test_infer_without_trained_weights_is_a_clear_error(tmp_path, demo_dataset):
     bundle = tmp_path / "bundle"
-    shutil.copytree("bundles/vnet_seg/configs", bundle / "configs")
+    init_bundle("vnet_seg", bundle)
     image = sorted((demo_dataset / "imagesTs").iterdir())[0]
     done = _medseg("infer", "--bundle", bundle, "--input", image, "--output", tmp_path / "out")
     assert done.returncode == 2 and "Model weights not found:" in done.stderr and "models/model.pt" in done.stderr
@@ -72,7 +74,7 @@ def test_help_explains_every_command():
 
 def test_train_resume_without_checkpoint_is_an_error(tmp_path, demo_dataset):
     bundle = tmp_path / "bundle"
-    shutil.copytree("bundles/vnet_seg/configs", bundle / "configs")
+    init_bundle("vnet_seg", bundle)
     done = _medseg("train", "--bundle", bundle, "--data", demo_dataset, "--resume", "--set", "cache=\"none\"")
     assert done.returncode == 2 and "Cannot resume: no checkpoint_<iteration>.pt in" in done.stderr
     assert not (bundle / "models" / "model.pt").exists()

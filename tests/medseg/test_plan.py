@@ -29,6 +29,23 @@ def test_ct_dataset_gets_a_foreground_percentile_window(demo_dataset: Path, tmp_
         assert train[key] == infer[key] == values[key], key
     meta = json.loads((tmp_path / "ct" / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "liver", "2": "kidney", "3": "tumour"}
+    assert train["bundle_root"] == infer["bundle_root"] == "."  # a planned bundle can be moved, as the shipped one
+    assert train["dataset_dir"] == str(demo_dataset.resolve())
+    _verify_with_monai(tmp_path / "ct")
+
+
+def _verify_with_monai(bundle: Path) -> None:
+    """MONAI's own offline checks of a bundle, as a user runs them: metadata against the shipped schema, network against its declared shapes."""
+    import subprocess
+    import sys
+
+    from medact_bundles import schema_file
+
+    configs = bundle / "configs"
+    for args in (["verify_metadata", "--meta_file", configs / "metadata.json", "--filepath", schema_file()],
+                 ["verify_net_in_out", "network_def", "--meta_file", configs / "metadata.json", "--config_file", configs / "inference.json"]):  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "monai.bundle", *map(str, args)], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
 
 def test_mr_dataset_gets_zscore_and_its_labels(tmp_path: Path) -> None:
@@ -43,6 +60,7 @@ def test_mr_dataset_gets_zscore_and_its_labels(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "mr" / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "grey_matter", "2": "white_matter"}
     assert meta["network_data_format"]["inputs"]["image"]["modality"] == "T1"
+    _verify_with_monai(tmp_path / "mr")
 
 
 def test_large_scans_get_a_coarser_spacing_than_their_median() -> None:
