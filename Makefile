@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # the two tutorial files (one worker each, 4-6 minutes here) are the long poles and each worker holds ~1.5 GB
 PYTEST_WORKERS ?= auto
 
-.PHONY: demo demo-medseg demo-action demo-engine serve serve-scans test docs tutorials install clean
+.PHONY: demo demo-medseg demo-action demo-engine serve serve-scans test lint format docs tutorials install clean
 
 $(STAMP): pyproject.toml
 	@if ! $(PY) -c "import sys" >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
@@ -31,7 +31,16 @@ demo-action: $(STAMP)
 demo-engine: $(STAMP)
 	$(PY) -m shared.demo --out demo_output
 
-test: $(STAMP)
+# ruff: lint rules and formatting as configured in pyproject.toml ([tool.ruff]); part of make test
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
 	@sh .ci/install-chromium
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 

@@ -35,9 +35,17 @@ def _options(args: argparse.Namespace) -> Any:
 
     base = TrainingOptions.read_changes(args.options) if args.options else {}  # only what the file sets
     changes = {**default_options(args.out, MODELS[args.model].input).to_dict(), **base}
-    flags = (("max_epochs", args.epochs), ("mini_batch_size", args.batch_size), ("initial_learn_rate", args.lr), ("gradient_threshold", args.gradient_threshold),
-             ("sequence_length", args.sequence_length), ("sequence_padding_direction", args.sequence_padding_direction),
-             ("sequence_padding_value", args.sequence_padding_value), ("shuffle", "never" if args.sort_by_length else None), ("seed", args.seed))  # fmt: skip
+    flags = (
+        ("max_epochs", args.epochs),
+        ("mini_batch_size", args.batch_size),
+        ("initial_learn_rate", args.lr),
+        ("gradient_threshold", args.gradient_threshold),
+        ("sequence_length", args.sequence_length),
+        ("sequence_padding_direction", args.sequence_padding_direction),
+        ("sequence_padding_value", args.sequence_padding_value),
+        ("shuffle", "never" if args.sort_by_length else None),
+        ("seed", args.seed),
+    )
     for key, value in flags:
         if value is not None:
             changes[key] = value
@@ -68,9 +76,14 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
 
     source = DataSource(args.data, args.layout, args.split, args.val_fraction, args.skip_bad)
     trainer = train_model(
-        source, args.out, args.model, options=_options(args), inputs=_train_inputs(args, MODELS[args.model].input),
-        model_kwargs=json.loads(args.model_options) if args.model_options else None, resume=args.resume,
-    )  # fmt: skip
+        source,
+        args.out,
+        args.model,
+        options=_options(args),
+        inputs=_train_inputs(args, MODELS[args.model].input),
+        model_kwargs=json.loads(args.model_options) if args.model_options else None,
+        resume=args.resume,
+    )
     trainer.run()
     if idist.get_rank() == 0:
         print(f"Model: {Path(args.out) / 'model.pt'} ({trainer.monitor.stop_reason}; {idist.get_world_size()} process(es))", flush=True)
@@ -92,9 +105,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0  # under torchrun every process runs this command: rank 0 wrote the model and evaluates it
     if args.test_data:
         same = Path(args.test_data).resolve() == Path(args.data).resolve()
-        report = evaluate_model(args.out, args.test_data, Path(args.out) / "test", args.layout, args.split, "test" if same else "all", args.skip_bad,
-                                mat_vars=(args.mat_x_var, args.mat_y_var))  # fmt: skip
-        print(f"Test ({report['videos']} videos): accuracy {report['accuracy']:.4f}, macro F1 {report['f1_macro']:.4f}; reports in {Path(args.out) / 'test'}")
+        report = evaluate_model(
+            args.out,
+            args.test_data,
+            Path(args.out) / "test",
+            args.layout,
+            args.split,
+            "test" if same else "all",
+            args.skip_bad,
+            mat_vars=(args.mat_x_var, args.mat_y_var),
+        )
+        print(
+            f"Test ({report['videos']} videos): accuracy {report['accuracy']:.4f}, macro F1 {report['f1_macro']:.4f}; reports in {Path(args.out) / 'test'}"
+        )
     return 0
 
 
@@ -102,13 +125,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``evaluate``: accuracy, top-5, precision/recall/F1 and reports of a model on a dataset's test split."""
     from action.evaluate import evaluate_model
 
-    report = evaluate_model(args.model, args.data, args.out, args.layout, args.split, args.subset, args.skip_bad, args.batch_size,
-                            mat_vars=(args.mat_x_var, args.mat_y_var))  # fmt: skip
+    report = evaluate_model(
+        args.model,
+        args.data,
+        args.out,
+        args.layout,
+        args.split,
+        args.subset,
+        args.skip_bad,
+        args.batch_size,
+        mat_vars=(args.mat_x_var, args.mat_y_var),
+    )
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k not in ("per_class", "confusion")}))
         return 0
     print(f"{report['model']} on {report['videos']} videos ({report['clips']} clips, {len(report['skipped'])} skipped):")
-    for key in ("accuracy", "top5_accuracy", "mean_class_accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted", "f1_weighted", "clip_accuracy", "video_accuracy"):
+    for key in (
+        "accuracy",
+        "top5_accuracy",
+        "mean_class_accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "precision_weighted",
+        "recall_weighted",
+        "f1_weighted",
+        "clip_accuracy",
+        "video_accuracy",
+    ):
         print(f"  {key:<20} {report[key]:.4f}")
     if args.out:
         print(f"Reports: {args.out}/summary.json, per_class.csv, predictions.csv, confusion_chart.png")
@@ -118,7 +162,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """``predict``: top-k labels (and optionally a per-window timeline) of each video."""
     from action.predict import Predictor
-
     from action.sequences.dataset import SEQUENCE_SUFFIXES
 
     predictor = Predictor.load(args.model)
@@ -147,7 +190,9 @@ def cmd_init_bundle(args: argparse.Namespace) -> int:
     from medact_bundles import init_bundle
 
     bundle = init_bundle("gru_action", args.dir)
-    print(f"Bundle: {bundle} (the gru_action template). Next: python -m monai.bundle run --config_file {bundle}/configs/train.json --bundle_root {bundle} --dataset_dir DATA")
+    print(
+        f"Bundle: {bundle} (the gru_action template). Next: python -m monai.bundle run --config_file {bundle}/configs/train.json --bundle_root {bundle} --dataset_dir DATA"
+    )
     return 0
 
 
@@ -164,9 +209,22 @@ def cmd_extract_features(args: argparse.Namespace) -> int:
     """``extract-features``: fill a feature cache with a backbone's per-frame features."""
     from action.models.features import extract_features
 
-    summary = extract_features(args.data, args.cache_dir, args.backbone, args.weights, _sampling(args), args.layout, args.split, args.skip_bad,
-                               input_size=args.backbone_size)  # fmt: skip
-    print(json.dumps(summary) if args.json else f"{summary['written']} feature files written, {summary['reused']} reused, {len(summary['skipped'])} skipped -> {summary['cache']}")
+    summary = extract_features(
+        args.data,
+        args.cache_dir,
+        args.backbone,
+        args.weights,
+        _sampling(args),
+        args.layout,
+        args.split,
+        args.skip_bad,
+        input_size=args.backbone_size,
+    )
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"{summary['written']} feature files written, {summary['reused']} reused, {len(summary['skipped'])} skipped -> {summary['cache']}"
+    )
     return 0
 
 
@@ -177,9 +235,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from action.web.server import serve
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
-    serve(args.model, args.host, args.port, max_upload_mb=args.max_upload_mb, workers=args.workers, allowed_url_hosts=args.allow_url_host,
-          fetch_timeout_s=args.fetch_timeout, allowed_url_ports=args.allow_url_port, max_transfers=args.max_transfers,
-          transfer_wait_s=args.transfer_wait)  # fmt: skip
+    serve(
+        args.model,
+        args.host,
+        args.port,
+        max_upload_mb=args.max_upload_mb,
+        workers=args.workers,
+        allowed_url_hosts=args.allow_url_host,
+        fetch_timeout_s=args.fetch_timeout,
+        allowed_url_ports=args.allow_url_port,
+        max_transfers=args.max_transfers,
+        transfer_wait_s=args.transfer_wait,
+    )
     return 0
 
 
@@ -192,7 +259,9 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sequence_input(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mat-x-var", help="sequences in a .mat: the variable holding the cell array of C x T recordings (default: found by shape)")
+    p.add_argument(
+        "--mat-x-var", help="sequences in a .mat: the variable holding the cell array of C x T recordings (default: found by shape)"
+    )
     p.add_argument("--mat-y-var", help="sequences in a .mat: the variable holding the labels (default: found by shape)")
 
 
@@ -200,12 +269,20 @@ def _add_sequence_options(p: argparse.ArgumentParser) -> None:
     from action.sequences.dataset import DEFAULT_NORMALIZATION, NORMALIZATIONS
 
     g = p.add_argument_group("sequence models (gru, lstm, bilstm, attention_gru on .npz/.csv/.mat/.ts files)")
-    g.add_argument("--normalization", choices=NORMALIZATIONS, default=DEFAULT_NORMALIZATION,
-                   help=f"per-channel input normalisation from the training recordings (MATLAB sequenceInputLayer; default {DEFAULT_NORMALIZATION})")
+    g.add_argument(
+        "--normalization",
+        choices=NORMALIZATIONS,
+        default=DEFAULT_NORMALIZATION,
+        help=f"per-channel input normalisation from the training recordings (MATLAB sequenceInputLayer; default {DEFAULT_NORMALIZATION})",
+    )
     g.add_argument("--sequence-length", help="SequenceLength: longest (default), shortest, or a number N (pad to a multiple of N)")
     g.add_argument("--sequence-padding-direction", choices=("right", "left"), help="SequencePaddingDirection (default right)")
     g.add_argument("--sequence-padding-value", type=float, help="SequencePaddingValue (default 0); padding never changes a prediction")
-    g.add_argument("--sort-by-length", action="store_true", help="order training recordings by length, shortest first, with Shuffle=never (MATLAB's example)")
+    g.add_argument(
+        "--sort-by-length",
+        action="store_true",
+        help="order training recordings by length, shortest first, with Shuffle=never (MATLAB's example)",
+    )
     _add_sequence_input(g)
 
 
@@ -224,7 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model (shared engine: checkpoints, resume, progress figure)")
-    p.add_argument("--data", required=True, help="dataset folder (UCF101/UCF50/HMDB51/one folder per class), CSV list, or a sequence file (.npz, .csv, .mat, .ts)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="dataset folder (UCF101/UCF50/HMDB51/one folder per class), CSV list, or a sequence file (.npz, .csv, .mat, .ts)",
+    )
     p.add_argument("--test-data", help="evaluate on this after training (the same folder: its test split)")
     p.add_argument("--model", choices=sorted(MODELS), default="c3d_gru", help="model name (default c3d_gru)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
@@ -235,13 +316,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", type=Path, help="TrainingOptions JSON/YAML (MATLAB names accepted)")
     p.add_argument("--seed", type=int, help="random seed of weights, order and sampling (default 0)")
     p.add_argument("--model-options", help='JSON of model options, e.g. \'{"hidden": 64, "reset_gate_mode": "before-multiplication"}\'')
-    p.add_argument("--val-fraction", type=float, default=None, help="stratified validation share of the training split (default 0.1 for videos and features, 0 for sequences, as MATLAB trains without validation data unless given)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="stratified validation share of the training split (default 0.1 for videos and features, 0 for sequences, as MATLAB trains without validation data unless given)",
+    )
     p.add_argument("--backbone", help="feature models: backbone name(s), '+'-joined (e.g. resnet18+efficientnet_lite0)")
     p.add_argument("--weights", help="feature models: weights file(s) for the backbone(s), '+'-joined")
     p.add_argument("--cache-dir", type=Path, help="feature models: the extract-features cache")
-    p.add_argument("--backbone-size", type=int, default=224, help="feature models: backbone input size in pixels, as extracted (default 224)")
+    p.add_argument(
+        "--backbone-size", type=int, default=224, help="feature models: backbone input size in pixels, as extracted (default 224)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
-    p.add_argument("--nproc-per-node", type=int, default=None, help="spawn N training processes (PyTorch DDP; gloo on CPU, nccl on GPUs); under torchrun leave it out")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        help="spawn N training processes (PyTorch DDP; gloo on CPU, nccl on GPUs); under torchrun leave it out",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress table")
     _add_data(p)
     _add_sampling(p)
@@ -287,14 +380,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port; default 8000)")
     p.add_argument("--max-upload-mb", type=float, default=200, help="upload size limit in MB (default 200)")
     p.add_argument("--workers", type=int, default=1, help="predictions running at once (default 1)")
-    p.add_argument("--allow-url-host", action="append", default=[], metavar="HOST",
-                   help="a host name links may be fetched from although it resolves to a private or loopback address (repeatable)")
-    p.add_argument("--allow-url-port", action="append", default=[], type=int, metavar="PORT",
-                   help="a port links may be fetched from besides 80 and 443 (repeatable; default: none)")
+    p.add_argument(
+        "--allow-url-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a host name links may be fetched from although it resolves to a private or loopback address (repeatable)",
+    )
+    p.add_argument(
+        "--allow-url-port",
+        action="append",
+        default=[],
+        type=int,
+        metavar="PORT",
+        help="a port links may be fetched from besides 80 and 443 (repeatable; default: none)",
+    )
     p.add_argument("--fetch-timeout", type=float, default=30.0, help="seconds one video link may take to fetch (default 30)")
-    p.add_argument("--max-transfers", type=int, default=4,
-                   help="uploads and link fetches handled at once, in all; more wait --transfer-wait s, then get 503 (default 4: at most 4 x --max-upload-mb on disk)")
-    p.add_argument("--transfer-wait", type=float, default=10.0, help="seconds a request waits for a free transfer slot before 503 (default 10)")
+    p.add_argument(
+        "--max-transfers",
+        type=int,
+        default=4,
+        help="uploads and link fetches handled at once, in all; more wait --transfer-wait s, then get 503 (default 4: at most 4 x --max-upload-mb on disk)",
+    )
+    p.add_argument(
+        "--transfer-wait", type=float, default=10.0, help="seconds a request waits for a free transfer slot before 503 (default 10)"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("extract-features", help="cache per-frame backbone features for feature_gru")

@@ -24,8 +24,8 @@ import numpy as np
 
 from action.evaluate import evaluate_model
 from action.predict import Predictor
-from action.video.synthetic import REVERSED_PAIRS, make_dataset
 from action.train import train_model
+from action.video.synthetic import REVERSED_PAIRS, make_dataset
 from shared.io import atomic_write_json
 
 
@@ -58,7 +58,9 @@ def run_demo(data: Path, out: Path, epochs: int = 10, baseline_epochs: int = 6, 
     for model, n in (("c3d_gru", epochs), ("frame_average", baseline_epochs)):
         print(f"\nTraining {model} ({n} epochs) ...", flush=True)
         report = _train_and_evaluate(data, out / model, model, n, verbose)
-        summary[model] = {k: report[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy", "videos", "reversed_pairs")}
+        summary[model] = {
+            k: report[k] for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy", "videos", "reversed_pairs")
+        }
     video = sorted((data / "SitDown").glob("*_g01_c01.*"))[0]
     predictor = Predictor.load(out / "c3d_gru")
     summary["prediction"] = {**predictor.predict(video, top_k=3), "timeline": predictor.timeline(video, window=1.0, stride=0.5)}
@@ -74,11 +76,25 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     for model in ("c3d_gru", "frame_average"):
         row = summary[model]
         pairs = ", ".join(f"{k} {v:.2f}" for k, v in row["reversed_pairs"].items())
-        print(f"{model:<15}{row['accuracy']:>10.4f}{row['precision_macro']:>10.4f}{row['recall_macro']:>10.4f}{row['f1_macro']:>10.4f}   {pairs}")
+        print(
+            f"{model:<15}{row['accuracy']:>10.4f}{row['precision_macro']:>10.4f}{row['recall_macro']:>10.4f}{row['f1_macro']:>10.4f}   {pairs}"
+        )
     p = summary["prediction"]
-    print(f"\npredict {p['video']}: {p['label']} ({p['confidence']:.3f}); timeline: " + ", ".join(f"{r['start_s']:.1f}-{r['end_s']:.1f}s {r['label']}" for r in p["timeline"]))
-    print(f"Outputs in {out}/ (per model: model.pt, history.csv, training_progress.png, test/confusion_chart.png, test/summary.json); {summary['seconds']} s")
-    print(json.dumps({m: {"accuracy": round(summary[m]["accuracy"], 4), "f1_macro": round(summary[m]["f1_macro"], 4)} for m in ("c3d_gru", "frame_average")}))
+    print(
+        f"\npredict {p['video']}: {p['label']} ({p['confidence']:.3f}); timeline: "
+        + ", ".join(f"{r['start_s']:.1f}-{r['end_s']:.1f}s {r['label']}" for r in p["timeline"])
+    )
+    print(
+        f"Outputs in {out}/ (per model: model.pt, history.csv, training_progress.png, test/confusion_chart.png, test/summary.json); {summary['seconds']} s"
+    )
+    print(
+        json.dumps(
+            {
+                m: {"accuracy": round(summary[m]["accuracy"], 4), "f1_macro": round(summary[m]["f1_macro"], 4)}
+                for m in ("c3d_gru", "frame_average")
+            }
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from ignite.engine import Events
 
-from action.video.dataset import ClipDataset
-from action.video.layouts import read_videos
 from action.models.factory import MODELS
 from action.predict import Predictor
 from action.sequences.dataset import SequenceDataset, read_sequences
+from action.video.dataset import ClipDataset
 from action.video.decode import DecodeLimits
+from action.video.layouts import read_videos
 from shared.engine import build_evaluator
 from shared.io import atomic_write_csv, atomic_write_json, to_strict_json
 from shared.metrics import classification_report, confusion_matrix
@@ -31,7 +31,16 @@ from shared.options import TrainingOptions
 from shared.plots import confusion_chart_figure, save_figure
 
 
-def _dataset(predictor: Predictor, data: str | Path, layout: str, split: int, subset: str, skip_bad: bool, limits: DecodeLimits, mat_vars: tuple[str | None, str | None] = (None, None)) -> Any:
+def _dataset(
+    predictor: Predictor,
+    data: str | Path,
+    layout: str,
+    split: int,
+    subset: str,
+    skip_bad: bool,
+    limits: DecodeLimits,
+    mat_vars: tuple[str | None, str | None] = (None, None),
+) -> Any:
     config = predictor.config
     if config.input == "sequence":
         sequences = read_sequences(data, classes=config.classes, x_var=mat_vars[0], y_var=mat_vars[1])
@@ -40,7 +49,9 @@ def _dataset(predictor: Predictor, data: str | Path, layout: str, split: int, su
         return SequenceDataset(sequences, config.sequence_normalization)
     videos = read_videos(data, layout, split, subset)
     if list(videos.classes) != list(config.classes):
-        raise ValueError(f"{data}: its classes {videos.classes} differ from the model's {config.classes} (same names, same order expected).")
+        raise ValueError(
+            f"{data}: its classes {videos.classes} differ from the model's {config.classes} (same names, same order expected)."
+        )
     return ClipDataset(videos, config.clip_sampling, train=False, cache=False, limits=limits, skip_bad=skip_bad)
 
 
@@ -50,8 +61,9 @@ def collect_probabilities(predictor: Predictor, dataset: Any, batch_size: int = 
 
     options = TrainingOptions(mini_batch_size=batch_size, execution_environment="cpu", verbose=False, seed=None)
     hooks = input_hooks(predictor.config.input, options, decollate=False)
-    evaluator = build_evaluator(predictor.network, dataset, options, metrics=None, key_metric=None,
-                                loss_function=torch.nn.CrossEntropyLoss(), hooks=hooks)  # fmt: skip
+    evaluator = build_evaluator(
+        predictor.network, dataset, options, metrics=None, key_metric=None, loss_function=torch.nn.CrossEntropyLoss(), hooks=hooks
+    )
     kept: dict[str, list] = {"prob": [], "label": [], "video": []}
 
     @evaluator.on(Events.ITERATION_COMPLETED)
@@ -78,9 +90,18 @@ def top_k_accuracy(prob: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float((top == labels[:, None]).any(axis=1).mean())
 
 
-def evaluate_model(model_dir: str | Path, data: str | Path, out: str | Path | None = None, layout: str = "auto", split: int = 1,
-                   subset: str = "test", skip_bad: bool = False, batch_size: int = 8, limits: DecodeLimits = DecodeLimits(),
-                   mat_vars: tuple[str | None, str | None] = (None, None)) -> dict[str, Any]:  # fmt: skip
+def evaluate_model(
+    model_dir: str | Path,
+    data: str | Path,
+    out: str | Path | None = None,
+    layout: str = "auto",
+    split: int = 1,
+    subset: str = "test",
+    skip_bad: bool = False,
+    batch_size: int = 8,
+    limits: DecodeLimits = DecodeLimits(),
+    mat_vars: tuple[str | None, str | None] = (None, None),
+) -> dict[str, Any]:
     """Evaluate ``model_dir`` on ``data`` (``subset`` of the layout's split); write reports to ``out`` if given.
 
     Returns:
@@ -97,12 +118,19 @@ def evaluate_model(model_dir: str | Path, data: str | Path, out: str | Path | No
     vprob, vlabels, _ = video_level(prob, labels, videos)
     video_cm = confusion_matrix(vlabels, vprob.argmax(1), len(classes))
     report = classification_report(video_cm, classes)
-    report.update({
-        "top5_accuracy": top_k_accuracy(vprob, vlabels, min(5, len(classes))),
-        "clip_accuracy": classification_report(clip_cm, classes)["accuracy"], "video_accuracy": report["accuracy"],
-        "clips": int(len(labels)), "videos": int(len(vlabels)), "confusion": video_cm.tolist(), "classes": list(classes),
-        "skipped": list(getattr(dataset, "skipped", [])), "model": predictor.config.model,
-    })  # fmt: skip
+    report.update(
+        {
+            "top5_accuracy": top_k_accuracy(vprob, vlabels, min(5, len(classes))),
+            "clip_accuracy": classification_report(clip_cm, classes)["accuracy"],
+            "video_accuracy": report["accuracy"],
+            "clips": len(labels),
+            "videos": len(vlabels),
+            "confusion": video_cm.tolist(),
+            "classes": list(classes),
+            "skipped": list(getattr(dataset, "skipped", [])),
+            "model": predictor.config.model,
+        }
+    )
     if out is not None:
         write_reports(Path(out), report, dataset, vprob, vlabels)
     return to_strict_json(report)
@@ -115,7 +143,10 @@ def write_reports(out: Path, report: dict[str, Any], dataset: Any, vprob: np.nda
     atomic_write_json(out / "summary.json", to_strict_json(report))
     atomic_write_csv(out / "per_class.csv", report["per_class"], ["class", "support", "precision", "recall", "f1", "iou"])
     names = getattr(dataset, "videos", None) or [f"sample{i}" for i in range(len(vlabels))]
-    rows = [{"video": names[i], "true": classes[vlabels[i]], "predicted": classes[int(vprob[i].argmax())], "confidence": float(vprob[i].max())} for i in range(len(vlabels))]
+    rows = [
+        {"video": names[i], "true": classes[vlabels[i]], "predicted": classes[int(vprob[i].argmax())], "confidence": float(vprob[i].max())}
+        for i in range(len(vlabels))
+    ]
     atomic_write_csv(out / "predictions.csv", rows, ["video", "true", "predicted", "confidence"])
     unit = "recordings" if MODELS[report["model"]].input == "sequence" else "videos"
     title = f"{report['model']}: accuracy {100 * report['accuracy']:.1f}% ({report['videos']} {unit})"

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from action.video.sampling import clip_windows, evaluation_view
 from action.models.model_dir import ModelConfig, load_model
 from action.video.decode import DecodeLimits, iter_frames, probe, uniform_timestamps
+from action.video.sampling import clip_windows, evaluation_view
 
 
 @dataclasses.dataclass
@@ -52,7 +52,9 @@ class Predictor:
         logits = self.network(batch) if mask is None else self.network(batch, mask=mask)
         return torch.softmax(logits.float(), dim=1).numpy()
 
-    def predict_sequences(self, path: str | Path, top_k: int = 5, x_var: str | None = None, y_var: str | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
+    def predict_sequences(
+        self, path: str | Path, top_k: int = 5, x_var: str | None = None, y_var: str | None = None, batch_size: int = 64
+    ) -> list[dict[str, Any]]:
         """Classify every recording of a sequence file (labels, if present, are ignored); one result per recording."""
         from action.sequences.dataset import SequenceDataset, read_sequences
         from shared.sequences import SequenceCollate
@@ -68,12 +70,20 @@ class Predictor:
             batch = collate([dataset[i] for i in range(first, min(first + batch_size, len(dataset)))])
             for row, prob in enumerate(self.probabilities(batch["image"], batch["mask"])):
                 ranked = self._ranked(prob, top_k)
-                results.append({"video": f"{path}#{first + row}", "steps": int(batch["mask"][row].sum()), "label": ranked[0]["label"],
-                                "confidence": ranked[0]["probability"], "top_k": ranked})  # fmt: skip
+                results.append(
+                    {
+                        "video": f"{path}#{first + row}",
+                        "steps": int(batch["mask"][row].sum()),
+                        "label": ranked[0]["label"],
+                        "confidence": ranked[0]["probability"],
+                        "top_k": ranked,
+                    }
+                )
         return results
 
-    def window_probabilities(self, path: str | Path, windows: list[tuple[float, float]], batch_size: int = 8,
-                             keep: Sequence[int] = ()) -> tuple[np.ndarray, dict[int, np.ndarray]]:  # fmt: skip
+    def window_probabilities(
+        self, path: str | Path, windows: list[tuple[float, float]], batch_size: int = 8, keep: Sequence[int] = ()
+    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """Softmax probabilities ``(W, C)`` of ``windows`` (seconds) of one video, from one streaming decode.
 
         Memory is bounded whatever the video's length: frames arrive one at a time
@@ -148,7 +158,13 @@ class Predictor:
                 extra += self._timeline_windows(info.duration, timeline_window, stride)
         prob, kept = self.window_probabilities(path, windows + extra, keep=[len(windows)] if extra else [])
         ranked = self._ranked(prob[: len(windows)].mean(axis=0), top_k)
-        result = {"video": str(path), "duration_s": info.duration, "label": ranked[0]["label"], "confidence": ranked[0]["probability"], "top_k": ranked}
+        result = {
+            "video": str(path),
+            "duration_s": info.duration,
+            "label": ranked[0]["label"],
+            "confidence": ranked[0]["probability"],
+            "top_k": ranked,
+        }
         if timeline_window is not None:
             rows = [self._row(window, p) for window, p in zip(extra[1:], prob[len(windows) + 1 :])]
             result.update(frames=kept[len(windows)], timeline=rows, window_s=timeline_window)
@@ -159,7 +175,9 @@ class Predictor:
         from pytorchvideo.data.clip_sampling import UniformClipSampler
 
         window = min(window, duration)
-        sampler = UniformClipSampler(Fraction(window).limit_denominator(1000), Fraction(stride or window / 2).limit_denominator(1000), backpad_last=True)
+        sampler = UniformClipSampler(
+            Fraction(window).limit_denominator(1000), Fraction(stride or window / 2).limit_denominator(1000), backpad_last=True
+        )
         windows, last = [], Fraction(0)
         while True:
             clip = sampler(last, Fraction(duration).limit_denominator(1000), None)
@@ -172,7 +190,9 @@ class Predictor:
         best = int(prob.argmax())
         return {"start_s": window[0], "end_s": window[1], "label": self.classes[best], "confidence": float(prob[best])}
 
-    def timeline(self, path: str | Path, window: float | None = None, stride: float | None = None, batch_size: int = 8) -> list[dict[str, Any]]:
+    def timeline(
+        self, path: str | Path, window: float | None = None, stride: float | None = None, batch_size: int = 8
+    ) -> list[dict[str, Any]]:
         """Per-window predictions along ``path``: ``[{"start_s", "end_s", "label", "confidence"}]``.
 
         Args:

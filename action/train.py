@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from action.video.dataset import Sampling
 from action.models.factory import MODELS
 from action.sequences.dataset import SequenceInput
 from action.training_data import DataSource, TrainingData, clip_data, sequence_data
+from action.video.dataset import Sampling
 from shared.engine import Trainer, build_trainer
 from shared.ignite_metrics import confusion_metric
 from shared.options import TrainingOptions
@@ -43,8 +43,16 @@ def default_options(out: str | Path, kind: str = "clip", **changes: Any) -> Trai
     10 epochs. Sequences: see :data:`KIND_DEFAULTS` (chosen on real recordings over seeds,
     ``benchmarks/action_sequences.py``).
     """
-    base = {"solver": "adam", "mini_batch_size": 16, "shuffle": "every-epoch", "validation_frequency": "epoch", "plots": "training-progress",
-            "checkpoint_path": str(Path(out) / "checkpoints"), "verbose_frequency": 10, **KIND_DEFAULTS[kind]}  # fmt: skip
+    base = {
+        "solver": "adam",
+        "mini_batch_size": 16,
+        "shuffle": "every-epoch",
+        "validation_frequency": "epoch",
+        "plots": "training-progress",
+        "checkpoint_path": str(Path(out) / "checkpoints"),
+        "verbose_frequency": 10,
+        **KIND_DEFAULTS[kind],
+    }
     return TrainingOptions(**{**base, **changes})
 
 
@@ -66,15 +74,31 @@ def read_training_data(kind: str, source: DataSource, seed: int = 0, inputs: Any
     return feature_data(source, sampling, features, seed)
 
 
-def build_action_trainer(data: TrainingData, out: str | Path, model: str, options: TrainingOptions, model_kwargs: Mapping[str, Any] | None = None,
-                         resume: bool | str = False, num_workers: int = 0) -> Trainer:  # fmt: skip
+def build_action_trainer(
+    data: TrainingData,
+    out: str | Path,
+    model: str,
+    options: TrainingOptions,
+    model_kwargs: Mapping[str, Any] | None = None,
+    resume: bool | str = False,
+    num_workers: int = 0,
+) -> Trainer:
     """Write ``action_model.json`` for ``model`` on ``data``, build the network from ``options.seed`` and the trainer."""
     config = data.write_model_record(out, model, dict(model_kwargs or {}))
     network = config.build(seed=options.seed)
     return build_trainer(
-        network, torch.nn.CrossEntropyLoss(), options, data.train, data.val, metrics=classification_metrics(len(data.classes)),
-        key_metric="accuracy", output_dir=out, resume=resume, train_hooks=data.hooks(options, num_workers), val_hooks=data.hooks(options),
-    )  # fmt: skip
+        network,
+        torch.nn.CrossEntropyLoss(),
+        options,
+        data.train,
+        data.val,
+        metrics=classification_metrics(len(data.classes)),
+        key_metric="accuracy",
+        output_dir=out,
+        resume=resume,
+        train_hooks=data.hooks(options, num_workers),
+        val_hooks=data.hooks(options),
+    )
 
 
 def train_model(
@@ -111,4 +135,14 @@ def train_model(
     return build_action_trainer(data, out, model, options, model_kwargs, resume, num_workers)
 
 
-__all__ = ["DataSource", "KIND_DEFAULTS", "Sampling", "SequenceInput", "build_action_trainer", "classification_metrics", "default_options", "read_training_data", "train_model"]
+__all__ = [
+    "KIND_DEFAULTS",
+    "DataSource",
+    "Sampling",
+    "SequenceInput",
+    "build_action_trainer",
+    "classification_metrics",
+    "default_options",
+    "read_training_data",
+    "train_model",
+]

@@ -14,11 +14,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from action.video.dataset import ClipDataset, Sampling
-from action.video.layouts import read_videos, split_sequences, split_videos
 from action.models.model_dir import ModelConfig
 from action.sequences.dataset import SequenceDataset, SequenceInput, SequenceNormalization, read_sequences
+from action.video.dataset import ClipDataset, Sampling
 from action.video.decode import DecodeLimits
+from action.video.layouts import read_videos, split_sequences, split_videos
 from shared.data import world
 from shared.engine import EngineHooks
 from shared.io import atomic_write_json
@@ -89,10 +89,19 @@ class TrainingData:
 
     def model_config(self, model: str, model_kwargs: dict[str, Any] | None = None) -> ModelConfig:
         """The ``action_model.json`` record of ``model`` trained on this data."""
-        return ModelConfig(model, list(self.classes), sampling=self.sampling, model_kwargs=dict(model_kwargs or {}), in_features=self.in_features,
-                           backbone=self.backbone, normalization=self.normalization)  # fmt: skip
+        return ModelConfig(
+            model,
+            list(self.classes),
+            sampling=self.sampling,
+            model_kwargs=dict(model_kwargs or {}),
+            in_features=self.in_features,
+            backbone=self.backbone,
+            normalization=self.normalization,
+        )
 
-    def write_model_record(self, out: str | Path, model: str, model_kwargs: dict[str, Any] | None = None, expected_classes: list[str] | None = None) -> ModelConfig:
+    def write_model_record(
+        self, out: str | Path, model: str, model_kwargs: dict[str, Any] | None = None, expected_classes: list[str] | None = None
+    ) -> ModelConfig:
         """Write ``action_model.json`` (and ``skipped.json``) before training, from one process; returns the record.
 
         ``expected_classes``: the classes the network was built for (a bundle's ``channel_def``); data
@@ -102,8 +111,10 @@ class TrainingData:
         if config.input != self.kind:
             raise ValueError(f"Model {model!r} reads {config.input} input, but the data is {self.kind} input.")
         if expected_classes is not None and list(expected_classes) != list(self.classes):
-            raise ValueError(f"The data's classes {self.classes} differ from the network's {list(expected_classes)} "
-                             "(the bundle's metadata channel_def): same names, same order expected.")  # fmt: skip
+            raise ValueError(
+                f"The data's classes {self.classes} differ from the network's {list(expected_classes)} "
+                "(the bundle's metadata channel_def): same names, same order expected."
+            )
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         if world()[1] == 0:  # one writer in a distributed run
@@ -124,7 +135,9 @@ def input_hooks(kind: str, options: TrainingOptions, num_workers: int = 0, **cha
         return EngineHooks(num_workers=num_workers, **changes)
     from shared.sequences import SequenceCollate, prepare_sequence_batch
 
-    return EngineHooks(prepare_batch=prepare_sequence_batch, collate_fn=SequenceCollate.from_options(options), num_workers=num_workers, **changes)
+    return EngineHooks(
+        prepare_batch=prepare_sequence_batch, collate_fn=SequenceCollate.from_options(options), num_workers=num_workers, **changes
+    )
 
 
 def clip_data(source: DataSource, sampling: Sampling | None = None, seed: int = 0) -> TrainingData:
@@ -150,4 +163,6 @@ def sequence_data(source: DataSource, spec: SequenceInput | None = None, seed: i
     normalization = SequenceNormalization.fit(spec.normalization, train.x)
     val_set = SequenceDataset(val, normalization) if val else None
     train_set = SequenceDataset(train, normalization, spec.sort_by_length)
-    return TrainingData("sequence", train_set, val_set, list(sequences.classes), normalization=normalization.to_dict(), in_features=sequences.channels)
+    return TrainingData(
+        "sequence", train_set, val_set, list(sequences.classes), normalization=normalization.to_dict(), in_features=sequences.channels
+    )

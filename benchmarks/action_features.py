@@ -19,14 +19,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from action.video.dataset import ClipDataset, Sampling  # noqa: E402
-from action.models.features import FeatureDataset, extract_features, load_backbones  # noqa: E402
-from action.video.layouts import read_videos  # noqa: E402
-from action.models.factory import build_model  # noqa: E402
-from action.video.synthetic import make_dataset  # noqa: E402
-from benchmarks.common import emit  # noqa: E402
-from shared.engine import build_trainer  # noqa: E402
-from shared.options import TrainingOptions  # noqa: E402
+from action.models.factory import build_model
+from action.models.features import FeatureDataset, extract_features, load_backbones
+from action.video.dataset import ClipDataset, Sampling
+from action.video.layouts import read_videos
+from action.video.synthetic import make_dataset
+from benchmarks.common import emit
+from shared.engine import build_trainer
+from shared.options import TrainingOptions
 
 SIZE = 112
 
@@ -66,9 +66,16 @@ def main() -> None:
         backbone = load_backbones("efficientnet_lite0", input_size=SIZE)[0].train()
         clips = ClipDataset(videos, sampling, train=False, cache=True)
         e2e_s = epoch_seconds(EndToEnd(backbone, build_model("feature_gru", len(videos.classes), in_features=1280)), clips)
-        emit(f"training epoch, {len(videos.items)} videos x 20 frames, EfficientNet-Lite0 at {SIZE} px", "s/epoch", cached_s,
-             "end-to-end per-frame CNN + GRU (same head, backbone trained)", e2e_s, speedup=round(e2e_s / cached_s, 1),
-             one_off_extraction_s=round(extraction, 2), target_speedup=20.0)  # fmt: skip
+        emit(
+            f"training epoch, {len(videos.items)} videos x 20 frames, EfficientNet-Lite0 at {SIZE} px",
+            "s/epoch",
+            cached_s,
+            "end-to-end per-frame CNN + GRU (same head, backbone trained)",
+            e2e_s,
+            speedup=round(e2e_s / cached_s, 1),
+            one_off_extraction_s=round(extraction, 2),
+            target_speedup=20.0,
+        )
 
 
 if __name__ == "__main__":

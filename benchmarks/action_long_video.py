@@ -92,8 +92,13 @@ def predict_peak(model: Path, video: Path) -> tuple[float, float, int]:
 def serve_peak(model: Path, video: Path, tmp: Path) -> tuple[float, float, int]:
     """``(peak RSS MB, seconds, timeline rows)`` of ``action serve`` answering one upload of ``video``."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "action", "serve", "--model", str(model), "--port", str(port)], cwd=ROOT,
-                               env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "action", "serve", "--model", str(model), "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -132,12 +137,24 @@ def main() -> None:
         short_video = write_long_video(tmp / "short.mp4", 10.0)
         short_cli, long_cli = predict_peak(model, short_video), predict_peak(model, long_video)
         short_web, long_web = serve_peak(model, short_video, tmp), serve_peak(model, long_video, tmp)
-    emit(f"peak RSS of action predict --timeline on a {args.minutes:g}-minute 320x240 15 fps video", "MB", long_cli[0],
-         "the same command on a 10 s video", short_cli[0], cli_seconds=round(long_cli[1], 2), cli_timeline_windows=long_cli[2],
-         serve_peak_mb=round(long_web[0], 1), serve_peak_mb_10s_video=round(short_web[0], 1), serve_seconds=round(long_web[1], 2),
-         serve_timeline_windows=long_web[2], video_mb=round(video_mb, 1),
-         encode_seconds=round(encode_s, 1), budget_mb_over_10s=BUDGET_MB,
-         within_budget=bool(long_cli[0] - short_cli[0] <= BUDGET_MB and long_web[0] - short_web[0] <= BUDGET_MB), model=str(model))  # fmt: skip
+    emit(
+        f"peak RSS of action predict --timeline on a {args.minutes:g}-minute 320x240 15 fps video",
+        "MB",
+        long_cli[0],
+        "the same command on a 10 s video",
+        short_cli[0],
+        cli_seconds=round(long_cli[1], 2),
+        cli_timeline_windows=long_cli[2],
+        serve_peak_mb=round(long_web[0], 1),
+        serve_peak_mb_10s_video=round(short_web[0], 1),
+        serve_seconds=round(long_web[1], 2),
+        serve_timeline_windows=long_web[2],
+        video_mb=round(video_mb, 1),
+        encode_seconds=round(encode_s, 1),
+        budget_mb_over_10s=BUDGET_MB,
+        within_budget=bool(long_cli[0] - short_cli[0] <= BUDGET_MB and long_web[0] - short_web[0] <= BUDGET_MB),
+        model=str(model),
+    )
 
 
 if __name__ == "__main__":

@@ -19,13 +19,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from action.video.dataset import Sampling  # noqa: E402
-from action.models.model_dir import ModelConfig  # noqa: E402
-from action.predict import Predictor  # noqa: E402
-from action.video.decode import probe  # noqa: E402
-from benchmarks.action_sampling import make_video, pytorchvideo_uniform  # noqa: E402
-from benchmarks.common import best_of, emit  # noqa: E402
-from shared.weights import save_weights  # noqa: E402
+from action.models.model_dir import ModelConfig
+from action.predict import Predictor
+from action.video.dataset import Sampling
+from action.video.decode import probe
+from benchmarks.action_sampling import make_video, pytorchvideo_uniform
+from benchmarks.common import best_of, emit
+from shared.weights import save_weights
 
 
 def main() -> None:
@@ -45,9 +45,17 @@ def main() -> None:
             predictor.probabilities(clip[None])
 
         base = best_of(baseline, repeats=3)
-        emit("c3d_gru predict, decode included, UCF101-like 7 s 320x240 AVI, 101 classes", "s/frame", seconds / 20,
-             "pytorchvideo get_clip(whole video) + the same model", base / 20, seconds_per_video=round(seconds, 4),
-             s_per_video_frame=round(seconds / frames_in_video, 6), paper_001_k80_s_per_frame=0.0719, target_s_per_frame=0.007)  # fmt: skip
+        emit(
+            "c3d_gru predict, decode included, UCF101-like 7 s 320x240 AVI, 101 classes",
+            "s/frame",
+            seconds / 20,
+            "pytorchvideo get_clip(whole video) + the same model",
+            base / 20,
+            seconds_per_video=round(seconds, 4),
+            s_per_video_frame=round(seconds / frames_in_video, 6),
+            paper_001_k80_s_per_frame=0.0719,
+            target_s_per_frame=0.007,
+        )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,24 @@ def resampled_copy(source: Path, out: Path, length: int) -> Path:
 def train_and_test(train: Path, test: Path, seed: int, threads: int, flags: list[str], work: Path) -> dict:
     """One ``action train --test-data`` run in a fresh process; returns accuracy and seconds."""
     out = work / f"{train.stem}_s{seed}_t{threads}"
-    command = [sys.executable, "-m", "action", "train", "--data", str(train), "--model", "gru", "--out", str(out),
-               "--test-data", str(test), "--quiet", "--seed", str(seed), *flags]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "action",
+        "train",
+        "--data",
+        str(train),
+        "--model",
+        "gru",
+        "--out",
+        str(out),
+        "--test-data",
+        str(test),
+        "--quiet",
+        "--seed",
+        str(seed),
+        *flags,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -86,17 +102,31 @@ def accuracy_figures(datasets: list[str], seeds: list[int], threads: list[int], 
             from action.sequences.readers import read_sequences
 
             longest = int(max(read_sequences(p).lengths.max() for p in pairs[datasets.index("PickupGestureWiimoteZ")][1:]))
-            pairs.append(("PickupGestureWiimoteZ resampled to equal length", resampled_copy(pairs[-1][1], work / "pg_eq_train.npz", longest),
-                          resampled_copy(pairs[-1][2], work / "pg_eq_test.npz", longest)))  # fmt: skip
+            pairs.append(
+                (
+                    "PickupGestureWiimoteZ resampled to equal length",
+                    resampled_copy(pairs[-1][1], work / "pg_eq_train.npz", longest),
+                    resampled_copy(pairs[-1][2], work / "pg_eq_test.npz", longest),
+                )
+            )
         for name, train, test in pairs:
             runs = [dict(train_and_test(train, test, s, t, flags, work), seed=s, threads=t) for s in seeds for t in threads]
             accuracies = [r["accuracy"] for r in runs]
-            print(json.dumps({
-                "figure": f"{name}: test accuracy, action train --model gru (defaults)", "unit": "accuracy",
-                "mean": round(statistics.mean(accuracies), 4), "sd": round(statistics.stdev(accuracies), 4) if len(runs) > 1 else 0.0,
-                "min": round(min(accuracies), 4), "train_seconds_mean": round(statistics.mean(r["seconds"] for r in runs), 1),
-                "flags": flags, "runs": runs,
-            }), flush=True)  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "figure": f"{name}: test accuracy, action train --model gru (defaults)",
+                        "unit": "accuracy",
+                        "mean": round(statistics.mean(accuracies), 4),
+                        "sd": round(statistics.stdev(accuracies), 4) if len(runs) > 1 else 0.0,
+                        "min": round(min(accuracies), 4),
+                        "train_seconds_mean": round(statistics.mean(r["seconds"] for r in runs), 1),
+                        "flags": flags,
+                        "runs": runs,
+                    }
+                ),
+                flush=True,
+            )
 
 
 def step_figure(iterations: int = 30) -> None:
@@ -112,7 +142,12 @@ def step_figure(iterations: int = 30) -> None:
         data = Path(tmp) / "seq.npz"
         np.savez(data, X=x, y=y)
         epochs = max(1, iterations // 7)  # 100 sequences / 16 = 7 iterations per epoch
-        trainer = train_model(DataSource(data, val_fraction=0.0), Path(tmp) / "m", "gru", {"max_epochs": epochs, "verbose": False, "plots": "none", "checkpoint_path": None})
+        trainer = train_model(
+            DataSource(data, val_fraction=0.0),
+            Path(tmp) / "m",
+            "gru",
+            {"max_epochs": epochs, "verbose": False, "plots": "none", "checkpoint_path": None},
+        )
         start = time.perf_counter()
         trainer.run()
         engine_ms = 1000 * (time.perf_counter() - start) / trainer.state.iteration
@@ -128,7 +163,14 @@ def step_figure(iterations: int = 30) -> None:
             optimizer.step()
             steps += 1
     plain_ms = 1000 * (time.perf_counter() - start) / steps
-    emit("action train gru: one iteration of 16 sequences x 100 steps x 6 channels", "ms", engine_ms, "plain torch.nn.GRU(6, 128) + linear loop", plain_ms, target_ms=20)
+    emit(
+        "action train gru: one iteration of 16 sequences x 100 steps x 6 channels",
+        "ms",
+        engine_ms,
+        "plain torch.nn.GRU(6, 128) + linear loop",
+        plain_ms,
+        target_ms=20,
+    )
 
 
 def main() -> None:

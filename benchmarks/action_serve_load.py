@@ -27,20 +27,25 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from action.video.sampling import Sampling  # noqa: E402
 from action.models.model_dir import ModelConfig  # noqa: E402
+from action.video.sampling import Sampling  # noqa: E402
 from action.video.synthetic import CLASSES, encode_video, render_video  # noqa: E402
 from benchmarks.common import demo_model, emit  # noqa: E402
-from tests.action.link_server import LinkServer  # noqa: E402
-from shared.weights import save_weights  # noqa: E402
 from shared.distributed import free_port  # noqa: E402
+from shared.weights import save_weights  # noqa: E402
+from tests.action.link_server import LinkServer  # noqa: E402
 
 
 def start_server(model: Path, tmp: Path, link_port: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     args = ["--model", str(model), "--port", str(port), "--allow-url-host", "127.0.0.1", "--allow-url-port", str(link_port)]
-    process = subprocess.Popen([sys.executable, "-m", "action", "serve", *args], cwd=ROOT,
-                               env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "action", "serve", *args],
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -78,8 +83,15 @@ def hammer(url: str, video: bytes, clients: int, seconds: float, link: str) -> d
         t.join()
     elapsed = time.monotonic() - begin
     quantiles = statistics.quantiles(latencies, n=20)
-    return {"p50_s": statistics.median(latencies), "p95_s": quantiles[18], "throughput_rps": len(codes) / elapsed,
-            "requests": len(codes), "http_5xx": sum(c >= 500 for c in codes), "http_200": codes.count(200), "http_422": codes.count(422)}  # fmt: skip
+    return {
+        "p50_s": statistics.median(latencies),
+        "p95_s": quantiles[18],
+        "throughput_rps": len(codes) / elapsed,
+        "requests": len(codes),
+        "http_5xx": sum(c >= 500 for c in codes),
+        "http_200": codes.count(200),
+        "http_422": codes.count(422),
+    }
 
 
 def main() -> None:
@@ -106,9 +118,17 @@ def main() -> None:
             process.wait(timeout=30)
             links.stop()
         leftovers = [p for p in tmp.glob("medact-uploads-*")]
-        emit(f"serve /api/predict + /api/predict-url, {args.clients} concurrent clients for {args.seconds:g} s on loopback", "s (p50 latency)", loaded["p50_s"],
-             "1 client alone", single["p50_s"], **{k: round(v, 4) if isinstance(v, float) else v for k, v in loaded.items()},
-             single_client_throughput_rps=round(single["throughput_rps"], 3), upload_dirs_left=len(leftovers), model=str(model))  # fmt: skip
+        emit(
+            f"serve /api/predict + /api/predict-url, {args.clients} concurrent clients for {args.seconds:g} s on loopback",
+            "s (p50 latency)",
+            loaded["p50_s"],
+            "1 client alone",
+            single["p50_s"],
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in loaded.items()},
+            single_client_throughput_rps=round(single["throughput_rps"], 3),
+            upload_dirs_left=len(leftovers),
+            model=str(model),
+        )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import emit  # noqa: E402
-from tests.cli_run import modules_after  # noqa: E402
+from benchmarks.common import emit
+from tests.cli_run import modules_after
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
@@ -64,7 +64,13 @@ def serve_seconds(model: Path, repeats: int) -> float:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         start = time.perf_counter()
-        server = subprocess.Popen([sys.executable, "-m", "action", "serve", "--model", str(model), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=CODE["cwd"])
+        server = subprocess.Popen(
+            [sys.executable, "-m", "action", "serve", "--model", str(model), "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=ENV,
+            cwd=CODE["cwd"],
+        )
         try:
             while True:
                 try:
@@ -110,12 +116,42 @@ def main() -> None:
         monai_s = seconds([py, "-c", "import monai"], args.repeats)
         predict = [py, "-m", "action", "predict", "--model", str(f["model"]), str(f["clip"])]
         predict_s = seconds(predict, args.repeats)
-        emit("action predict start-to-end, 1.7 s clip", "s", predict_s, "python -c 'import torch'", torch_s,
-             over_import_torch_s=round(predict_s - torch_s, 3), target_over_import_torch_s=1.5,
-             imports_monai=imports_monai("action", predict[3:]))  # fmt: skip
+        emit(
+            "action predict start-to-end, 1.7 s clip",
+            "s",
+            predict_s,
+            "python -c 'import torch'",
+            torch_s,
+            over_import_torch_s=round(predict_s - torch_s, 3),
+            target_over_import_torch_s=1.5,
+            imports_monai=imports_monai("action", predict[3:]),
+        )
         validate_s = seconds([py, "-m", "medseg", "validate", str(f["scans"])], args.repeats)
-        emit("medseg validate, 4 cases", "s", validate_s, "python -c 'import torch'", torch_s, imports_monai=imports_monai("medseg", ["validate", str(f["scans"])]))
-        infer_s = seconds([py, "-m", "medseg", "infer", "--bundle", str(f["bundle"]), "--input", str(f["scan"]), "--output", str(Path(tmp) / "masks"), "--format", "nifti"], args.repeats)
+        emit(
+            "medseg validate, 4 cases",
+            "s",
+            validate_s,
+            "python -c 'import torch'",
+            torch_s,
+            imports_monai=imports_monai("medseg", ["validate", str(f["scans"])]),
+        )
+        infer_s = seconds(
+            [
+                py,
+                "-m",
+                "medseg",
+                "infer",
+                "--bundle",
+                str(f["bundle"]),
+                "--input",
+                str(f["scan"]),
+                "--output",
+                str(Path(tmp) / "masks"),
+                "--format",
+                "nifti",
+            ],
+            args.repeats,
+        )
         emit("medseg infer start-to-end, one scan", "s", infer_s, "python -c 'import monai'", monai_s, import_torch_s=round(torch_s, 3))
         emit("action serve until /api/health answers", "s", serve_seconds(f["model"], args.repeats), "python -c 'import torch'", torch_s)
 

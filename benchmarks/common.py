@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import resource
@@ -43,10 +44,8 @@ def peak_rss_mb() -> float:
 
 def reset_peak_rss() -> None:
     """Reset the peak to the current resident size (Linux ``clear_refs`` 5); no-op where unsupported."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def emit(figure: str, unit: str, value: float, baseline_name: str, baseline: float, **extra: Any) -> dict:

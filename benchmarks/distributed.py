@@ -15,7 +15,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -74,7 +73,9 @@ if __name__ == "__main__":
 def measure(task: str, processes: int, tmp: Path) -> float:
     script, out = tmp / "worker.py", tmp / f"{task}_{processes}.json"
     script.write_text(WORKER)
-    subprocess.run([sys.executable, str(script), task, str(out), str(processes)], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        [sys.executable, str(script), task, str(out), str(processes)], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     result = json.loads(out.read_text())
     return result["samples"] / result["seconds"]  # second epoch only: no start-up costs
 
@@ -83,8 +84,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for task in ("action", "medseg"):
             one, two = measure(task, 1, Path(tmp)), measure(task, 2, Path(tmp))
-            emit(f"{task}: training samples/s, 2 DDP processes (gloo, 1 thread each) on {os.cpu_count()} cores", "samples/s", two,
-                 "1 process (2 threads)", one, speedup=round(two / one, 3), torch_threads_single=2)  # fmt: skip
+            emit(
+                f"{task}: training samples/s, 2 DDP processes (gloo, 1 thread each) on {os.cpu_count()} cores",
+                "samples/s",
+                two,
+                "1 process (2 threads)",
+                one,
+                speedup=round(two / one, 3),
+                torch_threads_single=2,
+            )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ from monai.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import best_of, emit  # noqa: E402
-from shared.engine import build_trainer  # noqa: E402
-from shared.ignite_metrics import confusion_metric  # noqa: E402
-from shared.options import TrainingOptions  # noqa: E402
+from benchmarks.common import best_of, emit
+from shared.engine import build_trainer
+from shared.ignite_metrics import confusion_metric
+from shared.options import TrainingOptions
 
 
 def _data(n: int, seed: int) -> Dataset:
@@ -47,8 +47,12 @@ def main() -> None:
 
     def bare() -> None:
         net = _network()
-        trainer = create_supervised_trainer(net, torch.optim.Adam(net.parameters(), 1e-3), torch.nn.CrossEntropyLoss(),
-                                             prepare_batch=lambda b, device, non_blocking: (b["image"], b["label"]))  # fmt: skip
+        trainer = create_supervised_trainer(
+            net,
+            torch.optim.Adam(net.parameters(), 1e-3),
+            torch.nn.CrossEntropyLoss(),
+            prepare_batch=lambda b, device, non_blocking: (b["image"], b["label"]),
+        )
         trainer.run(DataLoader(train, batch_size=batch), max_epochs=1)
 
     def medact(**opts) -> None:
@@ -57,18 +61,31 @@ def main() -> None:
             if "checkpoint_path" in opts:
                 options = options.replace(checkpoint_path=str(Path(tmp) / "ck"))
             metrics = {"accuracy": confusion_metric("accuracy", 4)}
-            build_trainer(_network(), torch.nn.CrossEntropyLoss(), options, train, val, metrics=metrics, key_metric="accuracy", output_dir=tmp).run()
+            build_trainer(
+                _network(), torch.nn.CrossEntropyLoss(), options, train, val, metrics=metrics, key_metric="accuracy", output_dir=tmp
+            ).run()
 
     baseline = best_of(bare, repeats=3) / args.iterations * 1e3
     configs = {
         "engine (validation every 50, history, no table)": {},
         "engine + training-progress figure": {"plots": "training-progress"},
-        "engine + checkpoint every 50 iterations": {"checkpoint_path": "x", "checkpoint_frequency": 50, "checkpoint_frequency_unit": "iteration"},
+        "engine + checkpoint every 50 iterations": {
+            "checkpoint_path": "x",
+            "checkpoint_frequency": 50,
+            "checkpoint_frequency_unit": "iteration",
+        },
     }
     for name, opts in configs.items():
-        value = best_of(lambda: medact(**opts), repeats=3) / args.iterations * 1e3
-        emit(f"ms per training iteration: {name}", "ms/iteration", value, "ignite create_supervised_trainer", baseline,
-             iterations=args.iterations, batch=batch)  # fmt: skip
+        value = best_of(lambda opts=opts: medact(**opts), repeats=3) / args.iterations * 1e3
+        emit(
+            f"ms per training iteration: {name}",
+            "ms/iteration",
+            value,
+            "ignite create_supervised_trainer",
+            baseline,
+            iterations=args.iterations,
+            batch=batch,
+        )
 
 
 if __name__ == "__main__":

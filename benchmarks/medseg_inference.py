@@ -34,10 +34,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import emit, peak_rss_mb, reset_peak_rss  # noqa: E402
-from medseg.infer import Segmenter  # noqa: E402
-from medseg.io.volumes import Geometry, write_volume  # noqa: E402
-from medseg.networks import VNet, fold_batch_norm  # noqa: E402
+from benchmarks.common import emit, peak_rss_mb, reset_peak_rss
+from medseg.infer import Segmenter
+from medseg.io.volumes import Geometry, write_volume
+from medseg.networks import VNet, fold_batch_norm
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "vnet_seg"
 
@@ -113,13 +113,31 @@ def sliding_window(quick: bool) -> None:
     n_monai = windows(shape, (96, 96, 96), 0.5)
     monai_efficiency = flops_per_window(monai, (96, 96, 96)) / monai_window_s / 1e9 / peak
     roi, width = segmenter.roi_size, getattr(segmenter.network, "width", "?")
-    emit(f"sliding-window inference 1x256x256x128, bundle recipe: V-Net w{width} ROI{roi[0]} overlap {segmenter.overlap} sw_batch {segmenter.sw_batch_size}", "s", ours_s,
-         "MONAI VNet w16 ROI96 overlap 0.5 (extrapolated)", monai_window_s * n_monai,
-         voxels_per_s=round(math.prod(shape) / ours_s), achieved_gflops=round(ours_flops / ours_s / 1e9, 1), matmul_peak_gflops=round(peak, 1),
-         matmul_peaks_gflops=[round(p, 1) for p in peaks], kernel_efficiency=round(ours_flops / ours_s / 1e9 / peak, 3), monai_windows=n_monai,
-         monai_kernel_efficiency=round(monai_efficiency, 3), peak_rss_mib=round(rss_after), peak_rss_growth_mib=round(rss_after - rss_before))  # fmt: skip
-    emit("kernel efficiency of the same inference path, V-Net w8 ROI64 overlap 0.25", "fraction of matmul peak", dense_flops / dense_s / 1e9 / peak,
-         "MONAI VNet w16 ROI96 (same run)", monai_efficiency, seconds=round(dense_s, 2), matmul_peak_gflops=round(peak, 1))  # fmt: skip
+    emit(
+        f"sliding-window inference 1x256x256x128, bundle recipe: V-Net w{width} ROI{roi[0]} overlap {segmenter.overlap} sw_batch {segmenter.sw_batch_size}",
+        "s",
+        ours_s,
+        "MONAI VNet w16 ROI96 overlap 0.5 (extrapolated)",
+        monai_window_s * n_monai,
+        voxels_per_s=round(math.prod(shape) / ours_s),
+        achieved_gflops=round(ours_flops / ours_s / 1e9, 1),
+        matmul_peak_gflops=round(peak, 1),
+        matmul_peaks_gflops=[round(p, 1) for p in peaks],
+        kernel_efficiency=round(ours_flops / ours_s / 1e9 / peak, 3),
+        monai_windows=n_monai,
+        monai_kernel_efficiency=round(monai_efficiency, 3),
+        peak_rss_mib=round(rss_after),
+        peak_rss_growth_mib=round(rss_after - rss_before),
+    )
+    emit(
+        "kernel efficiency of the same inference path, V-Net w8 ROI64 overlap 0.25",
+        "fraction of matmul peak",
+        dense_flops / dense_s / 1e9 / peak,
+        "MONAI VNet w16 ROI96 (same run)",
+        monai_efficiency,
+        seconds=round(dense_s, 2),
+        matmul_peak_gflops=round(peak, 1),
+    )
 
 
 def layer_breakdown() -> None:
@@ -155,10 +173,19 @@ def layer_breakdown() -> None:
     narrow = [m for m in convs if min(m.in_channels, m.out_channels) <= 4]
     for name, group in (("narrow (<= 4 in or out channels)", narrow), ("other", [m for m in convs if m not in narrow])):
         seconds, work = sum(spent[m] for m in group), sum(flops[m] for m in group)
-        emit(f"forward pass of the bundle network ({x.shape[0]} windows of {tuple(x.shape[2:])}): {name} convolutions", "fraction of matmul peak",
-             work / seconds / 1e9 / peak, "whole forward pass (same run)", sum(flops.values()) / whole / 1e9 / peak,
-             share_of_forward_time=round(seconds / whole, 3), seconds=round(seconds, 4), forward_s=round(whole, 4),
-             layers=len(group), gflop=round(work / 1e9, 2), matmul_peak_gflops=round(peak, 1))  # fmt: skip
+        emit(
+            f"forward pass of the bundle network ({x.shape[0]} windows of {tuple(x.shape[2:])}): {name} convolutions",
+            "fraction of matmul peak",
+            work / seconds / 1e9 / peak,
+            "whole forward pass (same run)",
+            sum(flops.values()) / whole / 1e9 / peak,
+            share_of_forward_time=round(seconds / whole, 3),
+            seconds=round(seconds, 4),
+            forward_s=round(whole, 4),
+            layers=len(group),
+            gflop=round(work / 1e9, 2),
+            matmul_peak_gflops=round(peak, 1),
+        )
 
 
 def _ct(shape: tuple[int, int, int], spacing: tuple[float, float, float], folder: Path) -> Path:
@@ -194,8 +221,15 @@ def peak_memory(quick: bool) -> None:
         segmenter.segment_files([path], Path(tmp) / "out", ["nifti"])
         after = peak_rss_mb()
     io_mb = 512 * 512 * depth * (2 + 1) / 2**20  # int16 input + uint8 mask
-    emit(f"peak RSS growth segmenting a 512x512x{depth} CT", "MiB", after - before, "3 x (input + output bytes)", 3 * io_mb,
-         peak_rss_mib=round(after), rss_before_mib=round(before))  # fmt: skip
+    emit(
+        f"peak RSS growth segmenting a 512x512x{depth} CT",
+        "MiB",
+        after - before,
+        "3 x (input + output bytes)",
+        3 * io_mb,
+        peak_rss_mib=round(after),
+        rss_before_mib=round(before),
+    )
 
 
 def main() -> None:

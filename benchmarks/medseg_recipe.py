@@ -106,13 +106,18 @@ def run_one(task: str, seed: int, threads: int, args: argparse.Namespace) -> dic
     _workflow(bundle, ["train.json", "evaluate.json"], **evaluation)
     summary = json.loads((bundle / "eval" / "summary.json").read_text(encoding="utf-8"))
     record = {
-        "figure": f"{task} held-out Dice", "task": task, "seed": seed, "threads": torch.get_num_threads(),
+        "figure": f"{task} held-out Dice",
+        "task": task,
+        "seed": seed,
+        "threads": torch.get_num_threads(),
         "dice": {name: entry["dice_mean"] for name, entry in summary["per_label"].items()},
         "mean_dice": summary["mean_dice"],
         "hd95_mm": {name: entry["hd95_mm_mean"] for name, entry in summary["per_label"].items()},
-        "val_curve": curve, "largest_drop_after_0.5": largest_drop_after([d for _, d in curve]),
-        "train_seconds": round(seconds, 1), "overrides": parse_sets(args.set),
-    }  # fmt: skip
+        "val_curve": curve,
+        "largest_drop_after_0.5": largest_drop_after([d for _, d in curve]),
+        "train_seconds": round(seconds, 1),
+        "overrides": parse_sets(args.set),
+    }
     if task == "mni":
         record["otsu"] = otsu_baseline(data)
     (work / "runs" / f"{tag}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
@@ -169,17 +174,21 @@ def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     names = list(records[0]["dice"])
 
     def stats(values: list[float]) -> dict[str, float]:
-        return {"mean": round(statistics.mean(values), 4), "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
-                "min": round(min(values), 4)}  # fmt: skip
+        return {
+            "mean": round(statistics.mean(values), 4),
+            "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+            "min": round(min(values), 4),
+        }
 
     summary = {
-        "figure": f"{task} held-out Dice over {len(records)} runs", "task": task,
+        "figure": f"{task} held-out Dice over {len(records)} runs",
+        "task": task,
         "runs": [{"seed": r["seed"], "threads": r["threads"]} for r in records],
         "dice": {name: stats([r["dice"][name] for r in records]) for name in names},
         "mean_dice": stats([r["mean_dice"] for r in records]),
         "largest_drop_after_0.5": max(r["largest_drop_after_0.5"] for r in records),
         "train_seconds": stats([r["train_seconds"] for r in records]),
-    }  # fmt: skip
+    }
     if "otsu" in records[0]:
         summary["otsu"] = records[0]["otsu"]
     return summary
@@ -223,7 +232,7 @@ def _run_in_child(task: str, seed: int, threads: int, argv: list[str]) -> dict[s
 
 
 def _plan_args(argv: list[str]) -> list[str]:
-    return argv[argv.index("--plan-args"):] if "--plan-args" in argv else []
+    return argv[argv.index("--plan-args") :] if "--plan-args" in argv else []
 
 
 def _without_plan_args(argv: list[str]) -> list[str]:
@@ -239,8 +248,15 @@ def print_step_figure() -> int:
     train = json.loads((BUNDLE / "configs" / "train.json").read_text(encoding="utf-8"))
     ours = step_seconds(train["norm"], train["loss"]["_target_"])
     previous = step_seconds("batch", "DiceLoss")
-    emit("V-Net training step, 4 x 32^3 patches, width 4", "s", ours, "batch norm + Dice loss (recipe 0.2.0)", previous,
-         recipe={"norm": train["norm"], "loss": train["loss"]["_target_"]}, torch_threads=torch.get_num_threads())  # fmt: skip
+    emit(
+        "V-Net training step, 4 x 32^3 patches, width 4",
+        "s",
+        ours,
+        "batch norm + Dice loss (recipe 0.2.0)",
+        previous,
+        recipe={"norm": train["norm"], "loss": train["loss"]["_target_"]},
+        torch_threads=torch.get_num_threads(),
+    )
     return 0
 
 

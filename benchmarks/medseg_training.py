@@ -1,6 +1,6 @@
 """Training step time per voxel: the bundle's V-Net (width 4) vs MONAI's VNet (width 16), same run.
 
-    python benchmarks/medseg_training.py
+python benchmarks/medseg_training.py
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from monai.networks.nets import VNet as MonaiVNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import best_of, emit  # noqa: E402
-from medseg.networks import VNet  # noqa: E402
+from benchmarks.common import best_of, emit
+from medseg.networks import VNet
 
 
 def step_seconds(net: torch.nn.Module, batch: int, roi: int) -> float:
@@ -38,8 +38,15 @@ def main() -> None:
     voxels = batch * roi**3
     ours = step_seconds(VNet(out_channels=4, width=4), batch, roi)
     monai = step_seconds(MonaiVNet(in_channels=1, out_channels=4), batch, roi)
-    emit(f"V-Net training step per voxel ({batch}x{roi}^3 patches)", "us/voxel", ours / voxels * 1e6, "MONAI VNet (width 16)", monai / voxels * 1e6,
-         step_s=round(ours, 3), monai_step_s=round(monai, 3))  # fmt: skip
+    emit(
+        f"V-Net training step per voxel ({batch}x{roi}^3 patches)",
+        "us/voxel",
+        ours / voxels * 1e6,
+        "MONAI VNet (width 16)",
+        monai / voxels * 1e6,
+        step_s=round(ours, 3),
+        monai_step_s=round(monai, 3),
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """MinMax throughput vs MONAI ScaleIntensity on a CT-sized volume and a video clip batch (same run).
 
-    python benchmarks/minmax.py
+python benchmarks/minmax.py
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from monai.transforms import ScaleIntensity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import best_of, emit  # noqa: E402
-from shared.transforms import MinMax  # noqa: E402
+from benchmarks.common import best_of, emit
+from shared.transforms import MinMax
 
 
 def main() -> None:

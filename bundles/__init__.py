@@ -75,7 +75,9 @@ def config_file(bundle: str | Path, name: str) -> Path:
 
     bundle = Path(bundle)
     if not bundle.is_dir():
-        raise BundleError(f"{bundle}: no such bundle folder; expected a MONAI bundle (configs/{name}, ...), e.g. from python -m medseg init-bundle.")
+        raise BundleError(
+            f"{bundle}: no such bundle folder; expected a MONAI bundle (configs/{name}, ...), e.g. from python -m medseg init-bundle."
+        )
     path = bundle / "configs" / name
     if not (bundle / "configs").is_dir():
         raise BundleError(f"{bundle}: has no configs/ folder; expected a MONAI bundle (configs/{name}, configs/metadata.json, ...).")
@@ -86,5 +88,7 @@ def config_file(bundle: str | Path, name: str) -> Path:
     except ValueError as err:
         raise BundleError(f"{path}: not valid JSON ({err}).") from None
     if name in ("train.json", "inference.json") and "bundle_root" not in config:
-        raise BundleError(f'{path}: has no "bundle_root"; expected "bundle_root": "." (the bundle\'s folder, which medact passes as --bundle_root).')
+        raise BundleError(
+            f'{path}: has no "bundle_root"; expected "bundle_root": "." (the bundle\'s folder, which medact passes as --bundle_root).'
+        )
     return path

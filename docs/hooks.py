@@ -25,7 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # {{ VALUE ± TOL from FILE#KEY.PATH }} or {{ >= FLOOR from FILE#KEY.PATH }}: how a tutorial quotes a checked number.
-QUOTE = re.compile(r"\{\{\s*(?:(?P<value>-?[\d.]+)\s*±\s*(?P<tol>[\d.]+)|>=\s*(?P<floor>-?[\d.]+))\s+from\s+(?P<file>[^#\s]+)#(?P<key>[^\s}]+)\s*\}\}")
+QUOTE = re.compile(
+    r"\{\{\s*(?:(?P<value>-?[\d.]+)\s*±\s*(?P<tol>[\d.]+)|>=\s*(?P<floor>-?[\d.]+))\s+from\s+(?P<file>[^#\s]+)#(?P<key>[^\s}]+)\s*\}\}"
+)
 # ![alt](img/... "from SOURCE"): a figure the tutorial's own code wrote at SOURCE (in its work folder).
 FIGURE = re.compile(r"!\[[^\]]*\]\((?P<image>img/[^\s)]+)\s+\"from (?P<source>[^\"]+)\"\)")
 CLI = re.compile(r"<!--\s*cli:\s*(?P<module>\w+)\s*-->")
@@ -52,8 +54,7 @@ def cli_markdown(module: str) -> str:
     parser = _parser(module)
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     helps = {choice.dest: choice.help for choice in subparsers._choices_actions}
-    lines = [parser.description or "", "",
-             "Every command also takes `-h`, `--help` (print its usage and options, then exit).", ""]
+    lines = [parser.description or "", "", "Every command also takes `-h`, `--help` (print its usage and options, then exit).", ""]
     for name, sub in subparsers.choices.items():
         lines += [f"## `{parser.prog} {name}`", "", helps.get(name) or "", "", "```text", sub.format_usage().strip(), "```", ""]
         lines += ["| argument | | meaning |", "|---|---|---|"]
@@ -71,7 +72,10 @@ def bundle_markdown(name: str) -> str:
     for kind in ("inputs", "outputs"):
         for key, spec in fmt[kind].items():
             shape = " x ".join(str(s) for s in spec.get("spatial_shape", []))
-            lines += [f"**{kind[:-1]} `{key}`**: {spec.get('type')} ({spec.get('format')}), {spec.get('num_channels')} channel(s), spatial shape {shape}, {spec.get('dtype')}", ""]
+            lines += [
+                f"**{kind[:-1]} `{key}`**: {spec.get('type')} ({spec.get('format')}), {spec.get('num_channels')} channel(s), spatial shape {shape}, {spec.get('dtype')}",
+                "",
+            ]
             if spec.get("channel_def"):
                 lines += ["| channel | meaning |", "|---|---|"] + [f"| {c} | {m} |" for c, m in spec["channel_def"].items()] + [""]
     return "\n".join(lines)
@@ -85,7 +89,7 @@ def render_quote(match: re.Match) -> str:
     return f'<abbr title="{html.escape(tip)}">{match["value"]}</abbr>'
 
 
-def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001 - MkDocs hook signature
+def on_page_markdown(markdown: str, page, config, files) -> str:
     markdown = CLI.sub(lambda m: cli_markdown(m["module"]), markdown)
     markdown = BUNDLE.sub(lambda m: bundle_markdown(m["name"]), markdown)
     markdown = QUOTE.sub(render_quote, markdown)

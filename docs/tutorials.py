@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hooks import FIGURE, QUOTE, ROOT  # noqa: E402
+from hooks import FIGURE, QUOTE, ROOT
 
 TUTORIALS = ROOT / "docs" / "tutorials"
 # a fenced block, possibly indented (inside a content tab); the closing fence has the same indent
@@ -73,8 +73,12 @@ def pages(names: list[str] | None = None) -> list[Path]:
 
 def script(markdown: str) -> str:
     """The page's runnable blocks as one Python program (bash blocks become ``_bash(...)`` calls)."""
-    lines = ["import subprocess as _subprocess", "def _bash(code):",
-             "    _subprocess.run(['bash', '-euo', 'pipefail', '-c', code], check=True)", ""]  # fmt: skip
+    lines = [
+        "import subprocess as _subprocess",
+        "def _bash(code):",
+        "    _subprocess.run(['bash', '-euo', 'pipefail', '-c', code], check=True)",
+        "",
+    ]
     for match in FENCE.finditer(markdown):
         lang, code = match["lang"], textwrap.dedent(match["code"])
         if lang not in ("bash", "python") or code.lstrip().startswith("# not run:"):
@@ -84,8 +88,12 @@ def script(markdown: str) -> str:
 
 
 def quotes(markdown: str) -> list[Quote]:
-    return [Quote(float(m["floor"]), 0.0, m["file"], m["key"], floor=True) if m["floor"] is not None
-            else Quote(float(m["value"]), float(m["tol"]), m["file"], m["key"]) for m in QUOTE.finditer(markdown)]  # fmt: skip
+    return [
+        Quote(float(m["floor"]), 0.0, m["file"], m["key"], floor=True)
+        if m["floor"] is not None
+        else Quote(float(m["value"]), float(m["tol"]), m["file"], m["key"])
+        for m in QUOTE.finditer(markdown)
+    ]
 
 
 def figures(markdown: str) -> list[tuple[str, str]]:
@@ -104,8 +112,9 @@ def run_page(page: Path, work: Path, timeout: float = 900) -> float:
     """Execute one page in ``work``; returns seconds. Raises ``CalledProcessError`` with the output on failure."""
     program = work / f".{page.stem}.py"
     program.write_text(script(page.read_text(encoding="utf-8")), encoding="utf-8")
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               PYTHONPATH=str(ROOT), MPLBACKEND="Agg")  # fmt: skip
+    env = dict(
+        os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONPATH=str(ROOT), MPLBACKEND="Agg"
+    )
     start = time.perf_counter()
     subprocess.run([sys.executable, program.name], cwd=work, env=env, check=True, timeout=timeout, capture_output=True, text=True)
     return time.perf_counter() - start

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medseg.data import dataset_description, datalist, label_names
+from medseg.data import datalist, dataset_description, label_names
 from medseg.io.volumes import VolumeError
 from medseg.validate import validate
 
@@ -21,7 +21,9 @@ def names_from_channel_def(channel_def: Mapping[str, str]) -> dict[int, str]:
     return {int(k): str(v) for k, v in channel_def.items()}
 
 
-def split_cases(dataset_dir: str | Path, val_fraction: float = 0.2, seed: int = 0, labels: Sequence[int] | None = None, check: bool = True) -> tuple[list[dict], list[dict]]:
+def split_cases(
+    dataset_dir: str | Path, val_fraction: float = 0.2, seed: int = 0, labels: Sequence[int] | None = None, check: bool = True
+) -> tuple[list[dict], list[dict]]:
     """Training and validation cases of a dataset, after checking them (``medseg validate``).
 
     Uses the ``validation`` list of ``dataset.json`` when present; otherwise holds out
@@ -56,7 +58,9 @@ def test_images(dataset_dir: str | Path, split: str = "test") -> list[str]:
     return [item["image"] for item in datalist(dataset_dir, split)]
 
 
-def run_inference(segmenter: Any, inputs: Sequence[str], output_dir: str | Path, formats: Sequence[str] = ("nifti", "seg.nrrd")) -> dict[str, list[Path]]:
+def run_inference(
+    segmenter: Any, inputs: Sequence[str], output_dir: str | Path, formats: Sequence[str] = ("nifti", "seg.nrrd")
+) -> dict[str, list[Path]]:
     """Segment ``inputs`` into ``output_dir`` (the bundle's ``inference.json`` entry point)."""
     return segmenter.segment_files(inputs, output_dir, formats)
 

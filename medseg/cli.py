@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+
 def _bundle_names(bundle: Path) -> dict[int, str]:
     from medact_bundles import config_file
 
@@ -26,7 +27,7 @@ def _bundle_names(bundle: Path) -> dict[int, str]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """``validate``: one line per problem of a dataset; exit 1 when any is an error."""
-    from medseg.data import dataset_description, datalist, label_names
+    from medseg.data import datalist, dataset_description, label_names
     from medseg.validate import validate
 
     items = datalist(args.data, args.split)
@@ -46,7 +47,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         for problem in problems:
             print(problem)
-        print(f"{len(items)} cases checked: {errors} errors, {len(problems) - errors} warnings." + ("" if allowed is not None else f" {found[0].upper()}{found[1:]}."))
+        print(
+            f"{len(items)} cases checked: {errors} errors, {len(problems) - errors} warnings."
+            + ("" if allowed is not None else f" {found[0].upper()}{found[1:]}.")
+        )
     return 1 if errors else 0
 
 
@@ -132,8 +136,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"{summary['cases']} cases, mean Dice {summary['mean_dice']:.4f}")
     for name, entry in summary["per_label"].items():
-        print(f"  {name:<12} Dice {entry['dice_mean']:.4f} ± {entry['dice_std']:.4f}  IoU {entry['iou_mean']:.4f}  HD95 {entry['hd95_mm_mean']:.2f} mm"
-              f"  (missed {entry['missed']}, false positive {entry['false_positive']}, empty {entry['empty']})")  # fmt: skip
+        print(
+            f"  {name:<12} Dice {entry['dice_mean']:.4f} ± {entry['dice_std']:.4f}  IoU {entry['iou_mean']:.4f}  HD95 {entry['hd95_mm_mean']:.2f} mm"
+            f"  (missed {entry['missed']}, false positive {entry['false_positive']}, empty {entry['empty']})"
+        )
     dataset = summary["matlab"]["DataSetMetrics"]
     print("  DataSetMetrics: " + ", ".join(f"{k} {v:.4f}" for k, v in dataset.items()))
     print(f"Report in {args.out}/")
@@ -152,7 +158,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for key, value in plan["values"].items():
         reason = plan["reasons"].get(key)
         print(f"  {key:<36} {json.dumps(value)}" + (f"   ({reason})" if reason else ""))
-    print(f"Bundle: {args.out} (fingerprint and reasons in {args.out / 'plan.json'}). Next: python -m medseg train --bundle {args.out} --data {args.data}")
+    print(
+        f"Bundle: {args.out} (fingerprint and reasons in {args.out / 'plan.json'}). Next: python -m medseg train --bundle {args.out} --data {args.data}"
+    )
     return 0
 
 
@@ -181,8 +189,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from medseg.web.server import serve
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
-    serve(args.bundle, args.host, args.port, max_upload_mb=args.max_upload_mb, keep_minutes=args.keep_minutes, workers=args.workers,
-          max_voxels=int(args.max_voxels), max_transfers=args.max_transfers, transfer_wait_s=args.transfer_wait)  # fmt: skip
+    serve(
+        args.bundle,
+        args.host,
+        args.port,
+        max_upload_mb=args.max_upload_mb,
+        keep_minutes=args.keep_minutes,
+        workers=args.workers,
+        max_voxels=int(args.max_voxels),
+        max_transfers=args.max_transfers,
+        transfer_wait_s=args.transfer_wait,
+    )
     return 0
 
 
@@ -197,14 +214,18 @@ def cmd_make_demo_data(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m medseg`` argument parser (also renders the CLI reference of the docs)."""
-    parser = argparse.ArgumentParser(prog="python -m medseg", description="3D segmentation with V-Net: from scans to masks that open in 3D Slicer.")
+    parser = argparse.ArgumentParser(
+        prog="python -m medseg", description="3D segmentation with V-Net: from scans to masks that open in 3D Slicer."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check a dataset before training (one line per problem)")
     p.add_argument("data", type=Path, help="dataset.json, a folder with imagesTr/labelsTr, or one volume")
     p.add_argument("--split", default="training", help="dataset.json list to check (default: training)")
     p.add_argument("--labels", help="allowed label values, e.g. 0,1,2 (default: the labels of dataset.json)")
-    p.add_argument("--allow-resample", action="store_true", help="report label/image geometry differences as warnings (labels will be resampled)")
+    p.add_argument(
+        "--allow-resample", action="store_true", help="report label/image geometry differences as warnings (labels will be resampled)"
+    )
     p.add_argument("--mat-image-var", help="variable holding the image in MATLAB .mat files")
     p.add_argument("--mat-label-var", help="variable holding the label in MATLAB .mat files")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
@@ -213,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="fingerprint a dataset and write a ready bundle for it (spacing, patch, normalisation, labels)")
     p.add_argument("data", type=Path, help="dataset folder with dataset.json (its modality and labels) and imagesTr/labelsTr")
     p.add_argument("--out", type=Path, required=True, help="new bundle directory (must not exist or be empty)")
-    p.add_argument("--iterations", type=int, default=None, help="training iterations the bundle runs (default: the plan's, see medseg.plan.ITERATIONS)")
+    p.add_argument(
+        "--iterations", type=int, default=None, help="training iterations the bundle runs (default: the plan's, see medseg.plan.ITERATIONS)"
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
 
@@ -227,8 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="dataset.json or dataset folder")
     p.add_argument("--epochs", type=int, help="override options#max_epochs")
     p.add_argument("--resume", action="store_true", help="continue from the bundle's newest checkpoint (error if none)")
-    p.add_argument("--nproc-per-node", type=int, default=None, help="spawn N training processes (PyTorch DDP; gloo on CPU, nccl on GPUs); under torchrun leave it out")
-    p.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="override any config id, e.g. --set width=16 (repeatable)")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        help="spawn N training processes (PyTorch DDP; gloo on CPU, nccl on GPUs); under torchrun leave it out",
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="ID=VALUE", help="override any config id, e.g. --set width=16 (repeatable)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("infer", help="segment volumes into masks with the input's exact geometry")
@@ -261,10 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=500, help="upload size limit in MB (default 500)")
     p.add_argument("--keep-minutes", type=float, default=30, help="minutes results stay downloadable (default 30)")
     p.add_argument("--workers", type=int, default=1, help="segmentations running at once (default 1)")
-    p.add_argument("--max-voxels", type=float, default=300e6,
-                   help="voxels an uploaded scan's header may declare, checked before any voxel is read (default 3e8)")
-    p.add_argument("--max-transfers", type=int, default=4, help="uploads handled at once; more wait --transfer-wait s, then get 503 (default 4)")
-    p.add_argument("--transfer-wait", type=float, default=10.0, help="seconds a request waits for a free transfer slot before 503 (default 10)")
+    p.add_argument(
+        "--max-voxels",
+        type=float,
+        default=300e6,
+        help="voxels an uploaded scan's header may declare, checked before any voxel is read (default 3e8)",
+    )
+    p.add_argument(
+        "--max-transfers", type=int, default=4, help="uploads handled at once; more wait --transfer-wait s, then get 503 (default 4)"
+    )
+    p.add_argument(
+        "--transfer-wait", type=float, default=10.0, help="seconds a request waits for a free transfer slot before 503 (default 10)"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("make-demo-data", help="write the synthetic CT-like demo dataset (NIfTI + NRRD + dataset.json)")

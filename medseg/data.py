@@ -83,7 +83,7 @@ def load_dataset_json(path: str | Path) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise VolumeError(f"{path}: not a readable dataset.json ({err}).") from err
     if not isinstance(description.get("labels"), dict):
-        raise VolumeError(f"{path}: has no 'labels' mapping; expected e.g. {{\"0\": \"background\", \"1\": \"liver\"}}.")
+        raise VolumeError(f'{path}: has no \'labels\' mapping; expected e.g. {{"0": "background", "1": "liver"}}.')
     description["labels"] = _label_values(path, description["labels"])
     return description
 
@@ -95,8 +95,8 @@ def _label_values(path: Path, labels: dict[str, Any]) -> dict[str, str]:
     if all(isinstance(v, int) and not isinstance(v, bool) for v in labels.values()):
         return {str(v): str(k) for k, v in labels.items()}
     raise VolumeError(
-        f"{path}: 'labels' must map values to names ({{\"0\": \"background\"}}, Decathlon) or names to integer "
-        f"values ({{\"background\": 0}}, nnU-Net v2); got {labels} (region labels are not supported)."
+        f'{path}: \'labels\' must map values to names ({{"0": "background"}}, Decathlon) or names to integer '
+        f'values ({{"background": 0}}, nnU-Net v2); got {labels} (region labels are not supported).'
     )
 
 
@@ -112,7 +112,9 @@ def datalist(source: str | Path, split: str = "training") -> list[dict[str, str]
     if source.is_file() and source.name.endswith(".json"):
         description = load_dataset_json(source)
         if split not in description:
-            raise VolumeError(f"{source}: has no '{split}' list; it has {sorted(k for k, v in description.items() if isinstance(v, list))}.")
+            raise VolumeError(
+                f"{source}: has no '{split}' list; it has {sorted(k for k, v in description.items() if isinstance(v, list))}."
+            )
         root = source.parent
         return [{k: str((root / v).resolve()) for k, v in _entry(item).items()} for item in description[split]]
     if source.is_dir() and not is_dicom_dir(source):
@@ -190,9 +192,19 @@ def preprocessing(
     if roi_size is not None:
         steps += [
             T.SpatialPadd(keys=keys, spatial_size=tuple(roi_size)),
-            T.RandCropByLabelClassesd(keys=keys, label_key="label", spatial_size=tuple(roi_size), ratios=list(class_ratios), num_classes=len(class_ratios), num_samples=num_samples, warn=False)
+            T.RandCropByLabelClassesd(
+                keys=keys,
+                label_key="label",
+                spatial_size=tuple(roi_size),
+                ratios=list(class_ratios),
+                num_classes=len(class_ratios),
+                num_samples=num_samples,
+                warn=False,
+            )
             if class_ratios is not None
-            else T.RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=tuple(roi_size), pos=pos_neg[0], neg=pos_neg[1], num_samples=num_samples),
+            else T.RandCropByPosNegLabeld(
+                keys=keys, label_key="label", spatial_size=tuple(roi_size), pos=pos_neg[0], neg=pos_neg[1], num_samples=num_samples
+            ),
         ]
     return T.Compose(steps)
 

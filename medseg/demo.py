@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from medseg.data import dataset_description, datalist, label_names
+from medseg.data import datalist, dataset_description, label_names
 from medseg.validate import validate
 
 
@@ -33,9 +33,8 @@ def run_demo(data: Path, bundle: Path, epochs: int | None = None) -> dict:
     """All steps; returns the evaluation summary of the held-out cases."""
     import json
 
-    from medseg.synthetic import make_dataset
-
     from medact_bundles import init_bundle
+    from medseg.synthetic import make_dataset
 
     start = time.perf_counter()
     if not (bundle / "configs").is_dir():
@@ -45,7 +44,10 @@ def run_demo(data: Path, bundle: Path, epochs: int | None = None) -> dict:
         make_dataset(data)
     items = datalist(data)
     problems = validate(items, sorted(label_names(data)))
-    print(f"[2/4] Validated {len(items)} training cases: {sum(p.level == 'error' for p in problems)} errors, {sum(p.level == 'warning' for p in problems)} warnings.", flush=True)
+    print(
+        f"[2/4] Validated {len(items)} training cases: {sum(p.level == 'error' for p in problems)} errors, {sum(p.level == 'warning' for p in problems)} warnings.",
+        flush=True,
+    )
     overrides: dict = {"dataset_dir": str(data)}
     if epochs is not None:
         overrides["options#max_epochs"] = epochs
@@ -64,8 +66,10 @@ def print_summary(summary: dict, bundle: Path) -> None:
     """Print the held-out evaluation: per-label Dice, IoU, HD95 and MATLAB's DataSetMetrics."""
     print(f"\nHeld-out evaluation ({summary['cases']} cases), mean Dice {summary['mean_dice']:.4f}:")
     for name, entry in summary["per_label"].items():
-        print(f"  {name:<8} Dice {entry['dice_mean']:.4f} ± {entry['dice_std']:.4f}   IoU {entry['iou_mean']:.4f}   "
-              f"HD95 {entry['hd95_mm_mean']:.2f} mm   missed {entry['missed']}, false positive {entry['false_positive']}, empty {entry['empty']}")  # fmt: skip
+        print(
+            f"  {name:<8} Dice {entry['dice_mean']:.4f} ± {entry['dice_std']:.4f}   IoU {entry['iou_mean']:.4f}   "
+            f"HD95 {entry['hd95_mm_mean']:.2f} mm   missed {entry['missed']}, false positive {entry['false_positive']}, empty {entry['empty']}"
+        )
     print("  MATLAB DataSetMetrics: " + ", ".join(f"{k} {v:.4f}" for k, v in summary["matlab"]["DataSetMetrics"].items()))
     print(f"Model: {bundle}/models/model.pt; report, masks and Slicer files: {bundle}/eval/ ({summary['seconds']:.0f} s)")
 
@@ -74,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the segmentation demo (``make demo-medseg``); returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m medseg.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("demo_data/medseg"), help="dataset folder (generated when missing)")
-    parser.add_argument("--bundle", type=Path, default=Path("demo_output/medseg/vnet_seg"), help="bundle folder (written from the template when missing)")
+    parser.add_argument(
+        "--bundle", type=Path, default=Path("demo_output/medseg/vnet_seg"), help="bundle folder (written from the template when missing)"
+    )
     parser.add_argument("--epochs", type=int, help="override the bundle's max_epochs")
     args = parser.parse_args(argv)
     print_summary(run_demo(args.data, args.bundle, args.epochs), args.bundle)

@@ -58,7 +58,13 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
-def bfscore(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int] | None = None, threshold: float | None = None, spacing: Sequence[float] | None = None) -> dict[int, float]:
+def bfscore(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    labels: Sequence[int] | None = None,
+    threshold: float | None = None,
+    spacing: Sequence[float] | None = None,
+) -> dict[int, float]:
     """Per-label boundary F1 score (MATLAB ``bfscore``), in 2D or 3D.
 
     A predicted boundary voxel counts as correct when it lies within ``threshold`` of the
@@ -96,7 +102,7 @@ def hd95(pred: np.ndarray, ref: np.ndarray, label: int, spacing: Sequence[float]
         warnings.simplefilter("ignore")
         value = compute_hausdorff_distance(
             torch.as_tensor(a[None, None]), torch.as_tensor(b[None, None]), include_background=True, percentile=95, spacing=list(spacing)
-        )  # fmt: skip
+        )
     return float(value.reshape(-1)[0])
 
 
@@ -181,16 +187,38 @@ def matlab_tables(results: Sequence[CaseResult], names: Mapping[int, str]) -> di
         "WeightedIoU": M.average(class_iou, total, "weighted"),
         "MeanBFScore": _nanmean([_nanmean(list(r.bf.values())) for r in results]),
     }
-    classes = [{"Class": names[n], "Accuracy": float(class_acc[n]), "IoU": float(class_iou[n]), "MeanBFScore": class_bf[n], "Voxels": int(support[n])} for n in labels]
+    classes = [
+        {
+            "Class": names[n],
+            "Accuracy": float(class_acc[n]),
+            "IoU": float(class_iou[n]),
+            "MeanBFScore": class_bf[n],
+            "Voxels": int(support[n]),
+        }
+        for n in labels
+    ]
     images = []
     for r in results:
         iou = M.iou(r.confusion)
-        images.append({"Case": r.case, "GlobalAccuracy": M.accuracy(r.confusion), "MeanAccuracy": _nanmean(M.recall(r.confusion)),
-                       "MeanIoU": _nanmean(iou), "WeightedIoU": M.average(iou, r.confusion, "weighted"), "MeanBFScore": _nanmean(list(r.bf.values()))})  # fmt: skip
+        images.append(
+            {
+                "Case": r.case,
+                "GlobalAccuracy": M.accuracy(r.confusion),
+                "MeanAccuracy": _nanmean(M.recall(r.confusion)),
+                "MeanIoU": _nanmean(iou),
+                "WeightedIoU": M.average(iou, r.confusion, "weighted"),
+                "MeanBFScore": _nanmean(list(r.bf.values())),
+            }
+        )
     with np.errstate(invalid="ignore", divide="ignore"):
         normalized = total / total.sum(axis=1, keepdims=True)
-    return {"DataSetMetrics": dataset, "ClassMetrics": classes, "ImageMetrics": images,
-            "ConfusionMatrix": total.astype(int).tolist(), "NormalizedConfusionMatrix": np.nan_to_num(normalized).tolist()}  # fmt: skip
+    return {
+        "DataSetMetrics": dataset,
+        "ClassMetrics": classes,
+        "ImageMetrics": images,
+        "ConfusionMatrix": total.astype(int).tolist(),
+        "NormalizedConfusionMatrix": np.nan_to_num(normalized).tolist(),
+    }
 
 
 def _nanmean(values: Sequence[float] | np.ndarray) -> float:

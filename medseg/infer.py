@@ -91,7 +91,9 @@ class Segmenter:
         self.network = self.network.to(self.device).eval()
 
     def _transforms(self, image_var: str | None) -> T.Compose:
-        return preprocessing(self.pixdim, self.window, roi_size=None, with_label=False, image_var=image_var, normalization=self.normalization)
+        return preprocessing(
+            self.pixdim, self.window, roi_size=None, with_label=False, image_var=image_var, normalization=self.normalization
+        )
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """``(C_in, *spatial)`` preprocessed image -> ``(C, *spatial)`` logits (sliding window, Gaussian blending)."""
@@ -120,7 +122,13 @@ class Segmenter:
         mask = resample_labels(np.asarray(labels[0].cpu().numpy()), grid, header.geometry).astype(mask_dtype(len(self.names)), copy=False)
         return mask, header.geometry
 
-    def segment_files(self, inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, formats: Sequence[str] = ("nifti", "seg.nrrd"), image_var: str | None = None) -> dict[str, list[Path]]:
+    def segment_files(
+        self,
+        inputs: Sequence[str | os.PathLike],
+        output_dir: str | os.PathLike,
+        formats: Sequence[str] = ("nifti", "seg.nrrd"),
+        image_var: str | None = None,
+    ) -> dict[str, list[Path]]:
         """Segment ``inputs`` and export each as ``formats`` into ``output_dir`` (named after the input's stem).
 
         Refuses before any work when an output would overwrite an input.
@@ -147,8 +155,17 @@ def resample_labels(labels: np.ndarray, grid: Geometry, target: Geometry) -> np.
     source = grid.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose(2, 1, 0))))
     # the output grid as parameters, not as a reference image: a reference would be one more
     # full-resolution buffer (75 MiB for a 512x512x300 CT) allocated only to be read for its header
-    out = sitk.Resample(source, [int(s) for s in target.shape], sitk.Transform(), sitk.sitkNearestNeighbor,
-                        target.origin, target.spacing, target.direction, 0, source.GetPixelID())  # fmt: skip
+    out = sitk.Resample(
+        source,
+        [int(s) for s in target.shape],
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        target.origin,
+        target.spacing,
+        target.direction,
+        0,
+        source.GetPixelID(),
+    )
     # (k, j, i) C-order -> an (i, j, k) view: Fortran order, as NIfTI stores voxels; no copy
     return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
 
@@ -165,13 +182,14 @@ def guard_outputs(inputs: Sequence[str | os.PathLike], output_dir: Path) -> None
         raise VolumeError(f"Output directory {output_dir} is inside a DICOM input folder; choose another --output directory.")
 
 
-def load_segmenter(bundle_dir: str | os.PathLike, weights: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> Segmenter:
+def load_segmenter(
+    bundle_dir: str | os.PathLike, weights: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None
+) -> Segmenter:
     """Build the :class:`Segmenter` described by a bundle's ``configs/inference.json`` (+ its weights)."""
     from monai.bundle import ConfigParser
 
-    from shared.weights import load_weights
-
     from medact_bundles import config_file
+    from shared.weights import load_weights
 
     bundle_dir = Path(bundle_dir)
     parser = ConfigParser()

@@ -70,10 +70,19 @@ def make_hemisphere_dataset(out: str | Path, resolution: int = 2) -> Path:
             data, label_data = data[::-1].copy(), label_data[::-1].copy()
         if seed is not None:
             data = scanner_variant(data, seed)
-        for folder, array, affine in ((f"images{split}", data.astype(np.float32), image.affine), (f"labels{split}", label_data, label.affine)):
+        for folder, array, affine in (
+            (f"images{split}", data.astype(np.float32), image.affine),
+            (f"labels{split}", label_data, label.affine),
+        ):
             (out / folder).mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(array, affine), out / folder / f"{name}.nii.gz")
         lists[listed].append({"image": f"./images{split}/{name}.nii.gz", "label": f"./labels{split}/{name}.nii.gz"})
-    description = {"name": "MNI152 hemispheres", "tensorImageSize": "3D", "modality": {"0": "T1"},
-                   "labels": LABELS, "colors": COLOURS, **lists}  # fmt: skip
+    description = {
+        "name": "MNI152 hemispheres",
+        "tensorImageSize": "3D",
+        "modality": {"0": "T1"},
+        "labels": LABELS,
+        "colors": COLOURS,
+        **lists,
+    }
     return atomic_write_json(out / "dataset.json", description)

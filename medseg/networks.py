@@ -164,7 +164,9 @@ def fold_batch_norm(network: torch.nn.Module) -> torch.nn.Module:
         if isinstance(module, Convolution) and isinstance(getattr(module.adn, "N", None), torch.nn.modules.batchnorm._BatchNorm):
             module.conv = fuse_conv_bn_eval(module.conv, module.adn.N)
             module.adn.N = torch.nn.Identity()
-        elif isinstance(module, (monai_vnet.DownTransition, monai_vnet.UpTransition)) and isinstance(module.bn1, torch.nn.modules.batchnorm._BatchNorm):
+        elif isinstance(module, (monai_vnet.DownTransition, monai_vnet.UpTransition)) and isinstance(
+            module.bn1, torch.nn.modules.batchnorm._BatchNorm
+        ):
             name = "down_conv" if isinstance(module, monai_vnet.DownTransition) else "up_conv"
             conv = getattr(module, name)
             setattr(module, name, fuse_conv_bn_eval(conv, module.bn1, transpose=isinstance(conv, torch.nn.modules.conv._ConvTransposeNd)))
@@ -194,4 +196,4 @@ class PadToMultiple(torch.nn.Module):
             pad += [e // 2, e - e // 2]
         out = self.network(torch.nn.functional.pad(x, pad))
         crop = tuple(slice(e // 2, e // 2 + s) for e, s in zip(extra, spatial))
-        return out[(slice(None), slice(None)) + crop]
+        return out[(slice(None), slice(None), *crop)]

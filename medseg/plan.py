@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data import dataset_description, datalist, label_names, load_dataset_json
+from medseg.data import datalist, dataset_description, label_names, load_dataset_json
 from medseg.io.volumes import VolumeError, read_volume
 
 #: Decathlon / nnU-Net spellings of CT; any other modality is planned as MR-like (no absolute scale)
@@ -56,9 +56,13 @@ def modality(dataset_json: Path) -> str:
     description = load_dataset_json(dataset_json)
     channels = description.get("modality") or description.get("channel_names")
     if not isinstance(channels, dict) or not channels:
-        raise PlanError(f"{dataset_json}: has no 'modality' (Decathlon) or 'channel_names' (nnU-Net v2); expected e.g. {{\"0\": \"CT\"}} or {{\"0\": \"T1\"}}.")
+        raise PlanError(
+            f'{dataset_json}: has no \'modality\' (Decathlon) or \'channel_names\' (nnU-Net v2); expected e.g. {{"0": "CT"}} or {{"0": "T1"}}.'
+        )
     if len(channels) > 1:
-        raise PlanError(f"{dataset_json}: declares {len(channels)} modalities ({', '.join(map(str, channels.values()))}); the V-Net bundle takes one image channel: give one modality per dataset.")
+        raise PlanError(
+            f"{dataset_json}: declares {len(channels)} modalities ({', '.join(map(str, channels.values()))}); the V-Net bundle takes one image channel: give one modality per dataset."
+        )
     return str(next(iter(channels.values())))
 
 
@@ -92,7 +96,9 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
     source = Path(data)
     description_path = dataset_description(source)
     if description_path is None:
-        raise PlanError(f"{data}: no dataset.json; plan needs one to know the modality and the labels (Decathlon layout: imagesTr/, labelsTr/, dataset.json).")
+        raise PlanError(
+            f"{data}: no dataset.json; plan needs one to know the modality and the labels (Decathlon layout: imagesTr/, labelsTr/, dataset.json)."
+        )
     items = datalist(description_path, "training")
     training_cases = len(items) - max(1, round(VAL_FRACTION * len(items)))  # the bundle holds out val_fraction ...
     if "validation" in json.loads(description_path.read_text(encoding="utf-8")):
@@ -120,12 +126,23 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
     values = np.concatenate(samples).astype(np.float64)
     colours = json.loads(description_path.read_text(encoding="utf-8")).get("colors", {})
     return {
-        "dataset": str(description_path), "modality": modality(description_path), "labels": {int(k): v for k, v in names.items()},
-        "colours": colours, "cases": len(items), "training_cases": max(1, training_cases), "spacings": spacings, "shapes": shapes,
-        "foreground": {"p0.5": float(np.percentile(values, 0.5)), "p50": float(np.percentile(values, 50)),
-                       "p99.5": float(np.percentile(values, 99.5)), "mean": float(values.mean()), "sd": float(values.std())},
+        "dataset": str(description_path),
+        "modality": modality(description_path),
+        "labels": {int(k): v for k, v in names.items()},
+        "colours": colours,
+        "cases": len(items),
+        "training_cases": max(1, training_cases),
+        "spacings": spacings,
+        "shapes": shapes,
+        "foreground": {
+            "p0.5": float(np.percentile(values, 0.5)),
+            "p50": float(np.percentile(values, 50)),
+            "p99.5": float(np.percentile(values, 99.5)),
+            "mean": float(values.mean()),
+            "sd": float(values.std()),
+        },
         "label_volume_ml": {names[v]: float(np.mean([c[i] for c in volumes])) for i, v in enumerate(sorted(names))},
-    }  # fmt: skip
+    }
 
 
 def target_spacing(spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[float]]) -> tuple[list[float], str]:
@@ -166,17 +183,25 @@ def make_plan(print_: dict[str, Any], iterations: int = ITERATIONS, mini_batch_s
     epochs = max(1, math.ceil(iterations / per_epoch))
     colours = {str(v): print_["colours"].get(str(v), PALETTE[(v - 1) % len(PALETTE)]) for v in labels if v}
     values = {
-        "pixdim": spacing, "roi_size": roi, "sw_roi_size": roi, "normalization": normalization, "window": window,
-        "colours": colours, "train#preprocessing#class_ratios": [1] * len(labels),
-        "options#max_epochs": epochs, "options#mini_batch_size": mini_batch_size,
+        "pixdim": spacing,
+        "roi_size": roi,
+        "sw_roi_size": roi,
+        "normalization": normalization,
+        "window": window,
+        "colours": colours,
+        "train#preprocessing#class_ratios": [1] * len(labels),
+        "options#max_epochs": epochs,
+        "options#mini_batch_size": mini_batch_size,
         "options#validation_frequency": max(1, (epochs * per_epoch) // VALIDATIONS),
         "options#verbose_frequency": max(1, (epochs * per_epoch) // VALIDATIONS),
-    }  # fmt: skip
+    }
     reasons = {
-        "pixdim": spacing_reason, "roi_size": f"{PATCH_EDGE}^3 voxels per patch fits the CPU step budget, capped by the median case",
-        "normalization": norm_reason, "train#preprocessing#class_ratios": "patch centres drawn equally from each label (small structures seen as often as large ones)",
+        "pixdim": spacing_reason,
+        "roi_size": f"{PATCH_EDGE}^3 voxels per patch fits the CPU step budget, capped by the median case",
+        "normalization": norm_reason,
+        "train#preprocessing#class_ratios": "patch centres drawn equally from each label (small structures seen as often as large ones)",
         "options#max_epochs": f"{epochs} epochs x {per_epoch} iterations = about {epochs * per_epoch} iterations",
-    }  # fmt: skip
+    }
     return {"values": values, "reasons": reasons, "labels": labels, "modality": print_["modality"]}
 
 
@@ -230,13 +255,14 @@ def _write_metadata(path: Path, plan: dict[str, Any]) -> None:
     pred.update(channel_def=labels, num_channels=len(labels))
     image = meta["network_data_format"]["inputs"]["image"]
     is_ct = plan["modality"].strip().lower() in CT_NAMES
-    image.update(modality=plan["modality"], format="hounsfield" if is_ct else "magnitude",
-                 value_range=[0, 1] if is_ct else [])  # fmt: skip
+    image.update(modality=plan["modality"], format="hounsfield" if is_ct else "magnitude", value_range=[0, 1] if is_ct else [])
     meta["name"] = f"V-Net planned by medseg plan ({plan['modality']})"
     meta["task"] = "3D segmentation of " + ", ".join(v for k, v in labels.items() if k != "0")
     meta["label_classes"] = "single channel: " + ", ".join(f"{k} {v}" for k, v in labels.items())
     meta["pred_classes"] = f"{len(labels)} channels (logits), argmax gives the label map"
-    meta["image_classes"] = f"single channel {plan['modality']}, resampled to {plan['values']['pixdim']} mm RAS, {plan['values']['normalization']} normalisation"
+    meta["image_classes"] = (
+        f"single channel {plan['modality']}, resampled to {plan['values']['pixdim']} mm RAS, {plan['values']['normalization']} normalisation"
+    )
     path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 

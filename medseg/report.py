@@ -90,12 +90,24 @@ def write_report(
     tables = summary["matlab"]
     atomic_write_csv(out / "dataset_metrics.csv", [tables["DataSetMetrics"]], list(tables["DataSetMetrics"]))
     atomic_write_csv(out / "class_metrics.csv", tables["ClassMetrics"], ["Class", "Accuracy", "IoU", "MeanBFScore", "Voxels"])
-    atomic_write_csv(out / "image_metrics.csv", tables["ImageMetrics"], ["Case", "GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore"])
+    atomic_write_csv(
+        out / "image_metrics.csv",
+        tables["ImageMetrics"],
+        ["Case", "GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore"],
+    )
     class_names = [names[n] for n in sorted(names)]
-    confusion_rows = [{"true_class": class_names[i], **dict(zip(class_names, row))} for i, row in enumerate(tables["NormalizedConfusionMatrix"])]
+    confusion_rows = [
+        {"true_class": class_names[i], **dict(zip(class_names, row))} for i, row in enumerate(tables["NormalizedConfusionMatrix"])
+    ]
     atomic_write_csv(out / "normalized_confusion.csv", confusion_rows, ["true_class", *class_names])
-    save_figure(metric_bars_figure(summary["per_label"], ["dice", "iou", "recall", "precision"], "Mean over cases (error bars: std)"), out / "metric_bars.png")
-    save_figure(confusion_chart_figure(np.asarray(tables["ConfusionMatrix"]), class_names, normalise=True, title="Voxel confusion (all cases)"), out / "confusion_chart.png")
+    save_figure(
+        metric_bars_figure(summary["per_label"], ["dice", "iou", "recall", "precision"], "Mean over cases (error bars: std)"),
+        out / "metric_bars.png",
+    )
+    save_figure(
+        confusion_chart_figure(np.asarray(tables["ConfusionMatrix"]), class_names, normalise=True, title="Voxel confusion (all cases)"),
+        out / "confusion_chart.png",
+    )
     if slices:
         _write_overlays(results, slices, images or {}, colours or default_colours(sorted(names)), out / "overlays.png")
     if history_dir is not None and (Path(history_dir) / "training_progress.png").is_file():
@@ -108,7 +120,9 @@ def _case_dice(result: CaseResult) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def _write_overlays(results: Sequence[CaseResult], slices: Mapping[str, dict], images: Mapping[str, str], colours: Mapping[int, Sequence[float]], path: Path) -> None:
+def _write_overlays(
+    results: Sequence[CaseResult], slices: Mapping[str, dict], images: Mapping[str, str], colours: Mapping[int, Sequence[float]], path: Path
+) -> None:
     ranked = sorted((r for r in results if np.isfinite(_case_dice(r))), key=_case_dice)
     chosen = [("worst", ranked[0]), ("best", ranked[-1])] if len(ranked) > 1 else [("only", r) for r in ranked]
     panels = []
@@ -117,13 +131,26 @@ def _write_overlays(results: Sequence[CaseResult], slices: Mapping[str, dict], i
         background = piece["reference"].astype(float)
         if result.case in images:
             background = read_volume(images[result.case])[0][:, :, piece["k"]].astype(float)
-        panels.append({"title": f"{tag}: {result.case} (mean Dice {_case_dice(result):.3f}, k={piece['k']})", "image": background,
-                       "reference": piece["reference"], "prediction": piece["prediction"]})  # fmt: skip
+        panels.append(
+            {
+                "title": f"{tag}: {result.case} (mean Dice {_case_dice(result):.3f}, k={piece['k']})",
+                "image": background,
+                "reference": piece["reference"],
+                "prediction": piece["prediction"],
+            }
+        )
     if panels:
         save_figure(overlay_figure(panels, colours), path)
 
 
-def evaluate_folders(pred_dir: str | Path, label_dir: str | Path, out: str | Path, names: Mapping[int, str], image_dir: str | Path | None = None, history_dir: str | Path | None = None) -> dict:
+def evaluate_folders(
+    pred_dir: str | Path,
+    label_dir: str | Path,
+    out: str | Path,
+    names: Mapping[int, str],
+    image_dir: str | Path | None = None,
+    history_dir: str | Path | None = None,
+) -> dict:
     """``medseg evaluate``: every prediction in ``pred_dir`` against its reference in ``label_dir``."""
     pairs = pair_predictions(pred_dir, label_dir)
     images = {}

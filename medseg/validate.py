@@ -35,7 +35,13 @@ def _header(path: str, var: str | None, max_voxels: int, problems: list[Problem]
         return None
     if header.ndim != 3 or header.components != 1:
         extra = f", {header.components} components per voxel" if header.components != 1 else ""
-        problems.append(Problem("error", path, f"{header.ndim}D image (size {'x'.join(map(str, header.geometry.shape))}{extra}); expected a single-channel 3D volume."))
+        problems.append(
+            Problem(
+                "error",
+                path,
+                f"{header.ndim}D image (size {'x'.join(map(str, header.geometry.shape))}{extra}); expected a single-channel 3D volume.",
+            )
+        )
         return None
     return header
 
@@ -56,15 +62,23 @@ def check_label_values(label: np.ndarray, allowed: Iterable[int] | None) -> list
             return ["label holds NaN/Inf values; expected integer class labels."]
         fractional = values[values != np.round(values)]
         if fractional.size:
-            return [f"label holds non-integer values {np.round(fractional[:5], 4).tolist()}; expected integer class labels (was it resampled with linear interpolation?)."]
+            return [
+                f"label holds non-integer values {np.round(fractional[:5], 4).tolist()}; expected integer class labels (was it resampled with linear interpolation?)."
+            ]
     if allowed is None:
         return []
     unexpected = sorted(set(int(v) for v in values) - set(allowed))
     return [f"label values {unexpected} are not among the declared labels {sorted(allowed)}."] if unexpected else []
 
 
-def check_case(item: dict, labels: Sequence[int] | None, allow_resample: bool = False, mat_vars: tuple[str | None, str | None] = (None, None),
-               max_voxels: int = MAX_VOXELS, seen_labels: set[int] | None = None) -> list[Problem]:  # fmt: skip
+def check_case(
+    item: dict,
+    labels: Sequence[int] | None,
+    allow_resample: bool = False,
+    mat_vars: tuple[str | None, str | None] = (None, None),
+    max_voxels: int = MAX_VOXELS,
+    seen_labels: set[int] | None = None,
+) -> list[Problem]:
     """All problems of one ``{"image": path, "label": path}`` case; the label values found are added to ``seen_labels``."""
     problems: list[Problem] = []
     image_path, label_path = item["image"], item.get("label")
@@ -74,8 +88,14 @@ def check_case(item: dict, labels: Sequence[int] | None, allow_resample: bool = 
         differences = image_header.geometry.matches(label_header.geometry)
         if differences:
             level = "warning" if allow_resample else "error"
-            hint = " (the label will be resampled onto the image)" if allow_resample else "; pass --allow-resample to resample labels onto images"
-            problems.append(Problem(level, label_path, f"geometry differs from the image {Path(image_path).name}: {'; '.join(differences)}{hint}."))
+            hint = (
+                " (the label will be resampled onto the image)"
+                if allow_resample
+                else "; pass --allow-resample to resample labels onto images"
+            )
+            problems.append(
+                Problem(level, label_path, f"geometry differs from the image {Path(image_path).name}: {'; '.join(differences)}{hint}.")
+            )
     if image_header:
         image = _voxels(image_path, mat_vars[0], problems)
         if image is not None:
@@ -95,8 +115,13 @@ def check_case(item: dict, labels: Sequence[int] | None, allow_resample: bool = 
     return problems
 
 
-def validate(items: Sequence[dict], labels: Sequence[int] | None, allow_resample: bool = False, mat_vars: tuple[str | None, str | None] = (None, None),
-             seen_labels: set[int] | None = None) -> list[Problem]:  # fmt: skip
+def validate(
+    items: Sequence[dict],
+    labels: Sequence[int] | None,
+    allow_resample: bool = False,
+    mat_vars: tuple[str | None, str | None] = (None, None),
+    seen_labels: set[int] | None = None,
+) -> list[Problem]:
     """Check every case; returns all problems (errors first, then warnings, each in case order).
 
     ``labels``: the declared label values (``None``: undeclared; the values found are collected in ``seen_labels``).

@@ -9,8 +9,14 @@ __all__ = ["EngineHooks", "MinMax", "MinMaxd", "TrainingOptions", "build_evaluat
 
 # Imported on first use (PEP 562): `shared.io` and other light modules must not pull in torch,
 # MONAI and Ignite (about 10 s of imports), or every command-line start would pay for them.
-_HOME = {"EngineHooks": "shared.engine", "build_evaluator": "shared.engine", "build_trainer": "shared.engine",
-         "TrainingOptions": "shared.options", "MinMax": "shared.rescale", "MinMaxd": "shared.transforms"}  # fmt: skip
+_HOME = {
+    "EngineHooks": "shared.engine",
+    "build_evaluator": "shared.engine",
+    "build_trainer": "shared.engine",
+    "TrainingOptions": "shared.options",
+    "MinMax": "shared.rescale",
+    "MinMaxd": "shared.transforms",
+}
 
 
 def __getattr__(name: str):

@@ -53,7 +53,7 @@ class RNGState:
         self.generators = dict(generators or {})
 
     def state_dict(self) -> dict[str, Any]:
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        _, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - the global RNG that MONAI and user code draw from is what resumes
         version, internal, gauss = random.getstate()
         state = {
             "torch": torch.get_rng_state(),
@@ -73,7 +73,7 @@ class RNGState:
         torch.set_rng_state(state["torch"])
         pos, has_gauss = (int(v) for v in state["numpy_extra"])
         keys = state["numpy_keys"].numpy().astype(np.uint32)
-        np.random.set_state(("MT19937", keys, pos, has_gauss, float(state["numpy_cached"])))
+        np.random.set_state(("MT19937", keys, pos, has_gauss, float(state["numpy_cached"])))  # noqa: NPY002 - see state_dict
         gauss = float(state["python_gauss"])
         internal = tuple(int(v) for v in state["python_internal"])
         random.setstate((int(state["python_version"]), internal, None if gauss != gauss else gauss))

@@ -94,7 +94,9 @@ def world() -> tuple[int, int]:
     return idist.get_world_size(), idist.get_rank()
 
 
-def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: int = 0, batch_size: int | None = None, **loader_kwargs: Any) -> Any:
+def make_loader(
+    data: Any, options: TrainingOptions, train: bool, num_workers: int = 0, batch_size: int | None = None, **loader_kwargs: Any
+) -> Any:
     """A MONAI ``DataLoader`` for ``data`` with ``options.mini_batch_size``.
 
     Args:
@@ -127,9 +129,14 @@ def make_loader(data: Any, options: TrainingOptions, train: bool, num_workers: i
     if train and options.seed is not None:
         seed_transforms(data, options.seed + rank)
     return DataLoader(
-        data, batch_size=batch_size or options.mini_batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
-        generator=generator, **loader_kwargs,
-    )  # fmt: skip
+        data,
+        batch_size=batch_size or options.mini_batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=num_workers,
+        generator=generator,
+        **loader_kwargs,
+    )
 
 
 def seed_transforms(data: Any, seed: int) -> None:

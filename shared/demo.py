@@ -73,20 +73,37 @@ def run_demo(out: Path, epochs: int = 8, verbose: bool = True) -> dict:
     x_test, y_test = make_sequences(256, seed=3)
     network = SequenceClassifier(channels=x_train.shape[1], classes=len(CLASSES))
     options = TrainingOptions(
-        "adam", max_epochs=epochs, mini_batch_size=32, shuffle="every-epoch", validation_frequency=12,
-        verbose_frequency=12, plots="training-progress", checkpoint_path=None, verbose=verbose,
-    )  # fmt: skip
+        "adam",
+        max_epochs=epochs,
+        mini_batch_size=32,
+        shuffle="every-epoch",
+        validation_frequency=12,
+        verbose_frequency=12,
+        plots="training-progress",
+        checkpoint_path=None,
+        verbose=verbose,
+    )
     trainer = build_trainer(
-        network, torch.nn.CrossEntropyLoss(), options, _dataset(x_train, y_train), _dataset(x_val, y_val),
-        metrics=_metrics(len(CLASSES)), key_metric="accuracy", output_dir=out,
-    )  # fmt: skip
+        network,
+        torch.nn.CrossEntropyLoss(),
+        options,
+        _dataset(x_train, y_train),
+        _dataset(x_val, y_val),
+        metrics=_metrics(len(CLASSES)),
+        key_metric="accuracy",
+        output_dir=out,
+    )
     trainer.run()
     tester = build_evaluator(
-        network, _dataset(x_test, y_test), options,
-        metrics={"accuracy": confusion_metric("accuracy", len(CLASSES)),
-                 "confusion": ConfusionMatrix(len(CLASSES), output_transform=classification_output())},
+        network,
+        _dataset(x_test, y_test),
+        options,
+        metrics={
+            "accuracy": confusion_metric("accuracy", len(CLASSES)),
+            "confusion": ConfusionMatrix(len(CLASSES), output_transform=classification_output()),
+        },
         key_metric="accuracy",
-    )  # fmt: skip
+    )
     tester.run()
     report = classification_report(tester.state.metrics["confusion"], CLASSES)
     atomic_write_json(out / "metrics.json", report)
@@ -105,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nHeld-out test set ({sum(r['support'] for r in report['per_class'])} sequences, {len(CLASSES)} classes):")
     for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro"):
         print(f"  {key:<16} {report[key]:.4f}")
-    print(f"Outputs in {args.out}/ (history.csv, history.json, training_progress.png, model.pt, metrics.json); {time.perf_counter() - start:.1f} s")
+    print(
+        f"Outputs in {args.out}/ (history.csv, history.json, training_progress.png, model.pt, metrics.json); {time.perf_counter() - start:.1f} s"
+    )
     print(json.dumps({k: round(report[k], 4) for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro")}))
     return 0
 

@@ -194,7 +194,9 @@ def build_evaluator(
     lower_is_better = key == "loss"
     return SupervisedEvaluator(
         device=resolve_device(options.execution_environment),
-        val_data_loader=make_loader(val_data, options, train=False, num_workers=hooks.num_workers, batch_size=hooks.batch_size, **hooks.loader_kwargs()),
+        val_data_loader=make_loader(
+            val_data, options, train=False, num_workers=hooks.num_workers, batch_size=hooks.batch_size, **hooks.loader_kwargs()
+        ),
         network=network,
         prepare_batch=hooks.prepare_batch,
         inferer=hooks.inferer,
@@ -253,12 +255,26 @@ def build_trainer(
         network = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     output_dir = output_dir if rank == 0 else None  # one set of output files: history, figure, model.pt from rank 0
     optimizer = build_optimizer(network, options)
-    loader = make_loader(train_data, options, train=True, num_workers=train_hooks.num_workers, batch_size=train_hooks.batch_size, **train_hooks.loader_kwargs())
+    loader = make_loader(
+        train_data,
+        options,
+        train=True,
+        num_workers=train_hooks.num_workers,
+        batch_size=train_hooks.batch_size,
+        **train_hooks.loader_kwargs(),
+    )
     trainer = Trainer(
-        device=device, max_epochs=options.max_epochs, train_data_loader=loader, network=network,
-        optimizer=optimizer, loss_function=loss_function, prepare_batch=train_hooks.prepare_batch,
-        inferer=train_hooks.inferer, postprocessing=train_hooks.postprocessing, decollate=train_hooks.decollate,
-    )  # fmt: skip
+        device=device,
+        max_epochs=options.max_epochs,
+        train_data_loader=loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=loss_function,
+        prepare_batch=train_hooks.prepare_batch,
+        inferer=train_hooks.inferer,
+        postprocessing=train_hooks.postprocessing,
+        decollate=train_hooks.decollate,
+    )
     trainer.options = options
     _attach_sampler_epochs(trainer, loader)
     GradientClipping(network.parameters(), options.gradient_threshold, options.gradient_threshold_method).attach(trainer)
@@ -359,7 +375,9 @@ class BestNetwork:
         self.score, self.iteration, self.weights = float(state["score"]), int(state["iteration"]), dict(state["weights"])
 
 
-def _attach_training_handlers(trainer: Trainer, options: TrainingOptions, key_metric: str | None, validation: PeriodicValidation | None, output_dir: Any) -> dict[str, Any]:
+def _attach_training_handlers(
+    trainer: Trainer, options: TrainingOptions, key_metric: str | None, validation: PeriodicValidation | None, output_dir: Any
+) -> dict[str, Any]:
     """Patience, best network, history/table/figure, LR schedule and the final model; returns what a checkpoint holds."""
     generator = getattr(trainer.data_loader, "generator", None)
     rng = ckpt.RNGState({"train_loader": generator} if isinstance(generator, torch.Generator) else None)
@@ -376,7 +394,9 @@ def _attach_training_handlers(trainer: Trainer, options: TrainingOptions, key_me
             trainer.evaluator.add_event_handler(Events.COMPLETED, best.update, trainer)
             to_save["best_network"] = best
     verbose = options.verbose and world()[1] == 0
-    trainer.monitor = TrainingMonitor(key_metric, validation, output_dir, verbose, options.verbose_frequency, options.plots == "training-progress")
+    trainer.monitor = TrainingMonitor(
+        key_metric, validation, output_dir, verbose, options.verbose_frequency, options.plots == "training-progress"
+    )
     trainer.monitor.attach(trainer)
     to_save["history"] = trainer.monitor
     scheduler = build_scheduler(trainer.optimizer, options, _epoch_length(trainer))
@@ -421,7 +441,7 @@ def _attach_checkpoints(trainer: Trainer, options: TrainingOptions, to_save: dic
         if unit == "epoch":
             trainer.add_event_handler(Events.EPOCH_COMPLETED(every=every), save)
         else:  # an epoch's last iteration is saved at EPOCH_COMPLETED, after the LR schedule stepped
-            mid_epoch = lambda e, _: e.state.iteration % every == 0 and e.state.iteration % e.state.epoch_length != 0  # noqa: E731
+            mid_epoch = lambda e, _: e.state.iteration % every == 0 and e.state.iteration % e.state.epoch_length != 0
             trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=mid_epoch), save)
             trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=lambda e, _: e.state.iteration % every == 0), save)
         trainer.add_event_handler(Events.COMPLETED, save)
@@ -455,7 +475,9 @@ def _resume(trainer: Trainer, options: TrainingOptions, to_save: dict[str, Any],
         to_load["checkpointer"] = checkpointer
     missing = [key for key in to_load if key not in state]
     if missing:
-        raise ckpt.CheckpointError(f"Checkpoint {path} lacks {missing}: it was saved with different options (validation, patience, schedule or output_network).")
+        raise ckpt.CheckpointError(
+            f"Checkpoint {path} lacks {missing}: it was saved with different options (validation, patience, schedule or output_network)."
+        )
     Checkpoint.load_objects(to_load=to_load, checkpoint=state)
     done_epochs = trainer.state.iteration // trainer.state.epoch_length
     _adapt_epoch_length(trainer, path, done_epochs)

@@ -155,9 +155,11 @@ class TrainingMonitor:
         if self.key_metric:
             names.append(f"train_{self.key_metric}")
         extra = sorted({k for row in self.rows for k in row if k.startswith("val_")})
-        return names + [k for k in ("val_loss", f"val_{self.key_metric}") if k in extra] + [
-            k for k in extra if k not in ("val_loss", f"val_{self.key_metric}")
-        ]
+        return (
+            names
+            + [k for k in ("val_loss", f"val_{self.key_metric}") if k in extra]
+            + [k for k in extra if k not in ("val_loss", f"val_{self.key_metric}")]
+        )
 
     def _on_started(self, trainer: Engine) -> None:
         self._elapsed_before = self.elapsed() if self.rows else 0.0
@@ -232,7 +234,7 @@ class TrainingMonitor:
         metric = (self.key_metric or "Metric").replace("_", " ").title()[:12]
         top = ("Epoch", "Iteration", "Time Elapsed", "Mini-batch", "Validation", "Mini-batch", "Validation", "Base Learning")
         bottom = ("", "", "(hh:mm:ss)", metric, metric, "Loss", "Loss", "Rate")
-        line = lambda cells: "|" + "|".join(c.center(w) for c, w in zip(cells, self._WIDTHS)) + "|"  # noqa: E731
+        line = lambda cells: "|" + "|".join(c.center(w) for c, w in zip(cells, self._WIDTHS)) + "|"
         return "\n".join([self._rule(), line(top), line(bottom), self._rule()])
 
     def _table_row(self, row: Mapping[str, Any]) -> str:

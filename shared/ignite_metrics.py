@@ -65,7 +65,9 @@ def scores_and_indices(pred: torch.Tensor, label: torch.Tensor) -> tuple[torch.T
         else:
             raise ValueError(f"Label shape {tuple(label.shape)} fits neither indices nor one-hot for predictions {tuple(pred.shape)}.")
     if label.shape != pred.shape[:1] + pred.shape[2:]:
-        raise ValueError(f"Label shape {tuple(label.shape)} does not match predictions {tuple(pred.shape)} (expected {(pred.shape[0],) + tuple(pred.shape[2:])}).")
+        raise ValueError(
+            f"Label shape {tuple(label.shape)} does not match predictions {tuple(pred.shape)} (expected {(pred.shape[0], *pred.shape[2:])})."
+        )
     return pred.float(), label.long()
 
 

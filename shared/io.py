@@ -90,9 +90,8 @@ def atomic_path(path: str | os.PathLike, tmp_dir: str | os.PathLike | None = Non
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(binary_handle)`` on a temporary file, then move it to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            write(handle)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
     return Path(path)
 
 

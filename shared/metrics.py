@@ -30,9 +30,12 @@ AVERAGES = ("macro", "weighted", "micro", "none")
 
 def _as_int_array(values: Any, what: str) -> np.ndarray:
     array = np.asarray(values.detach().cpu().numpy() if hasattr(values, "detach") else values)
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise ValueError(f"{what} must hold integer class indices, got non-integer values of dtype {array.dtype}.")
+    if (
+        array.size
+        and not np.issubdtype(array.dtype, np.integer)
+        and (not np.all(np.isfinite(array)) or not np.all(array == np.round(array)))
+    ):
+        raise ValueError(f"{what} must hold integer class indices, got non-integer values of dtype {array.dtype}.")
     return array.astype(np.int64).reshape(-1)
 
 
@@ -54,7 +57,9 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
         raise ValueError(f"y_true and y_pred must have the same number of elements, got {true.size} and {pred.size}.")
     for what, arr in (("y_true", true), ("y_pred", pred)):
         if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
-            raise ValueError(f"{what} holds class indices outside [0, {num_classes}): found {sorted(set(arr[(arr < 0) | (arr >= num_classes)].tolist()))[:10]}.")
+            raise ValueError(
+                f"{what} holds class indices outside [0, {num_classes}): found {sorted(set(arr[(arr < 0) | (arr >= num_classes)].tolist()))[:10]}."
+            )
     flat = true * num_classes + pred
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 

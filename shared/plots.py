@@ -177,7 +177,15 @@ def confusion_chart_figure(counts: np.ndarray, class_names: Sequence[str], norma
         for j in range(n):
             value = shown[i, j]
             text = "" if counts[i, j] == 0 else (f"{100 * value:.1f}%" if normalise else f"{int(value)}")
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if np.nan_to_num(shown)[i, j] > 0.6 * np.nanmax(np.nan_to_num(shown)) else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if np.nan_to_num(shown)[i, j] > 0.6 * np.nanmax(np.nan_to_num(shown)) else "black",
+            )
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("Predicted class")

@@ -182,7 +182,9 @@ class MinMax:
         try:
             torch.broadcast_shapes(bound.shape, x.shape)
         except RuntimeError as err:
-            raise ValueError(f"MinMax: {what} of shape {tuple(bound.shape)} does not broadcast to the input shape {tuple(x.shape)}.") from err
+            raise ValueError(
+                f"MinMax: {what} of shape {tuple(bound.shape)} does not broadcast to the input shape {tuple(x.shape)}."
+            ) from err
         return bound
 
 

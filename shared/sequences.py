@@ -35,7 +35,9 @@ def padded_length(lengths: Sequence[int], sequence_length: str | int) -> int:
     return math.ceil(max(lengths) / int(sequence_length)) * int(sequence_length)
 
 
-def pad_sequences(sequences: Sequence[torch.Tensor], sequence_length: str | int = "longest", direction: str = "right", value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_sequences(
+    sequences: Sequence[torch.Tensor], sequence_length: str | int = "longest", direction: str = "right", value: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack ``(T_i, C)`` sequences into ``(B, T, C)`` plus the ``(B, T)`` mask of real steps.
 
     Longer sequences are truncated at the padding side (``"shortest"``): the end for ``"right"``,

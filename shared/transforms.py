@@ -7,7 +7,7 @@ transform for transform chains.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
@@ -28,7 +28,7 @@ class MinMaxd(MapTransform):
     All other arguments as :class:`MinMax`. The input dict is not modified.
     """
 
-    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+    backend: ClassVar[list[TransformBackends]] = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **options: Any) -> None:
         """``options``: ``lower``, ``upper``, ``input_min``, ``input_max``, ``channel_wise``, ``nan_policy``, ``dtype`` (see :class:`MinMax`)."""

@@ -42,9 +42,13 @@ def read_state(path: str | Path, what: str = "Model weights") -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{what} {path} cannot be read as a PyTorch state dict of tensors (damaged, another format, or pickled objects, which are refused).") from None
+        raise CheckpointError(
+            f"{what} {path} cannot be read as a PyTorch state dict of tensors (damaged, another format, or pickled objects, which are refused)."
+        ) from None
     except Exception as err:  # noqa: BLE001 - torch raises EOFError, RuntimeError, IndexError ... on damaged files
-        raise CheckpointError(f"{what} {path} cannot be read: the file is damaged or not a PyTorch state dict ({type(err).__name__}).") from None
+        raise CheckpointError(
+            f"{what} {path} cannot be read: the file is damaged or not a PyTorch state dict ({type(err).__name__})."
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{what} {path} holds a {type(state).__name__}; expected a PyTorch state dict.")
     return state

@@ -251,7 +251,9 @@ def secret_file(folder: Path) -> Path:
     return path
 
 
-def nrrd_detached(name: str, field: str = "data file", list_form: bool = False, relative: bool = False, blank_line: bool = False) -> Generator:
+def nrrd_detached(
+    name: str, field: str = "data file", list_form: bool = False, relative: bool = False, blank_line: bool = False
+) -> Generator:
     """A ~200-byte NRRD header whose voxels are the server's :func:`secret_file` (``field: /path``, or ``field: LIST`` then the path)."""
 
     def make(folder: Path) -> Path:

@@ -11,8 +11,8 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import Callable, Sequence
 
 
 def run_main(main: Callable[[Sequence[str]], int], *args: object) -> SimpleNamespace:
@@ -28,8 +28,10 @@ def run_main(main: Callable[[Sequence[str]], int], *args: object) -> SimpleNames
 
 def modules_after(module: str, *argv: str, watch: Sequence[str], cwd: str | None = None, env: dict | None = None) -> tuple[str, set[str]]:
     """Run ``python -m module argv`` in a fresh interpreter; its stdout and which of ``watch`` it imported."""
-    code = (f"import runpy, sys\nsys.argv = {[module, *argv]!r}\ntry:\n    runpy.run_module({module!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            f"print('\\n' + repr(sorted(m for m in {list(watch)!r} if m in sys.modules)))")  # fmt: skip
+    code = (
+        f"import runpy, sys\nsys.argv = {[module, *argv]!r}\ntry:\n    runpy.run_module({module!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        f"print('\\n' + repr(sorted(m for m in {list(watch)!r} if m in sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
     output, _, last = done.stdout.rstrip().rpartition("\n")
     return output, set(json.loads(last.replace("'", '"')))

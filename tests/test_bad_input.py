@@ -41,10 +41,22 @@ VOLUME_CASES = [
     Case("empty", "medseg infer", bad.empty("scan.nii.gz"), "empty"),
     Case("random-bytes", "medseg infer", bad.random_bytes("scan.nii.gz"), "not a readable|not a valid|cannot read"),
     Case("gz-cut-half", "medseg infer", bad.truncated(_nifti_ok("src.nii.gz"), 0.5, "scan.nii.gz"), "truncated|cut off|ends before"),
-    Case("gz-cut-100", "medseg infer", bad.truncated(_nifti_ok("src.nii.gz"), 100, "scan.nii.gz"), "truncated|cut off|ends before|not a readable"),
-    Case("nii-cut-header", "medseg infer", bad.truncated(_nifti_ok("src.nii"), 200, "scan.nii"), "truncated|cut off|ends before|not a readable"),
+    Case(
+        "gz-cut-100",
+        "medseg infer",
+        bad.truncated(_nifti_ok("src.nii.gz"), 100, "scan.nii.gz"),
+        "truncated|cut off|ends before|not a readable",
+    ),
+    Case(
+        "nii-cut-header",
+        "medseg infer",
+        bad.truncated(_nifti_ok("src.nii"), 200, "scan.nii"),
+        "truncated|cut off|ends before|not a readable",
+    ),
     Case("nii-cut-data", "medseg infer", bad.truncated(_nifti_ok("src.nii"), 0.6, "scan.nii"), "truncated|cut off|ends before"),
-    Case("nrrd-cut", "medseg infer", bad.truncated(_nifti_ok("src.nrrd"), 0.5, "scan.nrrd"), "truncated|cut off|ends before|not a readable"),
+    Case(
+        "nrrd-cut", "medseg infer", bad.truncated(_nifti_ok("src.nrrd"), 0.5, "scan.nrrd"), "truncated|cut off|ends before|not a readable"
+    ),
     Case("png-as-nifti", "medseg infer", bad.text_named("scan.nii.gz"), "not a readable|not a valid|cannot read"),
     Case("text-as-mha", "medseg infer", bad.text_named("scan.mha"), "not a readable|not a valid|cannot read"),
     Case("2d", "medseg infer", bad.nifti("scan.nii.gz", shape=(32, 32)), "2D|2-D|three dimensions|3D"),
@@ -64,21 +76,47 @@ VOLUME_CASES = [
     Case("validate-no-folder", "medseg validate", lambda folder: folder / "nothing", "no such|not found|does not exist"),
     Case("validate-bad-json", "medseg validate", bad.dataset_json("dataset.json", "{not json"), "JSON|json"),
     Case("validate-json-no-labels", "medseg validate", bad.dataset_json("dataset.json", bad.json_text({"training": []})), "labels"),
-    Case("validate-cut-image", "medseg validate", bad.truncated(_nifti_ok("src.nii.gz"), 0.5, "case.nii.gz"), "truncated|cut off|ends before", exit_code=1),
+    Case(
+        "validate-cut-image",
+        "medseg validate",
+        bad.truncated(_nifti_ok("src.nii.gz"), 0.5, "case.nii.gz"),
+        "truncated|cut off|ends before",
+        exit_code=1,
+    ),
 ]
 
 VIDEO_CASES = [
     Case("empty", "action predict", bad.empty("clip.mp4"), "empty"),
     Case("random-bytes", "action predict", bad.random_bytes("clip.mp4"), "not a readable video"),
     Case("text-as-mp4", "action predict", bad.text_named("clip.mp4"), "not a readable video|not an allowed video format"),
-    Case("mp4-cut-half", "action predict", bad.truncated(bad.video("src.mp4", frames=60, size=(96, 128)), 0.5, "clip.mp4"), "truncated|damaged|not a readable"),
-    Case("mp4-cut-10pc", "action predict", bad.truncated(bad.video("src.mp4", frames=60, size=(96, 128)), 0.1, "clip.mp4"), "truncated|damaged|not a readable"),
+    Case(
+        "mp4-cut-half",
+        "action predict",
+        bad.truncated(bad.video("src.mp4", frames=60, size=(96, 128)), 0.5, "clip.mp4"),
+        "truncated|damaged|not a readable",
+    ),
+    Case(
+        "mp4-cut-10pc",
+        "action predict",
+        bad.truncated(bad.video("src.mp4", frames=60, size=(96, 128)), 0.1, "clip.mp4"),
+        "truncated|damaged|not a readable",
+    ),
     Case("mp4-cut-1k", "action predict", bad.truncated(bad.video("src.mp4"), 1000, "clip.mp4"), "truncated|damaged|not a readable"),
-    Case("avi-cut-half", "action predict", bad.truncated(bad.video("src.avi", frames=60, size=(96, 128)), 0.5, "clip.avi"), "truncated|damaged|ends"),
+    Case(
+        "avi-cut-half",
+        "action predict",
+        bad.truncated(bad.video("src.avi", frames=60, size=(96, 128)), 0.5, "clip.avi"),
+        "truncated|damaged|ends",
+    ),
     Case("huge-header", "action predict", bad.avi_huge_header("clip.avi"), "pixels per frame"),
     Case("directory", "action predict", bad.directory("clip.mp4"), "no such video file|a folder|directory"),
     Case("missing", "action predict", lambda folder: folder / "clip.mp4", "no such video file"),
-    Case("sequences-to-video-model", "action predict", bad.npz("clip.npz", X=np.zeros((2, 5, 3)), y=np.array(["a", "b"])), "reads videos|video"),
+    Case(
+        "sequences-to-video-model",
+        "action predict",
+        bad.npz("clip.npz", X=np.zeros((2, 5, 3)), y=np.array(["a", "b"])),
+        "reads videos|video",
+    ),
     Case("feature-weights-random", "action extract-features", bad.random_bytes("weights.pth"), "weights|state dict|not a"),
     Case("feature-weights-empty", "action extract-features", bad.empty("weights.pth"), "weights|empty"),
     Case("feature-weights-text", "action extract-features", bad.text_named("weights.pth"), "weights|state dict|not a"),
@@ -87,8 +125,18 @@ VIDEO_CASES = [
 SEQUENCE_CASES = [
     Case("train-missing", "action train", lambda folder: folder / "train.npz", "no such|not found|does not exist"),
     Case("train-random-npz", "action train", bad.random_bytes("train.npz"), "not a readable|not a valid|npz"),
-    Case("train-pickled-npz", "action train", bad.npz("train.npz", X=np.array([np.zeros((3, 2)), np.zeros((4, 2))], dtype=object), y=np.array(["a", "b"])), "pickle|object"),
-    Case("train-lengths-wrong", "action train", bad.npz("train.npz", X=np.zeros((10, 3)), lengths=np.array([4, 4]), y=np.array(["a", "b"])), "lengths"),
+    Case(
+        "train-pickled-npz",
+        "action train",
+        bad.npz("train.npz", X=np.array([np.zeros((3, 2)), np.zeros((4, 2))], dtype=object), y=np.array(["a", "b"])),
+        "pickle|object",
+    ),
+    Case(
+        "train-lengths-wrong",
+        "action train",
+        bad.npz("train.npz", X=np.zeros((10, 3)), lengths=np.array([4, 4]), y=np.array(["a", "b"])),
+        "lengths",
+    ),
     Case("train-csv-nan", "action train", bad.csv_text("train.csv", bad.sensor_rows(nan_at=(1, 2))), "NaN"),
     Case("train-csv-empty", "action train", bad.empty("train.csv"), "empty|header"),
     Case("train-mat-random", "action train", bad.random_bytes("train.mat"), "not a readable|MATLAB|mat"),
@@ -127,9 +175,9 @@ def test_the_suite_is_large_enough() -> None:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """An (untrained) V-Net bundle, a clip model and a 3-channel sequence model: the errors need real models, not good ones."""
-    from action.video.dataset import Sampling
     from action.models.model_dir import ModelConfig
     from action.sequences.dataset import SequenceNormalization
+    from action.video.dataset import Sampling
     from medact_bundles import template_dir
     from medseg.bundle import copy_with_fresh_weights
     from shared.weights import save_weights
@@ -157,17 +205,44 @@ def _argv(case: Case, path: Path, models: dict[str, Path], out: Path) -> tuple[C
 
     command = case.command
     if command == "medseg infer":
-        return medseg_main, ["infer", "--bundle", str(models["bundle"]), "--input", str(path), "--output", str(out), "--format", "nifti,seg.nrrd,mat"]
+        return medseg_main, [
+            "infer",
+            "--bundle",
+            str(models["bundle"]),
+            "--input",
+            str(path),
+            "--output",
+            str(out),
+            "--format",
+            "nifti,seg.nrrd,mat",
+        ]
     if command == "medseg evaluate":
-        return medseg_main, ["evaluate", "--pred", str(path.parent), "--label", str(models["labels"]), "--out", str(out), "--bundle", str(models["bundle"])]
+        return medseg_main, [
+            "evaluate",
+            "--pred",
+            str(path.parent),
+            "--label",
+            str(models["labels"]),
+            "--out",
+            str(out),
+            "--bundle",
+            str(models["bundle"]),
+        ]
     if command == "medseg validate":
         if case.exit_code == 1:  # a dataset folder whose one image is damaged
             (path.parent / "imagesTr").mkdir()
             (path.parent / "labelsTr").mkdir()
             path = path.rename(path.parent / "imagesTr" / path.name)
             bad.nifti("case.nii.gz")(path.parent.parent / "labelsTr")
-            bad.dataset_json("dataset.json", bad.json_text({"labels": {"0": "background", "1": "a"}, "training": [
-                {"image": "imagesTr/case.nii.gz", "label": "labelsTr/case.nii.gz"}]}))(path.parent.parent)  # fmt: skip
+            bad.dataset_json(
+                "dataset.json",
+                bad.json_text(
+                    {
+                        "labels": {"0": "background", "1": "a"},
+                        "training": [{"image": "imagesTr/case.nii.gz", "label": "labelsTr/case.nii.gz"}],
+                    }
+                ),
+            )(path.parent.parent)
             return medseg_main, ["validate", str(path.parent.parent), "--labels", ",".join(str(v) for v in range(7))]
         return medseg_main, ["validate", str(path)]
     if command == "action predict":
@@ -179,12 +254,42 @@ def _argv(case: Case, path: Path, models: dict[str, Path], out: Path) -> tuple[C
         for label in ("a", "b"):
             (videos / label).mkdir(parents=True)
             bad.video("v.mp4", frames=12, size=(32, 32))(videos / label)
-        return action_main, ["extract-features", "--data", str(videos), "--cache-dir", str(out), "--backbone", "resnet18", "--weights", str(path),
-                             "--frames", "4", "--size", "32", "--backbone-size", "32"]  # fmt: skip
+        return action_main, [
+            "extract-features",
+            "--data",
+            str(videos),
+            "--cache-dir",
+            str(out),
+            "--backbone",
+            "resnet18",
+            "--weights",
+            str(path),
+            "--frames",
+            "4",
+            "--size",
+            "32",
+            "--backbone-size",
+            "32",
+        ]
     if command == "action train":
         data = path.parent.parent if path.name == "broken.mp4" else path
         model = "c3d_gru" if path.name == "broken.mp4" else "gru"
-        return action_main, ["train", "--data", str(data), "--model", model, "--out", str(out), "--epochs", "1", "--quiet", "--frames", "8", "--size", "32"]
+        return action_main, [
+            "train",
+            "--data",
+            str(data),
+            "--model",
+            model,
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--frames",
+            "8",
+            "--size",
+            "32",
+        ]
     if command == "action evaluate":
         return action_main, ["evaluate", "--model", str(models["seq"]), "--data", str(path), "--out", str(out)]
     raise AssertionError(command)
@@ -195,7 +300,9 @@ def _snapshot(folder: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("case", ALL_CASES, ids=[f"{c.command.replace(' ', '-')}:{c.id}" for c in ALL_CASES])
-def test_bad_input_is_one_clear_line_and_nothing_is_written(case: Case, models: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_bad_input_is_one_clear_line_and_nothing_is_written(
+    case: Case, models: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
     inputs, out = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
     path = case.make(inputs)
@@ -229,7 +336,9 @@ API_CASES = [
 
 
 @pytest.mark.parametrize("name, make, status", API_CASES, ids=[c[0] for c in API_CASES])
-def test_bad_upload_answers_4xx_with_one_message_and_leaves_nothing(name: str, make: bad.Generator, status: int, models: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_upload_answers_4xx_with_one_message_and_leaves_nothing(
+    name: str, make: bad.Generator, status: int, models: dict[str, Path], tmp_path: Path
+) -> None:
     import action.web.server
 
     app = action.web.server.create_app(models["clip"])
@@ -256,9 +365,14 @@ def test_api_requests_without_a_file_or_with_a_bad_top_k_answer_400(models: dict
     shutil.rmtree(app.config["UPLOAD_ROOT"])
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0, reason="root reads any file: permissions cannot make one unreadable")
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+    reason="root reads any file: permissions cannot make one unreadable",
+)
 @pytest.mark.parametrize("command, make", [("medseg infer", bad.nifti("scan.nii.gz")), ("action predict", bad.video("clip.mp4"))])
-def test_an_unreadable_file_is_named(command: str, make: bad.Generator, models: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_an_unreadable_file_is_named(
+    command: str, make: bad.Generator, models: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
     path = make(tmp_path)
     path.chmod(0)
     main, argv = _argv(Case("unreadable", command, make, ""), path, models, tmp_path / "out")
@@ -382,7 +496,9 @@ def video_server(models: dict[str, Path], link_server, tmp_path_factory: pytest.
 
 
 @pytest.mark.parametrize("name, link, status, reason", LINK_CASES, ids=[c[0] for c in LINK_CASES])
-def test_a_link_to_a_forbidden_port_or_a_tunnelled_private_address_is_refused(name: str, link: str, status: int, reason: str, video_server, link_server) -> None:
+def test_a_link_to_a_forbidden_port_or_a_tunnelled_private_address_is_refused(
+    name: str, link: str, status: int, reason: str, video_server, link_server
+) -> None:
     import requests
 
     hits = dict(link_server.hits)
@@ -403,7 +519,9 @@ def _bundle_without_bundle_root(folder: Path) -> Path:
 
     bundle = init_bundle("vnet_seg", folder / "bundle")
     config = bundle / "configs" / "inference.json"
-    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text(encoding="utf-8")).items() if k != "bundle_root"}), encoding="utf-8")
+    config.write_text(
+        json.dumps({k: v for k, v in json.loads(config.read_text(encoding="utf-8")).items() if k != "bundle_root"}), encoding="utf-8"
+    )
     return bundle
 
 
@@ -419,15 +537,41 @@ def _folder_with(name: str) -> bad.Generator:
 BUNDLE_CASES = [
     ("medseg-init-bundle-not-empty", "medseg", ["init-bundle", "{bundle}"], _folder_with("notes.txt"), "exists and is not empty"),
     ("action-init-bundle-not-empty", "action", ["init-bundle", "{bundle}"], _folder_with("notes.txt"), "exists and is not empty"),
-    ("train-bundle-without-configs", "medseg", ["train", "--bundle", "{bundle}", "--data", "{bundle}"], _folder_with("model.pt"), "has no configs/ folder"),
-    ("infer-bundle-without-configs", "medseg", ["infer", "--bundle", "{bundle}", "--input", "{bundle}/model.pt", "--output", "{out}"], _folder_with("model.pt"), "has no configs/ folder"),
-    ("infer-bundle-missing", "medseg", ["infer", "--bundle", "{bundle}/nowhere", "--input", "{bundle}", "--output", "{out}"], _folder_with("x"), "no such bundle folder"),
-    ("infer-bundle-root-missing", "medseg", ["infer", "--bundle", "{bundle}", "--input", "{bundle}/LICENSE", "--output", "{out}"], _bundle_without_bundle_root, 'has no "bundle_root"'),
-]  # fmt: skip
+    (
+        "train-bundle-without-configs",
+        "medseg",
+        ["train", "--bundle", "{bundle}", "--data", "{bundle}"],
+        _folder_with("model.pt"),
+        "has no configs/ folder",
+    ),
+    (
+        "infer-bundle-without-configs",
+        "medseg",
+        ["infer", "--bundle", "{bundle}", "--input", "{bundle}/model.pt", "--output", "{out}"],
+        _folder_with("model.pt"),
+        "has no configs/ folder",
+    ),
+    (
+        "infer-bundle-missing",
+        "medseg",
+        ["infer", "--bundle", "{bundle}/nowhere", "--input", "{bundle}", "--output", "{out}"],
+        _folder_with("x"),
+        "no such bundle folder",
+    ),
+    (
+        "infer-bundle-root-missing",
+        "medseg",
+        ["infer", "--bundle", "{bundle}", "--input", "{bundle}/LICENSE", "--output", "{out}"],
+        _bundle_without_bundle_root,
+        'has no "bundle_root"',
+    ),
+]
 
 
 @pytest.mark.parametrize("name, program, argv, make, reason", BUNDLE_CASES, ids=[c[0] for c in BUNDLE_CASES])
-def test_a_wrong_bundle_folder_is_one_line_and_nothing_is_written(name, program, argv, make, reason, tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_a_wrong_bundle_folder_is_one_line_and_nothing_is_written(
+    name, program, argv, make, reason, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
     from action.cli import main as action_main
     from medseg.cli import main as medseg_main
 

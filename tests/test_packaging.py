@@ -13,17 +13,19 @@ import os
 import site
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_package_of_the_tree_is_in_the_wheel_list() -> None:
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
-    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("medseg", "action", "shared") for p in (ROOT / top).rglob("__init__.py")}
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts) for top in ("medseg", "action", "shared") for p in (ROOT / top).rglob("__init__.py")
+    }
     assert found | {"medact_bundles"} == listed, found ^ (listed - {"medact_bundles"})
 
 
@@ -38,8 +40,12 @@ def _run(python: Path, cwd: Path, *args: object, timeout: float = 600) -> subpro
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The python of a fresh venv with the wheel built from this checkout installed in it."""
     root = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist")],
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = (root / "dist").glob("medact-*.whl")
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True, timeout=300)
     python = root / "venv" / "bin" / "python"
@@ -53,7 +59,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_installed_wheel_plans_trains_infers_and_predicts_from_an_empty_folder(installed: Path, tmp_path: Path) -> None:
     work = tmp_path / "empty"
     work.mkdir()
-    where = _run(installed, work, "-c", "import medseg, action, shared, medact_bundles as b; print(medseg.__file__, b.template_dir('vnet_seg'))").stdout
+    where = _run(
+        installed, work, "-c", "import medseg, action, shared, medact_bundles as b; print(medseg.__file__, b.template_dir('vnet_seg'))"
+    ).stdout
     assert str(installed.parents[1]) in where and str(ROOT) not in where, where  # medact from the wheel, not the checkout
 
     # medseg: data -> plan -> train 1 epoch -> move the bundle -> infer, and MONAI's offline checks of the planned bundle
@@ -72,9 +80,33 @@ def test_the_installed_wheel_plans_trains_infers_and_predicts_from_an_empty_fold
 
     # action: tiny videos -> train 1 epoch -> predict
     _run(installed, work, "-m", "action", "make-demo-data", "videos", "--groups", 3, "--clips", 1)
-    _run(installed, work, "-m", "action", "train", "--data", "videos", "--model", "c3d_gru", "--out", "run", "--epochs", 1, "--frames", 8, "--size", 32, "--quiet")
+    _run(
+        installed,
+        work,
+        "-m",
+        "action",
+        "train",
+        "--data",
+        "videos",
+        "--model",
+        "c3d_gru",
+        "--out",
+        "run",
+        "--epochs",
+        1,
+        "--frames",
+        8,
+        "--size",
+        32,
+        "--quiet",
+    )
     video = sorted((work / "videos").rglob("*.avi"))[0]
     prediction = json.loads(_run(installed, work, "-m", "action", "predict", "--model", "run", video, "--json").stdout)
     assert prediction["label"] in json.loads((work / "run" / "action_model.json").read_text(encoding="utf-8"))["classes"]
-    page = _run(installed, work, "-c", "from importlib import resources; print(len(resources.files('action.web').joinpath('index.html').read_text()), len(resources.files('medseg.web').joinpath('index.html').read_text()))")
+    page = _run(
+        installed,
+        work,
+        "-c",
+        "from importlib import resources; print(len(resources.files('action.web').joinpath('index.html').read_text()), len(resources.files('medseg.web').joinpath('index.html').read_text()))",
+    )
     assert all(int(n) > 1000 for n in page.stdout.split())

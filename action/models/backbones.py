@@ -25,7 +25,15 @@ from torch import nn
 from shared.weights import read_state
 
 # (repeats, kernel, stride, expand ratio, output channels) of EfficientNet-B0/Lite0 stages
-_LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+_LITE0_STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -119,7 +127,9 @@ class Backbone(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.shape[-1] != self.input_size or frames.shape[-2] != self.input_size:
-            frames = nn.functional.interpolate(frames, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True)
+            frames = nn.functional.interpolate(
+                frames, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False, antialias=True
+            )
         mean = frames.new_tensor(self.mean).view(1, 3, 1, 1)
         std = frames.new_tensor(self.std).view(1, 3, 1, 1)
         x = (frames - mean) / std

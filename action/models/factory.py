@@ -54,8 +54,18 @@ class Clip3DRecurrent(nn.Module):
             (flatten -> dense 128, the 3D-CNN-only baseline).
     """
 
-    def __init__(self, num_classes: int, frames: int = 20, size: Sequence[int] = (64, 64), head: str = "gru", hidden: int = 128,
-                 widths: Sequence[int] = (16, 32, 64), dropout: float = 0.25, batch_norm: bool = True, reset_gate_mode: str = "after-multiplication") -> None:  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int,
+        frames: int = 20,
+        size: Sequence[int] = (64, 64),
+        head: str = "gru",
+        hidden: int = 128,
+        widths: Sequence[int] = (16, 32, 64),
+        dropout: float = 0.25,
+        batch_norm: bool = True,
+        reset_gate_mode: str = "after-multiplication",
+    ) -> None:
         super().__init__()
         self.features = conv_stack(3, 3, widths, batch_norm, dropout)
         steps = _after_pools(frames, len(widths))
@@ -93,10 +103,15 @@ def recurrent_head(kind: str, input_size: int, hidden: int, reset_gate_mode: str
     if kind == "bilstm":
         return LSTM(input_size, hidden, output_mode="last", bidirectional=True)
     if kind == "gru_lstm":
-        return RecurrentStack(GRU(input_size, hidden, reset_gate_mode=reset_gate_mode, output_mode="sequence"), LSTM(hidden, hidden, output_mode="last"))
+        return RecurrentStack(
+            GRU(input_size, hidden, reset_gate_mode=reset_gate_mode, output_mode="sequence"), LSTM(hidden, hidden, output_mode="last")
+        )
     if kind == "deep_gru":
-        return RecurrentStack(GRU(input_size, hidden, reset_gate_mode=reset_gate_mode, output_mode="sequence"), nn.Dropout(0.2),
-                              GRU(hidden, hidden, reset_gate_mode=reset_gate_mode, output_mode="last"))  # fmt: skip
+        return RecurrentStack(
+            GRU(input_size, hidden, reset_gate_mode=reset_gate_mode, output_mode="sequence"),
+            nn.Dropout(0.2),
+            GRU(hidden, hidden, reset_gate_mode=reset_gate_mode, output_mode="last"),
+        )
     if kind == "attention_gru":
         return RecurrentStack(GRU(input_size, hidden, reset_gate_mode=reset_gate_mode, output_mode="sequence"), AttentionPooling(hidden))
     raise ValueError(f"Unknown recurrent head {kind!r}; expected one of {HEADS}.")
@@ -114,7 +129,14 @@ class FrameEncoder(nn.Module):
     ``"average"`` pools it to F = widths[-1] (papers 000/003/004).
     """
 
-    def __init__(self, size: Sequence[int] = (64, 64), widths: Sequence[int] = (16, 32, 64), pooling: str = "average", dropout: float = 0.25, batch_norm: bool = True) -> None:
+    def __init__(
+        self,
+        size: Sequence[int] = (64, 64),
+        widths: Sequence[int] = (16, 32, 64),
+        pooling: str = "average",
+        dropout: float = 0.25,
+        batch_norm: bool = True,
+    ) -> None:
         super().__init__()
         self.cnn = conv_stack(2, 3, widths, batch_norm, dropout)
         self.pooling = pooling
@@ -136,8 +158,18 @@ class FrameRecurrent(nn.Module):
     attention pooling, paper 004) or ``average`` (mean of the per-frame features).
     """
 
-    def __init__(self, num_classes: int, size: Sequence[int] = (64, 64), head: str = "gru", hidden: int = 128, widths: Sequence[int] = (16, 32, 64),
-                 pooling: str = "average", dropout: float = 0.25, batch_norm: bool = True, reset_gate_mode: str = "after-multiplication") -> None:  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int,
+        size: Sequence[int] = (64, 64),
+        head: str = "gru",
+        hidden: int = 128,
+        widths: Sequence[int] = (16, 32, 64),
+        pooling: str = "average",
+        dropout: float = 0.25,
+        batch_norm: bool = True,
+        reset_gate_mode: str = "after-multiplication",
+    ) -> None:
         super().__init__()
         self.encoder = FrameEncoder(size, widths, pooling, dropout, batch_norm)
         features = self.encoder.out_features
@@ -163,11 +195,21 @@ class FrameAverage(nn.Module):
     so a time-reversed video gets exactly the same prediction.
     """
 
-    def __init__(self, num_classes: int, size: Sequence[int] = (64, 64), hidden: int = 128, widths: Sequence[int] = (16, 32, 64), dropout: float = 0.25, batch_norm: bool = True) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        size: Sequence[int] = (64, 64),
+        hidden: int = 128,
+        widths: Sequence[int] = (16, 32, 64),
+        dropout: float = 0.25,
+        batch_norm: bool = True,
+    ) -> None:
         super().__init__()
         self.cnn = conv_stack(2, 3, widths, batch_norm, dropout)
         flat = widths[-1] * _after_pools(size[0], len(widths)) * _after_pools(size[1], len(widths))
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        )
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         return self.head(self.cnn(clip.mean(dim=2)))
@@ -180,7 +222,15 @@ class SequenceRecurrent(nn.Module):
     unequal-length sequences (``shared.sequences``); without it every step is real.
     """
 
-    def __init__(self, num_classes: int, in_features: int, head: str = "gru", hidden: int = 128, dropout: float = 0.25, reset_gate_mode: str = "after-multiplication") -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_features: int,
+        head: str = "gru",
+        hidden: int = 128,
+        dropout: float = 0.25,
+        reset_gate_mode: str = "after-multiplication",
+    ) -> None:
         super().__init__()
         self.head = recurrent_head(head, in_features, hidden, reset_gate_mode)
         self.dropout = nn.Dropout(dropout)
@@ -218,19 +268,39 @@ MODELS: dict[str, ModelSpec] = {
     "c3d": ModelSpec("clip", _clip3d("none"), "3D CNN 16/32/64 -> flatten -> dense (paper 001 baseline)"),
     "c3d_lstm": ModelSpec("clip", _clip3d("lstm"), "3D CNN -> LSTM(128) -> dense (paper 001 baseline)"),
     "gru_lstm": ModelSpec("clip", _clip3d("gru_lstm"), "3D CNN -> GRU(128) sequence -> LSTM(128) -> dense (paper 001 baseline)"),
-    "cnn2d_gru": ModelSpec("clip", _frames("gru", widths=(16, 32, 64), pooling="flatten"), "per-frame 2D CNN 16/32/64 (flattened) -> GRU(128) -> dense (paper 001 baseline)"),
-    "attention_lstm": ModelSpec("clip", _frames("attention_lstm"), "per-frame 2D CNN -> LSTM sequence -> attention pooling -> FC (paper 004)"),
-    "frame_average": ModelSpec("clip", lambda num_classes, frames, size, **kw: FrameAverage(num_classes, size, **kw), "mean frame -> 2D CNN -> dense (order-blind baseline)"),
+    "cnn2d_gru": ModelSpec(
+        "clip",
+        _frames("gru", widths=(16, 32, 64), pooling="flatten"),
+        "per-frame 2D CNN 16/32/64 (flattened) -> GRU(128) -> dense (paper 001 baseline)",
+    ),
+    "attention_lstm": ModelSpec(
+        "clip", _frames("attention_lstm"), "per-frame 2D CNN -> LSTM sequence -> attention pooling -> FC (paper 004)"
+    ),
+    "frame_average": ModelSpec(
+        "clip",
+        lambda num_classes, frames, size, **kw: FrameAverage(num_classes, size, **kw),
+        "mean frame -> 2D CNN -> dense (order-blind baseline)",
+    ),
     "feature_gru": ModelSpec("features", _sequence("deep_gru"), "cached backbone features -> GRU sequence -> GRU last -> FC (paper 002)"),
     "gru": ModelSpec("sequence", _sequence("gru"), "plain sequences (B, T, C) of any length -> GRU -> FC"),
     "lstm": ModelSpec("sequence", _sequence("lstm"), "plain sequences of any length -> LSTM -> FC"),
-    "bilstm": ModelSpec("sequence", _sequence("bilstm"), "plain sequences of any length -> bidirectional LSTM -> FC (MATLAB's Japanese Vowels example)"),
-    "attention_gru": ModelSpec("sequence", _sequence("attention_gru"), "plain sequences of any length -> GRU sequence -> attention pooling -> FC"),
+    "bilstm": ModelSpec(
+        "sequence", _sequence("bilstm"), "plain sequences of any length -> bidirectional LSTM -> FC (MATLAB's Japanese Vowels example)"
+    ),
+    "attention_gru": ModelSpec(
+        "sequence", _sequence("attention_gru"), "plain sequences of any length -> GRU sequence -> attention pooling -> FC"
+    ),
 }
 
 
 def build_model(
-    name: str, num_classes: int, frames: int = 20, size: Sequence[int] = (64, 64), in_features: int | None = None, seed: int | None = None, **kwargs: Any
+    name: str,
+    num_classes: int,
+    frames: int = 20,
+    size: Sequence[int] = (64, 64),
+    in_features: int | None = None,
+    seed: int | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build model ``name`` of :data:`MODELS` for ``num_classes`` classes.
 

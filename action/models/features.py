@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from action.models.backbones import Backbone, load_backbone
-from action.video.dataset import ClipDataset, Sampling
-from action.video.layouts import VideoList, read_videos, split_videos
 from action.training_data import DataSource, TrainingData
+from action.video.dataset import ClipDataset, Sampling
 from action.video.decode import DecodeLimits
+from action.video.layouts import VideoList, read_videos, split_videos
 from shared.io import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -67,9 +67,12 @@ class FrameFeatures(nn.Module):
 def describe(backbones: list[Backbone], sampling: Sampling) -> dict[str, Any]:
     """The manifest of a cache: what produced its features."""
     return {
-        "backbones": [b.name for b in backbones], "sha256": [b.sha256 for b in backbones], "input_size": backbones[0].input_size,
-        "sampling": sampling.to_dict(), "features": sum(b.features for b in backbones),
-    }  # fmt: skip
+        "backbones": [b.name for b in backbones],
+        "sha256": [b.sha256 for b in backbones],
+        "input_size": backbones[0].input_size,
+        "sampling": sampling.to_dict(),
+        "features": sum(b.features for b in backbones),
+    }
 
 
 def open_cache(cache_dir: str | Path, manifest: dict[str, Any]) -> Path:
@@ -96,7 +99,9 @@ def feature_file(cache_dir: Path, video: str | Path) -> Path:
     return cache_dir / "features" / f"{key}.npy"
 
 
-def _extract_list(videos: VideoList, cache_dir: Path, extractor: FrameFeatures, sampling: Sampling, skip_bad: bool, limits: DecodeLimits) -> dict[str, Any]:
+def _extract_list(
+    videos: VideoList, cache_dir: Path, extractor: FrameFeatures, sampling: Sampling, skip_bad: bool, limits: DecodeLimits
+) -> dict[str, Any]:
     todo = VideoList([item for item in videos.items if not feature_file(cache_dir, item[0]).is_file()], videos.classes)
     summary = {"cache": str(cache_dir), "written": 0, "reused": len(videos.items) - len(todo.items), "skipped": []}
     if not todo.items:
@@ -112,8 +117,18 @@ def _extract_list(videos: VideoList, cache_dir: Path, extractor: FrameFeatures, 
     return summary
 
 
-def extract_features(data: str | Path, cache_dir: str | Path, backbone: str, weights: str | None = None, sampling: Sampling | None = None,
-                     layout: str = "auto", split: int = 1, skip_bad: bool = False, input_size: int = 224, limits: DecodeLimits = DecodeLimits()) -> dict[str, Any]:  # fmt: skip
+def extract_features(
+    data: str | Path,
+    cache_dir: str | Path,
+    backbone: str,
+    weights: str | None = None,
+    sampling: Sampling | None = None,
+    layout: str = "auto",
+    split: int = 1,
+    skip_bad: bool = False,
+    input_size: int = 224,
+    limits: DecodeLimits = DecodeLimits(),
+) -> dict[str, Any]:
     """Cache features of every video of ``data`` (train and test lists); returns counts written/reused/skipped."""
     sampling = feature_sampling(sampling)
     backbones = load_backbones(backbone, weights, input_size)
@@ -128,7 +143,9 @@ class FeatureDataset(torch.utils.data.Dataset):
         files = [(path, feature_file(cache_dir, path), label) for path, label in videos.items]  # one stat per video
         self.items = [(file, label) for _, file, label in files if file.is_file()]
         self.videos = [str(path) for path, file, _ in files if file.is_file()]
-        self.skipped = [{"path": str(path), "reason": "no cached features (skipped at extraction)"} for path, file, _ in files if not file.is_file()]
+        self.skipped = [
+            {"path": str(path), "reason": "no cached features (skipped at extraction)"} for path, file, _ in files if not file.is_file()
+        ]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -169,8 +186,15 @@ def feature_data(source: DataSource, sampling: Sampling | None, features: Featur
     record = {"names": features.backbone, "weights": features.weights, **manifest}
     val_set = FeatureDataset(val, cache) if val else None
     # predict must sample frames exactly as the cache did: the record's sampling is the cache's
-    return TrainingData("features", FeatureDataset(train, cache), val_set, list(videos.classes), sampling=record["sampling"],
-                        in_features=manifest["features"], backbone=record)  # fmt: skip
+    return TrainingData(
+        "features",
+        FeatureDataset(train, cache),
+        val_set,
+        list(videos.classes),
+        sampling=record["sampling"],
+        in_features=manifest["features"],
+        backbone=record,
+    )
 
 
 class FeatureClassifier(nn.Module):

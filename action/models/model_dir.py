@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from action.video.sampling import Sampling
 from action.models.factory import MODELS, build_model
-from shared.weights import load_weights
+from action.video.sampling import Sampling
 from shared.io import atomic_write_json
+from shared.weights import load_weights
 
 CONFIG_NAME = "action_model.json"
 WEIGHTS_NAME = "model.pt"
@@ -65,7 +65,9 @@ class ModelConfig:
     def load(cls, directory: str | Path) -> ModelConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {directory} is not a trained action model directory (python -m action train --out DIR).")
+            raise FileNotFoundError(
+                f"{path} not found: {directory} is not a trained action model directory (python -m action train --out DIR)."
+            )
         data = json.loads(path.read_text(encoding="utf-8"))
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown or data.get("model") not in MODELS:

@@ -184,10 +184,20 @@ class LSTM(nn.Module):
     read one step).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, output_mode: str = "last", dropout: float = 0.0, bidirectional: bool = False) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        output_mode: str = "last",
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+    ) -> None:
         super().__init__()
         self.output_mode = _check(output_mode, OUTPUT_MODES, "output_mode")
-        self.rnn = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional)
+        self.rnn = nn.LSTM(
+            input_size, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T, C)`` (and the ``(B, T)`` mask of real steps) -> ``(B, T, H)`` right-aligned or ``(B, H)``."""

@@ -34,7 +34,15 @@ logger = logging.getLogger(__name__)
 NORMALIZATIONS = ("zscore", "zerocenter", "rescale-symmetric", "rescale-zero-one", "none")
 DEFAULT_NORMALIZATION = "zscore"
 
-__all__ = ["NORMALIZATIONS", "SEQUENCE_SUFFIXES", "SequenceDataset", "SequenceInput", "SequenceNormalization", "Sequences", "read_sequences"]
+__all__ = [
+    "NORMALIZATIONS",
+    "SEQUENCE_SUFFIXES",
+    "SequenceDataset",
+    "SequenceInput",
+    "SequenceNormalization",
+    "Sequences",
+    "read_sequences",
+]
 
 
 @dataclasses.dataclass
@@ -60,7 +68,9 @@ class SequenceNormalization:
         if self.kind.startswith("rescale"):
             low, high = (np.asarray(v, dtype=np.float32).reshape(1, -1) for v in (self.low, self.high))
             # (1, C) bounds broadcast along time; a constant channel maps to the range's lower end
-            self._rescale = MinMax(-1.0 if self.kind == "rescale-symmetric" else 0.0, 1.0, input_min=low, input_max=np.where(high > low, high, low + 1.0))
+            self._rescale = MinMax(
+                -1.0 if self.kind == "rescale-symmetric" else 0.0, 1.0, input_min=low, input_max=np.where(high > low, high, low + 1.0)
+            )
 
     @classmethod
     def fit(cls, kind: str, recordings: list[np.ndarray]) -> SequenceNormalization:
@@ -69,7 +79,9 @@ class SequenceNormalization:
         sd = steps.std(axis=0)
         if kind == "zscore" and (sd == 0).any():
             logger.warning("Channels %s are constant in the training data; z-score divides them by 1.", np.flatnonzero(sd == 0).tolist())
-        return cls(kind, steps.mean(axis=0).tolist(), np.where(sd > 0, sd, 1.0).tolist(), steps.min(axis=0).tolist(), steps.max(axis=0).tolist())
+        return cls(
+            kind, steps.mean(axis=0).tolist(), np.where(sd > 0, sd, 1.0).tolist(), steps.min(axis=0).tolist(), steps.max(axis=0).tolist()
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, legacy_window: list[list[float]] | None = None) -> SequenceNormalization:

@@ -64,11 +64,15 @@ def _ts_line(path: Path, n: int, text: str) -> tuple[np.ndarray, str]:
         raise ValueError(f"{path}, line {n}: channel values must be numbers.") from None
     lengths = {len(v) for v in values}
     if len(lengths) != 1:
-        raise ValueError(f"{path}, line {n}: its {len(values)} channels have different lengths {sorted(lengths)}; each channel of a recording needs the same number of steps.")
+        raise ValueError(
+            f"{path}, line {n}: its {len(values)} channels have different lengths {sorted(lengths)}; each channel of a recording needs the same number of steps."
+        )
     return np.stack(values, axis=1), label.strip()
 
 
-def read_mat(path: Path, x_var: str | None = None, y_var: str | None = None, labelled: bool = True) -> tuple[list[np.ndarray], list[Any] | None]:
+def read_mat(
+    path: Path, x_var: str | None = None, y_var: str | None = None, labelled: bool = True
+) -> tuple[list[np.ndarray], list[Any] | None]:
     """A MATLAB ``.mat`` (v5 or v7.3) with a cell array of ``C x T`` recordings and (when ``labelled``) a label vector."""
     import h5py
 
@@ -92,8 +96,11 @@ def read_mat(path: Path, x_var: str | None = None, y_var: str | None = None, lab
 
 def _is_recording_cells(value: Any) -> bool:
     """A cell array (object array) of numeric matrices."""
-    return isinstance(value, np.ndarray) and value.dtype == object and value.size > 0 and all(
-        isinstance(c, np.ndarray) and c.dtype != object and np.issubdtype(c.dtype, np.number) for c in value.ravel()
+    return (
+        isinstance(value, np.ndarray)
+        and value.dtype == object
+        and value.size > 0
+        and all(isinstance(c, np.ndarray) and c.dtype != object and np.issubdtype(c.dtype, np.number) for c in value.ravel())
     )
 
 
@@ -130,7 +137,9 @@ def _mat_labels(path: Path, name: str, value: np.ndarray) -> list[Any]:
     if value.dtype.kind == "U":  # char matrix: one label per row
         return [str(v).strip() for v in value.ravel()]
     if not np.issubdtype(value.dtype, np.number):
-        raise ValueError(f"{path}: labels '{name}' are {value.dtype}; expected numbers, a char matrix or a cell array of strings (convert categorical with cellstr).")
+        raise ValueError(
+            f"{path}: labels '{name}' are {value.dtype}; expected numbers, a char matrix or a cell array of strings (convert categorical with cellstr)."
+        )
     return list(value.ravel(order="F").tolist())
 
 
@@ -139,6 +148,7 @@ def _read_mat73(path: Path, x_var: str | None, y_var: str | None, labelled: bool
     import h5py
 
     with h5py.File(path, "r") as f:
+
         def is_char(item: Any) -> bool:
             return item.attrs.get("MATLAB_class", b"") == b"char"
 
@@ -146,12 +156,23 @@ def _read_mat73(path: Path, x_var: str | None, y_var: str | None, labelled: bool
             return [f[ref] for ref in np.asarray(item).ravel()] if item.dtype == h5py.ref_dtype else []
 
         data = {k: v for k, v in f.items() if isinstance(v, h5py.Dataset) and not k.startswith("#")}
-        x_name = _pick(path, data, x_var, lambda v: bool(cells(v)) and not any(is_char(c) for c in cells(v)), "the cell array of C x T recordings", "x")
+        x_name = _pick(
+            path, data, x_var, lambda v: bool(cells(v)) and not any(is_char(c) for c in cells(v)), "the cell array of C x T recordings", "x"
+        )
         recordings = [np.asarray(c, dtype=np.float64) for c in cells(data[x_name])]  # stored T x C: MATLAB's C x T transposed
         if not labelled:
             return recordings, None
-        y_name = _pick(path, data, y_var, lambda v: (bool(cells(v)) and all(is_char(c) for c in cells(v))) or (v.dtype != h5py.ref_dtype and (is_char(v) or min(v.shape) == 1)),
-                       "the label vector", "y", exclude=x_name)  # fmt: skip
+        y_name = _pick(
+            path,
+            data,
+            y_var,
+            lambda v: (
+                (bool(cells(v)) and all(is_char(c) for c in cells(v))) or (v.dtype != h5py.ref_dtype and (is_char(v) or min(v.shape) == 1))
+            ),
+            "the label vector",
+            "y",
+            exclude=x_name,
+        )
         labels = data[y_name]
         if labels.dtype == h5py.ref_dtype:  # cell array of strings
             return recordings, ["".join(map(chr, np.asarray(c).ravel())) for c in cells(labels)]

@@ -82,14 +82,18 @@ def check_recordings(x: list[np.ndarray], path: Path) -> list[np.ndarray]:
     channels = {s.shape[1] if s.ndim == 2 else -1 for s in x}
     if len(channels) != 1 or -1 in channels:
         counts = sorted({s.shape[1] for s in x if s.ndim == 2})
-        raise ValueError(f"{path}: recordings have different channel counts {counts} (or are not 2-D); every recording needs the same channels.")
+        raise ValueError(
+            f"{path}: recordings have different channel counts {counts} (or are not 2-D); every recording needs the same channels."
+        )
     for i, s in enumerate(x):
         if len(s) == 0:
             raise ValueError(f"{path}: recording {i} has no time steps.")
         bad = ~np.isfinite(s)
         if bad.any():
             step, channel = np.argwhere(bad)[0]
-            raise ValueError(f"{path}: recording {i} has {int(bad.sum())} NaN/Inf values (first at step {step}, channel {channel}); remove or fill them before training.")
+            raise ValueError(
+                f"{path}: recording {i} has {int(bad.sum())} NaN/Inf values (first at step {step}, channel {channel}); remove or fill them before training."
+            )
     return [np.ascontiguousarray(s, dtype=np.float32) for s in x]
 
 
@@ -97,17 +101,23 @@ def _read_npz(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], Sequ
     try:
         data = np.load(path, allow_pickle=False)
     except ValueError as err:
-        raise ValueError(f"{path}: {err} (object arrays are refused; store recordings as X (sum of lengths, C) + lengths (N,) + y (N,)).") from None
+        raise ValueError(
+            f"{path}: {err} (object arrays are refused; store recordings as X (sum of lengths, C) + lengths (N,) + y (N,))."
+        ) from None
     except (OSError, EOFError) as err:
         raise ValueError(f"{path}: not a readable .npz file ({err}).") from None
     with data:
         if not {"X", "y"} <= set(data.files) and (labelled or "X" not in data.files):
-            raise ValueError(f"{path}: expected arrays 'X' (N, T, C) or 'X' (sum of lengths, C) + 'lengths', and 'y' (N,); found {data.files}.")
+            raise ValueError(
+                f"{path}: expected arrays 'X' (N, T, C) or 'X' (sum of lengths, C) + 'lengths', and 'y' (N,); found {data.files}."
+            )
         try:
             x, y = data["X"], (data["y"] if "y" in data.files else None)
             lengths = data["lengths"] if "lengths" in data.files else None
         except ValueError as err:
-            raise ValueError(f"{path}: {err} (object arrays are refused; store recordings as X (sum of lengths, C) + lengths (N,) + y (N,)).") from None
+            raise ValueError(
+                f"{path}: {err} (object arrays are refused; store recordings as X (sum of lengths, C) + lengths (N,) + y (N,))."
+            ) from None
     if lengths is None:
         if x.ndim != 3:
             raise ValueError(f"{path}: X has shape {x.shape}; expected (N, T, C), or (sum of lengths, C) with a 'lengths' array.")
@@ -120,7 +130,9 @@ def _split_stacked(path: Path, x: np.ndarray, lengths: np.ndarray, n_labels: int
         raise ValueError(f"{path}: with 'lengths', X must be (sum of lengths, C); got shape {x.shape}.")
     lengths = np.asarray(lengths)
     if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer) or (lengths < 1).any():
-        raise ValueError(f"{path}: 'lengths' must be positive integers, one per recording; got {lengths[:10].tolist()} (dtype {lengths.dtype}).")
+        raise ValueError(
+            f"{path}: 'lengths' must be positive integers, one per recording; got {lengths[:10].tolist()} (dtype {lengths.dtype})."
+        )
     if int(lengths.sum()) != len(x):
         raise ValueError(f"{path}: lengths add up to {int(lengths.sum())} steps but X has {len(x)} rows.")
     if len(lengths) != n_labels:
@@ -142,7 +154,9 @@ def _read_csv(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], list
         for n, row in enumerate(reader, 2):
             name = row["sample"]
             if name != previous and name in samples:
-                raise ValueError(f"{path}, line {n}: rows of sample {name!r} resume after another sample's; keep each sample's rows together, in time order.")
+                raise ValueError(
+                    f"{path}, line {n}: rows of sample {name!r} resume after another sample's; keep each sample's rows together, in time order."
+                )
             previous = name
             try:
                 values = [float(row[c]) for c in channels]
@@ -150,13 +164,17 @@ def _read_csv(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], list
                 raise ValueError(f"{path}, line {n}: channel values must be numbers, got {[row[c] for c in channels]}.") from None
             label, steps = samples.setdefault(name, (row.get("label", ""), []))
             if row.get("label", "") != label:
-                raise ValueError(f"{path}, line {n}: sample {name!r} changes label from {label!r} to {row['label']!r}; one label per sample.")
+                raise ValueError(
+                    f"{path}, line {n}: sample {name!r} changes label from {label!r} to {row['label']!r}; one label per sample."
+                )
             steps.append(values)
     labels = [label for label, _ in samples.values()] if "label" in reader.fieldnames else None
     return [np.array(steps, dtype=np.float64) for _, steps in samples.values()], labels
 
 
-def read_sequences(path: str | Path, classes: list[str] | None = None, x_var: str | None = None, y_var: str | None = None, labelled: bool = True) -> Sequences:
+def read_sequences(
+    path: str | Path, classes: list[str] | None = None, x_var: str | None = None, y_var: str | None = None, labelled: bool = True
+) -> Sequences:
     """Read a sequence file (see the module docstring); ``classes`` fixes the label order (a model's classes).
 
     Args:

@@ -22,9 +22,9 @@ import torch
 from monai.data import CacheDataset
 from monai.transforms import CenterSpatialCropd, Compose, EnsureTyped, MapTransform, RandSpatialCropd
 
+from action.video.decode import DecodeLimits, VideoError, probe, read_frames, uniform_timestamps
 from action.video.layouts import VideoList
 from action.video.sampling import Sampling, clip_windows
-from action.video.decode import DecodeLimits, VideoError, probe, read_frames, uniform_timestamps
 from shared.transforms import MinMaxd
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ def _probe_all(videos: VideoList, limits: DecodeLimits, skip_bad: bool) -> tuple
     return good, skipped
 
 
-def clip_items(videos: VideoList, sampling: Sampling, train: bool, limits: DecodeLimits = DecodeLimits(), skip_bad: bool = False) -> tuple[list[dict], list[dict]]:
+def clip_items(
+    videos: VideoList, sampling: Sampling, train: bool, limits: DecodeLimits = DecodeLimits(), skip_bad: bool = False
+) -> tuple[list[dict], list[dict]]:
     """One dict per clip (``path``, ``label``, ``video`` index, ``start``/``end`` s, ``duration`` s) and the skipped videos."""
     good, skipped = _probe_all(videos, limits, skip_bad)
     items = []
@@ -92,7 +94,13 @@ class ClipDataset(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, videos: VideoList, sampling: Sampling, train: bool, cache: bool = False, limits: DecodeLimits = DecodeLimits(), skip_bad: bool = False
+        self,
+        videos: VideoList,
+        sampling: Sampling,
+        train: bool,
+        cache: bool = False,
+        limits: DecodeLimits = DecodeLimits(),
+        skip_bad: bool = False,
     ) -> None:
         self.items, self.skipped = clip_items(videos, sampling, train, limits, skip_bad)
         if not self.items:

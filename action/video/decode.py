@@ -87,15 +87,21 @@ def _header(path: Path, container: av.container.InputContainer, limits: DecodeLi
     stream = container.streams.video[0]
     width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0 or width * height > limits.max_pixels:
-        raise VideoError(f"{path}: header claims {width}x{height} pixels per frame; the limit is {limits.max_pixels} pixels (refused before decoding).")
+        raise VideoError(
+            f"{path}: header claims {width}x{height} pixels per frame; the limit is {limits.max_pixels} pixels (refused before decoding)."
+        )
     fps = float(stream.average_rate or stream.guessed_rate or 0.0)
     duration = _duration(stream, container)
     if not math.isfinite(duration) or duration > limits.max_duration:
-        raise VideoError(f"{path}: header claims a duration of {duration:.0f} s; the limit is {limits.max_duration:.0f} s (refused before decoding).")
+        raise VideoError(
+            f"{path}: header claims a duration of {duration:.0f} s; the limit is {limits.max_duration:.0f} s (refused before decoding)."
+        )
     frames = int(stream.frames) or (round(duration * fps) if fps else 0)
     if stream.frames and fps and stream.frames / fps > 1.25 * duration + 2 / fps:
         # e.g. an AVI cut off mid-file: its header still counts every frame, FFmpeg measures what is left
-        raise VideoError(f"{path}: the header declares {stream.frames} frames ({stream.frames / fps:.1f} s) but the stream holds {duration:.1f} s; the file is truncated.")
+        raise VideoError(
+            f"{path}: the header declares {stream.frames} frames ({stream.frames / fps:.1f} s) but the stream holds {duration:.1f} s; the file is truncated."
+        )
     return VideoInfo(str(path), width, height, fps, duration, frames, stream.codec_context.name, container.format.name)
 
 
@@ -229,8 +235,16 @@ class _DecodeClock:
         self.resumed = monotonic()
 
 
-def _frames_of_file(path: Path, wanted: np.ndarray, size: tuple[int, int] | None, limits: DecodeLimits, seek_gap: float | None,
-                    clock: _DecodeClock, headers: list[VideoInfo], skip: int) -> Iterator[np.ndarray]:  # fmt: skip
+def _frames_of_file(
+    path: Path,
+    wanted: np.ndarray,
+    size: tuple[int, int] | None,
+    limits: DecodeLimits,
+    seek_gap: float | None,
+    clock: _DecodeClock,
+    headers: list[VideoInfo],
+    skip: int,
+) -> Iterator[np.ndarray]:
     """Open ``path``, check its header (appended to ``headers``) and yield the frames of ``wanted[skip:]``."""
     with _open(path) as container:
         info = _header(path, container, limits)
@@ -268,8 +282,9 @@ class _SeekPolicy:
             self.gap = math.inf
 
 
-def _decode_frames(path: Path, container, stream, wanted: np.ndarray, size: tuple[int, int], seek_gap: float | None,
-                   clock: _DecodeClock, skip: int = 0) -> Iterator[np.ndarray]:  # fmt: skip
+def _decode_frames(
+    path: Path, container, stream, wanted: np.ndarray, size: tuple[int, int], seek_gap: float | None, clock: _DecodeClock, skip: int = 0
+) -> Iterator[np.ndarray]:
     """Yield the last frame at or before each wanted time (uint8 ``size + (3,)``), from index ``skip`` on.
 
     Frames before ``skip`` are decoded but not converted (a retry after :class:`_SeekMissed`
@@ -278,7 +293,7 @@ def _decode_frames(path: Path, container, stream, wanted: np.ndarray, size: tupl
     caller counts) when the stream ends before the last wanted time.
     """
     height, width = size
-    rgb = lambda frame: frame.to_ndarray(format="rgb24", width=width, height=height)  # noqa: E731
+    rgb = lambda frame: frame.to_ndarray(format="rgb24", width=width, height=height)
     start = _stream_start(stream)  # wanted times count from the first frame; frame.time and seek targets are absolute
     policy = _SeekPolicy(seek_gap, _frame_period(stream))
     filled, previous, position = 0, None, None  # position: time of the last decoded frame
@@ -291,7 +306,9 @@ def _decode_frames(path: Path, container, stream, wanted: np.ndarray, size: tupl
             landing, seek = seek, False
             for frame in container.decode(stream):
                 if clock.over():
-                    raise VideoError(f"{path}: decoding stopped at frame time {_frame_time(frame, start):.1f} s: over the time budget of this reader.")
+                    raise VideoError(
+                        f"{path}: decoding stopped at frame time {_frame_time(frame, start):.1f} s: over the time budget of this reader."
+                    )
                 time = _frame_time(frame, start)
                 if landing:
                     if time > wanted[filled] + policy.period / 2:
@@ -327,7 +344,9 @@ def _frame_period(stream) -> float:
     return float(1 / rate) if rate else 0.1
 
 
-def read_uniform_clip(path: str | Path, num_frames: int, size: tuple[int, int] | None = None, limits: DecodeLimits = DecodeLimits()) -> np.ndarray:
+def read_uniform_clip(
+    path: str | Path, num_frames: int, size: tuple[int, int] | None = None, limits: DecodeLimits = DecodeLimits()
+) -> np.ndarray:
     """``num_frames`` frames spaced uniformly over the whole video, uint8 ``(T, H, W, 3)``."""
     info = probe(path, limits)
     return read_frames(path, uniform_timestamps(0.0, info.duration, num_frames), size, limits)

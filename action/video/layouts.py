@@ -49,7 +49,9 @@ def _class_folders(root: Path) -> list[str]:
 
 
 def _videos(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES and not f.name.startswith("."))  # skip hidden and partial files
+    return sorted(
+        f for f in folder.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES and not f.name.startswith(".")
+    )  # skip hidden and partial files
 
 
 def _ucf_list_dir(root: Path) -> Path:
@@ -106,7 +108,14 @@ def read_ucf50(root: str | Path, fold: int = 1, subset: str = "train") -> VideoL
 def read_hmdb51(root: str | Path, split: int = 1, subset: str = "train", split_dir: str | Path | None = None) -> VideoList:
     """HMDB51: ``<class>_test_split<N>.txt`` files listing ``video 0|1|2`` (1 train, 2 test, 0 unused)."""
     root = Path(root)
-    split_dir = Path(split_dir) if split_dir else next((d for d in (root / "testTrainMulti_7030_splits", root / "splits", root) if d.is_dir() and any(d.glob("*_test_split*.txt"))), root)
+    split_dir = (
+        Path(split_dir)
+        if split_dir
+        else next(
+            (d for d in (root / "testTrainMulti_7030_splits", root / "splits", root) if d.is_dir() and any(d.glob("*_test_split*.txt"))),
+            root,
+        )
+    )
     files = sorted(split_dir.glob(f"*_test_split{split}.txt"))
     if not files:
         raise ValueError(f"{split_dir}: no '*_test_split{split}.txt' files; expected the HMDB51 split layout.")
@@ -199,7 +208,9 @@ def detect_layout(data: str | Path) -> str:
     return "folder"
 
 
-def read_videos(data: str | Path, layout: str = "auto", split: int = 1, subset: str = "train", test_fraction: float = 0.2, seed: int = 0) -> VideoList:
+def read_videos(
+    data: str | Path, layout: str = "auto", split: int = 1, subset: str = "train", test_fraction: float = 0.2, seed: int = 0
+) -> VideoList:
     """Read ``data`` with ``layout`` (see :data:`LAYOUTS`); ``split`` is the UCF101/HMDB51 split or the UCF50 group."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}; expected one of {LAYOUTS}.")

@@ -17,6 +17,7 @@ import torch
 
 from shared.rescale import MinMax
 
+
 @dataclasses.dataclass(frozen=True)
 class Sampling:
     """How a video becomes one or more clips.

@@ -154,27 +154,30 @@ def encode_video(frames: np.ndarray, path: str | Path, fps: int = FPS, start: fl
     ``start``: first timestamp in seconds (default ``TS_START`` for ``.ts``, else 0).
     """
     path = Path(path)
-    codec, container_format = {".avi": ("mpeg4", "avi"), ".mp4": ("libx264", "mp4"), ".ts": ("libx264", "mpegts")}.get(path.suffix, (None, None))
+    codec, container_format = {".avi": ("mpeg4", "avi"), ".mp4": ("libx264", "mp4"), ".ts": ("libx264", "mpegts")}.get(
+        path.suffix, (None, None)
+    )
     if codec is None:
         raise ValueError(f"{path}: expected a .avi, .mp4 or .ts file name.")
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), "w", format=container_format) as container:
-            stream = container.add_stream(codec, rate=fps)
-            stream.height, stream.width = frames.shape[1:3]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "20", "preset": "veryfast"} if codec == "libx264" else {}
-            if codec == "mpeg4":
-                stream.bit_rate = 800_000
-            first = round((TS_START if start is None and container_format == "mpegts" else start or 0.0) * fps)
-            for index, image in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                frame.pts, frame.time_base = first + index, fractions.Fraction(1, fps)
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "20", "preset": "veryfast"} if codec == "libx264" else {}
+        if codec == "mpeg4":
+            stream.bit_rate = 800_000
+        first = round((TS_START if start is None and container_format == "mpegts" else start or 0.0) * fps)
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = first + index, fractions.Fraction(1, fps)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
     return path
 
 
-def make_dataset(out: str | Path, groups: int = 9, clips: int = 4, seed: int = 0, classes=CLASSES, progress: Callable[[str], None] | None = None) -> Path:
+def make_dataset(
+    out: str | Path, groups: int = 9, clips: int = 4, seed: int = 0, classes=CLASSES, progress: Callable[[str], None] | None = None
+) -> Path:
     """Write ``len(classes) * groups * clips`` videos and UCF101 split files under ``out``.
 
     Split N (1..3) tests on every third group starting at group N, trains on the others,

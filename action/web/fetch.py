@@ -109,8 +109,14 @@ def forbidden_reason(address: str) -> str | None:
 
 
 def _address_rule(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    checks = (("loopback", ip.is_loopback), ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
-              ("unspecified", ip.is_unspecified), ("reserved", ip.is_reserved), ("private", ip.is_private))  # fmt: skip
+    checks = (
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("unspecified", ip.is_unspecified),
+        ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
+    )
     for name, hit in checks:
         if hit:
             return f"a {name} address"
@@ -122,7 +128,7 @@ def _address_rule(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | No
 def check_link(url: str) -> tuple[str, str, int, str]:
     """``(scheme, host, port, path with query)`` of a link this server may follow; :class:`FetchError` 400 otherwise."""
     if not isinstance(url, str) or not url.strip() or len(url) > 4096 or any(c in url for c in "\r\n\x00"):
-        raise FetchError(400, "Send a link as JSON {\"url\": \"https://...\"} (one line, at most 4096 characters).")
+        raise FetchError(400, 'Send a link as JSON {"url": "https://..."} (one line, at most 4096 characters).')
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in ("http", "https"):
         raise FetchError(400, f"Only http and https links are fetched, not {parts.scheme or 'a link without a scheme'!r}.")
@@ -144,7 +150,10 @@ WEB_PORTS = frozenset({80, 443})
 def check_port(port: int, policy: FetchPolicy) -> None:
     """Only the web's ports, 80 and 443, plus what the operator allowed; :class:`FetchError` 403 otherwise."""
     if port not in WEB_PORTS | policy.allowed_ports:
-        raise FetchError(403, f"Links to port {port} are refused: only ports 80 and 443 are fetched (the server's operator can allow more with --allow-url-port).")
+        raise FetchError(
+            403,
+            f"Links to port {port} are refused: only ports 80 and 443 are fetched (the server's operator can allow more with --allow-url-port).",
+        )
 
 
 def resolve_checked(host: str, port: int, policy: FetchPolicy) -> str:
@@ -158,7 +167,10 @@ def resolve_checked(host: str, port: int, policy: FetchPolicy) -> str:
         for address in addresses:
             reason = forbidden_reason(address)
             if reason is not None:
-                raise FetchError(403, f"The link's host {host!r} resolves to {address}, {reason}: links to loopback, private, link-local, multicast or reserved addresses are refused.")
+                raise FetchError(
+                    403,
+                    f"The link's host {host!r} resolves to {address}, {reason}: links to loopback, private, link-local, multicast or reserved addresses are refused.",
+                )
     return addresses[0]
 
 
@@ -167,7 +179,11 @@ def _connect(scheme: str, host: str, port: int, address: str, timeout: float) ->
     sock = socket.create_connection((address, port), timeout=timeout)
     if scheme == "https":
         sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-    connection = http.client.HTTPConnection(host, port, timeout=timeout) if scheme == "http" else http.client.HTTPSConnection(host, port, timeout=timeout)
+    connection = (
+        http.client.HTTPConnection(host, port, timeout=timeout)
+        if scheme == "http"
+        else http.client.HTTPSConnection(host, port, timeout=timeout)
+    )
     connection.sock = sock  # already connected: http.client will not resolve the name again
     return connection
 
@@ -197,7 +213,9 @@ def fetch_url(url: str, dest: Path, policy: FetchPolicy) -> Path:
     raise FetchError(400, f"The link redirects more than {policy.max_redirects} times.")
 
 
-def _request(scheme: str, host: str, port: int, address: str, path: str, deadline: float) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+def _request(
+    scheme: str, host: str, port: int, address: str, path: str, deadline: float
+) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise FetchError(504, "Fetching the link took longer than the time limit.")
@@ -214,7 +232,10 @@ def _request(scheme: str, host: str, port: int, address: str, path: str, deadlin
 def _stream(response: http.client.HTTPResponse, dest: Path, policy: FetchPolicy, deadline: float) -> Path:
     declared = response.getheader("Content-Length")
     if declared and declared.strip().isdigit() and int(declared) > policy.max_bytes:
-        raise FetchError(413, f"The linked file is larger than the limit of {policy.max_bytes / 2**20:g} MB (it declares {int(declared) / 2**20:.1f} MB).")
+        raise FetchError(
+            413,
+            f"The linked file is larger than the limit of {policy.max_bytes / 2**20:g} MB (it declares {int(declared) / 2**20:.1f} MB).",
+        )
     total = 0
     with dest.open("wb") as out:
         while True:

@@ -29,8 +29,8 @@ import secrets
 import shutil
 import tempfile
 import threading
-from importlib import resources
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ from shared.web import TransferGate, install_error_handlers, json_error, run_ser
 
 logger = logging.getLogger("action.web.server")
 SERVER_LIMITS = DecodeLimits(max_pixels=3840 * 2160, max_duration=30 * 60.0, max_decode_seconds=30.0)
+
+
 def _thumbnails(frames: Any, count: int = 10) -> list[str]:
     """Up to ``count`` frames (uint8 (T, H, W, 3)) as JPEG data URLs."""
     from PIL import Image
@@ -92,8 +94,15 @@ def _add_info_routes(app: Any, predictor: Any, load_problem: str, max_upload_mb:
 
     @app.get("/api/health")
     def health() -> Any:
-        return jsonify({"status": "ok", "model_loaded": predictor is not None, "model": predictor.config.model if predictor else None,
-                        "max_upload_mb": max_upload_mb, "problem": load_problem or None})  # fmt: skip
+        return jsonify(
+            {
+                "status": "ok",
+                "model_loaded": predictor is not None,
+                "model": predictor.config.model if predictor else None,
+                "max_upload_mb": max_upload_mb,
+                "problem": load_problem or None,
+            }
+        )
 
     @app.get("/api/labels")
     def labels() -> Any:
@@ -103,12 +112,23 @@ def _add_info_routes(app: Any, predictor: Any, load_problem: str, max_upload_mb:
 
     @app.get("/api/openapi.json")
     def openapi() -> Any:
-        return app.response_class(resources.files("action").joinpath("web/openapi.json").read_text(encoding="utf-8"), mimetype="application/json")
+        return app.response_class(
+            resources.files("action").joinpath("web/openapi.json").read_text(encoding="utf-8"), mimetype="application/json"
+        )
 
 
-def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits: DecodeLimits = SERVER_LIMITS, window: float = 2.0, workers: int = 1,
-               allowed_url_hosts: Sequence[str] = (), fetch_timeout_s: float = 30.0, allowed_url_ports: Sequence[int] = (),
-               max_transfers: int = 4, transfer_wait_s: float = 10.0) -> Any:  # fmt: skip
+def create_app(
+    model_dir: str | Path | None,
+    max_upload_mb: float = 200,
+    limits: DecodeLimits = SERVER_LIMITS,
+    window: float = 2.0,
+    workers: int = 1,
+    allowed_url_hosts: Sequence[str] = (),
+    fetch_timeout_s: float = 30.0,
+    allowed_url_ports: Sequence[int] = (),
+    max_transfers: int = 4,
+    transfer_wait_s: float = 10.0,
+) -> Any:
     """The Flask app. ``app.config["UPLOAD_ROOT"]`` is the private directory uploads and fetched links pass through.
 
     ``allowed_url_hosts``: host names ``/api/predict-url`` may fetch from although they resolve to
@@ -119,6 +139,7 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
     ``max_transfers x max_upload_mb``.
     """
     from flask import Flask, jsonify, request
+
     from action.web.fetch import FetchError, FetchPolicy, fetch_url
 
     app = Flask(__name__, static_folder=None)
@@ -128,7 +149,9 @@ def create_app(model_dir: str | Path | None, max_upload_mb: float = 200, limits:
     gate, transfers = threading.BoundedSemaphore(max(1, workers)), TransferGate(max_transfers, transfer_wait_s)
     _add_info_routes(app, predictor, load_problem, max_upload_mb)
 
-    policy = FetchPolicy(int(max_upload_mb * 1024 * 1024), fetch_timeout_s, frozenset(h.lower() for h in allowed_url_hosts), frozenset(allowed_url_ports))
+    policy = FetchPolicy(
+        int(max_upload_mb * 1024 * 1024), fetch_timeout_s, frozenset(h.lower() for h in allowed_url_hosts), frozenset(allowed_url_ports)
+    )
 
     def answer(read_request: Any, what: str) -> Any:
         """In a transfer slot: ``read_request()`` -> ``(store, top_k)``; store the video in a private folder, analyse it, remove the folder."""
@@ -182,5 +205,5 @@ def serve(model_dir: str | Path | None, host: str = "127.0.0.1", port: int = 800
     """Run the app on a threaded WSGI server until interrupted; removes the upload root on exit. ``options``: :func:`create_app`'s."""
     app = create_app(model_dir, **options)
     limit = options.get("max_upload_mb", 200)
-    banner = lambda port: f"Serving on http://{host}:{port}/ (model: {model_dir or 'none'}; uploads up to {limit:g} MB)"  # noqa: E731
+    banner = lambda port: f"Serving on http://{host}:{port}/ (model: {model_dir or 'none'}; uploads up to {limit:g} MB)"
     run_server(app, host, port, banner, app.config["UPLOAD_ROOT"])

@@ -39,7 +39,9 @@ def _colours(names: Mapping[int, str], colours: Mapping[int, Sequence[float]] | 
     return chosen
 
 
-def write_seg_nrrd(mask: np.ndarray, geometry: Geometry, path: str | Path, names: Mapping[int, str], colours: Mapping[int, Sequence[float]] | None = None) -> Path:
+def write_seg_nrrd(
+    mask: np.ndarray, geometry: Geometry, path: str | Path, names: Mapping[int, str], colours: Mapping[int, Sequence[float]] | None = None
+) -> Path:
     """A Slicer segmentation (one segment per foreground label, named and coloured) via ``slicerio``.
 
     Args:
@@ -52,11 +54,22 @@ def write_seg_nrrd(mask: np.ndarray, geometry: Geometry, path: str | Path, names
     for label in sorted(v for v in names if v != 0):
         present = np.nonzero(mask == label)
         extent = [int(v) for axis in present for v in (axis.min(), axis.max())] if present[0].size else [0, -1, 0, -1, 0, -1]
-        segments.append({
-            "id": f"Segment_{label}", "name": names[label], "labelValue": int(label), "layer": 0,
-            "color": list(rgb[label]), "extent": extent,
-        })  # fmt: skip
-    segmentation = {"voxels": np.asarray(mask), "ijkToLPS": geometry.ijk_to_lps, "segments": segments, "containedRepresentationNames": ["Binary labelmap"]}
+        segments.append(
+            {
+                "id": f"Segment_{label}",
+                "name": names[label],
+                "labelValue": int(label),
+                "layer": 0,
+                "color": list(rgb[label]),
+                "extent": extent,
+            }
+        )
+    segmentation = {
+        "voxels": np.asarray(mask),
+        "ijkToLPS": geometry.ijk_to_lps,
+        "segments": segments,
+        "containedRepresentationNames": ["Binary labelmap"],
+    }
     with atomic_path(path) as tmp:
         slicerio.write_segmentation(str(tmp), segmentation)
     return Path(path)

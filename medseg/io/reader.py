@@ -43,7 +43,7 @@ class VolumeReader(ImageReader):
         check_finite(names[0], array)
         return (str(names[0]), array, geometry)
 
-    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:  # noqa: D102
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
         path, array, geometry = img
         meta = {
             MetaKeys.ORIGINAL_AFFINE: geometry.ras_affine,
@@ -71,4 +71,3 @@ class LoadVolumed(LoadImaged):
 
     def __call__(self, data: Any, reader: ImageReader | None = None) -> Any:
         return super().__call__(data, reader or self.volume_reader)
-

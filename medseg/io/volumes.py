@@ -136,7 +136,9 @@ def _check_size(path: Any, shape: Sequence[int], max_voxels: int, components: in
     count = float(np.prod([int(s) for s in shape], dtype=np.float64)) * max(int(components), 1)
     if count > max_voxels:
         what = "x".join(str(int(s)) for s in shape) + (f" x {components} components" if components > 1 else "")
-        raise VolumeTooLarge(f"{path}: header declares {what} = {count:.3g} voxels, more than the limit {max_voxels:.3g}; refusing to read it (corrupt header?).")
+        raise VolumeTooLarge(
+            f"{path}: header declares {what} = {count:.3g} voxels, more than the limit {max_voxels:.3g}; refusing to read it (corrupt header?)."
+        )
 
 
 def read_header(path: str | os.PathLike, mat_var: str | None = None, max_voxels: int = MAX_VOXELS) -> Header:
@@ -166,9 +168,17 @@ def read_header(path: str | os.PathLike, mat_var: str | None = None, max_voxels:
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
-        raise VolumeError(f"{path}: not a readable {_kind(path)} image: its header cannot be read (truncated, corrupt or another file type; {_itk_reason(err)}).") from None
+        raise VolumeError(
+            f"{path}: not a readable {_kind(path)} image: its header cannot be read (truncated, corrupt or another file type; {_itk_reason(err)})."
+        ) from None
     _check_size(path, reader.GetSize(), max_voxels, reader.GetNumberOfComponents())
-    return Header(str(path), _geometry_3d(reader), reader.GetDimension(), reader.GetNumberOfComponents(), sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    return Header(
+        str(path),
+        _geometry_3d(reader),
+        reader.GetDimension(),
+        reader.GetNumberOfComponents(),
+        sitk.GetPixelIDValueAsString(reader.GetPixelID()),
+    )
 
 
 def _geometry_3d(reader: Any) -> Geometry:
@@ -221,7 +231,7 @@ def _read_nifti_voxels(path: Path, geometry: Geometry) -> np.ndarray:
 
     try:
         array = np.asanyarray(nib.load(str(path)).dataobj)
-    except Exception as err:  # noqa: BLE001 - EOFError, zlib.error, OSError, nibabel's own errors
+    except Exception as err:
         raise VolumeError(f"{path}: cannot read the voxel data; the file is truncated or corrupt ({type(err).__name__}: {err}).") from err
     if tuple(array.shape) != tuple(geometry.shape):
         raise VolumeError(f"{path}: voxel array {array.shape} does not match the header size {geometry.shape}.")
@@ -252,7 +262,9 @@ def check_finite(path: str | os.PathLike, array: np.ndarray) -> None:
     if array.dtype.kind != "f" or bool(np.isfinite(array).all()):
         return
     n_nan, n_inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
-    raise VolumeError(f"{path}: {n_nan} NaN and {n_inf} Inf voxels (of {array.size}); every voxel must be a finite number (fix or replace them, e.g. with the background value).")
+    raise VolumeError(
+        f"{path}: {n_nan} NaN and {n_inf} Inf voxels (of {array.size}); every voxel must be a finite number (fix or replace them, e.g. with the background value)."
+    )
 
 
 def dicom_series_files(directory: str | os.PathLike) -> list[str]:
@@ -262,7 +274,9 @@ def dicom_series_files(directory: str | os.PathLike) -> list[str]:
     if not series:
         raise VolumeError(f"{directory}: no DICOM series found in this directory.")
     if len(series) > 1:
-        raise VolumeError(f"{directory}: holds {len(series)} DICOM series ({', '.join(series)}); expected one. Put each series in its own directory.")
+        raise VolumeError(
+            f"{directory}: holds {len(series)} DICOM series ({', '.join(series)}); expected one. Put each series in its own directory."
+        )
     return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, series[0]))
 
 
@@ -326,11 +340,26 @@ def _mat_variables(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
         return out
     try:
         return {name: (tuple(shape), dtype) for name, shape, dtype in scipy.io.whosmat(str(path))}
-    except Exception as err:  # noqa: BLE001 - scipy raises several types for damaged files
+    except Exception as err:
         raise VolumeError(f"{path}: not a readable MATLAB .mat file ({_first_line(err)}).") from err
 
 
-_MAT_NUMERIC = ("double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "logical", "float", "int", "bool")
+_MAT_NUMERIC = (
+    "double",
+    "single",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "logical",
+    "float",
+    "int",
+    "bool",
+)
 
 
 def _mat_variable_name(path: Path, var: str | None) -> tuple[str, tuple[int, ...], str]:
@@ -342,7 +371,9 @@ def _mat_variable_name(path: Path, var: str | None) -> tuple[str, tuple[int, ...
         return (var, *variables[var])
     candidates = [n for n, (shape, dtype) in variables.items() if len(shape) == 3 and any(t in dtype for t in _MAT_NUMERIC)]
     if len(candidates) != 1:
-        raise VolumeError(f"{path}: cannot tell which variable is the volume ({sorted(variables)} found, {len(candidates)} numeric 3D); name it with the .mat variable option.")
+        raise VolumeError(
+            f"{path}: cannot tell which variable is the volume ({sorted(variables)} found, {len(candidates)} numeric 3D); name it with the .mat variable option."
+        )
     return (candidates[0], *variables[candidates[0]])
 
 
@@ -359,7 +390,9 @@ def _mat_geometry(path: Path, shape: tuple[int, ...]) -> Geometry:
             matrix = scipy.io.loadmat(str(path), variable_names=[MAT_GEOMETRY_VAR])[MAT_GEOMETRY_VAR]
         matrix = np.asarray(matrix, dtype=float)
         if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
-            raise VolumeError(f"{path}: '{MAT_GEOMETRY_VAR}' must be a finite, invertible 4x4 voxel-to-LPS matrix; got shape {matrix.shape}.")
+            raise VolumeError(
+                f"{path}: '{MAT_GEOMETRY_VAR}' must be a finite, invertible 4x4 voxel-to-LPS matrix; got shape {matrix.shape}."
+            )
         return Geometry.from_ijk_to_lps(matrix, shape)
     return Geometry(shape, (1.0,) * 3, (0.0,) * 3, tuple(np.eye(3).reshape(-1)))
 

@@ -84,8 +84,16 @@ def case_name(filename: str | None) -> str:
 def _summary(mask: np.ndarray, spacing: Any, names: dict[int, str], colours: dict) -> list[dict[str, Any]]:
     counts = np.bincount(mask.ravel(), minlength=max(names) + 1)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    return [{"value": v, "name": n, "colour": [round(float(c), 3) for c in colours.get(v, (0.5, 0.5, 0.5))[:3]] if v else None,
-             "voxels": int(counts[v]), "volume_ml": round(float(counts[v]) * voxel_ml, 3)} for v, n in sorted(names.items())]  # fmt: skip
+    return [
+        {
+            "value": v,
+            "name": n,
+            "colour": [round(float(c), 3) for c in colours.get(v, (0.5, 0.5, 0.5))[:3]] if v else None,
+            "voxels": int(counts[v]),
+            "volume_ml": round(float(counts[v]) * voxel_ml, 3),
+        }
+        for v, n in sorted(names.items())
+    ]
 
 
 class Results:
@@ -157,7 +165,9 @@ def store_upload(upload: Any, folder: Path, limits: UploadLimits) -> Path:
         read_header(scan, max_voxels=limits.max_voxels)
     except VolumeTooLarge as err:
         declared = str(err).split("header declares ", 1)[-1].split(", more than", 1)[0]
-        raise UploadError(413, f"The scan's header declares {declared}; uploads may have at most {limits.max_voxels:.3g} voxels (--max-voxels).") from None
+        raise UploadError(
+            413, f"The scan's header declares {declared}; uploads may have at most {limits.max_voxels:.3g} voxels (--max-voxels)."
+        ) from None
     return scan
 
 
@@ -176,9 +186,14 @@ def segment_upload(segmenter: Any, upload: Any, folder: Path, limits: UploadLimi
     else:
         scan.unlink()
     kinds = {"_seg.nii.gz": "nifti", "_seg.ctbl": "colour_table", ".seg.nrrd": "seg_nrrd"}
-    return {"case": case, "shape": list(geometry.shape), "spacing_mm": [round(float(s), 4) for s in geometry.spacing],
-            "labels": _summary(mask, geometry.spacing, dict(segmenter.names), colours), "views": views,
-            "downloads": {next(k for s, k in kinds.items() if p.name.endswith(s)): p.name for p in written}}  # fmt: skip
+    return {
+        "case": case,
+        "shape": list(geometry.shape),
+        "spacing_mm": [round(float(s), 4) for s in geometry.spacing],
+        "labels": _summary(mask, geometry.spacing, dict(segmenter.names), colours),
+        "views": views,
+        "downloads": {next(k for s, k in kinds.items() if p.name.endswith(s)): p.name for p in written},
+    }
 
 
 def _add_result_routes(app: Any, results: Results) -> None:
@@ -218,8 +233,12 @@ def _segment_into_result(segmenter: Any, upload: Any, results: Results, limits: 
         with gate:
             body = segment_upload(segmenter, upload, folder, limits)
         base = f"/api/results/{token}"
-        body.update(id=token, expires_in_s=round(results.keep_s), downloads={k: f"{base}/{v}" for k, v in body["downloads"].items()},
-                    view_url=f"{base}/view/{{axis}}/{{index}}.png")  # fmt: skip
+        body.update(
+            id=token,
+            expires_in_s=round(results.keep_s),
+            downloads={k: f"{base}/{v}" for k, v in body["downloads"].items()},
+            view_url=f"{base}/view/{{axis}}/{{index}}.png",
+        )
         return jsonify(body)
     except UploadError as err:
         shutil.rmtree(folder, ignore_errors=True)
@@ -234,8 +253,16 @@ def _segment_into_result(segmenter: Any, upload: Any, results: Results, limits: 
         results.done(token)
 
 
-def create_app(bundle: str | Path, max_upload_mb: float = 500, keep_minutes: float = 30, workers: int = 1, weights: str | Path | None = None,
-               max_voxels: int = MAX_UPLOAD_VOXELS, max_transfers: int = 4, transfer_wait_s: float = 10.0) -> Any:  # fmt: skip
+def create_app(
+    bundle: str | Path,
+    max_upload_mb: float = 500,
+    keep_minutes: float = 30,
+    workers: int = 1,
+    weights: str | Path | None = None,
+    max_voxels: int = MAX_UPLOAD_VOXELS,
+    max_transfers: int = 4,
+    transfer_wait_s: float = 10.0,
+) -> Any:
     """The Flask app; ``app.config["RESULTS"]`` holds the private result root.
 
     ``max_voxels``: voxels an upload's header may declare; ``max_transfers``: uploads stored or
@@ -266,8 +293,16 @@ def create_app(bundle: str | Path, max_upload_mb: float = 500, keep_minutes: flo
     @app.get("/api/health")
     def health() -> Any:
         names = dict(segmenter.names) if segmenter else {}
-        return jsonify({"status": "ok", "model_loaded": segmenter is not None, "labels": names, "max_upload_mb": max_upload_mb, "max_voxels": limits.max_voxels,
-                        "problem": problem or None})  # fmt: skip
+        return jsonify(
+            {
+                "status": "ok",
+                "model_loaded": segmenter is not None,
+                "labels": names,
+                "max_upload_mb": max_upload_mb,
+                "max_voxels": limits.max_voxels,
+                "problem": problem or None,
+            }
+        )
 
     @app.post("/api/segment")
     def segment() -> Any:
@@ -288,5 +323,5 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8001, **optio
     """Run the app on a threaded WSGI server until interrupted; removes every result on exit. ``options``: :func:`create_app`'s."""
     app = create_app(bundle, **options)
     limit, keep = options.get("max_upload_mb", 500), options.get("keep_minutes", 30)
-    banner = lambda port: f"Serving on http://{host}:{port}/ (bundle: {bundle}; uploads up to {limit:g} MB; results kept {keep:g} min)"  # noqa: E731
+    banner = lambda port: f"Serving on http://{host}:{port}/ (bundle: {bundle}; uploads up to {limit:g} MB; results kept {keep:g} min)"
     run_server(app, host, port, banner, app.config["RESULTS"].root)

@@ -117,7 +117,9 @@ def _check_metaimage_attached(path: Path) -> None:
         key, _, value = line.decode("latin-1").partition("=")
         if key.strip().lower() == "elementdatafile":  # always the header's last line; binary data follows
             if value.strip().upper() != "LOCAL":
-                raise UploadError(422, f"The upload is a MetaImage header whose voxels are in another file (ElementDataFile is not LOCAL); {DETACHED}.")
+                raise UploadError(
+                    422, f"The upload is a MetaImage header whose voxels are in another file (ElementDataFile is not LOCAL); {DETACHED}."
+                )
             return
     raise UploadError(422, f"The upload is a MetaImage header without ElementDataFile = LOCAL; {DETACHED}.")
 
@@ -169,7 +171,10 @@ def unpack_dicom_zip(archive: Path, folder: Path, max_members: int, max_bytes: i
                 head = source.read(540)
                 kind = _member_kind(head)
                 if kind == "header":
-                    raise UploadError(422, f"The zip member {member.filename[:80]!r} is not DICOM but a volume file or header; a zip must hold one DICOM series, and {DETACHED}.")
+                    raise UploadError(
+                        422,
+                        f"The zip member {member.filename[:80]!r} is not DICOM but a volume file or header; a zip must hold one DICOM series, and {DETACHED}.",
+                    )
                 if kind == "other":
                     continue
                 with (folder / f"{index:06d}.dcm").open("wb") as target:

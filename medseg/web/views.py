@@ -21,7 +21,9 @@ MAX_SIDE = 384  # pixels: the longer side of a rendered slice
 ALPHA = 0.45
 
 
-def save_views(path: Path, image: np.ndarray, mask: np.ndarray, geometry: Geometry, colours: Mapping[int, Sequence[float]]) -> dict[str, int]:
+def save_views(
+    path: Path, image: np.ndarray, mask: np.ndarray, geometry: Geometry, colours: Mapping[int, Sequence[float]]
+) -> dict[str, int]:
     """Write the display copy of ``image``/``mask`` (``[i, j, k]`` on ``geometry``) to ``path`` (.npz); returns slices per axis."""
     from nibabel.orientations import apply_orientation, io_orientation
 
@@ -47,7 +49,11 @@ def slice_png(path: Path, axis: str, index: int) -> bytes:
     if axis not in AXES:
         raise KeyError(axis)
     # rows run superior/anterior -> down, columns patient right -> left (radiological)
-    pick = {"axial": lambda a: a[::-1, ::-1, index].T, "coronal": lambda a: a[::-1, index, ::-1].T, "sagittal": lambda a: a[index, ::-1, ::-1].T}[axis]
+    pick = {
+        "axial": lambda a: a[::-1, ::-1, index].T,
+        "coronal": lambda a: a[::-1, index, ::-1].T,
+        "sagittal": lambda a: a[index, ::-1, ::-1].T,
+    }[axis]
     size = {"axial": image.shape[2], "coronal": image.shape[1], "sagittal": image.shape[0]}[axis]
     if not 0 <= index < size:
         raise IndexError(f"{axis} slice {index} outside 0..{size - 1}")

@@ -25,7 +25,7 @@ def numbered_frames(n: int, size: tuple[int, int] = (48, 64)) -> np.ndarray:
 
 def frame_index(frame: np.ndarray) -> int:
     """Inverse of :func:`numbered_frames` for a decoded frame."""
-    return int(round(float(frame.mean()) / 6))
+    return round(float(frame.mean()) / 6)
 
 
 def write_raw_avi(path: Path, width: int, height: int, frames: int = 5, fps: int = 10) -> Path:

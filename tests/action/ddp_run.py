@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from ignite.engine import Events
 
-from action.video.dataset import Sampling
 from action.train import train_model
+from action.video.dataset import Sampling
 from shared.data import world
 from shared.distributed import run_parallel
 

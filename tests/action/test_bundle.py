@@ -18,7 +18,9 @@ CONFIGS = BUNDLE / "configs"
 
 
 def _bundle(*args: object, timeout: int = 600) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "monai.bundle", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
 
@@ -45,8 +47,22 @@ def test_readme_states_the_configured_recipe() -> None:
 def test_train_evaluate_infer_through_monai_cli(tmp_path: Path, tiny_videos: Path) -> None:
     bundle = tmp_path / "gru_action"
     shutil.copytree(CONFIGS, bundle / "configs")
-    tiny = ["--bundle_root", bundle, "--dataset_dir", tiny_videos, "--frames", 8, "--size", "[32,32]", "--sampling#decode_size", "[36,36]",
-            "--options#max_epochs", 1, "--options#verbose", "False"]  # fmt: skip
+    tiny = [
+        "--bundle_root",
+        bundle,
+        "--dataset_dir",
+        tiny_videos,
+        "--frames",
+        8,
+        "--size",
+        "[32,32]",
+        "--sampling#decode_size",
+        "[36,36]",
+        "--options#max_epochs",
+        1,
+        "--options#verbose",
+        "False",
+    ]
     _bundle("run", "--config_file", bundle / "configs" / "train.json", *tiny)
     assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "action_model.json").is_file()
     configs = f"['{bundle / 'configs' / 'train.json'}','{bundle / 'configs' / 'evaluate.json'}']"
@@ -69,12 +85,55 @@ def test_the_bundle_trains_exactly_what_the_cli_trains(tmp_path: Path, tiny_vide
 
     bundle = tmp_path / "gru_action"
     shutil.copytree(CONFIGS, bundle / "configs")
-    _bundle("run", "--config_file", bundle / "configs" / "train.json", "--bundle_root", bundle, "--dataset_dir", tiny_videos, "--frames", 8,
-            "--size", "[32,32]", "--sampling#decode_size", "[36,36]", "--options#max_epochs", 1, "--options#verbose", "False", "--seed", 4)  # fmt: skip
+    _bundle(
+        "run",
+        "--config_file",
+        bundle / "configs" / "train.json",
+        "--bundle_root",
+        bundle,
+        "--dataset_dir",
+        tiny_videos,
+        "--frames",
+        8,
+        "--size",
+        "[32,32]",
+        "--sampling#decode_size",
+        "[36,36]",
+        "--options#max_epochs",
+        1,
+        "--options#verbose",
+        "False",
+        "--seed",
+        4,
+    )
     cli = tmp_path / "cli"
-    flags = ["--data", str(tiny_videos), "--model", "c3d_gru", "--out", str(cli), "--frames", "8", "--size", "32", "--decode-size", "36",
-             "--epochs", "1", "--batch-size", "8", "--lr", "0.001", "--val-fraction", "0.1", "--seed", "4", "--quiet",
-             "--model-options", json.dumps({"hidden": 128, "dropout": 0.25, "reset_gate_mode": "after-multiplication"})]  # fmt: skip
+    flags = [
+        "--data",
+        str(tiny_videos),
+        "--model",
+        "c3d_gru",
+        "--out",
+        str(cli),
+        "--frames",
+        "8",
+        "--size",
+        "32",
+        "--decode-size",
+        "36",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.001",
+        "--val-fraction",
+        "0.1",
+        "--seed",
+        "4",
+        "--quiet",
+        "--model-options",
+        json.dumps({"hidden": 128, "dropout": 0.25, "reset_gate_mode": "after-multiplication"}),
+    ]
     assert main(["train", *flags]) == 0
     assert json.loads((cli / "action_model.json").read_text()) == json.loads((bundle / "models" / "action_model.json").read_text())
     ours, theirs = torch.load(cli / "model.pt", weights_only=True), torch.load(bundle / "models" / "model.pt", weights_only=True)

@@ -40,7 +40,17 @@ def test_evaluate_json_and_reports(trained: Path, tiny_videos: Path, tmp_path: P
     capsys.readouterr()
     assert main(["evaluate", "--model", str(trained), "--data", str(tiny_videos), "--out", str(tmp_path / "eval"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "top5_accuracy", "mean_class_accuracy", "clip_accuracy", "video_accuracy", "f1_weighted"):
+    for key in (
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "top5_accuracy",
+        "mean_class_accuracy",
+        "clip_accuracy",
+        "video_accuracy",
+        "f1_weighted",
+    ):
         assert 0.0 <= report[key] <= 1.0, key
     assert report["videos"] == 16 and report["top5_accuracy"] >= report["accuracy"]
     assert report["mean_class_accuracy"] == pytest.approx(report["recall_macro"])
@@ -70,10 +80,14 @@ def test_predict_top_k_and_timeline(trained: Path, tiny_videos: Path, capsys: py
     assert len(probabilities) == 5 and probabilities == sorted(probabilities, reverse=True)
     assert result["label"] == result["top_k"][0]["label"]
     starts = [row["start_s"] for row in result["timeline"]]
-    assert starts[0] == 0.0 and starts == sorted(starts) and result["timeline"][-1]["end_s"] == pytest.approx(result["duration_s"], abs=1e-3)
+    assert (
+        starts[0] == 0.0 and starts == sorted(starts) and result["timeline"][-1]["end_s"] == pytest.approx(result["duration_s"], abs=1e-3)
+    )
 
 
-def test_bad_inputs_exit_2_naming_the_problem(trained: Path, tiny_videos: Path, bad_videos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_inputs_exit_2_naming_the_problem(
+    trained: Path, tiny_videos: Path, bad_videos: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert main(["predict", "--model", str(trained), str(bad_videos["empty"])]) == 2
     assert "empty.avi: the file is empty" in capsys.readouterr().err
     assert main(["train", "--data", str(tiny_videos), "--out", str(tmp_path / "x"), "--split", "4", *FAST]) == 2

@@ -10,9 +10,9 @@ import pytest
 
 from action.models.model_dir import ModelConfig
 from action.predict import Predictor
+from action.video.decode import read_frames, uniform_timestamps
 from action.video.sampling import Sampling
 from action.video.synthetic import encode_video
-from action.video.decode import read_frames, uniform_timestamps
 from shared.weights import save_weights
 
 

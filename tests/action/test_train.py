@@ -49,7 +49,9 @@ def test_an_options_file_changes_only_what_it_sets(sensor_file: Path, tmp_path: 
     (tmp_path / "fifty.yaml").write_text("ValidationFrequency: 50\nMaxEpochs: 1\n")
     for name, frequency in (("epochs.json", "epoch"), ("fifty.yaml", 50)):
         out = tmp_path / name.split(".")[0]
-        code = main(["train", "--data", str(sensor_file), "--model", "gru", "--out", str(out), "--options", str(tmp_path / name), "--quiet"])
+        code = main(
+            ["train", "--data", str(sensor_file), "--model", "gru", "--out", str(out), "--options", str(tmp_path / name), "--quiet"]
+        )
         assert code == 0
         saved = TrainingOptions.load(out / "training_options.json")
         assert (saved.validation_frequency, saved.initial_learn_rate, saved.max_epochs) == (frequency, 3e-3, 1)
@@ -64,7 +66,15 @@ def test_clip_training_resumes_exactly_after_a_mid_epoch_stop(tiny_videos: Path,
     from shared.checkpoint import list_checkpoints
 
     sampling = Sampling(frames=8, size=(16, 16), decode_size=(20, 20), clip_duration=0.5)
-    options = {"max_epochs": 2, "mini_batch_size": 4, "verbose": False, "plots": "none", "seed": 3, "checkpoint_frequency": 4, "checkpoint_frequency_unit": "iteration"}
+    options = {
+        "max_epochs": 2,
+        "mini_batch_size": 4,
+        "verbose": False,
+        "plots": "none",
+        "seed": 3,
+        "checkpoint_frequency": 4,
+        "checkpoint_frequency_unit": "iteration",
+    }
     model = {"hidden": 8, "dropout": 0.5}
 
     def trainer(out: Path, resume: bool = False):
@@ -76,7 +86,7 @@ def test_clip_training_resumes_exactly_after_a_mid_epoch_stop(tiny_videos: Path,
     first = trainer(tmp_path / "broken")
     first.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate() if e.state.iteration == 4 else None)
     first.run()
-    assert [it for it, _ in list_checkpoints(tmp_path / "broken" / "checkpoints")][0] == 4 and reference.state.epoch_length == 6
+    assert next(it for it, _ in list_checkpoints(tmp_path / "broken" / "checkpoints")) == 4 and reference.state.epoch_length == 6
     second = trainer(tmp_path / "broken", resume=True)
     second.run()
     assert second.state.iteration == reference.state.iteration == 12

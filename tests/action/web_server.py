@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class Server:
     """Starts the server with TMPDIR=``tmpdir`` (so its private upload root is inspectable) and stops it with SIGTERM."""
 
-    def __init__(self, model: Path | None, tmpdir: Path, max_upload_mb: float = 1.0, extra: tuple[str, ...] = (), module: str = "action") -> None:
+    def __init__(
+        self, model: Path | None, tmpdir: Path, max_upload_mb: float = 1.0, extra: tuple[str, ...] = (), module: str = "action"
+    ) -> None:
         self.port, self.tmpdir = free_port(), tmpdir
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", module, "serve", "--port", str(self.port), "--max-upload-mb", str(max_upload_mb)]
@@ -35,7 +37,7 @@ class Server:
                 return
             except requests.ConnectionError:
                 if self.process.poll() is not None:
-                    raise RuntimeError((tmpdir / "server.log").read_text(encoding="utf-8"))
+                    raise RuntimeError((tmpdir / "server.log").read_text(encoding="utf-8")) from None
                 time.sleep(0.2)
         raise RuntimeError("server did not start: " + (tmpdir / "server.log").read_text(encoding="utf-8"))
 

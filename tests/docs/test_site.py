@@ -30,8 +30,14 @@ def _modules() -> list[str]:
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert "WARNING" not in done.stderr, done.stderr[-4000:]
     return out
@@ -39,8 +45,15 @@ def site(tmp_path_factory):
 
 def test_site_builds_offline_with_every_page(site):
     pages = {p.relative_to(site).as_posix() for p in site.rglob("index.html")}
-    for expected in ("index.html", "getting-started/index.html", "reference/cli/index.html", "reference/metrics/index.html",
-                     "reference/bundles/index.html", "tutorials/03-mni152/index.html", "reference/api/action/index.html"):  # fmt: skip
+    for expected in (
+        "index.html",
+        "getting-started/index.html",
+        "reference/cli/index.html",
+        "reference/metrics/index.html",
+        "reference/bundles/index.html",
+        "tutorials/03-mni152/index.html",
+        "reference/api/action/index.html",
+    ):
         assert expected in pages
     # offline: no page asks a font or script CDN for anything (theme.font is off)
     for page in site.rglob("*.html"):
@@ -89,4 +102,6 @@ def test_api_pages_render_the_docstrings(site):
 def test_quoted_numbers_render_as_the_number_with_its_tolerance():
     hooks = load_docs_module("hooks")
     out = hooks.on_page_markdown("Dice {{ 0.92 ± 0.05 from a/summary.json#mean_dice }}.", None, None, None)
-    assert out.startswith('Dice <abbr title="checked by the tests: the tutorial&#x27;s run gives 0.92 ± 0.05') and out.endswith(">0.92</abbr>.")
+    assert out.startswith('Dice <abbr title="checked by the tests: the tutorial&#x27;s run gives 0.92 ± 0.05') and out.endswith(
+        ">0.92</abbr>."
+    )

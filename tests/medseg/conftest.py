@@ -52,11 +52,17 @@ def _write_dicom_slices(volume: np.ndarray, geometry: Geometry, folder, skip) ->
         position = np.asarray(geometry.origin) + direction[:, 2] * geometry.spacing[2] * k
         piece.SetSpacing((geometry.spacing[0], geometry.spacing[1], 1.0))
         tags = {
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0008|0018": f"{series_uid}.{k + 1}", "0008|0060": "CT",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.9", "0020|000e": series_uid, "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{v:.6f}" for v in position), "0020|0037": orientation,
-            "0028|0030": f"{geometry.spacing[1]:.6f}\\{geometry.spacing[0]:.6f}", "0018|0050": f"{geometry.spacing[2]:.6f}",
-        }  # fmt: skip
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
+            "0008|0018": f"{series_uid}.{k + 1}",
+            "0008|0060": "CT",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.9",
+            "0020|000e": series_uid,
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+            "0020|0037": orientation,
+            "0028|0030": f"{geometry.spacing[1]:.6f}\\{geometry.spacing[0]:.6f}",
+            "0018|0050": f"{geometry.spacing[2]:.6f}",
+        }
         for tag, value in tags.items():
             piece.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice_{k:03d}.dcm"))

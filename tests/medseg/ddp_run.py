@@ -19,8 +19,14 @@ from shared.data import world
 from shared.distributed import run_parallel
 
 # last-iteration weights: the ones the final validation evaluated (best-validation would restore earlier ones)
-TINY = {"width": 4, "options#validation_frequency": 2, "cache": "none", "options#verbose": False, "options#max_epochs": 2,
-        "options#output_network": "last-iteration"}
+TINY = {
+    "width": 4,
+    "options#validation_frequency": 2,
+    "cache": "none",
+    "options#verbose": False,
+    "options#max_epochs": 2,
+    "options#output_network": "last-iteration",
+}
 
 
 def _trainer(bundle: str, data: str):

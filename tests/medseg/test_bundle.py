@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from tests.bundle_readme import stated_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,19 +14,41 @@ TINY = ["--width", "4", "--options#max_epochs", "2", "--options#validation_frequ
 
 
 def _bundle(*args, timeout=600):
-    done = subprocess.run([sys.executable, "-m", "monai.bundle", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
 
 
 def test_inference_config_mirrors_training():
     train, infer = (json.loads((CONFIGS / name).read_text(encoding="utf-8")) for name in ("train.json", "inference.json"))
-    for key in ("pixdim", "window", "normalization", "roi_size", "sw_roi_size", "sw_batch_size", "overlap", "width", "norm", "network_def", "segmenter", "colours", "channel_def", "label_names"):
+    for key in (
+        "pixdim",
+        "window",
+        "normalization",
+        "roi_size",
+        "sw_roi_size",
+        "sw_batch_size",
+        "overlap",
+        "width",
+        "norm",
+        "network_def",
+        "segmenter",
+        "colours",
+        "channel_def",
+        "label_names",
+    ):
         assert infer[key] == train[key], key
     evaluate = json.loads((CONFIGS / "evaluate.json").read_text(encoding="utf-8"))
     assert set(evaluate) <= {"ckpt_path", "eval_dir", "eval_split", "eval_items", "load_weights", "evaluate", "run"}  # overrides only
     # validation runs the inference path (medseg.infer.VolumeInferer) with inference's window settings
-    assert train["validate"]["inferer"] == {"_target_": "medseg.infer.VolumeInferer", "roi_size": "@sw_roi_size", "sw_batch_size": "@sw_batch_size", "overlap": "@overlap"}
+    assert train["validate"]["inferer"] == {
+        "_target_": "medseg.infer.VolumeInferer",
+        "roi_size": "@sw_roi_size",
+        "sw_batch_size": "@sw_batch_size",
+        "overlap": "@overlap",
+    }
     assert infer["segmenter"]["_target_"] == "medseg.infer.Segmenter"  # whose logits() is that same VolumeInferer
 
 

@@ -1,12 +1,11 @@
 import json
 import shutil
-
-from medact_bundles import init_bundle
 import subprocess
 import sys
 
 import numpy as np
 
+from medact_bundles import init_bundle
 from medseg.cli import main
 from medseg.io.volumes import Geometry, read_volume, write_volume
 from tests.cli_run import modules_after, run_main
@@ -26,16 +25,36 @@ def test_evaluate_perfect_predictions(tmp_path, demo_dataset):
     pred.mkdir()
     for path in sorted((demo_dataset / "labelsTs").iterdir()):
         shutil.copy(path, pred / path.name.replace(".nii.gz", "_seg.nii.gz").replace(".nrrd", "_seg.nrrd"))
-    done = _medseg("evaluate", "--pred", pred, "--label", demo_dataset / "labelsTs", "--out", tmp_path / "report",
-                   "--images", demo_dataset / "imagesTs", "--dataset", demo_dataset / "dataset.json", "--json")  # fmt: skip
+    done = _medseg(
+        "evaluate",
+        "--pred",
+        pred,
+        "--label",
+        demo_dataset / "labelsTs",
+        "--out",
+        tmp_path / "report",
+        "--images",
+        demo_dataset / "imagesTs",
+        "--dataset",
+        demo_dataset / "dataset.json",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["cases"] == 2 and summary["mean_dice"] == 1.0
     assert summary["per_label"]["liver"]["hd95_mm_mean"] == 0.0
     full = json.loads((tmp_path / "report" / "summary.json").read_text(encoding="utf-8"))
     assert full["matlab"]["DataSetMetrics"]["GlobalAccuracy"] == 1.0 and full["matlab"]["DataSetMetrics"]["MeanBFScore"] == 1.0
-    for name in ("per_case.csv", "dataset_metrics.csv", "class_metrics.csv", "image_metrics.csv", "normalized_confusion.csv",
-                 "metric_bars.png", "overlays.png", "confusion_chart.png"):  # fmt: skip
+    for name in (
+        "per_case.csv",
+        "dataset_metrics.csv",
+        "class_metrics.csv",
+        "image_metrics.csv",
+        "normalized_confusion.csv",
+        "metric_bars.png",
+        "overlays.png",
+        "confusion_chart.png",
+    ):
         assert (tmp_path / "report" / name).stat().st_size > 0, name
 
 
@@ -75,7 +94,7 @@ def test_help_explains_every_command():
 def test_train_resume_without_checkpoint_is_an_error(tmp_path, demo_dataset):
     bundle = tmp_path / "bundle"
     init_bundle("vnet_seg", bundle)
-    done = _medseg("train", "--bundle", bundle, "--data", demo_dataset, "--resume", "--set", "cache=\"none\"")
+    done = _medseg("train", "--bundle", bundle, "--data", demo_dataset, "--resume", "--set", 'cache="none"')
     assert done.returncode == 2 and "Cannot resume: no checkpoint_<iteration>.pt in" in done.stderr
     assert not (bundle / "models" / "model.pt").exists()
 

@@ -21,7 +21,10 @@ def test_pairs_by_name_including_nnunet_channel_suffix(tmp_path):
     _write(tmp_path / "img" / "case1.nii.gz"), _write(tmp_path / "img" / "case2_0000.nrrd")
     _write(tmp_path / "lab" / "case1.nii.gz"), _write(tmp_path / "lab" / "case2.nrrd")
     pairs = pair_folders(tmp_path / "img", tmp_path / "lab")
-    assert [(p["image"].split("/")[-1], p["label"].split("/")[-1]) for p in pairs] == [("case1.nii.gz", "case1.nii.gz"), ("case2_0000.nrrd", "case2.nrrd")]
+    assert [(p["image"].split("/")[-1], p["label"].split("/")[-1]) for p in pairs] == [
+        ("case1.nii.gz", "case1.nii.gz"),
+        ("case2_0000.nrrd", "case2.nrrd"),
+    ]
 
 
 def test_orphans_are_all_listed(tmp_path):
@@ -68,7 +71,7 @@ def test_training_patches_and_validation_volumes(demo_dataset):
     # class ratios [0, 0, 0, 1]: every patch is centred on the tumour, so every patch holds some
     assert all((p["label"] == 3).any() for p in patches)
     whole = preprocessing((2.0, 2.0, 2.0), (-200, 300))(item)
-    assert 0.0 <= float(whole["image"].min()) and float(whole["image"].max()) <= 1.0
+    assert float(whole["image"].min()) >= 0.0 and float(whole["image"].max()) <= 1.0
     np.testing.assert_allclose(np.abs(np.diag(whole["image"].affine[:3, :3].numpy())), 2.0, atol=1e-5)
 
 

@@ -28,14 +28,52 @@ def test_torchrun_two_processes_then_resume_in_one(tmp_path: Path, demo_dataset:
     shutil.copytree(CONFIGS, bundle / "configs")
     configs = f"['{bundle / 'configs' / 'train.json'}','{bundle / 'configs' / 'multi_gpu_train.json'}']"
     common = ["--bundle_root", bundle, "--dataset_dir", demo_dataset, *TINY]
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "monai.bundle", "run",
-          "--config_file", configs, *common, "--options#max_epochs", 1])  # fmt: skip
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            "29517",
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            configs,
+            *common,
+            "--options#max_epochs",
+            1,
+        ]
+    )
     models = bundle / "models"
-    assert sorted(p.name for p in models.iterdir()) == ["checkpoints", "history.csv", "history.json", "model.pt", "training_options.json", "training_progress.png"]
+    assert sorted(p.name for p in models.iterdir()) == [
+        "checkpoints",
+        "history.csv",
+        "history.json",
+        "model.pt",
+        "training_options.json",
+        "training_progress.png",
+    ]
     rows = json.loads((models / "history.json").read_text(encoding="utf-8"))["rows"]
     two_process_iterations = rows[-1]["iteration"]
     assert rows[-1]["epoch"] == 1 and "val_dice" in rows[-1]
-    _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", bundle / "configs" / "train.json", *common, "--options#max_epochs", 2, "--resume", "True"])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            bundle / "configs" / "train.json",
+            *common,
+            "--options#max_epochs",
+            2,
+            "--resume",
+            "True",
+        ]
+    )
     rows = json.loads((models / "history.json").read_text(encoding="utf-8"))["rows"]
     assert rows[-1]["epoch"] == 2 and rows[-1]["iteration"] == 4 * two_process_iterations  # one process: twice the iterations per epoch
 

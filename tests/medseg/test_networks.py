@@ -17,7 +17,7 @@ def test_width_16_is_monais_vnet():
 
 
 def test_width_scales_parameters_quadratically():
-    count = lambda w: sum(p.numel() for p in VNet(out_channels=2, width=w).parameters())  # noqa: E731
+    count = lambda w: sum(p.numel() for p in VNet(out_channels=2, width=w).parameters())
     assert 3.8 < count(16) / count(8) < 4.2
 
 

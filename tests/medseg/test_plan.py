@@ -42,8 +42,10 @@ def _verify_with_monai(bundle: Path) -> None:
     from medact_bundles import schema_file
 
     configs = bundle / "configs"
-    for args in (["verify_metadata", "--meta_file", configs / "metadata.json", "--filepath", schema_file()],
-                 ["verify_net_in_out", "network_def", "--meta_file", configs / "metadata.json", "--config_file", configs / "inference.json"]):  # fmt: skip
+    for args in (
+        ["verify_metadata", "--meta_file", configs / "metadata.json", "--filepath", schema_file()],
+        ["verify_net_in_out", "network_def", "--meta_file", configs / "metadata.json", "--config_file", configs / "inference.json"],
+    ):
         done = subprocess.run([sys.executable, "-m", "monai.bundle", *map(str, args)], capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
@@ -95,17 +97,22 @@ def _dataset(root: Path, modality: dict, cases: int = 2, shape=(20, 18, 12)) -> 
         label[5:10, 5:10] = 1
         _write(label, root / "labelsTr" / f"c{i}.nii.gz")
         training.append({"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"})
-    (root / "dataset.json").write_text(json.dumps({"modality": modality, "labels": {"0": "background", "1": "organ"}, "training": training}), encoding="utf-8")
+    (root / "dataset.json").write_text(
+        json.dumps({"modality": modality, "labels": {"0": "background", "1": "organ"}, "training": training}), encoding="utf-8"
+    )
     return root
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda root: root.mkdir(), r"no dataset.json"),
-    (lambda root: _dataset(root, {"0": "CT"}, cases=1), r"dataset.json: 1 case\(s\); plan needs at least 2"),
-    (lambda root: _dataset(root, {"0": "T1", "1": "T2"}), r"dataset.json: declares 2 modalities \(T1, T2\)"),
-    (lambda root: _dataset(root, {"0": "CT"}, shape=(20, 18)), r"c0.nii.gz: 2D image .*expected a single-channel 3D volume"),
-    (lambda root: (_dataset(root, {"0": "CT"}), shutil.rmtree(root / "imagesTr")), r"imagesTr/c0.nii.gz: Volume not found"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: root.mkdir(), r"no dataset.json"),
+        (lambda root: _dataset(root, {"0": "CT"}, cases=1), r"dataset.json: 1 case\(s\); plan needs at least 2"),
+        (lambda root: _dataset(root, {"0": "T1", "1": "T2"}), r"dataset.json: declares 2 modalities \(T1, T2\)"),
+        (lambda root: _dataset(root, {"0": "CT"}, shape=(20, 18)), r"c0.nii.gz: 2D image .*expected a single-channel 3D volume"),
+        (lambda root: (_dataset(root, {"0": "CT"}), shutil.rmtree(root / "imagesTr")), r"imagesTr/c0.nii.gz: Volume not found"),
+    ],
+)
 def test_datasets_plan_cannot_use_are_refused_and_nothing_is_written(tmp_path: Path, make, message: str, capsys) -> None:
     data = tmp_path / "data"
     make(data)

@@ -52,7 +52,12 @@ def plan_and_train(data: Path, bundle: Path, iterations: int = 100, norm: str | 
     """``medseg plan`` + ``medseg train`` (3 training cases, 1 held out for validation), quietly."""
     assert main(["plan", str(data), "--out", str(bundle), "--iterations", str(iterations)]) == 0
     extra = ["--set", f"norm={norm}"] if norm else []
-    assert main(["train", "--bundle", str(bundle), "--data", str(data), "--set", "options#verbose=false", "--set", "options#plots=none", *extra]) == 0
+    assert (
+        main(
+            ["train", "--bundle", str(bundle), "--data", str(data), "--set", "options#verbose=false", "--set", "options#plots=none", *extra]
+        )
+        == 0
+    )
     return bundle
 
 
@@ -61,8 +66,14 @@ def training_and_inference_dice(bundle: Path, item: dict[str, str], norm: str | 
     batches of 4 as the engine forms them) and through inference on the whole volume."""
     train = json.loads((bundle / "configs" / "train.json").read_text(encoding="utf-8"))
     segmenter = load_segmenter(bundle, overrides={"norm": norm} if norm else None)
-    sampler = preprocessing(train["pixdim"], train["window"], train["roi_size"], num_samples=16, class_ratios=[1] * (len(LABELS) + 1),
-                            normalization=train["normalization"])  # fmt: skip
+    sampler = preprocessing(
+        train["pixdim"],
+        train["window"],
+        train["roi_size"],
+        num_samples=16,
+        class_ratios=[1] * (len(LABELS) + 1),
+        normalization=train["normalization"],
+    )
     sampler.set_random_state(seed=0)
     samples = sampler(dict(item))
     network = segmenter.network.train()

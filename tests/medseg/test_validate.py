@@ -1,5 +1,5 @@
-
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -33,7 +33,11 @@ def test_clean_case_has_no_problem(tmp_path):
 def test_shape_and_affine_mismatch(tmp_path):
     shifted = Geometry(OBLIQUE.shape, OBLIQUE.spacing, (0.0, 0.0, 0.0), OBLIQUE.direction)
     problems = _messages(check_case(_pair(tmp_path, label_geometry=shifted), LABELS))
-    assert len(problems) == 1 and problems[0].startswith("ERROR") and "labelsTr/c.nii.gz: geometry differs from the image c.nii.gz: origin" in problems[0]
+    assert (
+        len(problems) == 1
+        and problems[0].startswith("ERROR")
+        and "labelsTr/c.nii.gz: geometry differs from the image c.nii.gz: origin" in problems[0]
+    )
     small = Geometry((10, 18, 12), OBLIQUE.spacing, OBLIQUE.origin, OBLIQUE.direction)
     item = _pair(tmp_path, "d", label=np.zeros((10, 18, 12), np.uint8), label_geometry=small)
     assert any("shape (20, 18, 12) vs (10, 18, 12)" in m for m in _messages(check_case(item, LABELS)))
@@ -58,7 +62,10 @@ def test_nan_image_and_bad_labels(tmp_path):
     assert any("labelsTr/c.nii.gz: label holds non-integer values [0.5]" in m for m in messages)
     unexpected = random_labels()
     unexpected[0, 0, 0] = 9
-    assert any("label values [9] are not among the declared labels [0, 1, 2, 3]" in m for m in _messages(check_case(_pair(tmp_path, "u", label=unexpected), LABELS)))
+    assert any(
+        "label values [9] are not among the declared labels [0, 1, 2, 3]" in m
+        for m in _messages(check_case(_pair(tmp_path, "u", label=unexpected), LABELS))
+    )
 
 
 def test_empty_label_is_a_warning(tmp_path):
@@ -68,9 +75,11 @@ def test_empty_label_is_a_warning(tmp_path):
 
 def test_truncated_and_huge_files(tmp_path):
     item = _pair(tmp_path)
-    data = open(item["label"], "rb").read()
-    open(item["label"], "wb").write(data[: len(data) - 40])
-    assert any("labelsTr/c.nii.gz: cannot read the voxel data; the file is truncated or corrupt" in m for m in _messages(check_case(item, LABELS)))
+    label = Path(item["label"])
+    label.write_bytes(label.read_bytes()[:-40])
+    assert any(
+        "labelsTr/c.nii.gz: cannot read the voxel data; the file is truncated or corrupt" in m for m in _messages(check_case(item, LABELS))
+    )
     header = nib.Nifti1Header()
     header.set_data_shape((30000, 30000, 30000))
     with open(tmp_path / "huge.nii", "wb") as f:
@@ -119,6 +128,8 @@ def test_without_dataset_json_the_labels_present_are_reported(tmp_path, capfd):
     code = main(["validate", str(tmp_path)])
     out, err = capfd.readouterr()
     assert code == 0 and err == ""  # once: "WARNING: In .../itkGDCMSeriesFileNames.cxx ... No Series were found"
-    assert out.strip().endswith("2 cases checked: 0 errors, 0 warnings. Label values present: [0, 1, 2, 3, 7] (no dataset.json and no --labels: not checked against declared labels).")
+    assert out.strip().endswith(
+        "2 cases checked: 0 errors, 0 warnings. Label values present: [0, 1, 2, 3, 7] (no dataset.json and no --labels: not checked against declared labels)."
+    )
     assert main(["validate", str(tmp_path), "--json"]) == 0
     assert json.loads(capfd.readouterr().out)["labels_found"] == [0, 1, 2, 3, 7]

@@ -16,9 +16,9 @@ from ignite.engine import Events
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from shared.engine import build_trainer  # noqa: E402
-from shared.options import TrainingOptions  # noqa: E402
-from tests.shared.conftest import TinyNet, blobs  # noqa: E402
+from shared.engine import build_trainer
+from shared.options import TrainingOptions
+from tests.shared.conftest import TinyNet, blobs
 
 
 def main() -> None:
@@ -31,11 +31,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     options = TrainingOptions(
-        max_epochs=args.epochs, mini_batch_size=8, shuffle="every-epoch", verbose=False, initial_learn_rate=0.01,
-        checkpoint_path=args.ckpt, checkpoint_frequency=1, checkpoint_frequency_unit="iteration",
-        learn_rate_schedule="piecewise", learn_rate_drop_period=1, learn_rate_drop_factor=0.7,
-    )  # fmt: skip
-    trainer = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, blobs(96, seed=1), blobs(16, seed=2), output_dir=args.out, resume=args.resume)
+        max_epochs=args.epochs,
+        mini_batch_size=8,
+        shuffle="every-epoch",
+        verbose=False,
+        initial_learn_rate=0.01,
+        checkpoint_path=args.ckpt,
+        checkpoint_frequency=1,
+        checkpoint_frequency_unit="iteration",
+        learn_rate_schedule="piecewise",
+        learn_rate_drop_period=1,
+        learn_rate_drop_factor=0.7,
+    )
+    trainer = build_trainer(
+        TinyNet(), torch.nn.CrossEntropyLoss(), options, blobs(96, seed=1), blobs(16, seed=2), output_dir=args.out, resume=args.resume
+    )
     if args.sleep:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: time.sleep(args.sleep))
     trainer.run()

@@ -36,15 +36,31 @@ class Indexed(torch.utils.data.Dataset):
 
 
 def options(out: Path, epochs: int) -> TrainingOptions:
-    return TrainingOptions(max_epochs=epochs, mini_batch_size=8, shuffle="every-epoch", validation_frequency=5, verbose=False,
-                           checkpoint_path=str(out / "checkpoints"), plots="training-progress")  # fmt: skip
+    return TrainingOptions(
+        max_epochs=epochs,
+        mini_batch_size=8,
+        shuffle="every-epoch",
+        validation_frequency=5,
+        verbose=False,
+        checkpoint_path=str(out / "checkpoints"),
+        plots="training-progress",
+    )
 
 
 def build(out: Path, epochs: int, resume: bool = False):
     torch.manual_seed(0)
     metrics = {"accuracy": confusion_metric("accuracy", 4), "f1": confusion_metric("f1", 4)}
-    return build_trainer(SequenceClassifier(3, 4), torch.nn.CrossEntropyLoss(), options(out, epochs), Indexed(96, 1), Indexed(30, 2),
-                         metrics=metrics, key_metric="accuracy", output_dir=out, resume=resume)  # fmt: skip
+    return build_trainer(
+        SequenceClassifier(3, 4),
+        torch.nn.CrossEntropyLoss(),
+        options(out, epochs),
+        Indexed(96, 1),
+        Indexed(30, 2),
+        metrics=metrics,
+        key_metric="accuracy",
+        output_dir=out,
+        resume=resume,
+    )
 
 
 def train(local_rank: int, args: tuple[Path, int, bool]) -> None:

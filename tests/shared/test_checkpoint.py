@@ -1,4 +1,5 @@
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def test_failed_save_keeps_previous_files_and_leaves_no_partial(tmp_path, monkey
     saver.remove("checkpoint_1.pt")  # Ignite asks to delete the old file before writing the new one
 
     def explode(obj, f, **kwargs):
-        open(f, "wb").write(b"half")
+        Path(f).write_bytes(b"half")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", explode)
@@ -90,13 +91,14 @@ def test_failed_save_keeps_previous_files_and_leaves_no_partial(tmp_path, monkey
 def test_rng_state_round_trip():
     gen = torch.Generator().manual_seed(5)
     rng = ckpt.RNGState({"loader": gen})
-    torch.manual_seed(1), np.random.seed(2), random.seed(3)
-    np.random.normal()  # leaves a cached gaussian in numpy's state
+    # numpy's legacy global RNG on purpose: it is the state that RNGState saves and restores
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)  # noqa: NPY002
+    np.random.normal()  # noqa: NPY002 - leaves a cached gaussian in numpy's state
     state = rng.state_dict()
-    expected = (torch.rand(3), np.random.normal(size=3), random.random(), torch.rand(2, generator=gen))
-    torch.manual_seed(7), np.random.seed(7), random.seed(7), gen.manual_seed(7)
+    expected = (torch.rand(3), np.random.normal(size=3), random.random(), torch.rand(2, generator=gen))  # noqa: NPY002
+    torch.manual_seed(7), np.random.seed(7), random.seed(7), gen.manual_seed(7)  # noqa: NPY002
     rng.load_state_dict(state)
-    got = (torch.rand(3), np.random.normal(size=3), random.random(), torch.rand(2, generator=gen))
+    got = (torch.rand(3), np.random.normal(size=3), random.random(), torch.rand(2, generator=gen))  # noqa: NPY002
     torch.testing.assert_close(got[0], expected[0])
     np.testing.assert_array_equal(got[1], expected[1])
     assert got[2] == expected[2]

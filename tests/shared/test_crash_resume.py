@@ -41,7 +41,7 @@ def _assert_every_checkpoint_complete(folder: Path) -> None:
             read_checkpoint(path)
         except FileNotFoundError:
             continue  # rotated away between listing and reading
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             if path.exists():
                 raise AssertionError(f"partial checkpoint visible: {path}: {err}") from err
 

@@ -51,7 +51,11 @@ def test_replicas_split_the_data_disjointly():
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"size": 0}, "at least one sample"), ({"size": 4, "shuffle": "random"}, "shuffle='random' is invalid"), ({"size": 4, "rank": 2, "num_replicas": 2}, r"rank=2 must lie in \[0, num_replicas=2\)")],
+    [
+        ({"size": 0}, "at least one sample"),
+        ({"size": 4, "shuffle": "random"}, "shuffle='random' is invalid"),
+        ({"size": 4, "rank": 2, "num_replicas": 2}, r"rank=2 must lie in \[0, num_replicas=2\)"),
+    ],
 )
 def test_sampler_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -42,7 +42,13 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             squatter.listen()
         except OSError:  # already taken by someone else: the property under test holds the same
             pass
-        done = subprocess.run([sys.executable, str(ROOT / "tests" / "shared" / "ddp_run.py"), str(out), "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "shared" / "ddp_run.py"), str(out), "2"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return out
 
@@ -70,9 +76,14 @@ def test_reduced_metrics_equal_a_single_process_evaluation(ddp_run: Path) -> Non
 
     network = SequenceClassifier(3, 4)
     network.load_state_dict(torch.load(ddp_run / "rank0_weights.pt", weights_only=True))
-    evaluator = build_evaluator(network, Indexed(30, 2), TrainingOptions(mini_batch_size=8, verbose=False),
-                                {"accuracy": confusion_metric("accuracy", 4), "f1": confusion_metric("f1", 4)}, "accuracy",
-                                loss_function=torch.nn.CrossEntropyLoss())  # fmt: skip
+    evaluator = build_evaluator(
+        network,
+        Indexed(30, 2),
+        TrainingOptions(mini_batch_size=8, verbose=False),
+        {"accuracy": confusion_metric("accuracy", 4), "f1": confusion_metric("f1", 4)},
+        "accuracy",
+        loss_function=torch.nn.CrossEntropyLoss(),
+    )
     evaluator.run()
     reduced = json.loads((ddp_run / "rank0.json").read_text(encoding="utf-8"))["val"]
     for key in ("accuracy", "f1", "loss"):
@@ -89,8 +100,13 @@ def test_one_set_of_outputs_and_a_single_process_resume(ddp_run: Path) -> None:
     trainer.run()
     assert trainer.state.epoch == 3 and trainer.state.iteration == 3 * 12
     # and back: the single-process checkpoint resumed by 2 processes (6 iterations per epoch each)
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "shared" / "ddp_run.py"), str(ddp_run), "2", "4", "resume"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "shared" / "ddp_run.py"), str(ddp_run), "2", "4", "resume"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     rows = json.loads((ddp_run / "history.json").read_text(encoding="utf-8"))["rows"]
     assert rows[-1]["epoch"] == 4 and rows[-1]["iteration"] == 4 * 6

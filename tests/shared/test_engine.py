@@ -26,14 +26,30 @@ def _options(**changes):
 
 def test_two_epochs_write_history_figure_table_and_model(tmp_path, train_data, val_data, capsys):
     trainer = build_trainer(
-        TinyNet(), torch.nn.CrossEntropyLoss(), _options(plots="training-progress"), train_data, val_data,
-        metrics=_metrics(), key_metric="accuracy", output_dir=tmp_path,
-    )  # fmt: skip
+        TinyNet(),
+        torch.nn.CrossEntropyLoss(),
+        _options(plots="training-progress"),
+        train_data,
+        val_data,
+        metrics=_metrics(),
+        key_metric="accuracy",
+        output_dir=tmp_path,
+    )
     trainer.run()
     assert trainer.state.iteration == 8  # 64 samples / 16 per batch x 2 epochs
-    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    rows = list(csv.DictReader((tmp_path / "history.csv").read_text(encoding="utf-8").splitlines()))
     assert [int(r["iteration"]) for r in rows] == list(range(1, 9))
-    assert {"epoch", "iteration", "time_elapsed_s", "learn_rate", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1"} <= set(rows[0])
+    assert {
+        "epoch",
+        "iteration",
+        "time_elapsed_s",
+        "learn_rate",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "val_f1",
+    } <= set(rows[0])
     validated = [int(r["iteration"]) for r in rows if r["val_loss"]]
     assert validated == [1, 3, 6, 8]  # MATLAB cadence: first, every 3rd, last
     history = json.loads((tmp_path / "history.json").read_text(encoding="utf-8"))
@@ -44,7 +60,18 @@ def test_two_epochs_write_history_figure_table_and_model(tmp_path, train_data, v
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     torch.testing.assert_close(state["head.weight"], trainer.network.head.weight)
     out = capsys.readouterr().out
-    for column in ("Epoch", "Iteration", "Time Elapsed", "Mini-batch", "Validation", "Base Learning", "(hh:mm:ss)", "Accuracy", "Loss", "Rate"):
+    for column in (
+        "Epoch",
+        "Iteration",
+        "Time Elapsed",
+        "Mini-batch",
+        "Validation",
+        "Base Learning",
+        "(hh:mm:ss)",
+        "Accuracy",
+        "Loss",
+        "Rate",
+    ):
         assert column in out
     table_rows = [line for line in out.splitlines() if re.match(r"^\|\s+\d+ \|", line)]
     assert [int(line.split("|")[2]) for line in table_rows] == [1, 2, 3, 4, 6, 8]  # every 2nd + validations + last
@@ -54,8 +81,16 @@ def test_two_epochs_write_history_figure_table_and_model(tmp_path, train_data, v
 
 def test_validation_patience_stops_training(tmp_path, train_data, val_data, capsys):
     options = _options(max_epochs=10, validation_frequency=2, validation_patience=3, verbose=False)
-    trainer = build_trainer(ConstantNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data,
-                            metrics=_metrics(), key_metric="accuracy", output_dir=tmp_path)  # fmt: skip
+    trainer = build_trainer(
+        ConstantNet(),
+        torch.nn.CrossEntropyLoss(),
+        options,
+        train_data,
+        val_data,
+        metrics=_metrics(),
+        key_metric="accuracy",
+        output_dir=tmp_path,
+    )
     trainer.run()
     # validations at 1, 2, 4, 6: the loss never improves on the first, so the 3rd stall (iteration 6) stops it
     assert trainer.state.iteration == 6
@@ -66,19 +101,23 @@ def test_validation_patience_stops_training(tmp_path, train_data, val_data, caps
 
 def test_objective_metric_can_be_the_key_metric(train_data, val_data):
     options = _options(max_epochs=10, validation_frequency=2, validation_patience=2, objective_metric_name="accuracy", verbose=False)
-    trainer = build_trainer(ConstantNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data, metrics=_metrics(), key_metric="accuracy")
+    trainer = build_trainer(
+        ConstantNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data, metrics=_metrics(), key_metric="accuracy"
+    )
     trainer.run()
     assert trainer.state.iteration == 4
 
 
 def test_best_validation_output_network_restores_best_weights(train_data, val_data):
     options = _options(max_epochs=3, validation_frequency=1, output_network="best-validation", verbose=False, initial_learn_rate=0.5)
-    trainer = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data, metrics=_metrics(), key_metric="accuracy")
+    trainer = build_trainer(
+        TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data, metrics=_metrics(), key_metric="accuracy"
+    )
     losses = {}
     trainer.evaluator.add_event_handler(Events.COMPLETED, lambda ev: losses.__setitem__(trainer.state.iteration, ev.state.metrics["loss"]))
     trainer.run()
     best_iteration = min(losses, key=losses.get)
-    assert "best validation (iteration %d)" % best_iteration in trainer.monitor.stop_reason
+    assert f"best validation (iteration {best_iteration})" in trainer.monitor.stop_reason
     evaluator = trainer.evaluator
     evaluator.run()
     assert evaluator.state.metrics["loss"] == pytest.approx(losses[best_iteration], rel=1e-5)
@@ -90,14 +129,22 @@ def test_piecewise_schedule_and_l2_groups(train_data):
     trainer.run()
     lrs = {row["epoch"]: row["learn_rate"] for row in trainer.monitor.rows}
     assert lrs == pytest.approx({1: 0.01, 2: 0.01, 3: 0.005, 4: 0.005, 5: 0.0025})
-    groups = build_optimizer(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)), TrainingOptions(l2_regularization=0.3)).param_groups
+    groups = build_optimizer(
+        torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)), TrainingOptions(l2_regularization=0.3)
+    ).param_groups
     # Linear weight + BN weight + BN bias decay (MATLAB L2 factors 1); the Linear bias does not (BiasL2Factor 0)
     assert [(len(g["params"]), g["weight_decay"]) for g in groups] == [(3, 0.3), (1, 0.0)]
 
 
 def test_polynomial_schedule_decays_every_iteration_to_zero_and_resumes(tmp_path, train_data):
-    options = _options(max_epochs=3, learn_rate_schedule="polynomial", verbose=False, checkpoint_path=str(tmp_path / "ck"),
-                       checkpoint_frequency=1, checkpoint_frequency_unit="iteration")  # fmt: skip
+    options = _options(
+        max_epochs=3,
+        learn_rate_schedule="polynomial",
+        verbose=False,
+        checkpoint_path=str(tmp_path / "ck"),
+        checkpoint_frequency=1,
+        checkpoint_frequency_unit="iteration",
+    )
     trainer = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data)
     trainer.run()
     total = 12  # 64 samples / 16 per batch x 3 epochs
@@ -132,10 +179,20 @@ def test_gradient_clipping(train_data, method):
 
 
 def test_exact_resume_after_a_mid_epoch_stop(tmp_path, train_data, val_data):
-    options = _options(max_epochs=4, shuffle="every-epoch", checkpoint_path=str(tmp_path / "ck"), checkpoint_frequency=3,
-                       checkpoint_frequency_unit="iteration", verbose=False, learn_rate_schedule="piecewise", learn_rate_drop_period=1)  # fmt: skip
+    options = _options(
+        max_epochs=4,
+        shuffle="every-epoch",
+        checkpoint_path=str(tmp_path / "ck"),
+        checkpoint_frequency=3,
+        checkpoint_frequency_unit="iteration",
+        verbose=False,
+        learn_rate_schedule="piecewise",
+        learn_rate_drop_period=1,
+    )
     torch.manual_seed(0)
-    reference = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options.replace(checkpoint_path=None), train_data, val_data, metrics=_metrics())
+    reference = build_trainer(
+        TinyNet(), torch.nn.CrossEntropyLoss(), options.replace(checkpoint_path=None), train_data, val_data, metrics=_metrics()
+    )
     reference.run()
 
     torch.manual_seed(0)  # same initial weights as the reference
@@ -155,12 +212,16 @@ def test_exact_resume_after_a_mid_epoch_stop(tmp_path, train_data, val_data):
 
 
 def test_mid_epoch_checkpoint_with_another_epoch_length_is_refused(tmp_path, train_data):
-    options = _options(max_epochs=2, checkpoint_path=str(tmp_path / "ck"), checkpoint_frequency=3, checkpoint_frequency_unit="iteration", verbose=False)
+    options = _options(
+        max_epochs=2, checkpoint_path=str(tmp_path / "ck"), checkpoint_frequency=3, checkpoint_frequency_unit="iteration", verbose=False
+    )
     first = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data)
     first.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate() if e.state.iteration == 3 else None)
     first.run()  # stopped mid-epoch at iteration 3
     with pytest.raises(CheckpointError, match="saved mid-epoch by a run with .* iterations per epoch"):
-        build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options.replace(mini_batch_size=options.mini_batch_size * 2), train_data, resume=True)
+        build_trainer(
+            TinyNet(), torch.nn.CrossEntropyLoss(), options.replace(mini_batch_size=options.mini_batch_size * 2), train_data, resume=True
+        )
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path, train_data):
@@ -219,17 +280,29 @@ def test_factory_from_a_monai_bundle_config(tmp_path):
     config = {
         "output_dir": str(tmp_path),
         "network": {"_target_": "tests.shared.conftest.TinyNet"},
-        "options": {"_target_": "shared.TrainingOptions", "max_epochs": 1, "mini_batch_size": 16, "verbose": False, "plots": "training-progress"},
+        "options": {
+            "_target_": "shared.TrainingOptions",
+            "max_epochs": 1,
+            "mini_batch_size": 16,
+            "verbose": False,
+            "plots": "training-progress",
+        },
         "train_data": {"_target_": "tests.shared.conftest.blobs", "n": 32, "seed": 1},
         "val_data": {"_target_": "tests.shared.conftest.blobs", "n": 16, "seed": 2},
         "metrics": {"accuracy": {"_target_": "shared.ignite_metrics.confusion_metric", "stat": "accuracy", "num_classes": 3}},
         "trainer": {
-            "_target_": "shared.engine.build_trainer", "network": "@network", "loss_function": {"_target_": "torch.nn.CrossEntropyLoss"},
-            "options": "@options", "train_data": "@train_data", "val_data": "@val_data", "metrics": "@metrics",
-            "key_metric": "accuracy", "output_dir": "@output_dir",
+            "_target_": "shared.engine.build_trainer",
+            "network": "@network",
+            "loss_function": {"_target_": "torch.nn.CrossEntropyLoss"},
+            "options": "@options",
+            "train_data": "@train_data",
+            "val_data": "@val_data",
+            "metrics": "@metrics",
+            "key_metric": "accuracy",
+            "output_dir": "@output_dir",
         },
         "run": ["$@trainer.run()"],
-    }  # fmt: skip
+    }
     parser = ConfigParser(config)
     parser.get_parsed_content("run")
     assert (tmp_path / "training_progress.png").is_file() and (tmp_path / "model.pt").is_file()
@@ -256,8 +329,13 @@ def test_factory_through_monais_own_cli(tmp_path):
     }
     (tmp_path / "train.json").write_text(json.dumps(config))
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", str(tmp_path / "train.json")],
-                          capture_output=True, text=True, cwd=root, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(tmp_path / "train.json")],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Training finished: Max epochs completed." in done.stdout
     assert (tmp_path / "out" / "model.pt").is_file()

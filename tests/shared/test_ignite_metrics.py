@@ -31,11 +31,14 @@ def _classification_batches(seed, decollate):
 @pytest.mark.parametrize("decollate", [False, True])
 def test_classification_metrics_match_sklearn_over_an_epoch(decollate):
     batches, y_true, y_pred = _classification_batches(0, decollate)
-    metrics = _run(batches, {
-        "accuracy": confusion_metric("accuracy", 4),
-        "f1": confusion_metric("f1", 4),
-        "precision_w": confusion_metric("precision", 4, average="weighted"),
-    })  # fmt: skip
+    metrics = _run(
+        batches,
+        {
+            "accuracy": confusion_metric("accuracy", 4),
+            "f1": confusion_metric("f1", 4),
+            "precision_w": confusion_metric("precision", 4, average="weighted"),
+        },
+    )
     assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
     assert metrics["f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro", zero_division=np.nan))
     assert metrics["precision_w"] == pytest.approx(skm.precision_score(y_true, y_pred, average="weighted", zero_division=np.nan))

@@ -16,10 +16,9 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 def test_failure_keeps_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "a.txt"
     atomic_write_text(target, "good")
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
     assert target.read_text(encoding="utf-8") == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 

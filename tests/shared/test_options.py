@@ -60,8 +60,17 @@ def test_unknown_option_suggests_the_close_name():
 
 def test_matlab_camel_case_names_and_values():
     opts = TrainingOptions.from_dict(
-        {"Solver": "SGDM", "InitialLearnRate": 0.05, "MaxEpochs": 4, "MiniBatchSize": 8, "Shuffle": "every-epoch",
-         "L2Regularization": 0, "ValidationPatience": "Inf", "Verbose": 0, "GradientThreshold": 1}
+        {
+            "Solver": "SGDM",
+            "InitialLearnRate": 0.05,
+            "MaxEpochs": 4,
+            "MiniBatchSize": 8,
+            "Shuffle": "every-epoch",
+            "L2Regularization": 0,
+            "ValidationPatience": "Inf",
+            "Verbose": 0,
+            "GradientThreshold": 1,
+        }
     )
     assert (opts.solver, opts.learn_rate, opts.max_epochs, opts.mini_batch_size) == ("sgdm", 0.05, 4, 8)
     assert (opts.l2_regularization, opts.validation_patience, opts.verbose, opts.gradient_threshold) == (0.0, math.inf, False, 1.0)

@@ -14,10 +14,16 @@ def test_smooth_known_answers():
 
 def test_progress_figure_has_metric_and_loss_panels(tmp_path):
     rows = [
-        {"epoch": 1 + i // 5, "iteration": i + 1, "train_loss": 1 / (i + 1), "train_dice": i / 10,
-         "val_loss": 1 / (i + 1) if i % 3 == 0 else None, "val_dice": i / 10 if i % 3 == 0 else None}
+        {
+            "epoch": 1 + i // 5,
+            "iteration": i + 1,
+            "train_loss": 1 / (i + 1),
+            "train_dice": i / 10,
+            "val_loss": 1 / (i + 1) if i % 3 == 0 else None,
+            "val_dice": i / 10 if i % 3 == 0 else None,
+        }
         for i in range(10)
-    ]  # fmt: skip
+    ]
     fig = training_progress_figure(rows, "dice", {"Epoch": "2 of 2"})
     axes = [ax for ax in fig.axes if ax.get_ylabel()]
     assert [ax.get_ylabel() for ax in axes] == ["dice", "Loss"]
@@ -41,8 +47,11 @@ def test_epoch_lines_only_while_they_do_not_hide_the_curves():
     def lines(epochs: int) -> int:
         rows = [{"epoch": e, "iteration": e, "train_loss": 1.0 / e} for e in range(1, epochs + 1)]
         figure = training_progress_figure(rows, None)
-        return sum(len([line for line in ax.get_lines() if list(line.get_xdata()) == [e + 0.5, e + 0.5]])
-                   for ax in figure.axes for e in range(1, epochs))  # fmt: skip
+        return sum(
+            len([line for line in ax.get_lines() if list(line.get_xdata()) == [e + 0.5, e + 0.5]])
+            for ax in figure.axes
+            for e in range(1, epochs)
+        )
 
     assert lines(10) == 9  # one per epoch boundary, in the loss panel
     assert lines(MAX_EPOCH_LINES + 5) == 0

@@ -49,7 +49,7 @@ def test_collate_and_prepare_batch_carry_the_mask_to_the_network() -> None:
     samples = [{"image": s, "label": i, "video": i} for i, s in enumerate(_steps(3, 1))]
     batch = SequenceCollate.from_options(TrainingOptions(sequence_padding_direction="left"))(samples)
     assert batch["image"].shape == (2, 3, 1) and batch["label"].tolist() == [0, 1]
-    image, label, args, kwargs = prepare_sequence_batch(batch, "cpu")
+    _, label, args, kwargs = prepare_sequence_batch(batch, "cpu")
     assert args == () and kwargs["mask"].tolist() == [[True] * 3, [False, False, True]] and label.tolist() == [0, 1]
 
 
@@ -61,12 +61,15 @@ def test_options_have_matlabs_sequence_defaults_and_names() -> None:
     assert TrainingOptions.from_dict({"SequenceLength": 16}).sequence_length == 16
 
 
-@pytest.mark.parametrize(("name", "value", "expected"), [
-    ("sequence_length", "medium", "'longest', 'shortest' or a positive integer"),
-    ("sequence_length", 0, "'longest', 'shortest' or a positive integer"),
-    ("sequence_padding_direction", "up", "'right', 'left'"),
-    ("sequence_padding_value", float("nan"), "a finite number"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("sequence_length", "medium", "'longest', 'shortest' or a positive integer"),
+        ("sequence_length", 0, "'longest', 'shortest' or a positive integer"),
+        ("sequence_padding_direction", "up", "'right', 'left'"),
+        ("sequence_padding_value", float("nan"), "a finite number"),
+    ],
+)
 def test_bad_sequence_options_are_named(name: str, value: object, expected: str) -> None:
     with pytest.raises(OptionError, match=rf"{name}=.* is invalid; expected .*{expected}"):
         TrainingOptions(**{name: value})

@@ -46,7 +46,9 @@ def test_volume_channel_wise_and_global():
     assert together[1].max() < 0.5 < together[0].min() + 1  # channel 1 stays low in a global rescale
     # per-channel input window given as one value per channel
     windowed = MinMax(input_min=[0, -100], input_max=[10, -50])(vol)
-    np.testing.assert_allclose(windowed, (vol - np.array([0, -100])[:, None, None, None]) / np.array([10, 50])[:, None, None, None], atol=1e-6)
+    np.testing.assert_allclose(
+        windowed, (vol - np.array([0, -100])[:, None, None, None]) / np.array([10, 50])[:, None, None, None], atol=1e-6
+    )
 
 
 def test_video_clip_torch_uint8_in_float_out():

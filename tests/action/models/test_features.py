@@ -10,11 +10,11 @@ import pytest
 import torch
 import torchvision
 
-from action.models.backbones import load_backbone
 from action.cli import main
-from action.video.dataset import Sampling
+from action.models.backbones import load_backbone
 from action.models.features import extract_features, feature_file
 from action.models.model_dir import load_model
+from action.video.dataset import Sampling
 
 CATS, CUPS = set(range(281, 286)), {504, 967, 968}
 
@@ -70,9 +70,24 @@ def test_cache_is_written_once_and_refused_for_another_backbone(tiny_videos: Pat
         extract_features(tiny_videos, cache, "resnet18", str(resnet_weights), Sampling(frames=8, size=(32, 32)), input_size=32)
 
 
-def test_feature_gru_trains_from_the_cache_and_predicts_videos(tiny_videos: Path, resnet_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_feature_gru_trains_from_the_cache_and_predicts_videos(
+    tiny_videos: Path, resnet_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     cache, out = tmp_path / "cache", tmp_path / "fg"
-    common = ["--data", str(tiny_videos), "--cache-dir", str(cache), "--backbone", "resnet18", "--weights", str(resnet_weights), "--frames", "6", "--size", "32"]
+    common = [
+        "--data",
+        str(tiny_videos),
+        "--cache-dir",
+        str(cache),
+        "--backbone",
+        "resnet18",
+        "--weights",
+        str(resnet_weights),
+        "--frames",
+        "6",
+        "--size",
+        "32",
+    ]
     assert main(["extract-features", *common, "--backbone-size", "64", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["written"] == 48
     # the cache was made at 64 px: training that asks for the default 224 px is refused, naming the difference
@@ -90,5 +105,7 @@ def test_feature_gru_trains_from_the_cache_and_predicts_videos(tiny_videos: Path
     with torch.no_grad():
         cached = torch.softmax(head(torch.from_numpy(np.load(feature_file(cache, video)))[None]), dim=1)[0]
     top = cached.topk(3)
-    assert [r["label"] for r in result["top_k"]] == [config["classes"][i] for i in top.indices] and result["label"] == result["top_k"][0]["label"]
+    assert [r["label"] for r in result["top_k"]] == [config["classes"][i] for i in top.indices] and result["label"] == result["top_k"][0][
+        "label"
+    ]
     assert [r["probability"] for r in result["top_k"]] == pytest.approx(top.values.tolist(), abs=1e-4)

@@ -50,20 +50,41 @@ def test_gru_learns_order_from_sensor_sequences(tmp_path: Path, capsys: pytest.C
     np.savez(tmp_path / "train.npz", X=x, y=y)
     x, y = make_sensor_data(90, 2)
     np.savez(tmp_path / "test.npz", X=x, y=y)
-    assert main(["train", "--data", str(tmp_path / "train.npz"), "--model", "gru", "--out", str(tmp_path / "m"), "--epochs", "12", "--lr", "0.01", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "train.npz"),
+                "--model",
+                "gru",
+                "--out",
+                str(tmp_path / "m"),
+                "--epochs",
+                "12",
+                "--lr",
+                "0.01",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "test.npz"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["accuracy"] >= 0.9 and report["videos"] == 90
 
 
-@pytest.mark.parametrize(("kind", "expected"), [
-    ("zscore", [[-2**0.5, -2**0.5], [2**0.5, 2**0.5]]),  # training steps 1, 3, 2, 2: mean 2, sd 1/sqrt(2)
-    ("zerocenter", [[-1.0, -10.0], [1.0, 10.0]]),
-    ("rescale-symmetric", [[-1.0, -1.0], [1.0, 1.0]]),
-    ("rescale-zero-one", [[0.0, 0.0], [1.0, 1.0]]),
-    ("none", [[1.0, 10.0], [3.0, 30.0]]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("zscore", [[-(2**0.5), -(2**0.5)], [2**0.5, 2**0.5]]),  # training steps 1, 3, 2, 2: mean 2, sd 1/sqrt(2)
+        ("zerocenter", [[-1.0, -10.0], [1.0, 10.0]]),
+        ("rescale-symmetric", [[-1.0, -1.0], [1.0, 1.0]]),
+        ("rescale-zero-one", [[0.0, 0.0], [1.0, 1.0]]),
+        ("none", [[1.0, 10.0], [3.0, 30.0]]),
+    ],
+)
 def test_each_normalization_uses_the_training_statistics_per_channel(kind: str, expected: list) -> None:
     from action.sequences.dataset import SequenceNormalization
 
@@ -105,7 +126,9 @@ def test_normalization_statistics_come_from_the_training_part_only(tmp_path: Pat
     x, y = make_sensor_data(60, 3)
     x[:6] += 1000.0  # recordings that a 10% validation split could hold out must not move the statistics
     np.savez(tmp_path / "d.npz", X=x, y=y)
-    trainer = train_model(DataSource(tmp_path / "d.npz", val_fraction=0.1), tmp_path / "m", "gru", {"max_epochs": 1, "verbose": False, "plots": "none"})
+    trainer = train_model(
+        DataSource(tmp_path / "d.npz", val_fraction=0.1), tmp_path / "m", "gru", {"max_epochs": 1, "verbose": False, "plots": "none"}
+    )
     train_x = np.concatenate(trainer.data_loader.dataset.sequences.x)
     config = json.loads((tmp_path / "m" / "action_model.json").read_text(encoding="utf-8"))
     np.testing.assert_allclose(config["normalization"]["mean"], train_x.mean(axis=0), rtol=1e-5)

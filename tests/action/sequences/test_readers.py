@@ -34,8 +34,15 @@ def write_csv(path: Path, x: list[np.ndarray], labels: list[str]) -> Path:
 
 
 def write_ts(path: Path, x: list[np.ndarray], labels: list[str]) -> Path:
-    header = ["@problemName test", "@timeStamps false", "@univariate false", f"@dimensions {x[0].shape[1]}", "@equalLength false",
-              "@classLabel true " + " ".join(sorted(set(labels))), "@data"]  # fmt: skip
+    header = [
+        "@problemName test",
+        "@timeStamps false",
+        "@univariate false",
+        f"@dimensions {x[0].shape[1]}",
+        "@equalLength false",
+        "@classLabel true " + " ".join(sorted(set(labels))),
+        "@data",
+    ]
     lines = [":".join(",".join(map(str, s[:, c])) for c in range(s.shape[1])) + f":{label}" for s, label in zip(x, labels)]
     path.write_text("\n".join(["# a comment", *header, *lines]) + "\n", encoding="utf-8")
     return path
@@ -100,7 +107,7 @@ def test_japanese_vowels_from_the_aeon_wheel() -> None:
     train = read_sequences(folder / "JapaneseVowels_TRAIN.ts")
     test = read_sequences(folder / "JapaneseVowels_TEST.ts", classes=train.classes)
     assert (len(train.x), len(test.x), train.channels) == (270, 370, 12)  # MATLAB's example: 270 + 370, 12 features
-    assert 7 <= train.lengths.min() and max(train.lengths.max(), test.lengths.max()) <= 29
+    assert train.lengths.min() >= 7 and max(train.lengths.max(), test.lengths.max()) <= 29
     assert train.classes == [str(n) for n in range(1, 10)]
 
 

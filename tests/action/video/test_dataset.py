@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from action.video.dataset import ClipDataset, Sampling, clip_windows
+from action.video.decode import VideoError
 from action.video.layouts import VideoList, read_videos
 from action.video.synthetic import encode_video
-from action.video.decode import VideoError
 from tests.action.conftest import frame_index, numbered_frames
 
 
@@ -21,7 +21,7 @@ def test_clips_are_normalised_channel_first_tensors(tiny_videos: Path) -> None:
     train = ClipDataset(videos, Sampling(frames=6, size=(32, 32), decode_size=(40, 40)), train=True, cache=True)
     item = train[0]
     assert item["image"].shape == (3, 6, 32, 32) and item["image"].dtype == torch.float32
-    assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
+    assert float(item["image"].min()) >= 0.0 and float(item["image"].max()) <= 1.0
     assert item["label"] == videos.items[0][1] and train.videos[item["video"]] == str(videos.items[0][0])
     crops = set()
     for epoch in range(1, 9):
@@ -85,7 +85,7 @@ def test_bad_video_fails_naming_it_or_is_skipped_and_counted(tiny_videos: Path, 
     videos = read_videos(tiny_videos, subset="test")
     broken = tmp_path / "broken.avi"
     shutil.copy(bad_videos["random"], broken)
-    mixed = VideoList(videos.items + [(broken, 0)], videos.classes)
+    mixed = VideoList([*videos.items, (broken, 0)], videos.classes)
     with pytest.raises(VideoError, match="broken.avi: not a readable video container"):
         ClipDataset(mixed, Sampling(frames=4, size=(32, 32)), train=False)
     data = ClipDataset(mixed, Sampling(frames=4, size=(32, 32)), train=False, skip_bad=True)

@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from action.video.synthetic import encode_video
 from action.video.decode import DecodeLimits, VideoError, probe, read_frames, read_uniform_clip, uniform_timestamps
+from action.video.synthetic import encode_video
 from tests.action.conftest import frame_index, numbered_frames
 
 

@@ -16,7 +16,7 @@ def test_ucf101_splits_hold_out_whole_groups(tiny_videos: Path) -> None:
     train = read_videos(tiny_videos, "ucf101", 1, "train")
     test = read_videos(tiny_videos, "ucf101", 1, "test")
     assert train.classes == list(CLASSES) and len(train.items) + len(test.items) == 48
-    groups = lambda items: {p.stem.split("_g")[1][:2] for p, _ in items}  # noqa: E731
+    groups = lambda items: {p.stem.split("_g")[1][:2] for p, _ in items}
     assert groups(test.items) == {"01"} and groups(train.items) == {"02", "03"}
     assert all(p.parent.name == CLASSES[label] for p, label in train.items + test.items)
 
@@ -92,7 +92,9 @@ def test_hmdb51_split_flags(tiny_videos: Path, tmp_path: Path) -> None:
 
 
 def test_csv_list_with_subset_column(tiny_videos: Path, tmp_path: Path) -> None:
-    rows = ["path,label,subset"] + [f"{p},{p.parent.name},{'test' if '_g01_' in p.name else 'train'}" for p in sorted(tiny_videos.glob("*/*.avi"))]
+    rows = ["path,label,subset"] + [
+        f"{p},{p.parent.name},{'test' if '_g01_' in p.name else 'train'}" for p in sorted(tiny_videos.glob("*/*.avi"))
+    ]
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
     test = read_videos(tmp_path / "list.csv", subset="test")
     assert len(test.items) == 8 and test.classes == sorted(CLASSES)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from action.video.synthetic import CLASSES, REVERSED_PAIRS, render_video
 from action.video.decode import probe
+from action.video.synthetic import CLASSES, REVERSED_PAIRS, render_video
 
 
 def test_reversed_twin_is_the_same_video_backwards() -> None:

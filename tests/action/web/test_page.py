@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from action.predict import Predictor
-from tests.action.web.test_server import small_model  # noqa: F401  (fixture)
 from tests.action.link_server import LinkServer
+from tests.action.web.test_server import small_model  # noqa: F401  (fixture)
 from tests.action.web_server import ROOT, Server
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -35,7 +35,9 @@ def browser():
 def test_upload_a_video_and_a_fake_one(browser, small_model: Path, tiny_videos: Path, tmp_path: Path) -> None:  # noqa: F811
     (tmp_path / "server").mkdir()
     links = LinkServer(sorted(tiny_videos.glob("StandUp/*.mp4"))[0])
-    server = Server(small_model, tmp_path / "server", max_upload_mb=5, extra=("--allow-url-host", "127.0.0.1", "--allow-url-port", str(links.port)))
+    server = Server(
+        small_model, tmp_path / "server", max_upload_mb=5, extra=("--allow-url-host", "127.0.0.1", "--allow-url-port", str(links.port))
+    )
     try:
         page = browser.new_page()
         page.goto(server.url + "/")
@@ -56,7 +58,10 @@ def test_upload_a_video_and_a_fake_one(browser, small_model: Path, tiny_videos: 
         # a pasted link gets the label the CLI gives for that video
         page.fill("#url", links.url + "/good.mp4")
         page.click("#analyse")
-        page.wait_for_function("document.getElementById('status').textContent === 'Done.' && document.getElementById('label').textContent !== ''", timeout=60_000)
+        page.wait_for_function(
+            "document.getElementById('status').textContent === 'Done.' && document.getElementById('label').textContent !== ''",
+            timeout=60_000,
+        )
         linked = Predictor.load(small_model).predict(sorted(tiny_videos.glob("StandUp/*.mp4"))[0], top_k=5)
         page.wait_for_function(f"document.getElementById('label').textContent === {linked['label']!r}", timeout=60_000)
         assert links.hits.get("/good.mp4") == 1

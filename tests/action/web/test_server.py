@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from action.video.dataset import Sampling
 from action.models.model_dir import ModelConfig
 from action.predict import Predictor
+from action.video.dataset import Sampling
 from action.video.synthetic import CLASSES
 from shared.weights import save_weights
 from tests.action.web_server import Server
@@ -84,7 +84,16 @@ def test_not_a_video_answers_422(server: Server, content: bytes) -> None:
     assert str(server.tmpdir) not in answer.text  # server paths never leak
 
 
-HOSTILE = ["../../evil.mp4", "/etc/passwd", "a\x00b.mp4", "x\r\nSet-Cookie: a=b.mp4", "A" * 5000 + ".mp4", "\u202egnp.exe.mp4", "..", "C:\\windows\\evil.mp4"]
+HOSTILE = [
+    "../../evil.mp4",
+    "/etc/passwd",
+    "a\x00b.mp4",
+    "x\r\nSet-Cookie: a=b.mp4",
+    "A" * 5000 + ".mp4",
+    "\u202egnp.exe.mp4",
+    "..",
+    "C:\\windows\\evil.mp4",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -99,7 +108,11 @@ def test_hostile_file_names_never_reach_the_disk(server: Server, tiny_videos: Pa
 
 def test_upload_root_is_empty_after_200_mixed_requests(server: Server, tiny_videos: Path) -> None:
     good = sorted(tiny_videos.glob("*/*"))[:2]
-    payloads = [(p.name, p.read_bytes()) for p in good] + [("bad.mp4", b"garbage" * 100), ("empty.avi", b""), ("x.mp4", b"\x00\x00\x00\x18ftypmp42")]
+    payloads = [(p.name, p.read_bytes()) for p in good] + [
+        ("bad.mp4", b"garbage" * 100),
+        ("empty.avi", b""),
+        ("x.mp4", b"\x00\x00\x00\x18ftypmp42"),
+    ]
 
     def send(i: int) -> int:
         name, content = payloads[i % len(payloads)]
@@ -123,7 +136,9 @@ def test_no_model_answers_503(tmp_path: Path, tiny_videos: Path) -> None:
         running.stop()
 
 
-def test_internal_error_answers_500_with_an_id_and_no_details(small_model: Path, tiny_videos: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_internal_error_answers_500_with_an_id_and_no_details(
+    small_model: Path, tiny_videos: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import action.web.server
 
     def broken(*_: object, **__: object) -> None:
@@ -140,7 +155,9 @@ def test_internal_error_answers_500_with_an_id_and_no_details(small_model: Path,
 
 def test_a_top_k_that_is_not_a_number_answers_400(server: Server, tiny_videos: Path) -> None:
     video = sorted(tiny_videos.glob("Wave/*.mp4"))[0]
-    answer = requests.post(server.url + "/api/predict", files={"file": (video.name, video.read_bytes(), "video/mp4")}, data={"top_k": "abc"}, timeout=60)
+    answer = requests.post(
+        server.url + "/api/predict", files={"file": (video.name, video.read_bytes(), "video/mp4")}, data={"top_k": "abc"}, timeout=60
+    )
     assert answer.status_code == 400 and "top_k" in answer.json()["error"] and "'abc'" in answer.json()["error"]
     assert not any(server.upload_root().iterdir())
 
@@ -187,13 +204,20 @@ def test_a_link_is_answered_exactly_like_an_upload(server: Server, small_model: 
     assert not any(server.upload_root().iterdir())
 
 
-@pytest.mark.parametrize("link, status, message", [
-    ("{links}/text.mp4", 422, "Not a decodable video: the linked file"), ("{links}/endless", 413, "larger than the limit of 1 MB"),
-    ("{links}/liar", 413, "larger than the limit"), ("{links}/drip", 504, "longer than the limit of 3 s"),
-    ("{links}/redirect-to?http://localhost:{port}/good.mp4", 403, "a loopback address"), ("ftp://example.org/v.mp4", 400, "Only http and https"),
-    ("http://user:pw@127.0.0.1/", 400, "credentials"), ("http://127.0.0.1:25/good.mp4", 403, "port 25 are refused"),
-    ("{links}/redirect-to?http://127.0.0.1:6379/", 403, "port 6379 are refused"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "link, status, message",
+    [
+        ("{links}/text.mp4", 422, "Not a decodable video: the linked file"),
+        ("{links}/endless", 413, "larger than the limit of 1 MB"),
+        ("{links}/liar", 413, "larger than the limit"),
+        ("{links}/drip", 504, "longer than the limit of 3 s"),
+        ("{links}/redirect-to?http://localhost:{port}/good.mp4", 403, "a loopback address"),
+        ("ftp://example.org/v.mp4", 400, "Only http and https"),
+        ("http://user:pw@127.0.0.1/", 400, "credentials"),
+        ("http://127.0.0.1:25/good.mp4", 403, "port 25 are refused"),
+        ("{links}/redirect-to?http://127.0.0.1:6379/", 403, "port 6379 are refused"),
+    ],
+)
 def test_bad_links_answer_like_bad_uploads(server: Server, links, link: str, status: int, message: str) -> None:
     url = link.format(links=links.url, port=links.port)
     answer = requests.post(server.url + "/api/predict-url", json={"url": url}, timeout=60)
@@ -207,7 +231,18 @@ def test_parallel_link_fetches_share_the_upload_gate_and_cannot_fill_the_disk(sm
     import threading
     import time
 
-    extra = ("--allow-url-host", "127.0.0.1", "--allow-url-port", str(links.port), "--fetch-timeout", "3", "--max-transfers", "2", "--transfer-wait", "0.5")
+    extra = (
+        "--allow-url-host",
+        "127.0.0.1",
+        "--allow-url-port",
+        str(links.port),
+        "--fetch-timeout",
+        "3",
+        "--max-transfers",
+        "2",
+        "--transfer-wait",
+        "0.5",
+    )
     server = Server(small_model, tmp_path, max_upload_mb=1.0, extra=extra)
     try:
         root, most, done = server.upload_root(), 0, threading.Event()
@@ -221,7 +256,9 @@ def test_parallel_link_fetches_share_the_upload_gate_and_cannot_fill_the_disk(sm
         watcher = threading.Thread(target=watch)
         watcher.start()
         with concurrent.futures.ThreadPoolExecutor(5) as pool:
-            answers = list(pool.map(lambda _: requests.post(server.url + "/api/predict-url", json={"url": links.url + "/drip"}, timeout=60), range(5)))
+            answers = list(
+                pool.map(lambda _: requests.post(server.url + "/api/predict-url", json={"url": links.url + "/drip"}, timeout=60), range(5))
+            )
         done.set()
         watcher.join()
         codes = sorted(a.status_code for a in answers)

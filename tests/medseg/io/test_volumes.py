@@ -76,7 +76,11 @@ def test_huge_header_is_refused_before_reading(tmp_path):
 
 
 def test_truncated_gzip_is_named(tmp_path):
-    path = write_volume(np.random.default_rng(0).normal(size=(30, 30, 30)).astype(np.float32), OBLIQUE.__class__((30, 30, 30), (1, 1, 1), (0, 0, 0), tuple(np.eye(3).reshape(-1))), tmp_path / "cut.nii.gz")
+    path = write_volume(
+        np.random.default_rng(0).normal(size=(30, 30, 30)).astype(np.float32),
+        OBLIQUE.__class__((30, 30, 30), (1, 1, 1), (0, 0, 0), tuple(np.eye(3).reshape(-1))),
+        tmp_path / "cut.nii.gz",
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(VolumeError, match=r"cut\.nii\.gz: cannot read the voxel data; the file is truncated or corrupt"):

@@ -22,7 +22,10 @@ def test_upload_a_scan_and_see_three_overlaid_views(browser, untrained_bundle: P
         page.wait_for_selector("#result:not([hidden])", timeout=120_000)
         for axis in ("axial", "coronal", "sagittal"):
             image = page.locator(f"#view-{axis}")
-            page.wait_for_function(f"document.getElementById('view-{axis}').complete && document.getElementById('view-{axis}').naturalWidth > 0", timeout=30_000)
+            page.wait_for_function(
+                f"document.getElementById('view-{axis}').complete && document.getElementById('view-{axis}').naturalWidth > 0",
+                timeout=30_000,
+            )
             assert image.is_visible() and "/view/" + axis + "/" in image.get_attribute("src")
         first = page.locator("#view-axial").get_attribute("src")
         page.locator("#slider-axial").fill("0")

@@ -54,7 +54,9 @@ def test_a_scan_comes_back_on_its_own_grid_with_volumes_and_views(server: Server
     np.testing.assert_array_equal(read_volume(server.tmpdir / "got_seg.nii.gz")[0], expected)
     voxel_ml = float(np.prod(reference.spacing)) / 1000
     for row in data["labels"]:
-        assert row["voxels"] == int((expected == row["value"]).sum()) and row["volume_ml"] == pytest.approx(row["voxels"] * voxel_ml, abs=1e-3)
+        assert row["voxels"] == int((expected == row["value"]).sum()) and row["volume_ml"] == pytest.approx(
+            row["voxels"] * voxel_ml, abs=1e-3
+        )
     for axis, count in data["views"].items():
         png = requests.get(server.url + data["view_url"].format(axis=axis, index=count // 2), timeout=60)
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
@@ -74,7 +76,9 @@ def test_a_zipped_dicom_series_is_segmented_on_its_grid(server: Server, tmp_path
     data = answer.json()
     assert data["case"] == "case9" and data["shape"] == list(OBLIQUE.shape)
     (tmp_path / "s.seg.nrrd").write_bytes(requests.get(server.url + data["downloads"]["seg_nrrd"], timeout=60).content)
-    np.testing.assert_allclose(slicerio.read_segmentation(str(tmp_path / "s.seg.nrrd"))["ijkToLPS"], read_header(folder).geometry.ijk_to_lps, atol=1e-3)
+    np.testing.assert_allclose(
+        slicerio.read_segmentation(str(tmp_path / "s.seg.nrrd"))["ijkToLPS"], read_header(folder).geometry.ijk_to_lps, atol=1e-3
+    )
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -94,14 +98,17 @@ def _declaring(size: int) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize("name, content, status, message", [
-    ("climb.zip", _zip({"../../evil.dcm": b"x"}), 400, "points outside the archive"),
-    ("absolute.zip", _zip({"/etc/evil.dcm": b"x"}), 400, "points outside the archive"),
-    ("many.zip", _zip({f"{i}.dcm": b"" for i in range(10_000)}), 413, "10000 files"),
-    ("bomb.zip", _declaring(2**30), 413, "declares 1024 MB unpacked"),
-    ("notes.nii.gz", b"my shopping list\n" * 100, 422, "not a NIfTI, NRRD or MetaImage scan"),
-    ("broken.nii.gz", b"\x1f\x8b" + b"\x00" * 300, 422, "damaged gzip"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, content, status, message",
+    [
+        ("climb.zip", _zip({"../../evil.dcm": b"x"}), 400, "points outside the archive"),
+        ("absolute.zip", _zip({"/etc/evil.dcm": b"x"}), 400, "points outside the archive"),
+        ("many.zip", _zip({f"{i}.dcm": b"" for i in range(10_000)}), 413, "10000 files"),
+        ("bomb.zip", _declaring(2**30), 413, "declares 1024 MB unpacked"),
+        ("notes.nii.gz", b"my shopping list\n" * 100, 422, "not a NIfTI, NRRD or MetaImage scan"),
+        ("broken.nii.gz", b"\x1f\x8b" + b"\x00" * 300, 422, "damaged gzip"),
+    ],
+)
 def test_hostile_uploads_are_refused_and_leave_nothing(server: Server, name: str, content: bytes, status: int, message: str) -> None:
     before = _results(server)
     answer = _post(server, name, content)

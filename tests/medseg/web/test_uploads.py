@@ -24,7 +24,9 @@ def _itk_file(path: Path, compress: bool) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name, compress", [("a.nrrd", False), ("b.nrrd", True), ("c.mha", False), ("d.mha", True), ("e.nii", False), ("f.nii.gz", True)])
+@pytest.mark.parametrize(
+    "name, compress", [("a.nrrd", False), ("b.nrrd", True), ("c.mha", False), ("d.mha", True), ("e.nii", False), ("f.nii.gz", True)]
+)
 def test_attached_files_from_itk_are_accepted_as_what_they_are(tmp_path: Path, name: str, compress: bool) -> None:
     path = _itk_file(tmp_path / name, compress)
     upload = path.rename(tmp_path / "upload")  # the server stores an upload under a name of its own
@@ -50,14 +52,17 @@ def test_detached_headers_written_by_itk_are_refused_from_their_text(tmp_path: P
     assert caught.value.status == 422
 
 
-@pytest.mark.parametrize("header, reason", [
-    (b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 2\nencoding: raw\n", "no data after it"),
-    (b"NRRD0004\r\ntype: short\r\ndata  file : elsewhere.raw\r\n\r\n\x00\x00", "'data file' field"),
-    (b"NRRD0005\n# data file: a comment is not a field\ntype: short\ndimension: 1\nsizes: 1\nencoding: raw\n\n\x00\x00", None),
-    (b"ObjectType = Image\nNDims = 1\nDimSize = 1\nElementType = MET_SHORT\nElementDataFile = local\n\x00\x00", None),
-    (b"ObjectType = Image\nNDims = 1\nDimSize = 1\nElementType = MET_SHORT\nElementDataFile = x%03d.raw 1 3 1\n", "not LOCAL"),
-    (b"ObjectType = Image\nNDims = 1\nDimSize = 1\nElementType = MET_SHORT\n", "without ElementDataFile"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "header, reason",
+    [
+        (b"NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 2\nencoding: raw\n", "no data after it"),
+        (b"NRRD0004\r\ntype: short\r\ndata  file : elsewhere.raw\r\n\r\n\x00\x00", "'data file' field"),
+        (b"NRRD0005\n# data file: a comment is not a field\ntype: short\ndimension: 1\nsizes: 1\nencoding: raw\n\n\x00\x00", None),
+        (b"ObjectType = Image\nNDims = 1\nDimSize = 1\nElementType = MET_SHORT\nElementDataFile = local\n\x00\x00", None),
+        (b"ObjectType = Image\nNDims = 1\nDimSize = 1\nElementType = MET_SHORT\nElementDataFile = x%03d.raw 1 3 1\n", "not LOCAL"),
+        (b"ObjectType = Image\nNDims = 1\nDimSize = 1\nElementType = MET_SHORT\n", "without ElementDataFile"),
+    ],
+)
 def test_header_rules(tmp_path: Path, header: bytes, reason: str | None) -> None:
     path = tmp_path / "upload"
     path.write_bytes(header)
@@ -88,10 +93,15 @@ def test_a_zip_keeps_its_dicom_files_and_skips_notes(tmp_path: Path) -> None:
     assert unpacked[1].matches(original[1]) == []
 
 
-@pytest.mark.parametrize("member, content", [
-    ("x.nhdr", b"NRRD0004\ntype: short\ndata file: /etc/shadow\n"), ("x.mhd", b"ObjectType = Image\nElementDataFile = /etc/shadow\n"),
-    ("x.nii.gz", b"\x1f\x8b\x08\x00"), ("x.hdr", b"\x5c\x01\x00\x00" + b"\x00" * 344),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "member, content",
+    [
+        ("x.nhdr", b"NRRD0004\ntype: short\ndata file: /etc/shadow\n"),
+        ("x.mhd", b"ObjectType = Image\nElementDataFile = /etc/shadow\n"),
+        ("x.nii.gz", b"\x1f\x8b\x08\x00"),
+        ("x.hdr", b"\x5c\x01\x00\x00" + b"\x00" * 344),
+    ],
+)
 def test_a_zip_with_a_volume_header_is_refused(tmp_path: Path, member: str, content: bytes) -> None:
     archive = _series_zip(tmp_path, {member: content})
     with pytest.raises(UploadError, match=f"{member}' is not DICOM.*{DETACHED}") as caught:
