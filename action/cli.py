@@ -233,12 +233,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
     from action.web.server import serve
+    from shared.web import server_options
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     serve(
         args.model,
         args.host,
         args.port,
+        server=server_options(args, args.max_upload_mb),
         max_upload_mb=args.max_upload_mb,
         workers=args.workers,
         allowed_url_hosts=args.allow_url_host,
@@ -295,6 +297,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m action`` argument parser (also renders the CLI reference of the docs)."""
     from action.models.factory import MODELS
+    from shared.web import add_server_arguments
 
     parser = argparse.ArgumentParser(prog="python -m action", description="GRU action recognition from video (medact).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
@@ -405,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--transfer-wait", type=float, default=10.0, help="seconds a request waits for a free transfer slot before 503 (default 10)"
     )
+    add_server_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("extract-features", help="cache per-frame backbone features for feature_gru")

@@ -1,9 +1,11 @@
-"""Bounded load test of `python -m action serve` on loopback: 8 concurrent clients for 60 s.
+"""Bounded load test of `python -m action serve` on loopback, waitress against Werkzeug: 8 concurrent clients for 60 s each.
 
 Each client posts a 2 s synthetic video (H.264 .mp4, 160x120) to /api/predict in a loop; one in
 eight requests is a broken file (expects 422) and one in four asks /api/predict-url to fetch the same
 video from a local link server (the server runs with --allow-url-host 127.0.0.1 and --allow-url-port for its port). Prints p50/p95 latency, throughput and the 5xx
-count; the same-run baseline is one client alone for 15 s. Uses the demo's model if ``make demo``
+count of the production server (waitress, the default) with the same run on Werkzeug's threaded
+development server (``--server werkzeug``, what served before) as the baseline, and one client
+alone for 15 s on each. Uses the demo's model if ``make demo``
 ran, else an untrained c3d_gru (same cost).
 
     python benchmarks/action_serve_load.py [--clients 8] [--seconds 60]
@@ -36,9 +38,20 @@ from shared.weights import save_weights  # noqa: E402
 from tests.action.link_server import LinkServer  # noqa: E402
 
 
-def start_server(model: Path, tmp: Path, link_port: int) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, tmp: Path, link_port: int, server: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    args = ["--model", str(model), "--port", str(port), "--allow-url-host", "127.0.0.1", "--allow-url-port", str(link_port)]
+    args = [
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--allow-url-host",
+        "127.0.0.1",
+        "--allow-url-port",
+        str(link_port),
+        "--server",
+        server,
+    ]
     process = subprocess.Popen(
         [sys.executable, "-m", "action", "serve", *args],
         cwd=ROOT,
@@ -109,26 +122,38 @@ def main() -> None:
             save_weights(config.build(seed=0), model / "model.pt")
         video = encode_video(render_video("Wave", np.random.default_rng(0))[:50], tmp / "clip.mp4").read_bytes()
         links = LinkServer(tmp / "clip.mp4")
-        process, url = start_server(model, tmp, links.port)
         try:
-            single = hammer(url, video, 1, min(15.0, args.seconds), links.url + "/good.mp4")
-            loaded = hammer(url, video, args.clients, args.seconds, links.url + "/good.mp4")
+            runs = {server: run_one(server, model, tmp, video, links, args) for server in ("werkzeug", "waitress")}
         finally:
-            process.terminate()
-            process.wait(timeout=30)
             links.stop()
         leftovers = [p for p in tmp.glob("medact-uploads-*")]
-        emit(
-            f"serve /api/predict + /api/predict-url, {args.clients} concurrent clients for {args.seconds:g} s on loopback",
-            "s (p50 latency)",
-            loaded["p50_s"],
-            "1 client alone",
-            single["p50_s"],
-            **{k: round(v, 4) if isinstance(v, float) else v for k, v in loaded.items()},
-            single_client_throughput_rps=round(single["throughput_rps"], 3),
-            upload_dirs_left=len(leftovers),
-            model=str(model),
-        )
+    new, old = runs["waitress"], runs["werkzeug"]
+    emit(
+        f"serve /api/predict + /api/predict-url on waitress, {args.clients} concurrent clients for {args.seconds:g} s on loopback",
+        "s (p50 latency)",
+        new["loaded"]["p50_s"],
+        "the same load on Werkzeug's threaded server (before)",
+        old["loaded"]["p50_s"],
+        **{f"waitress_{k}": round(v, 4) if isinstance(v, float) else v for k, v in new["loaded"].items()},
+        **{f"werkzeug_{k}": round(v, 4) if isinstance(v, float) else v for k, v in old["loaded"].items()},
+        waitress_single_client_p50_s=round(new["single"]["p50_s"], 4),
+        werkzeug_single_client_p50_s=round(old["single"]["p50_s"], 4),
+        upload_dirs_left=len(leftovers),
+        model=str(model),
+    )
+
+
+def run_one(server: str, model: Path, tmp: Path, video: bytes, links: LinkServer, args: argparse.Namespace) -> dict:
+    """One client alone for up to 15 s, then ``args.clients`` for ``args.seconds``, against a fresh server process."""
+    process, url = start_server(model, tmp, links.port, server)
+    try:
+        return {
+            "single": hammer(url, video, 1, min(15.0, args.seconds), links.url + "/good.mp4"),
+            "loaded": hammer(url, video, args.clients, args.seconds, links.url + "/good.mp4"),
+        }
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 if __name__ == "__main__":

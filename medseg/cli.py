@@ -187,12 +187,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
     from medseg.web.server import serve
+    from shared.web import server_options
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     serve(
         args.bundle,
         args.host,
         args.port,
+        server=server_options(args, args.max_upload_mb),
         max_upload_mb=args.max_upload_mb,
         keep_minutes=args.keep_minutes,
         workers=args.workers,
@@ -214,6 +216,8 @@ def cmd_make_demo_data(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m medseg`` argument parser (also renders the CLI reference of the docs)."""
+    from shared.web import add_server_arguments
+
     parser = argparse.ArgumentParser(
         prog="python -m medseg", description="3D segmentation with V-Net: from scans to masks that open in 3D Slicer."
     )
@@ -303,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--transfer-wait", type=float, default=10.0, help="seconds a request waits for a free transfer slot before 503 (default 10)"
     )
+    add_server_arguments(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("make-demo-data", help="write the synthetic CT-like demo dataset (NIfTI + NRRD + dataset.json)")

@@ -9,6 +9,7 @@ traceback goes to the server log only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import threading
@@ -85,16 +86,87 @@ def install_error_handlers(app: Any, max_upload_mb: float, logger: logging.Logge
         return json_error(500, "Internal error; quote the error id when reporting it.", error_id=error_id)
 
 
-def run_server(app: Any, host: str, port: int, banner: Callable[[int], str], private_root: Path) -> None:
-    """Serve ``app`` on a threaded WSGI server until interrupted (SIGTERM too, via the CLI); then remove ``private_root``."""
-    from werkzeug.serving import make_server
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    """How the WSGI server runs (``--server``, ``--threads``, ``--max-connections``).
 
-    server = make_server(host, port, app, threaded=True)
-    print(banner(server.server_port), flush=True)
+    Args:
+        server: ``"waitress"`` (the default: a production WSGI server, pure Python, on every OS) or
+            ``"werkzeug"`` (Flask's development server, for debugging; one thread per request).
+        threads: waitress worker threads (requests handled at once; the gates below them decide
+            how many analyses and transfers run).
+        max_connections: open connections waitress accepts; each may buffer one request body, so
+            the disk a burst of uploads can take is ``max_connections x max_body_bytes``.
+        max_body_bytes: waitress refuses (413) a body above this while reading it; set above the
+            app's own limit so that a body just over it still gets the app's JSON answer.
+        channel_timeout_s: an idle connection is closed after this (slow clients cannot hold one).
+        recv_bytes: bytes waitress reads from a socket at once.
+    """
+
+    server: str = "waitress"
+    threads: int = 8
+    max_connections: int = 32
+    max_body_bytes: int = 1 << 30
+    channel_timeout_s: float = 60.0
+    recv_bytes: int = 8192
+
+
+def run_server(
+    app: Any, host: str, port: int, banner: Callable[[int], str], private_root: Path, options: ServerOptions = ServerOptions()
+) -> None:
+    """Serve ``app`` until interrupted (SIGTERM too, via the CLI), on waitress or Werkzeug; then remove ``private_root``."""
+    if options.server == "werkzeug":
+        from werkzeug.serving import make_server
+
+        server = make_server(host, port, app, threaded=True)
+        serve_forever, bound_port, close = server.serve_forever, server.server_port, server.server_close
+    elif options.server == "waitress":
+        from waitress.server import create_server
+
+        server = create_server(
+            app,
+            host=host,
+            port=port,
+            threads=options.threads,
+            connection_limit=options.max_connections,
+            max_request_body_size=options.max_body_bytes,
+            channel_timeout=options.channel_timeout_s,
+            recv_bytes=options.recv_bytes,
+            ident="medact",
+            clear_untrusted_proxy_headers=True,
+        )
+        serve_forever, bound_port, close = server.run, server.effective_port, server.close
+    else:
+        raise ValueError(f"--server must be waitress or werkzeug, got {options.server!r}.")
+    print(banner(bound_port), flush=True)
     try:
-        server.serve_forever()
+        serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        close()
         shutil.rmtree(private_root, ignore_errors=True)
+
+
+def add_server_arguments(parser: Any) -> None:
+    """The WSGI server's command-line options, shared by both ``serve`` commands."""
+    parser.add_argument(
+        "--server",
+        choices=("waitress", "werkzeug"),
+        default="waitress",
+        help="WSGI server: waitress (production, default) or werkzeug (Flask's development server, for debugging)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=ServerOptions.threads, help=f"waitress worker threads (default {ServerOptions.threads})"
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=ServerOptions.max_connections,
+        help=f"open connections waitress accepts; each may buffer one upload, so disk <= this x 1.5 x the upload limit (default {ServerOptions.max_connections})",
+    )
+
+
+def server_options(args: Any, max_upload_mb: float) -> ServerOptions:
+    """:class:`ServerOptions` from the parsed options; waitress's body limit is 1.5 x the upload limit + 1 MB (multipart overhead: the app answers 413 in JSON)."""
+    return ServerOptions(args.server, args.threads, args.max_connections, int(max_upload_mb * 1.5 * 2**20) + 2**20)

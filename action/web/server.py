@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from action.video.decode import DecodeLimits, VideoError
-from shared.web import TransferGate, install_error_handlers, json_error, run_server
+from shared.web import ServerOptions, TransferGate, install_error_handlers, json_error, run_server
 
 logger = logging.getLogger("action.web.server")
 SERVER_LIMITS = DecodeLimits(max_pixels=3840 * 2160, max_duration=30 * 60.0, max_decode_seconds=30.0)
@@ -201,9 +201,11 @@ def create_app(
     return app
 
 
-def serve(model_dir: str | Path | None, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
-    """Run the app on a threaded WSGI server until interrupted; removes the upload root on exit. ``options``: :func:`create_app`'s."""
+def serve(
+    model_dir: str | Path | None, host: str = "127.0.0.1", port: int = 8000, server: ServerOptions = ServerOptions(), **options: Any
+) -> None:
+    """Run the app on waitress (``server``: :class:`shared.web.ServerOptions`) until interrupted; removes the upload root on exit. ``options``: :func:`create_app`'s."""
     app = create_app(model_dir, **options)
     limit = options.get("max_upload_mb", 200)
     banner = lambda port: f"Serving on http://{host}:{port}/ (model: {model_dir or 'none'}; uploads up to {limit:g} MB)"
-    run_server(app, host, port, banner, app.config["UPLOAD_ROOT"])
+    run_server(app, host, port, banner, app.config["UPLOAD_ROOT"], server)

@@ -45,7 +45,7 @@ from medseg.io.export import default_colours, export_mask
 from medseg.io.volumes import VolumeError, VolumeTooLarge, read_header, read_volume
 from medseg.web.uploads import UploadError, check_attached, scan_suffix, unpack_dicom_zip
 from medseg.web.views import AXES, save_views, slice_png
-from shared.web import TransferGate, install_error_handlers, json_error, run_server
+from shared.web import ServerOptions, TransferGate, install_error_handlers, json_error, run_server
 
 logger = logging.getLogger("medseg.web.server")
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -319,9 +319,9 @@ def create_app(
     return app
 
 
-def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8001, **options: Any) -> None:
-    """Run the app on a threaded WSGI server until interrupted; removes every result on exit. ``options``: :func:`create_app`'s."""
+def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8001, server: ServerOptions = ServerOptions(), **options: Any) -> None:
+    """Run the app on waitress (``server``: :class:`shared.web.ServerOptions`) until interrupted; removes every result on exit. ``options``: :func:`create_app`'s."""
     app = create_app(bundle, **options)
     limit, keep = options.get("max_upload_mb", 500), options.get("keep_minutes", 30)
     banner = lambda port: f"Serving on http://{host}:{port}/ (bundle: {bundle}; uploads up to {limit:g} MB; results kept {keep:g} min)"
-    run_server(app, host, port, banner, app.config["RESULTS"].root)
+    run_server(app, host, port, banner, app.config["RESULTS"].root, server)
