@@ -100,7 +100,7 @@ class ServerOptions:
         max_body_bytes: waitress refuses (413) a body above this while reading it; set above the
             app's own limit so that a body just over it still gets the app's JSON answer.
         channel_timeout_s: an idle connection is closed after this (slow clients cannot hold one).
-        recv_bytes: bytes waitress reads from a socket at once.
+        recv_bytes: bytes waitress reads from a socket at once (64 KiB: fewer wake-ups per upload than its 8 KiB default).
     """
 
     server: str = "waitress"
@@ -108,7 +108,7 @@ class ServerOptions:
     max_connections: int = 32
     max_body_bytes: int = 1 << 30
     channel_timeout_s: float = 60.0
-    recv_bytes: int = 8192
+    recv_bytes: int = 65536
 
 
 def run_server(
