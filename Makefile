@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medact-installed
 PYTEST_ARGS ?=
 # one pytest worker per core (tests/conftest.py gives each one intra-op thread): much of the suite is
-# single-threaded Python (importing monai takes 9-13 s in each of the ~80 processes the tests and tutorials start); at most 4, since
-# the two tutorial files (one worker each, 4-6 minutes here) are the long poles and each worker holds ~1.5 GB
+# single-threaded Python (importing monai takes 8-9 s of CPU in each of the ~80 processes the tests and tutorials
+# start). One more worker than cores was measured slower (14.7 vs 13.3 min: the CPU is the limit, not waiting).
+# The tutorial pages, minutes each, are split over four files and scheduled first (tests/conftest.py), so that
+# no file is the long pole; each worker holds ~1.5 GB.
 PYTEST_WORKERS ?= auto
 
 .PHONY: demo demo-medseg demo-action demo-engine serve serve-scans test lint format docs tutorials install clean

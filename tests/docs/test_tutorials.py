@@ -1,10 +1,10 @@
 """Every tutorial's code runs as its page shows it, and every number it quotes is what the run gives.
 
-The pages run in order in one work folder per test file, as a reader would run them: this file
-has the V-Net pages (tutorials 2 and 6 use tutorial 1's model; 3 stands alone),
-``test_tutorials_action.py`` the action pages (5 and 7 use tutorial 4's videos and model). Two
-files, because ``make test`` keeps a file on one worker: one file of all seven was the suite's
-long pole (640 of 675 s).
+The pages run in order in one work folder per test file, as a reader would run them. Four files,
+because ``make test`` keeps a file on one worker and each page costs minutes: this one has tutorials
+1, 2 and 6 (2 and 6 use 1's model), ``test_tutorials_mni.py`` tutorial 3 (it stands alone),
+``test_tutorials_action.py`` tutorials 4, 5 and 7 (5 and 7 use 4's videos and model) and
+``test_tutorials_sequences.py`` tutorial 8. (One file of all seven was the suite's long pole: 640 of 675 s.)
 """
 
 import subprocess
@@ -13,10 +13,12 @@ import pytest
 
 from tests.docs.conftest import ROOT, load_docs_module, run_tutorial_and_check_its_numbers
 from tests.docs.test_tutorials_action import ACTION_PAGES
+from tests.docs.test_tutorials_mni import MNI_PAGES
+from tests.docs.test_tutorials_sequences import SEQUENCE_PAGES
 
 tutorials = load_docs_module("tutorials")
 PAGES = tutorials.pages()
-VNET_PAGES = tutorials.pages(["01", "02", "03", "06"])
+VNET_PAGES = tutorials.pages(["01", "02", "06"])
 
 
 def test_there_are_eight_tutorials_each_quoting_checked_numbers():
@@ -26,7 +28,7 @@ def test_there_are_eight_tutorials_each_quoting_checked_numbers():
 
 
 def test_every_tutorial_is_run_by_exactly_one_file():
-    assert sorted(p.name for p in VNET_PAGES + ACTION_PAGES) == [p.name for p in PAGES]
+    assert sorted(p.name for p in VNET_PAGES + MNI_PAGES + ACTION_PAGES + SEQUENCE_PAGES) == [p.name for p in PAGES]
 
 
 @pytest.mark.slow

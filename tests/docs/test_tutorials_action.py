@@ -1,11 +1,11 @@
-"""The action tutorials (4, 5, 7, 8) run as their pages show and their quoted numbers hold (see ``test_tutorials.py``)."""
+"""The action tutorials (4, 5, 7) run as their pages show and their quoted numbers hold (see ``test_tutorials.py``)."""
 
 import pytest
 
 from tests.docs.conftest import load_docs_module, run_tutorial_and_check_its_numbers
 
 tutorials = load_docs_module("tutorials")
-ACTION_PAGES = tutorials.pages(["04", "05", "07", "08"])
+ACTION_PAGES = tutorials.pages(["04", "05", "07"])
 
 
 @pytest.mark.slow

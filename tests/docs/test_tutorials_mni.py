@@ -1,0 +1,15 @@
+"""Tutorial 3 (real MRI, MNI152) runs as its page shows and its quoted numbers hold (see ``test_tutorials.py``)."""
+
+import pytest
+
+from tests.docs.conftest import load_docs_module, run_tutorial_and_check_its_numbers
+
+tutorials = load_docs_module("tutorials")
+MNI_PAGES = tutorials.pages(["03"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("page", MNI_PAGES, ids=[p.stem for p in MNI_PAGES])
+def test_mni_tutorial_runs_and_its_numbers_hold(page, work):
+    run_tutorial_and_check_its_numbers(tutorials, page, work)
