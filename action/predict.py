@@ -23,24 +23,36 @@ import torch
 from action.models.model_dir import ModelConfig, load_model
 from action.video.decode import DecodeLimits, iter_frames, probe, uniform_timestamps
 from action.video.sampling import clip_windows, evaluation_view
+from shared.devices import autocast, resolve_device, resolve_precision
 
 
 @dataclasses.dataclass
 class Predictor:
-    """A loaded model: ``network`` maps ``(B, 3, T, H, W)`` clips (or ``(B, T, C)`` sequences) to logits."""
+    """A loaded model: ``network`` maps ``(B, 3, T, H, W)`` clips (or ``(B, T, C)`` sequences) to logits.
+
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) and ``precision`` (``fp32``, ``bf16``, ``fp16``, ``auto``)
+    as :mod:`shared.devices` resolves them; decoding stays on the CPU, batches go to the device.
+    """
 
     network: torch.nn.Module
     config: ModelConfig
     limits: DecodeLimits = DecodeLimits()
+    device: str | torch.device = "auto"
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.device)
+        self.dtype = resolve_precision(self.precision, self.device)
+        self.network = self.network.to(self.device).eval()
 
     @classmethod
-    def load(cls, model_dir: str | Path, limits: DecodeLimits = DecodeLimits()) -> Predictor:
+    def load(cls, model_dir: str | Path, limits: DecodeLimits = DecodeLimits(), device: Any = "auto", precision: str = "fp32") -> Predictor:
         network, config = load_model(model_dir)
         if config.input == "features":
             from action.models.features import with_backbone
 
             network = with_backbone(network, config)
-        return cls(network.eval(), config, limits)
+        return cls(network.eval(), config, limits, device, precision)
 
     @property
     def classes(self) -> list[str]:
@@ -49,8 +61,10 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor, mask: torch.Tensor | None = None) -> np.ndarray:
         """Softmax probabilities ``(B, C)`` of a batch of network inputs (sequences: with their ``(B, T)`` mask)."""
-        logits = self.network(batch) if mask is None else self.network(batch, mask=mask)
-        return torch.softmax(logits.float(), dim=1).numpy()
+        batch = batch.to(self.device, non_blocking=True)
+        with autocast(self.device, self.dtype):
+            logits = self.network(batch) if mask is None else self.network(batch, mask=mask.to(self.device))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def predict_sequences(
         self, path: str | Path, top_k: int = 5, x_var: str | None = None, y_var: str | None = None, batch_size: int = 64

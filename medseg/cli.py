@@ -68,6 +68,20 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+BUNDLE_DEFAULT = "the bundle's device / precision keys (auto / fp32 in the templates)"
+
+
+def device_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The bundle ids that ``--device``, ``--precision``, ``--num-workers`` and ``--deterministic`` set (only those given)."""
+    given = {
+        "device": getattr(args, "device", None),
+        "precision": getattr(args, "precision", None),
+        "num_workers": getattr(args, "num_workers", None),
+        "deterministic": True if getattr(args, "deterministic", False) else None,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
 def _train_process(local_rank: int, args: argparse.Namespace) -> None:
     """Run the bundle's train.json in this process (the only one, or one rank: the engine shards and wraps DDP)."""
     from monai.bundle import ConfigWorkflow
@@ -80,6 +94,7 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
         overrides["options#max_epochs"] = args.epochs
     if args.resume:
         overrides["trainer#resume"] = True
+    overrides.update(device_overrides(args))
     workflow = ConfigWorkflow(config_file=str(train_json), workflow_type=None, **overrides)
     workflow.initialize()
     workflow.run()
@@ -111,6 +126,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     overrides = {"segmenter#keep_largest": bool(args.keep_largest)}
     if args.overlap is not None:
         overrides["overlap"] = args.overlap
+    overrides.update(device_overrides(args))
     segmenter = load_segmenter(args.bundle, args.weights, overrides)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     written = segmenter.segment_files(args.input, args.output, formats, args.mat_image_var)
@@ -148,13 +164,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """``plan``: fingerprint a dataset and write a ready bundle (nnU-Net-style planning for a CPU)."""
+    from medseg.budget import parse_budget
     from medseg.plan import plan_dataset
 
-    plan = plan_dataset(args.data, args.out, **({"iterations": args.iterations} if args.iterations else {}))
+    budget = parse_budget(args.budget)
+    plan = plan_dataset(args.data, args.out, **({"iterations": args.iterations} if args.iterations else {}), budget=budget)
     if args.json:
         print(json.dumps(plan, default=str))
         return 0
     print(f"Planned a V-Net bundle for {args.data} ({plan['modality']}, labels {', '.join(plan['labels'].values())}):")
+    print(f"  budget: {plan['budget']}")
     for key, value in plan["values"].items():
         reason = plan["reasons"].get(key)
         print(f"  {key:<36} {json.dumps(value)}" + (f"   ({reason})" if reason else ""))
@@ -201,6 +220,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_voxels=int(args.max_voxels),
         max_transfers=args.max_transfers,
         transfer_wait_s=args.transfer_wait,
+        device_overrides=device_overrides(args),
     )
     return 0
 
@@ -216,6 +236,7 @@ def cmd_make_demo_data(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m medseg`` argument parser (also renders the CLI reference of the docs)."""
+    from shared.devices import add_device_arguments
     from shared.web import add_server_arguments
 
     parser = argparse.ArgumentParser(
@@ -241,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--iterations", type=int, default=None, help="training iterations the bundle runs (default: the plan's, see medseg.plan.ITERATIONS)"
     )
+    p.add_argument(
+        "--budget",
+        default=None,
+        help="the machine to plan for: cpu (the 2-core step-time budget) or gpu:<GiB> (the largest patch that fits; e.g. gpu:24) "
+        "(default: this machine)",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
 
@@ -263,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set", action="append", default=[], metavar="ID=VALUE", help="override any config id, e.g. --set width=16 (repeatable)"
     )
+    p.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: the bundle's num_workers key)")
+    p.add_argument("--deterministic", action="store_true", help="deterministic cuDNN kernels (default: the bundle's deterministic key)")
+    add_device_arguments(p, inherited_from=BUNDLE_DEFAULT)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("infer", help="segment volumes into masks with the input's exact geometry")
@@ -275,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the bundle's)")
     p.add_argument("--mat-image-var", help="variable holding the image in MATLAB .mat inputs")
     p.add_argument("--json", action="store_true", help="print written files as JSON")
+    add_device_arguments(p, inherited_from=BUNDLE_DEFAULT)
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("evaluate", help="compare predictions with references: per-case metrics, MATLAB tables, figures")
@@ -307,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--transfer-wait", type=float, default=10.0, help="seconds a request waits for a free transfer slot before 503 (default 10)"
     )
+    add_device_arguments(p, inherited_from=BUNDLE_DEFAULT)
     add_server_arguments(p)
     p.set_defaults(func=cmd_serve)
 
@@ -324,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        from shared.devices import check_device_arguments
+
+        check_device_arguments(args)  # an unusable --device fails here, in one line, before any work
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
         from shared.errors import one_line

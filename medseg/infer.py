@@ -24,6 +24,7 @@ from medseg.data import preprocessing, strip_suffix
 from medseg.io.export import export_mask, mask_dtype
 from medseg.io.volumes import Geometry, VolumeError, read_header
 from medseg.networks import PadToMultiple, fold_batch_norm
+from shared.devices import autocast, resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +42,49 @@ class VolumeInferer:
         roi_size: window size in voxels.
         sw_batch_size: windows per forward pass.
         overlap: window overlap fraction.
+        dtype: autocast dtype of the forward passes (``None``: fp32; see :mod:`shared.devices`).
 
-    ``inferer(inputs, network)``: ``(B, C_in, *spatial)`` -> ``(B, C, *spatial)`` logits, no gradients.
+    ``inferer(inputs, network)``: ``(B, C_in, *spatial)`` -> ``(B, C, *spatial)`` fp32 logits, no gradients.
+    Windows run on the network's device; the full-volume accumulation (MONAI's ``device``) stays there too
+    unless it would take more than half of the GPU's free memory, then it is kept on the CPU, so a
+    512x512x600 CT (2 classes: 1.9 GB of fp32 sums and weights) infers on an 8 GB GPU.
     """
 
-    def __init__(self, roi_size: Sequence[int], sw_batch_size: int = 1, overlap: float = 0.25) -> None:
+    def __init__(self, roi_size: Sequence[int], sw_batch_size: int = 1, overlap: float = 0.25, dtype: torch.dtype | None = None) -> None:
         self.roi_size, self.sw_batch_size, self.overlap = tuple(roi_size), int(sw_batch_size), float(overlap)
-        self.windows = SlidingWindowInferer(self.roi_size, self.sw_batch_size, self.overlap, mode="gaussian")
+        self.dtype = dtype
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
         if isinstance(network, torch.nn.parallel.DistributedDataParallel):
             network = network.module  # eval needs no gradient synchronisation; the copy below cannot copy DDP
-        with torch.no_grad():
-            return self.windows(inputs, PadToMultiple(fold_batch_norm(network)))
+        device = next(network.parameters()).device
+        out_channels = getattr(network, "out_channels", None)
+        windows = SlidingWindowInferer(
+            self.roi_size,
+            self.sw_batch_size,
+            self.overlap,
+            mode="gaussian",
+            sw_device=device,
+            device=accumulation_device(inputs.shape, out_channels, device),
+        )
+        forward = PadToMultiple(fold_batch_norm(network))
+        with torch.no_grad(), autocast(device, self.dtype):
+            return windows(inputs, lambda x: forward(x).float()).float()
+
+
+def accumulation_device(shape: Sequence[int], out_channels: int | None, device: torch.device) -> torch.device:
+    """Where the whole-volume sums go: ``device``, or the CPU when ``(C + 1) x voxels x 4`` bytes exceed half the free GPU memory.
+
+    Args:
+        shape: ``(B, C_in, *spatial)`` of the input.
+        out_channels: classes C of the network (``None``: assume 2).
+    """
+    if device.type != "cuda":
+        return device
+    voxels = int(np.prod(shape[2:])) * int(shape[0])
+    needed = ((out_channels or 2) + 1) * voxels * 4  # fp32 sums of C classes + the count map
+    free, _total = torch.cuda.mem_get_info(device)
+    return device if needed <= free / 2 else torch.device("cpu")
 
 
 @dataclasses.dataclass
@@ -73,6 +104,8 @@ class Segmenter:
             16 is about 1.3x faster than 1 (each layer call is too small to keep both cores busy).
         keep_largest: keep only the largest connected component of each label.
         colours: label value -> RGB (0-1) for the Slicer exports.
+        device: where the network runs: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (:mod:`shared.devices`).
+        precision: ``fp32``, ``bf16``, ``fp16`` (CUDA) or ``auto`` (autocast of the forward passes).
     """
 
     network: torch.nn.Module
@@ -84,10 +117,13 @@ class Segmenter:
     sw_batch_size: int = 1
     keep_largest: bool = False
     colours: Mapping[int, Sequence[float]] | None = None
-    device: str | torch.device = "cpu"
+    device: str | torch.device = "auto"
     normalization: str = "minmax"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        self.device = resolve_device(self.device)
+        self.dtype = resolve_precision(self.precision, self.device)
         self.network = self.network.to(self.device).eval()
 
     def _transforms(self, image_var: str | None) -> T.Compose:
@@ -97,8 +133,11 @@ class Segmenter:
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """``(C_in, *spatial)`` preprocessed image -> ``(C, *spatial)`` logits (sliding window, Gaussian blending)."""
-        inferer = VolumeInferer(self.roi_size, self.sw_batch_size, self.overlap)
-        return inferer(image[None].to(self.device), self.network)[0]  # self.network stays as loaded
+        inferer = VolumeInferer(self.roi_size, self.sw_batch_size, self.overlap, self.dtype)
+        batch = image[None]
+        # the input goes where the sums will be (the whole volume on the GPU when it fits; else windows are copied one by one)
+        batch = batch.to(accumulation_device(batch.shape, getattr(self.network, "out_channels", None), self.device))
+        return inferer(batch, self.network)[0]  # self.network stays as loaded
 
     def segment(self, path: str | os.PathLike, image_var: str | None = None) -> tuple[np.ndarray, Geometry]:
         """Segment one volume file; returns ``(mask[i, j, k], geometry)`` on the input's own grid."""

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.budget import CPU_WIDTH, Budget, detect_budget, gpu_patch
 from medseg.data import datalist, dataset_description, label_names, load_dataset_json
 from medseg.io.volumes import VolumeError, read_volume
 
@@ -145,16 +146,19 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
     }
 
 
-def target_spacing(spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[float]]) -> tuple[list[float], str]:
-    """Median spacing per axis, coarsened isotropically when the median case exceeds :data:`MAX_VOXELS_PER_CASE`."""
+def target_spacing(
+    spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[float]], max_voxels: float | None = MAX_VOXELS_PER_CASE
+) -> tuple[list[float], str]:
+    """Median spacing per axis, coarsened isotropically when the median case exceeds ``max_voxels``
+    (:data:`MAX_VOXELS_PER_CASE` on a CPU; ``None``, a GPU budget: nnU-Net's median spacing as it is)."""
     spacing = np.median(np.asarray(spacings), axis=0)
     extent = np.median(np.asarray(shapes) * np.asarray(spacings), axis=0)  # mm
     voxels = float(np.prod(extent / spacing))
     reason = f"median spacing of {len(spacings)} cases"
-    if voxels > MAX_VOXELS_PER_CASE:
-        factor = (voxels / MAX_VOXELS_PER_CASE) ** (1 / 3)
+    if max_voxels is not None and voxels > max_voxels:
+        factor = (voxels / max_voxels) ** (1 / 3)
         spacing = spacing * factor
-        reason += f", x{factor:.2f} so the median case ({voxels / 1e6:.1f} Mvoxel) fits {MAX_VOXELS_PER_CASE / 1e6:.1f} Mvoxel on a CPU"
+        reason += f", x{factor:.2f} so the median case ({voxels / 1e6:.1f} Mvoxel) fits {max_voxels / 1e6:.1f} Mvoxel on a CPU"
     return [round(float(s), 4) for s in spacing], reason
 
 
@@ -166,11 +170,40 @@ def patch_size(spacing: Sequence[float], spacings: Sequence[Sequence[float]], sh
     return [int(max(MIN_PATCH_EDGE, min(PATCH_EDGE, math.ceil(n / 16) * 16))) for n in median_voxels]
 
 
-def make_plan(print_: dict[str, Any], iterations: int = ITERATIONS, mini_batch_size: int = 2) -> dict[str, Any]:
-    """Config values (ids of ``train.json``) and the reason for each, from a :func:`fingerprint`."""
+def fit_to_budget(print_: dict[str, Any], spacing: Sequence[float], budget: Budget, mini_batch_size: int) -> tuple[dict[str, Any], str]:
+    """Patch, width and batch ids for ``budget`` (:mod:`medseg.budget`), and the reason."""
+    spacings, shapes = np.asarray(print_["spacings"], float), np.asarray(print_["shapes"], float)
+    if budget.kind == "cpu":
+        roi = patch_size(spacing, spacings, shapes)
+        values = {"roi_size": roi, "sw_roi_size": roi, "width": CPU_WIDTH, "options#mini_batch_size": mini_batch_size}
+        return values, f"{PATCH_EDGE}^3 voxels per patch fits the CPU step budget, capped by the median case; width {CPU_WIDTH}"
+    sizes = shapes * spacings / np.asarray(spacing)  # each case in voxels at the target spacing
+    roi, batch, width, reason = gpu_patch(
+        np.median(sizes, axis=0), spacing, budget, len(print_["labels"]), float(np.prod(sizes, axis=1).sum())
+    )
+    values = {
+        "roi_size": roi,
+        "sw_roi_size": roi,
+        "width": width,
+        "options#mini_batch_size": batch,
+        "train#preprocessing#num_samples": 1,  # one patch per case: a batch of `batch` different cases, as nnU-Net's
+        "sw_batch_size": 2,
+    }
+    return values, reason
+
+
+def make_plan(
+    print_: dict[str, Any], iterations: int = ITERATIONS, mini_batch_size: int = 2, budget: Budget | None = None
+) -> dict[str, Any]:
+    """Config values (ids of ``train.json``) and the reason for each, from a :func:`fingerprint`.
+
+    ``budget``: the machine the plan is for (:func:`medseg.budget.parse_budget`; ``None``: the CPU).
+    """
+    budget = budget or Budget("cpu", source="default")
     labels = print_["labels"]
-    spacing, spacing_reason = target_spacing(print_["spacings"], print_["shapes"])
-    roi = patch_size(spacing, print_["spacings"], print_["shapes"])
+    spacing, spacing_reason = target_spacing(print_["spacings"], print_["shapes"], MAX_VOXELS_PER_CASE if budget.kind == "cpu" else None)
+    fitted, fit_reason = fit_to_budget(print_, spacing, budget, mini_batch_size)
+    mini_batch_size = fitted["options#mini_batch_size"]
     is_ct = print_["modality"].strip().lower() in CT_NAMES
     fg = print_["foreground"]
     if is_ct:
@@ -184,25 +217,23 @@ def make_plan(print_: dict[str, Any], iterations: int = ITERATIONS, mini_batch_s
     colours = {str(v): print_["colours"].get(str(v), PALETTE[(v - 1) % len(PALETTE)]) for v in labels if v}
     values = {
         "pixdim": spacing,
-        "roi_size": roi,
-        "sw_roi_size": roi,
+        **fitted,
         "normalization": normalization,
         "window": window,
         "colours": colours,
         "train#preprocessing#class_ratios": [1] * len(labels),
         "options#max_epochs": epochs,
-        "options#mini_batch_size": mini_batch_size,
         "options#validation_frequency": max(1, (epochs * per_epoch) // VALIDATIONS),
         "options#verbose_frequency": max(1, (epochs * per_epoch) // VALIDATIONS),
     }
     reasons = {
         "pixdim": spacing_reason,
-        "roi_size": f"{PATCH_EDGE}^3 voxels per patch fits the CPU step budget, capped by the median case",
+        "roi_size": fit_reason,
         "normalization": norm_reason,
         "train#preprocessing#class_ratios": "patch centres drawn equally from each label (small structures seen as often as large ones)",
         "options#max_epochs": f"{epochs} epochs x {per_epoch} iterations = about {epochs * per_epoch} iterations",
     }
-    return {"values": values, "reasons": reasons, "labels": labels, "modality": print_["modality"]}
+    return {"values": values, "reasons": reasons, "labels": labels, "modality": print_["modality"], "budget": budget.describe()}
 
 
 def write_bundle(plan: dict[str, Any], out: str | Path, fingerprint_: dict[str, Any], dataset_dir: str | Path | None = None) -> Path:
@@ -266,8 +297,12 @@ def _write_metadata(path: Path, plan: dict[str, Any]) -> None:
     path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
-def plan_dataset(data: str | Path, out: str | Path, iterations: int = ITERATIONS) -> dict[str, Any]:
-    """Validate, fingerprint, plan and write; returns the plan. Raises :class:`PlanError` / ``VolumeError``."""
+def plan_dataset(data: str | Path, out: str | Path, iterations: int = ITERATIONS, budget: Budget | None = None) -> dict[str, Any]:
+    """Validate, fingerprint, plan for ``budget`` (``None``: this machine) and write; returns the plan.
+
+    Raises :class:`PlanError` / ``VolumeError``.
+    """
+    budget = budget or detect_budget()
     from medseg.validate import validate
 
     source = Path(data)
@@ -281,7 +316,7 @@ def plan_dataset(data: str | Path, out: str | Path, iterations: int = ITERATIONS
             first = errors[0]
             raise PlanError(f"{first.path}: {first.message} ({len(errors)} error(s); python -m medseg validate {data} lists them all)")
     print_ = fingerprint(source)
-    plan = make_plan(print_, iterations)
+    plan = make_plan(print_, iterations, budget=budget)
     write_bundle(plan, out, print_, source)
     return plan
 

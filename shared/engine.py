@@ -41,6 +41,7 @@ from monai.transforms import Compose, CopyItemsd
 from monai.utils import CommonKeys, set_determinism
 
 from shared import checkpoint as ckpt
+from shared import devices
 from shared.data import EpochSampler, make_loader, set_data_epoch, world
 from shared.handlers import GradientClipping, PeriodicValidation, TrainingMonitor, loss_value, total_iterations
 from shared.ignite_metrics import RAW_LABEL_KEY, RAW_PRED_KEY, loss_metric
@@ -98,19 +99,51 @@ class Trainer(SupervisedTrainer):
         super().run()
 
 
-def resolve_device(environment: str) -> torch.device:
-    """MATLAB ``ExecutionEnvironment``: ``auto`` -> GPU when available, else CPU."""
-    if environment == "gpu" and not torch.cuda.is_available():
-        raise RuntimeError("execution_environment='gpu' but no CUDA device is available; use 'auto' or 'cpu'.")
-    if environment in ("gpu", "auto") and torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())  # ignite.distributed sets each rank's device
-    return torch.device("cpu")
+@dataclasses.dataclass
+class Placement:
+    """Where one engine runs and at what precision (see :mod:`shared.devices`), as MONAI engine arguments.
+
+    CUDA: ``non_blocking`` copies, MONAI's ``amp`` with the autocast dtype (a ``GradScaler`` in training).
+    CPU bf16: MONAI autocasts only on CUDA, so the forward pass goes through :class:`shared.devices.AutocastInferer`.
+    """
+
+    device: torch.device
+    dtype: torch.dtype | None = None
+
+    @classmethod
+    def of(cls, options: TrainingOptions) -> Placement:
+        device = devices.resolve_device(options.execution_environment)
+        return cls(device, devices.resolve_precision(options.precision, device))
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def engine_kwargs(self, inferer: Any) -> dict[str, Any]:
+        """``device``, ``non_blocking``, ``amp``/``amp_kwargs`` and the ``inferer`` of a MONAI trainer or evaluator."""
+        kwargs: dict[str, Any] = {"device": self.device, "non_blocking": self.cuda, "inferer": inferer}
+        if self.dtype is not None and self.cuda:
+            kwargs.update(amp=True, amp_kwargs={"dtype": self.dtype})
+        elif self.dtype is not None:
+            kwargs["inferer"] = devices.AutocastInferer(inferer, self.device, self.dtype)
+        return kwargs
+
+    def loader_kwargs(self, num_workers: int) -> dict[str, Any]:
+        """Pinned host memory on CUDA; worker processes kept across epochs (no re-spawn, no re-import)."""
+        return {"pin_memory": self.cuda, "persistent_workers": num_workers > 0}
 
 
-def seed_everything(seed: int | None) -> None:
-    """Seed torch, numpy and random (MONAI ``set_determinism``); ``None`` does nothing."""
+def seed_everything(seed: int | None, deterministic: bool = False) -> None:
+    """Seed torch, numpy and random (MONAI ``set_determinism``); ``None`` leaves them alone.
+
+    MONAI's ``set_determinism`` also turns cuDNN's benchmark off and deterministic kernels on; that is kept
+    only when ``deterministic`` is asked for (``TrainingOptions.deterministic``); otherwise cuDNN picks the
+    fastest kernels (``benchmark=True``), as nnU-Net trains. Seeds still fix weights, order and sampling.
+    """
     if seed is not None:
         set_determinism(seed=seed)
+    torch.backends.cudnn.deterministic = bool(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def build_optimizer(network: torch.nn.Module, options: TrainingOptions) -> torch.optim.Optimizer:
@@ -192,14 +225,20 @@ def build_evaluator(
     if key not in all_metrics:
         raise ValueError(f"key_metric={key!r} is not among the metrics {sorted(all_metrics)}.")
     lower_is_better = key == "loss"
+    placement = Placement.of(options)
     return SupervisedEvaluator(
-        device=resolve_device(options.execution_environment),
         val_data_loader=make_loader(
-            val_data, options, train=False, num_workers=hooks.num_workers, batch_size=hooks.batch_size, **hooks.loader_kwargs()
+            val_data,
+            options,
+            train=False,
+            num_workers=hooks.num_workers,
+            batch_size=hooks.batch_size,
+            **placement.loader_kwargs(hooks.num_workers),
+            **hooks.loader_kwargs(),
         ),
         network=network,
         prepare_batch=hooks.prepare_batch,
-        inferer=hooks.inferer,
+        **placement.engine_kwargs(hooks.inferer),
         postprocessing=postprocessing,
         key_val_metric={key: all_metrics.pop(key)},
         additional_metrics=all_metrics or None,
@@ -247,8 +286,9 @@ def build_trainer(
     options = options if isinstance(options, TrainingOptions) else TrainingOptions.from_dict(options)
     train_hooks, val_hooks = train_hooks or EngineHooks(), val_hooks or EngineHooks()
     _check_objective(options, metrics, key_metric, val_data)
-    seed_everything(options.seed)
-    device = resolve_device(options.execution_environment)
+    seed_everything(options.seed, options.deterministic)
+    placement = Placement.of(options)
+    device = placement.device
     network = network.to(device)
     size, rank = world()
     if size > 1:  # PyTorch DDP (gloo on CPU, nccl on GPUs); Ignite checkpoints save the unwrapped module
@@ -261,18 +301,18 @@ def build_trainer(
         train=True,
         num_workers=train_hooks.num_workers,
         batch_size=train_hooks.batch_size,
+        **placement.loader_kwargs(train_hooks.num_workers),
         **train_hooks.loader_kwargs(),
     )
     trainer = Trainer(
-        device=device,
         max_epochs=options.max_epochs,
         train_data_loader=loader,
         network=network,
         optimizer=optimizer,
         loss_function=loss_function,
         prepare_batch=train_hooks.prepare_batch,
-        inferer=train_hooks.inferer,
         postprocessing=train_hooks.postprocessing,
+        **placement.engine_kwargs(train_hooks.inferer),
         decollate=train_hooks.decollate,
     )
     trainer.options = options

@@ -54,7 +54,10 @@ class GradientClipping:
         if math.isfinite(self.threshold):
             trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
 
-    def __call__(self, _engine: Engine) -> None:
+    def __call__(self, engine: Engine) -> None:
+        scaler = getattr(engine, "scaler", None)
+        if getattr(engine, "amp", False) and scaler is not None:  # fp16: clip the true gradients, not the scaled ones
+            scaler.unscale_(engine.optimizer)
         grads = [p for p in self.parameters if p.grad is not None]
         if self.method == "l2norm":
             for p in grads:

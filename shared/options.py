@@ -93,7 +93,13 @@ class TrainingOptions:
         plots: ``"none"`` or ``"training-progress"`` (a PNG refreshed during training).
         verbose: print MATLAB's progress table ...
         verbose_frequency: ... every N iterations (50).
-        execution_environment: ``"auto"`` (GPU if available), ``"cpu"`` or ``"gpu"``.
+        execution_environment: where training runs: ``"auto"`` (CUDA if available), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``, or MATLAB's ``"gpu"``, ``"multi-gpu"`` (one process per GPU under
+            ``torchrun``) and ``"parallel"``; see :mod:`shared.devices`.
+        precision: ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` (CUDA; with a gradient scaler) or ``"auto"``
+            (bf16 on CUDA; on a CPU only where a probe finds bf16 faster); autocast, weights stay fp32.
+        deterministic: ask cuDNN for deterministic kernels (``cudnn.benchmark`` off). Default ``False``:
+            cuDNN picks the fastest kernels, as nnU-Net does; seeds still fix data order and weights.
         seed: seed for torch, numpy and random (``None``: leave them alone).
         sequence_length: how a mini-batch of unequal-length sequences is shaped: ``"longest"``
             (pad to the longest, MATLAB default), ``"shortest"`` (truncate to the shortest) or a
@@ -129,6 +135,8 @@ class TrainingOptions:
     verbose: bool = True
     verbose_frequency: int = 50
     execution_environment: str = "auto"
+    precision: str = "fp32"
+    deterministic: bool = False
     seed: int | None = 0
     sequence_length: str | int = "longest"
     sequence_padding_direction: str = "right"
@@ -325,6 +333,25 @@ def _optional_path(name: str, value: Any) -> str | None:
     raise _bad(name, value, "a directory path or None")
 
 
+def _device(name: str, value: Any) -> str:
+    from shared.devices import DeviceError, check_device_name
+
+    try:
+        check_device_name(value)
+    except DeviceError:
+        raise _bad(name, value, "auto, cpu, cuda, cuda:N, gpu, multi-gpu or parallel") from None
+    return str(value).strip().lower()
+
+
+def _precision(name: str, value: Any) -> str:
+    from shared.devices import DeviceError, check_precision_name
+
+    try:
+        return check_precision_name(value)
+    except DeviceError:
+        raise _bad(name, value, "fp32, bf16, fp16 or auto") from None
+
+
 def _seed(name: str, value: Any) -> int | None:
     if value is None:
         return None
@@ -382,7 +409,9 @@ _VALIDATORS = {
     "plots": _choice(PLOTS),
     "verbose": _boolean,
     "verbose_frequency": _positive_int(),
-    "execution_environment": _choice(ENVIRONMENTS),
+    "execution_environment": _device,
+    "precision": _precision,
+    "deterministic": _boolean,
     "seed": _seed,
     "sequence_length": _sequence_length,
     "sequence_padding_direction": _choice(("right", "left")),

@@ -583,3 +583,57 @@ def test_a_wrong_bundle_folder_is_one_line_and_nothing_is_written(
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and reason in err[0], err
     assert str(bundle) in err[0], f"the message must name the folder: {err[0]}"
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before and not out.exists()
+
+
+NO_CUDA = "no CUDA device is available here"
+DEVICE_CASES = [
+    ("medseg-train", "medseg", ["train", "--bundle", "{bundle}", "--data", "{data}", "--device", "cuda"], NO_CUDA),
+    ("medseg-infer", "medseg", ["infer", "--bundle", "{bundle}", "--input", "{data}", "--output", "{out}", "--device", "cuda"], NO_CUDA),
+    ("medseg-serve", "medseg", ["serve", "--bundle", "{bundle}", "--port", "0", "--device", "cuda:1"], NO_CUDA),
+    ("action-train", "action", ["train", "--data", "{data}", "--out", "{out}", "--device", "gpu"], NO_CUDA),
+    ("action-evaluate", "action", ["evaluate", "--model", "{clip}", "--data", "{data}", "--out", "{out}", "--device", "cuda"], NO_CUDA),
+    ("action-predict", "action", ["predict", "--model", "{clip}", "{data}", "--device", "cuda"], NO_CUDA),
+    ("action-serve", "action", ["serve", "--model", "{clip}", "--port", "0", "--device", "cuda"], NO_CUDA),
+    (
+        "action-extract-features",
+        "action",
+        ["extract-features", "--data", "{data}", "--cache-dir", "{out}", "--backbone", "resnet18", "--device", "cuda"],
+        NO_CUDA,
+    ),
+    (
+        "fp16-on-the-cpu",
+        "medseg",
+        ["infer", "--bundle", "{bundle}", "--input", "{data}", "--output", "{out}", "--device", "cpu", "--precision", "fp16"],
+        "'fp16' needs a CUDA device",
+    ),
+    ("unknown-device", "action", ["predict", "--model", "{clip}", "{data}", "--device", "tpu"], "is not one of auto, cpu, cuda, cuda:N"),
+    (
+        "unknown-precision",
+        "action",
+        ["predict", "--model", "{clip}", "{data}", "--precision", "fp8"],
+        "is not one of fp32, bf16, fp16, auto",
+    ),
+    ("plan-unknown-budget", "medseg", ["plan", "{data}", "--out", "{out}", "--budget", "tpu:8"], "expected cpu, gpu:<GiB>"),
+]
+
+
+@pytest.mark.parametrize("name, program, argv, reason", DEVICE_CASES, ids=[c[0] for c in DEVICE_CASES])
+def test_an_unusable_device_fails_in_one_line_before_any_work(
+    name, program, argv, reason, models: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    from action.cli import main as action_main
+    from medseg.cli import main as medseg_main
+
+    if reason == NO_CUDA and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    (data / "untouched.txt").write_text("the data stays as it is\n")
+    capfd.readouterr()
+    values = {"bundle": models["bundle"], "clip": models["clip"], "data": data, "out": out}
+    code = (medseg_main if program == "medseg" else action_main)([a.format(**values) for a in argv])
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and reason in err[0], err
+    assert not out.exists() and sorted(p.name for p in data.iterdir()) == ["untouched.txt"]

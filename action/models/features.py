@@ -28,6 +28,7 @@ from action.training_data import DataSource, TrainingData
 from action.video.dataset import ClipDataset, Sampling
 from action.video.decode import DecodeLimits
 from action.video.layouts import VideoList, read_videos, split_videos
+from shared.devices import resolve_device
 from shared.io import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,13 @@ def feature_file(cache_dir: Path, video: str | Path) -> Path:
 
 
 def _extract_list(
-    videos: VideoList, cache_dir: Path, extractor: FrameFeatures, sampling: Sampling, skip_bad: bool, limits: DecodeLimits
+    videos: VideoList,
+    cache_dir: Path,
+    extractor: FrameFeatures,
+    sampling: Sampling,
+    skip_bad: bool,
+    limits: DecodeLimits,
+    device: Any = "auto",
 ) -> dict[str, Any]:
     todo = VideoList([item for item in videos.items if not feature_file(cache_dir, item[0]).is_file()], videos.classes)
     summary = {"cache": str(cache_dir), "written": 0, "reused": len(videos.items) - len(todo.items), "skipped": []}
@@ -108,9 +115,12 @@ def _extract_list(
         return summary
     dataset = ClipDataset(todo, sampling, train=False, cache=False, limits=limits, skip_bad=skip_bad)
     summary["skipped"] = dataset.skipped
+    # always fp32: a cache must not depend on the machine that filled it (bf16 features differ by ~1e-2)
+    device = resolve_device(device)
+    extractor = extractor.to(device)
     for index in range(len(dataset)):
         item = dataset[index]
-        features = extractor(item["image"][None])[0].numpy().astype(np.float32)
+        features = extractor(item["image"][None].to(device))[0].float().cpu().numpy()
         with atomic_path(feature_file(cache_dir, dataset.videos[item["video"]])) as tmp:
             np.save(tmp, features)
         summary["written"] += 1
@@ -128,12 +138,14 @@ def extract_features(
     skip_bad: bool = False,
     input_size: int = 224,
     limits: DecodeLimits = DecodeLimits(),
+    device: Any = "auto",
 ) -> dict[str, Any]:
-    """Cache features of every video of ``data`` (train and test lists); returns counts written/reused/skipped."""
+    """Cache features of every video of ``data`` (train and test lists) on ``device``; returns counts written/reused/skipped."""
     sampling = feature_sampling(sampling)
     backbones = load_backbones(backbone, weights, input_size)
     cache = open_cache(cache_dir, describe(backbones, sampling))
-    return _extract_list(read_videos(data, layout, split, "all"), cache, FrameFeatures(backbones), sampling, skip_bad, limits)
+    videos = read_videos(data, layout, split, "all")
+    return _extract_list(videos, cache, FrameFeatures(backbones), sampling, skip_bad, limits, device)
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -164,12 +176,14 @@ class FeatureInput:
         cache_dir: the ``extract-features`` cache (missing features are extracted first).
         weights: weights file(s), ``"+"``-joined (``None``: each backbone's default file).
         input_size: backbone input size in pixels, as extracted.
+        device: where missing features are extracted (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
     """
 
     backbone: str | None = None
     cache_dir: str | Path | None = None
     weights: str | None = None
     input_size: int = 224
+    device: str = "auto"
 
 
 def feature_data(source: DataSource, sampling: Sampling | None, features: FeatureInput, seed: int = 0) -> TrainingData:
@@ -181,7 +195,7 @@ def feature_data(source: DataSource, sampling: Sampling | None, features: Featur
     manifest = describe(backbones, sampling)
     cache = open_cache(features.cache_dir, manifest)
     videos = read_videos(source.path, source.layout, source.split, "train", seed=seed)
-    _extract_list(videos, cache, FrameFeatures(backbones), sampling, skip_bad=False, limits=source.limits)
+    _extract_list(videos, cache, FrameFeatures(backbones), sampling, skip_bad=False, limits=source.limits, device=features.device)
     train, val = split_videos(videos, source.held_out("features"), seed)
     record = {"names": features.backbone, "weights": features.weights, **manifest}
     val_set = FeatureDataset(val, cache) if val else None

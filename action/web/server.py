@@ -70,13 +70,13 @@ def _top_k(text: str, classes: int) -> int | None:
         return None
 
 
-def _load(model_dir: Path | None, limits: DecodeLimits) -> tuple[Any, str]:
+def _load(model_dir: Path | None, limits: DecodeLimits, device: str, precision: str) -> tuple[Any, str]:
     from action.predict import Predictor
 
     if model_dir is None:
         return None, "no model directory given (python -m action serve --model DIR)"
     try:
-        return Predictor.load(model_dir, limits), ""
+        return Predictor.load(model_dir, limits, device, precision), ""
     except (OSError, ValueError, RuntimeError) as err:
         logger.error("Model %s could not be loaded: %s", model_dir, err)
         return None, f"the model in {model_dir} could not be loaded"
@@ -128,8 +128,10 @@ def create_app(
     allowed_url_ports: Sequence[int] = (),
     max_transfers: int = 4,
     transfer_wait_s: float = 10.0,
+    device: str = "auto",
+    precision: str = "fp32",
 ) -> Any:
-    """The Flask app. ``app.config["UPLOAD_ROOT"]`` is the private directory uploads and fetched links pass through.
+    """The Flask app (its model on ``device`` at ``precision``, see :mod:`shared.devices`). ``app.config["UPLOAD_ROOT"]`` is the private directory uploads and fetched links pass through.
 
     ``allowed_url_hosts``: host names ``/api/predict-url`` may fetch from although they resolve to
     private or loopback addresses; ``allowed_url_ports``: ports it may fetch from besides 80 and
@@ -145,7 +147,7 @@ def create_app(
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     app.config["UPLOAD_ROOT"] = Path(tempfile.mkdtemp(prefix="medact-uploads-"))
-    predictor, load_problem = _load(Path(model_dir) if model_dir else None, limits)
+    predictor, load_problem = _load(Path(model_dir) if model_dir else None, limits, device, precision)
     gate, transfers = threading.BoundedSemaphore(max(1, workers)), TransferGate(max_transfers, transfer_wait_s)
     _add_info_routes(app, predictor, load_problem, max_upload_mb)
 

@@ -262,8 +262,11 @@ def create_app(
     max_voxels: int = MAX_UPLOAD_VOXELS,
     max_transfers: int = 4,
     transfer_wait_s: float = 10.0,
+    device_overrides: dict[str, Any] | None = None,
 ) -> Any:
     """The Flask app; ``app.config["RESULTS"]`` holds the private result root.
+
+    ``device_overrides``: bundle ids such as ``{"device": "cuda", "precision": "bf16"}`` (``medseg serve --device``).
 
     ``max_voxels``: voxels an upload's header may declare; ``max_transfers``: uploads stored or
     segmented at once (others wait ``transfer_wait_s``, then get 503).
@@ -276,7 +279,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 2**20)
     results = app.config["RESULTS"] = Results(keep_minutes * 60)
     try:
-        segmenter, problem = load_segmenter(bundle, weights), ""
+        segmenter, problem = load_segmenter(bundle, weights, device_overrides), ""
     except (OSError, ValueError, RuntimeError) as err:
         logger.error("Bundle %s could not be loaded: %s", bundle, err)
         segmenter, problem = None, f"the bundle in {bundle} could not be loaded"

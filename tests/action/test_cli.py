@@ -18,7 +18,8 @@ FAST = ["--frames", "8", "--size", "32", "--batch-size", "8", "--quiet"]
 @pytest.fixture(scope="module")
 def trained(tiny_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("model") / "c3d"
-    assert main(["train", "--data", str(tiny_videos), "--model", "c3d_gru", "--out", str(out), "--epochs", "1", *FAST]) == 0
+    argv = ["train", "--data", str(tiny_videos), "--model", "c3d_gru", "--out", str(out), "--epochs", "1", "--device", "cpu"]
+    assert main([*argv, *FAST]) == 0
     return out
 
 
@@ -27,6 +28,10 @@ def test_training_writes_a_complete_model_directory(trained: Path) -> None:
         assert (trained / name).is_file(), name
     config = json.loads((trained / "action_model.json").read_text(encoding="utf-8"))
     assert config["model"] == "c3d_gru" and len(config["classes"]) == 8 and config["sampling"]["frames"] == 8
+    from shared.options import TrainingOptions
+
+    options = TrainingOptions.load(trained / "training_options.json")
+    assert (options.execution_environment, options.precision) == ("cpu", "fp32")  # --device cpu reached the engine
 
 
 def test_resume_continues_the_same_run(trained: Path, tiny_videos: Path, tmp_path: Path) -> None:
@@ -38,7 +43,8 @@ def test_resume_continues_the_same_run(trained: Path, tiny_videos: Path, tmp_pat
 
 def test_evaluate_json_and_reports(trained: Path, tiny_videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(trained), "--data", str(tiny_videos), "--out", str(tmp_path / "eval"), "--json"]) == 0
+    argv = ["evaluate", "--model", str(trained), "--data", str(tiny_videos), "--out", str(tmp_path / "eval"), "--json", "--device", "cpu"]
+    assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     for key in (
         "accuracy",
@@ -74,7 +80,8 @@ def test_evaluate_counts_skipped_videos(trained: Path, tiny_videos: Path, tmp_pa
 def test_predict_top_k_and_timeline(trained: Path, tiny_videos: Path, capsys: pytest.CaptureFixture) -> None:
     video = sorted(tiny_videos.glob("Wave/*.mp4"))[0]
     capsys.readouterr()
-    assert main(["predict", "--model", str(trained), str(video), "--top-k", "5", "--timeline", "--window", "0.8", "--json"]) == 0
+    argv = ["predict", "--model", str(trained), str(video), "--top-k", "5", "--timeline", "--window", "0.8", "--json", "--device", "cpu"]
+    assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     probabilities = [r["probability"] for r in result["top_k"]]
     assert len(probabilities) == 5 and probabilities == sorted(probabilities, reverse=True)
