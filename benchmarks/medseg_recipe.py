@@ -2,6 +2,11 @@
 
     python benchmarks/medseg_recipe.py [--tasks demo mni] [--seeds 0 1 2] [--threads 1 2]
                                        [--epochs N] [--set KEY=VALUE ...] [--work DIR]
+                                       [--eval-precisions fp32 bf16]
+
+Precision (issue 24): ``--set precision='"bf16"'`` trains and infers under bf16 autocast;
+``--eval-precisions fp32 bf16`` evaluates the same trained weights again at each inference precision
+and records Dice and seconds per case, beside ``seconds_per_iteration`` of training.
 
 Tasks (each run is a fresh process, so its thread count is set before PyTorch starts):
 
@@ -105,6 +110,17 @@ def run_one(task: str, seed: int, threads: int, args: argparse.Namespace) -> dic
     evaluation = {k: v for k, v in overrides.items() if k in ("dataset_dir",) or not k.startswith(("options#", "train#", "loss"))}
     _workflow(bundle, ["train.json", "evaluate.json"], **evaluation)
     summary = json.loads((bundle / "eval" / "summary.json").read_text(encoding="utf-8"))
+    by_precision = {}
+    for precision in args.eval_precisions:  # the trained weights, inferred again at another precision
+        folder = bundle / f"eval_{precision}"
+        begin = time.perf_counter()
+        _workflow(bundle, ["train.json", "evaluate.json"], **{**evaluation, "precision": precision, "eval_dir": str(folder)})
+        other = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        by_precision[precision] = {
+            "dice": {name: entry["dice_mean"] for name, entry in other["per_label"].items()},
+            "mean_dice": other["mean_dice"],
+            "seconds_per_case": round((time.perf_counter() - begin) / max(1, other["cases"]), 2),
+        }
     record = {
         "figure": f"{task} held-out Dice",
         "task": task,
@@ -116,8 +132,11 @@ def run_one(task: str, seed: int, threads: int, args: argparse.Namespace) -> dic
         "val_curve": curve,
         "largest_drop_after_0.5": largest_drop_after([d for _, d in curve]),
         "train_seconds": round(seconds, 1),
+        "seconds_per_iteration": round(seconds / max(1, curve[-1][0] if curve else 1), 3),
         "overrides": parse_sets(args.set),
     }
+    if by_precision:
+        record["inference_at"] = by_precision
     if task == "mni":
         record["otsu"] = otsu_baseline(data)
     (work / "runs" / f"{tag}.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
@@ -188,7 +207,15 @@ def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_dice": stats([r["mean_dice"] for r in records]),
         "largest_drop_after_0.5": max(r["largest_drop_after_0.5"] for r in records),
         "train_seconds": stats([r["train_seconds"] for r in records]),
+        "seconds_per_iteration": stats([r["seconds_per_iteration"] for r in records]),
     }
+    for precision in records[0].get("inference_at", {}):
+        runs = [r["inference_at"][precision] for r in records]
+        summary[f"inference_at_{precision}"] = {
+            "mean_dice": stats([r["mean_dice"] for r in runs]),
+            "dice": {name: stats([r["dice"][name] for r in runs]) for name in names},
+            "seconds_per_case": stats([r["seconds_per_case"] for r in runs]),
+        }
     if "otsu" in records[0]:
         summary["otsu"] = records[0]["otsu"]
     return summary
@@ -202,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--epochs", type=int, help="override the bundle's max_epochs")
     parser.add_argument("--set", action="append", default=[], help="bundle config override KEY=VALUE (JSON value), repeatable")
+    parser.add_argument(
+        "--eval-precisions",
+        nargs="+",
+        default=[],
+        choices=["fp32", "bf16", "fp16"],
+        help="also evaluate the trained weights at these inference precisions (timed per case); train at bf16 with --set precision='\"bf16\"'",
+    )
     parser.add_argument("--plan-args", nargs=argparse.REMAINDER, default=[], help="extra arguments for medseg plan (mni task; last)")
     parser.add_argument("--mni-resolution", type=int, default=1, choices=[1, 2], help="MNI152 template resolution in mm")
     parser.add_argument("--work", default=str(ROOT / "work" / "recipe"), help="data, bundles and run records")

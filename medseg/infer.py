@@ -57,7 +57,8 @@ class VolumeInferer:
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
         if isinstance(network, torch.nn.parallel.DistributedDataParallel):
             network = network.module  # eval needs no gradient synchronisation; the copy below cannot copy DDP
-        device = next(network.parameters()).device
+        weight = next(network.parameters(), None)
+        device = weight.device if weight is not None else inputs.device  # a network without weights runs where its input is
         out_channels = getattr(network, "out_channels", None)
         windows = SlidingWindowInferer(
             self.roi_size,

@@ -92,6 +92,7 @@ def processes_for(name: Any) -> str:
 
 
 def check_precision_name(name: Any) -> str:
+    """Normalise a precision name (``"bfloat16"`` -> ``"bf16"``, ``"half"`` -> ``"fp16"``); raises :class:`DeviceError`."""
     text = str(name).strip().lower()
     aliases = {"float32": "fp32", "single": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
     text = aliases.get(text, text)

@@ -40,3 +40,35 @@ def test_unknown_template_and_bad_folders_are_named(tmp_path: Path) -> None:
         config_file(bundle, "train.json")
     with pytest.raises(BundleError, match="evaluate2.json: missing"):
         config_file(bundle, "evaluate2.json")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_config_has_the_device_keys_and_multi_gpu_initialises_a_process_group(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundle keys of issue 24, and multi_gpu_train.json's initialize run for real (a 1-process gloo group on the CPU)."""
+    import torch.distributed as dist
+    from monai.bundle import ConfigParser
+
+    from shared.distributed import free_port
+
+    configs = template_dir(name) / "configs"
+    train = json.loads((configs / "train.json").read_text(encoding="utf-8"))
+    assert (train["device"], train["precision"], train["num_workers"], train["deterministic"]) == ("auto", "fp32", 0, False)
+    assert train["options"]["execution_environment"] == "@device" and train["options"]["precision"] == "@precision"
+    assert json.loads((configs / "inference.json").read_text(encoding="utf-8"))["device"] == "auto"
+    for key, value in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }.items():
+        monkeypatch.setenv(key, value)
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), str(configs / "multi_gpu_train.json")])
+    parser.update({"device": "cpu"})
+    try:
+        parser.get_parsed_content("initialize")
+        assert dist.is_initialized() and dist.get_backend() == "gloo"
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -22,12 +22,17 @@ def _run(args: list, timeout: int = 600) -> subprocess.CompletedProcess:
     return done
 
 
+TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices (nccl, one rank per GPU)")
+
+
 @pytest.mark.slow
-def test_torchrun_two_processes_then_resume_in_one(tmp_path: Path, demo_dataset: Path) -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=TWO_GPUS)])
+def test_torchrun_two_processes_then_resume_in_one(tmp_path: Path, demo_dataset: Path, device: str) -> None:
+    """gloo on the CPU; on 2 GPUs nccl, which refuses two ranks on one GPU: the run ends only if each rank took LOCAL_RANK's."""
     bundle = tmp_path / "vnet_seg"
     shutil.copytree(CONFIGS, bundle / "configs")
     configs = f"['{bundle / 'configs' / 'train.json'}','{bundle / 'configs' / 'multi_gpu_train.json'}']"
-    common = ["--bundle_root", bundle, "--dataset_dir", demo_dataset, *TINY]
+    common = ["--bundle_root", bundle, "--dataset_dir", demo_dataset, "--device", device, *TINY]
     _run(
         [
             sys.executable,
