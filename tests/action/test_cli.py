@@ -120,3 +120,19 @@ def test_predict_and_serve_start_without_monai(trained: Path, tiny_videos: Path)
     assert json.loads(out)["label"] and imported == set(), imported
     code = "import sys, action.web.server, action.predict; print('monai' in sys.modules or 'ignite' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stdout.strip() == "False"
+
+
+def test_every_command_that_runs_a_network_takes_a_device() -> None:
+    from action.cli import build_parser
+
+    parser = build_parser()
+    for argv in (
+        ["train", "--data", "d", "--out", "o"],
+        ["evaluate", "--model", "m", "--data", "d"],
+        ["predict", "--model", "m", "v.mp4"],
+        ["serve", "--model", "m"],
+        ["extract-features", "--data", "d", "--cache-dir", "c", "--backbone", "resnet18"],
+    ):
+        assert parser.parse_args([*argv, "--device", "cuda:1"]).device == "cuda:1", argv
+    assert parser.parse_args(["predict", "--model", "m", "v.mp4"]).precision == "fp32"
+    assert parser.parse_args(["train", "--data", "d", "--out", "o"]).precision is None  # the --options file or fp32

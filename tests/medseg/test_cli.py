@@ -102,3 +102,19 @@ def test_train_resume_without_checkpoint_is_an_error(tmp_path, demo_dataset):
 def test_validate_starts_without_torch_or_monai(demo_dataset):
     out, imported = modules_after("medseg", "validate", str(demo_dataset), watch=("monai", "torch", "ignite"))
     assert "cases checked: 0 errors" in out and imported == set(), (out, imported)
+
+
+def test_every_command_that_runs_a_network_takes_device_and_precision() -> None:
+    from medseg.cli import build_parser, device_overrides
+
+    parser = build_parser()
+    for argv in (
+        ["train", "--bundle", "b", "--data", "d"],
+        ["infer", "--bundle", "b", "--input", "x.nii.gz", "--output", "o"],
+        ["serve", "--bundle", "b"],
+    ):
+        args = parser.parse_args([*argv, "--device", "cpu", "--precision", "bf16"])
+        assert device_overrides(args) == {"device": "cpu", "precision": "bf16"}, argv
+        assert device_overrides(parser.parse_args(argv)) == {}, "without the flags the bundle's keys decide"
+    args = parser.parse_args(["train", "--bundle", "b", "--data", "d", "--num-workers", "2", "--deterministic"])
+    assert device_overrides(args) == {"num_workers": 2, "deterministic": True}

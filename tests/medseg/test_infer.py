@@ -85,3 +85,15 @@ def test_any_window_size_works_with_vnet(tmp_path):
     torch.testing.assert_close(odd.logits(image), whole, rtol=1e-4, atol=1e-4)
     labels = torch.argmax(whole, dim=0).numpy()  # on the network's (RAS, foreground) grid; the mask is on the input's grid
     assert np.array_equal(np.bincount(mask.ravel(), minlength=4)[1:], np.bincount(labels.ravel(), minlength=4)[1:])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sums_of_a_volume_too_large_for_the_gpu_stay_on_the_cpu() -> None:
+    from medseg.infer import accumulation_device
+
+    gpu = torch.device("cuda", torch.cuda.current_device())
+    free, _ = torch.cuda.mem_get_info(gpu)
+    assert accumulation_device((1, 1, 64, 64, 64), 3, gpu) == gpu
+    edge = int((free / 4 / 4) ** (1 / 3)) + 1  # 3 classes + counts at fp32: more than the whole free memory
+    assert accumulation_device((1, 1, edge, edge, edge), 3, gpu) == torch.device("cpu")
+    assert accumulation_device((1, 1, edge, edge, edge), 3, torch.device("cpu")) == torch.device("cpu")

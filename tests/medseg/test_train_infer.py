@@ -54,7 +54,20 @@ def plan_and_train(data: Path, bundle: Path, iterations: int = 100, norm: str | 
     extra = ["--set", f"norm={norm}"] if norm else []
     assert (
         main(
-            ["train", "--bundle", str(bundle), "--data", str(data), "--set", "options#verbose=false", "--set", "options#plots=none", *extra]
+            [
+                "train",
+                "--bundle",
+                str(bundle),
+                "--data",
+                str(data),
+                "--set",
+                "options#verbose=false",
+                "--set",
+                "options#plots=none",
+                "--device",
+                "cpu",
+                *extra,
+            ]
         )
         == 0
     )
