@@ -129,7 +129,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     overrides.update(device_overrides(args))
     segmenter = load_segmenter(args.bundle, args.weights, overrides)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    written = segmenter.segment_files(args.input, args.output, formats, args.mat_image_var)
+    written = segmenter.segment_files(args.input, args.output, formats, args.mat_image_var, with_probabilities=args.save_probabilities)
     if args.json:
         print(json.dumps({src: [str(p) for p in files] for src, files in written.items()}))
     else:
@@ -304,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest connected component of each label")
     p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the bundle's)")
     p.add_argument("--mat-image-var", help="variable holding the image in MATLAB .mat inputs")
+    p.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write <case>_probabilities.npz: float16 class probabilities (C, i, j, k) on the input grid, its ijk_to_lps and label names",
+    )
     p.add_argument("--json", action="store_true", help="print written files as JSON")
     add_device_arguments(p, inherited_from=BUNDLE_DEFAULT)
     p.set_defaults(func=cmd_infer)

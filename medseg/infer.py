@@ -107,6 +107,9 @@ class Segmenter:
         colours: label value -> RGB (0-1) for the Slicer exports.
         device: where the network runs: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (:mod:`shared.devices`).
         precision: ``fp32``, ``bf16``, ``fp16`` (CUDA) or ``auto`` (autocast of the forward passes).
+        resample: ``"probabilities"`` (default, nnU-Net's way): the class probabilities are resampled (linear)
+            to the input grid and the argmax taken there, so boundaries follow the input's resolution;
+            ``"labels"``: argmax on the network grid, then nearest neighbour (staircased boundaries on coarse plans).
     """
 
     network: torch.nn.Module
@@ -121,8 +124,11 @@ class Segmenter:
     device: str | torch.device = "auto"
     normalization: str = "minmax"
     precision: str = "fp32"
+    resample: str = "probabilities"
 
     def __post_init__(self) -> None:
+        if self.resample not in ("probabilities", "labels"):
+            raise ValueError(f"Segmenter: resample={self.resample!r}; expected 'probabilities' or 'labels'.")
         self.device = resolve_device(self.device)
         self.dtype = resolve_precision(self.precision, self.device)
         self.network = self.network.to(self.device).eval()
@@ -140,8 +146,14 @@ class Segmenter:
         batch = batch.to(accumulation_device(batch.shape, getattr(self.network, "out_channels", None), self.device))
         return inferer(batch, self.network)[0]  # self.network stays as loaded
 
-    def segment(self, path: str | os.PathLike, image_var: str | None = None) -> tuple[np.ndarray, Geometry]:
-        """Segment one volume file; returns ``(mask[i, j, k], geometry)`` on the input's own grid."""
+    def segment(
+        self, path: str | os.PathLike, image_var: str | None = None, probabilities: list[np.ndarray] | None = None
+    ) -> tuple[np.ndarray, Geometry]:
+        """Segment one volume file; returns ``(mask[i, j, k], geometry)`` on the input's own grid.
+
+        ``probabilities``: a list that receives the C class probabilities on the input grid (float16 ``(i, j, k)``
+        each; with ``resample="probabilities"`` only).
+        """
         header = read_header(path, image_var)
         pre = self._transforms(image_var)
         try:
@@ -154,12 +166,16 @@ class Segmenter:
                 raise inner from None
             raise
         logits = self.logits(data["image"])
-        labels = torch.argmax(logits, dim=0, keepdim=True).to(torch.uint8)
-        if self.keep_largest:
+        grid = Geometry.from_ras_affine(np.asarray(data["image"].affine, dtype=float), logits.shape[1:])
+        if self.resample == "labels":  # the old path (argmax on the network grid, nearest neighbour): kept for comparison
+            labels = torch.argmax(logits, dim=0).to(torch.uint8).cpu().numpy()
+            mask = resample_labels(labels, grid, header.geometry)
+        else:
+            mask = argmax_on_grid(torch.softmax(logits.float(), dim=0).cpu().numpy(), grid, header.geometry, probabilities)
+        mask = mask.astype(mask_dtype(len(self.names)), copy=False)
+        if self.keep_largest:  # on the input grid, where the mask is delivered
             keep = T.KeepLargestConnectedComponent(applied_labels=[v for v in self.names if v], independent=True)
-            labels = keep(labels)
-        grid = Geometry.from_ras_affine(np.asarray(data["image"].affine, dtype=float), labels.shape[1:])
-        mask = resample_labels(np.asarray(labels[0].cpu().numpy()), grid, header.geometry).astype(mask_dtype(len(self.names)), copy=False)
+            mask = np.asarray(keep(torch.from_numpy(np.ascontiguousarray(mask))[None])[0].numpy(), dtype=mask.dtype)
         return mask, header.geometry
 
     def segment_files(
@@ -168,18 +184,25 @@ class Segmenter:
         output_dir: str | os.PathLike,
         formats: Sequence[str] = ("nifti", "seg.nrrd"),
         image_var: str | None = None,
+        with_probabilities: bool = False,
     ) -> dict[str, list[Path]]:
         """Segment ``inputs`` and export each as ``formats`` into ``output_dir`` (named after the input's stem).
 
+        ``with_probabilities``: also ``<stem>_probabilities.npz`` (:func:`save_probabilities`).
         Refuses before any work when an output would overwrite an input.
         """
         output_dir = Path(output_dir)
         guard_outputs(inputs, output_dir)
+        if with_probabilities and self.resample != "probabilities":
+            raise ValueError("Probabilities on the input grid need resample='probabilities' (the default).")
         written = {}
         for path in inputs:
-            mask, geometry = self.segment(path, image_var)
+            kept: list[np.ndarray] | None = [] if with_probabilities else None
+            mask, geometry = self.segment(path, image_var, kept)
             stem = strip_suffix(Path(path).name)
             written[str(path)] = export_mask(mask, geometry, output_dir, stem, self.names, formats, self.colours)
+            if kept is not None:
+                written[str(path)].append(save_probabilities(output_dir / f"{stem}_probabilities.npz", kept, geometry, self.names))
             logger.info("%s -> %s", path, ", ".join(p.name for p in written[str(path)]))
         return written
 
@@ -210,12 +233,60 @@ def resample_labels(labels: np.ndarray, grid: Geometry, target: Geometry) -> np.
     return sitk.GetArrayFromImage(out).transpose(2, 1, 0)
 
 
+def argmax_on_grid(probabilities: np.ndarray, grid: Geometry, target: Geometry, keep: list[np.ndarray] | None = None) -> np.ndarray:
+    """Resample each class's probabilities ``(C, *grid.shape)`` linearly onto ``target`` and take the argmax there.
+
+    One class at a time with a running maximum (peak: two float32 volumes of the input's size, not C), outside
+    the network grid: background. ``keep``: a list that receives each class's resampled probabilities as float16
+    (``--save-probabilities``), in class order.
+    """
+    best = labels = None
+    for c, channel in enumerate(probabilities):
+        outside = 1.0 if c == 0 else 0.0  # beyond the network grid there is only background
+        source = grid.apply_to(sitk.GetImageFromArray(np.ascontiguousarray(channel.transpose(2, 1, 0), dtype=np.float32)))
+        size = [int(n) for n in target.shape]
+        resampled = sitk.Resample(
+            source, size, sitk.Transform(), sitk.sitkLinear, target.origin, target.spacing, target.direction, outside, sitk.sitkFloat32
+        )
+        prob = sitk.GetArrayViewFromImage(resampled).transpose(2, 1, 0)
+        if keep is not None:
+            keep.append(prob.astype(np.float16))
+        if best is None:
+            best, labels = prob.copy(), np.zeros(prob.shape, dtype=np.uint8)
+        else:
+            better = prob > best
+            labels[better], best[better] = c, prob[better]
+    return labels
+
+
+def save_probabilities(path: Path, probabilities: Sequence[np.ndarray], geometry: Geometry, names: Mapping[int, str]) -> Path:
+    """``<stem>_probabilities.npz``: ``probabilities`` float16 ``(C, i, j, k)`` on the input grid, its ``ijk_to_lps`` and label names."""
+    from shared.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(
+            handle,
+            probabilities=np.stack(probabilities),
+            ijk_to_lps=geometry.ijk_to_lps,
+            shape=np.asarray(geometry.shape),
+            names=np.asarray([names[k] for k in sorted(names)]),
+        )
+    return path
+
+
 def guard_outputs(inputs: Sequence[str | os.PathLike], output_dir: Path) -> None:
     """Raise when ``output_dir`` is an input's own folder and an export name could replace an input."""
     resolved_inputs = {Path(p).resolve() for p in inputs}
     for path in inputs:
         stem = strip_suffix(Path(path).name)
-        for name in (f"{stem}_seg.nii.gz", f"{stem}.seg.nrrd", f"{stem}_seg.nrrd", f"{stem}_seg.ctbl", f"{stem}_seg.mat"):
+        for name in (
+            f"{stem}_seg.nii.gz",
+            f"{stem}.seg.nrrd",
+            f"{stem}_seg.nrrd",
+            f"{stem}_seg.ctbl",
+            f"{stem}_seg.mat",
+            f"{stem}_probabilities.npz",
+        ):
             if (output_dir / name).resolve() in resolved_inputs:
                 raise VolumeError(f"Output {output_dir / name} would overwrite the input {path}; choose another --output directory.")
     if output_dir.resolve() in {p.parent for p in resolved_inputs} and any(Path(p).is_dir() for p in inputs):

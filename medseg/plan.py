@@ -43,6 +43,7 @@ MAX_VOXELS_PER_CASE = 192**3
 MIN_PATCH_EDGE = 32
 PATCH_EDGE = 32  # training patch edge (voxels): 4 patches of 32^3 per step cost 0.15-0.3 s on 2 CPU cores at width 4
 ITERATIONS = 1000
+ANISOTROPY = 3.0  # nnU-Net's threshold: an axis this many times coarser than the others, with few slices, is anisotropic
 VAL_FRACTION = 0.2  # train.json's val_fraction: held out when dataset.json lists no validation cases
 VALIDATIONS = 10  # validation passes over a training run
 PALETTE = ([0.86, 0.55, 0.40], [0.72, 0.30, 0.27], [0.95, 0.85, 0.20], [0.55, 0.55, 0.85], [0.45, 0.75, 0.45], [0.80, 0.45, 0.80])
@@ -149,17 +150,42 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
 def target_spacing(
     spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[float]], max_voxels: float | None = MAX_VOXELS_PER_CASE
 ) -> tuple[list[float], str]:
-    """Median spacing per axis, coarsened isotropically when the median case exceeds ``max_voxels``
-    (:data:`MAX_VOXELS_PER_CASE` on a CPU; ``None``, a GPU budget: nnU-Net's median spacing as it is)."""
-    spacing = np.median(np.asarray(spacings), axis=0)
-    extent = np.median(np.asarray(shapes) * np.asarray(spacings), axis=0)  # mm
-    voxels = float(np.prod(extent / spacing))
+    """Median spacing per axis with nnU-Net's anisotropy rule (:func:`anisotropic_axis`), then coarsened isotropically
+    when the median case exceeds ``max_voxels`` (:data:`MAX_VOXELS_PER_CASE` on a CPU; ``None``, a GPU budget: as it is)."""
+    all_spacings = np.asarray(spacings, dtype=float)
+    spacing = np.median(all_spacings, axis=0)
+    extent = np.median(np.asarray(shapes) * all_spacings, axis=0)  # mm
     reason = f"median spacing of {len(spacings)} cases"
+    axis = anisotropic_axis(spacing, extent / spacing)
+    if axis is not None:
+        others = max(spacing[a] for a in range(3) if a != axis)
+        low = max(float(np.percentile(all_spacings[:, axis], 10)), others + 1e-5)
+        reason += (
+            f"; axis {'RAS'[axis]} is anisotropic ({spacing[axis]:g} mm > {ANISOTROPY:g} x {others:g} mm, and its median size "
+            f"x {ANISOTROPY:g} is below the others'): its target is the 10th percentile of its spacings, {low:.4g} mm (nnU-Net's rule), "
+            "so thin-slice cases are not thrown away"
+        )
+        spacing[axis] = low
+    voxels = float(np.prod(extent / spacing))
     if max_voxels is not None and voxels > max_voxels:
         factor = (voxels / max_voxels) ** (1 / 3)
         spacing = spacing * factor
         reason += f", x{factor:.2f} so the median case ({voxels / 1e6:.1f} Mvoxel) fits {max_voxels / 1e6:.1f} Mvoxel on a CPU"
     return [round(float(s), 4) for s in spacing], reason
+
+
+def anisotropic_axis(spacing: Sequence[float], median_size: Sequence[float]) -> int | None:
+    """The low-resolution axis when nnU-Net calls the data anisotropic, else ``None``.
+
+    Anisotropic: the coarsest axis's median spacing is more than :data:`ANISOTROPY` times the others' largest, and
+    its median size times :data:`ANISOTROPY` is smaller than the others' smallest (few thick slices).
+    """
+    spacing, size = np.asarray(spacing, dtype=float), np.asarray(median_size, dtype=float)
+    worst = int(np.argmax(spacing))
+    others = [a for a in range(3) if a != worst]
+    thick = spacing[worst] > ANISOTROPY * spacing[others].max()
+    few = size[worst] * ANISOTROPY < size[others].min()
+    return worst if thick and few else None
 
 
 def patch_size(spacing: Sequence[float], spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[float]]) -> list[int]:
@@ -229,6 +255,14 @@ def make_plan(
     reasons = {
         "pixdim": spacing_reason,
         "roi_size": fit_reason,
+        "width": (
+            f"{fitted['width']} channels at the first level: "
+            + ("the 2-core step budget (width 16 costs 14x width 4 per step)" if budget.kind == "cpu" else "MONAI's and the paper's V-Net")
+        ),
+        "options#mini_batch_size": (
+            f"{fitted['options#mini_batch_size']} cases per step"
+            + (" x 2 patches each" if budget.kind == "cpu" else ", one patch each (nnU-Net: at least 2 samples per batch)")
+        ),
         "normalization": norm_reason,
         "train#preprocessing#class_ratios": "patch centres drawn equally from each label (small structures seen as often as large ones)",
         "options#max_epochs": f"{epochs} epochs x {per_epoch} iterations = about {epochs * per_epoch} iterations",

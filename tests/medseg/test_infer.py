@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -97,3 +99,50 @@ def test_sums_of_a_volume_too_large_for_the_gpu_stay_on_the_cpu() -> None:
     edge = int((free / 4 / 4) ** (1 / 3)) + 1  # 3 classes + counts at fp32: more than the whole free memory
     assert accumulation_device((1, 1, edge, edge, edge), 3, gpu) == torch.device("cpu")
     assert accumulation_device((1, 1, edge, edge, edge), 3, torch.device("cpu")) == torch.device("cpu")
+
+
+def _distances(geometry: Geometry, centre: float) -> np.ndarray:
+    """Distance (mm) of each voxel centre of an axis-aligned ``geometry`` from the point (centre, centre, centre)."""
+    axes = [geometry.origin[a] + np.arange(geometry.shape[a]) * geometry.spacing[a] - centre for a in range(3)]
+    grid = np.meshgrid(*axes, indexing="ij")
+    return np.sqrt(sum(g**2 for g in grid))
+
+
+def test_probabilities_resampled_to_the_input_grid_follow_a_boundary_better_than_labels() -> None:
+    """nnU-Net's rule: on a coarse network grid (4 mm), resampling probabilities then taking the argmax on the 1 mm input
+    grid recovers a sphere that nearest-neighbour labels staircase."""
+    from medseg.evaluation import dice
+    from medseg.infer import argmax_on_grid, resample_labels
+
+    eye = tuple(np.eye(3).reshape(-1))
+    fine = Geometry((48, 48, 48), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), eye)
+    coarse = Geometry((12, 12, 12), (4.0, 4.0, 4.0), (1.5, 1.5, 1.5), eye)
+    radius, centre = 9.3, 23.5
+    inside = 1 / (1 + np.exp(-(radius - _distances(coarse, centre)) / 1.5))  # a network's soft boundary
+    probabilities = np.stack([1 - inside, inside]).astype(np.float32)
+    truth = (_distances(fine, centre) < radius).astype(np.uint8)
+    kept: list[np.ndarray] = []
+    from_probabilities = argmax_on_grid(probabilities, coarse, fine, kept)
+    from_labels = resample_labels(probabilities.argmax(0).astype(np.uint8), coarse, fine)
+    better, worse = dice(from_probabilities, truth, (1,))[1], dice(from_labels, truth, (1,))[1]
+    assert better > 0.92 and better > worse + 0.03, (better, worse)  # measured 0.943 vs 0.863
+    assert len(kept) == 2 and kept[0].dtype == np.float16 and kept[0].shape == fine.shape
+    np.testing.assert_allclose(kept[0].astype(np.float32) + kept[1], 1.0, atol=2e-3)  # still a distribution
+    np.testing.assert_array_equal(np.stack(kept).argmax(0), from_probabilities)
+
+
+def test_saved_probabilities_are_on_the_input_grid_and_give_the_mask(tmp_path: Path, untrained_bundle: Path) -> None:
+    from medseg.cli import main
+
+    image = write_volume(random_labels().astype(np.int16) * 100, OBLIQUE, tmp_path / "in" / "case3.nii.gz")
+    assert (
+        main(["infer", "--bundle", str(untrained_bundle), "--input", str(image), "--output", str(tmp_path / "out"), "--save-probabilities"])
+        == 0
+    )
+    saved = np.load(tmp_path / "out" / "case3_probabilities.npz")
+    mask, geometry = read_volume(tmp_path / "out" / "case3_seg.nii.gz")
+    assert saved["probabilities"].dtype == np.float16 and saved["probabilities"].shape == (4, *geometry.shape)
+    np.testing.assert_allclose(saved["ijk_to_lps"], read_header(image).geometry.ijk_to_lps, atol=1e-6)
+    assert list(saved["names"]) == ["background", "liver", "kidney", "tumour"]
+    agree = saved["probabilities"].astype(np.float32).argmax(0) == np.asarray(mask)
+    assert agree.mean() > 0.999  # float16 ties aside, the saved probabilities give the mask

@@ -129,3 +129,13 @@ def test_existing_bundle_is_not_overwritten(demo_dataset: Path, tmp_path: Path) 
     with pytest.raises(PlanError, match=r"taken: exists and is not empty"):
         plan_dataset(demo_dataset, tmp_path / "taken")
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["mine.txt"]
+
+
+def test_anisotropic_axis_takes_the_10th_percentile_spacing_as_nnunet() -> None:
+    # a prostate MR series: 0.6 mm in plane, mostly 3.6 mm slices, some 3.0 mm; 20 slices against 320 x 320
+    spacings, shapes = [[0.6, 0.6, 3.6]] * 8 + [[0.6, 0.6, 3.0]] * 2, [[320, 320, 20]] * 10
+    spacing, reason = target_spacing(spacings, shapes, max_voxels=None)
+    assert spacing == [0.6, 0.6, 3.0] and "axis S is anisotropic" in reason and "10th percentile" in reason
+    # thick slices but many of them (size x 3 not below the others'): not anisotropic by nnU-Net's rule, the median stays
+    assert target_spacing([[1.0, 1.0, 3.6]] * 10, [[200, 200, 150]] * 10, max_voxels=None)[0] == [1.0, 1.0, 3.6]
+    assert target_spacing([[2.0, 2.0, 2.0]] * 4, [[60, 60, 60]] * 4) == ([2.0, 2.0, 2.0], "median spacing of 4 cases")
