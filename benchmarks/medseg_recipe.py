@@ -111,12 +111,15 @@ def run_one(task: str, seed: int, threads: int, args: argparse.Namespace) -> dic
     _workflow(bundle, ["train.json", "evaluate.json"], **evaluation)
     summary = json.loads((bundle / "eval" / "summary.json").read_text(encoding="utf-8"))
     by_precision = {}
-    for precision in args.eval_precisions:  # the trained weights, inferred again at another precision
-        folder = bundle / f"eval_{precision}"
+    variants = [("precision", p, p) for p in args.eval_precisions] + [
+        ("segmenter#resample", r, f"resample_{r}") for r in args.eval_resample
+    ]
+    for key, value, name in variants:  # the trained weights, inferred again another way
+        folder = bundle / f"eval_{name}"
         begin = time.perf_counter()
-        _workflow(bundle, ["train.json", "evaluate.json"], **{**evaluation, "precision": precision, "eval_dir": str(folder)})
+        _workflow(bundle, ["train.json", "evaluate.json"], **{**evaluation, key: value, "eval_dir": str(folder)})
         other = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        by_precision[precision] = {
+        by_precision[name] = {
             "dice": {name: entry["dice_mean"] for name, entry in other["per_label"].items()},
             "mean_dice": other["mean_dice"],
             "seconds_per_case": round((time.perf_counter() - begin) / max(1, other["cases"]), 2),
@@ -235,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         choices=["fp32", "bf16", "fp16"],
         help="also evaluate the trained weights at these inference precisions (timed per case); train at bf16 with --set precision='\"bf16\"'",
+    )
+    parser.add_argument(
+        "--eval-resample",
+        nargs="+",
+        default=[],
+        choices=["labels", "probabilities"],
+        help="also evaluate the trained weights with the mask resampled as labels (nearest) or as probabilities (linear, then argmax)",
     )
     parser.add_argument("--plan-args", nargs=argparse.REMAINDER, default=[], help="extra arguments for medseg plan (mni task; last)")
     parser.add_argument("--mni-resolution", type=int, default=1, choices=[1, 2], help="MNI152 template resolution in mm")

@@ -22,12 +22,19 @@ def names_from_channel_def(channel_def: Mapping[str, str]) -> dict[int, str]:
 
 
 def split_cases(
-    dataset_dir: str | Path, val_fraction: float = 0.2, seed: int = 0, labels: Sequence[int] | None = None, check: bool = True
+    dataset_dir: str | Path,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    labels: Sequence[int] | None = None,
+    check: bool = True,
+    fold: int | None = None,
+    splits_file: str | Path | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Training and validation cases of a dataset, after checking them (``medseg validate``).
 
-    Uses the ``validation`` list of ``dataset.json`` when present; otherwise holds out
-    ``val_fraction`` of the training cases (at least one), chosen with ``seed``.
+    With ``fold``: that fold of ``splits_file`` (:mod:`medseg.folds`; made there, 5 folds by case, when missing).
+    Otherwise the ``validation`` list of ``dataset.json`` when present, else ``val_fraction`` of the training
+    cases (at least one) held out, chosen with ``seed``.
 
     Raises:
         VolumeError: the dataset has errors (all listed, one per line), or too few cases.
@@ -41,6 +48,13 @@ def split_cases(
         errors = [str(p) for p in problems if p.level == "error"]
         if errors:
             raise VolumeError(f"Dataset {dataset_dir} failed validation ({len(errors)} errors):\n" + "\n".join(errors))
+    if fold is not None:
+        from medseg.folds import case_id, fold_splits, select_fold
+
+        if splits_file is None:
+            raise VolumeError("fold given without splits_file (the bundle's splits.json).")
+        splits = fold_splits(splits_file, [case_id(i) for i in items], fold=int(fold))
+        return select_fold(items, splits, int(fold), Path(splits_file))
     description = dataset_description(dataset_dir)
     if description is not None and "validation" in json.loads(description.read_text(encoding="utf-8")):
         return items, datalist(dataset_dir, "validation")

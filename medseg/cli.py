@@ -94,6 +94,8 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
         overrides["options#max_epochs"] = args.epochs
     if args.resume:
         overrides["trainer#resume"] = True
+    if args.fold is not None:
+        overrides["fold"] = args.fold
     overrides.update(device_overrides(args))
     workflow = ConfigWorkflow(config_file=str(train_json), workflow_type=None, **overrides)
     workflow.initialize()
@@ -115,7 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         _train_process(0, args)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process runs this command
-        print(f"Model: {args.bundle / 'models' / 'model.pt'}")
+        folder = args.bundle / "models" / (f"fold_{args.fold}" if args.fold is not None else "")
+        print(f"Model: {folder / 'model.pt'}" + (f" (fold {args.fold} of {args.bundle / 'splits.json'})" if args.fold is not None else ""))
     return 0
 
 
@@ -289,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--set", action="append", default=[], metavar="ID=VALUE", help="override any config id, e.g. --set width=16 (repeatable)"
+    )
+    p.add_argument(
+        "--fold",
+        type=int,
+        help="train cross-validation fold K of the bundle's splits.json (made on first use: 5 folds by case, nnU-Net's format, editable) into models/fold_K",
     )
     p.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: the bundle's num_workers key)")
     p.add_argument("--deterministic", action="store_true", help="deterministic cuDNN kernels (default: the bundle's deterministic key)")
