@@ -130,7 +130,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.overlap is not None:
         overrides["overlap"] = args.overlap
     overrides.update(device_overrides(args))
-    segmenter = load_segmenter(args.bundle, args.weights, overrides)
+    if args.tta:
+        overrides["segmenter#mirror_axes"] = [0, 1, 2]
+    if args.folds and args.weights:
+        raise ValueError("--folds and --weights both name weights; give one of them.")
+    segmenter = load_segmenter(args.bundle, args.weights, overrides, folds=args.folds)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     written = segmenter.segment_files(args.input, args.output, formats, args.mat_image_var, with_probabilities=args.save_probabilities)
     if args.json:
@@ -312,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest connected component of each label")
     p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the bundle's)")
     p.add_argument("--mat-image-var", help="variable holding the image in MATLAB .mat inputs")
+    p.add_argument(
+        "--folds", nargs="+", type=int, help="ensemble of cross-validation folds (models/fold_K/model.pt), probabilities averaged"
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the probabilities over the 8 mirrorings of the 3 axes (8x the time)",
+    )
     p.add_argument(
         "--save-probabilities",
         action="store_true",

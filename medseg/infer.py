@@ -7,6 +7,7 @@ its header, so the mask overlays the scan exactly.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -110,6 +111,9 @@ class Segmenter:
         resample: ``"probabilities"`` (default, nnU-Net's way): the class probabilities are resampled (linear)
             to the input grid and the argmax taken there, so boundaries follow the input's resolution;
             ``"labels"``: argmax on the network grid, then nearest neighbour (staircased boundaries on coarse plans).
+        ensemble: more networks (e.g. the other cross-validation folds) whose probabilities are averaged with ``network``'s.
+        mirror_axes: test-time augmentation: the probabilities are averaged over the flips of every subset of these
+            spatial axes (0, 1, 2 = RAS x, y, z of the preprocessed grid; all three: 8 passes per network, nnU-Net's default).
     """
 
     network: torch.nn.Module
@@ -125,6 +129,8 @@ class Segmenter:
     normalization: str = "minmax"
     precision: str = "fp32"
     resample: str = "probabilities"
+    ensemble: Sequence[torch.nn.Module] = ()
+    mirror_axes: Sequence[int] = ()
 
     def __post_init__(self) -> None:
         if self.resample not in ("probabilities", "labels"):
@@ -132,19 +138,37 @@ class Segmenter:
         self.device = resolve_device(self.device)
         self.dtype = resolve_precision(self.precision, self.device)
         self.network = self.network.to(self.device).eval()
+        self.ensemble = [net.to(self.device).eval() for net in self.ensemble]
+        if any(a not in (0, 1, 2) for a in self.mirror_axes):
+            raise ValueError(f"Segmenter: mirror_axes={list(self.mirror_axes)}; expected spatial axes among 0, 1, 2.")
 
     def _transforms(self, image_var: str | None) -> T.Compose:
         return preprocessing(
             self.pixdim, self.window, roi_size=None, with_label=False, image_var=image_var, normalization=self.normalization
         )
 
-    def logits(self, image: torch.Tensor) -> torch.Tensor:
-        """``(C_in, *spatial)`` preprocessed image -> ``(C, *spatial)`` logits (sliding window, Gaussian blending)."""
+    def logits(self, image: torch.Tensor, network: torch.nn.Module | None = None) -> torch.Tensor:
+        """``(C_in, *spatial)`` preprocessed image -> ``(C, *spatial)`` logits of ``network`` (default: ``self.network``)."""
+        network = network if network is not None else self.network
         inferer = VolumeInferer(self.roi_size, self.sw_batch_size, self.overlap, self.dtype)
         batch = image[None]
         # the input goes where the sums will be (the whole volume on the GPU when it fits; else windows are copied one by one)
-        batch = batch.to(accumulation_device(batch.shape, getattr(self.network, "out_channels", None), self.device))
-        return inferer(batch, self.network)[0]  # self.network stays as loaded
+        batch = batch.to(accumulation_device(batch.shape, getattr(network, "out_channels", None), self.device))
+        return inferer(batch, network)[0]  # the network stays as loaded
+
+    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
+        """``(C_in, *spatial)`` -> ``(C, *spatial)`` softmax probabilities (float32, CPU), averaged over the ensemble and
+        the mirrored passes (``len(ensemble) + 1`` networks x ``2 ** len(mirror_axes)`` passes)."""
+        total, passes = None, 0
+        for network in (self.network, *self.ensemble):
+            for axes in mirror_subsets(self.mirror_axes):
+                dims = [a + 1 for a in axes]  # spatial axis a of (C, x, y, z)
+                flipped = torch.flip(image, dims) if dims else image
+                prob = torch.softmax(self.logits(flipped, network).float(), dim=0).cpu()
+                prob = torch.flip(prob, dims) if dims else prob
+                total = prob if total is None else total.add_(prob)
+                passes += 1
+        return total / passes
 
     def segment(
         self, path: str | os.PathLike, image_var: str | None = None, probabilities: list[np.ndarray] | None = None
@@ -165,13 +189,13 @@ class Segmenter:
             if isinstance(inner, (VolumeError, FileNotFoundError)):
                 raise inner from None
             raise
-        logits = self.logits(data["image"])
-        grid = Geometry.from_ras_affine(np.asarray(data["image"].affine, dtype=float), logits.shape[1:])
+        prob = self.probabilities(data["image"])
+        grid = Geometry.from_ras_affine(np.asarray(data["image"].affine, dtype=float), prob.shape[1:])
         if self.resample == "labels":  # the old path (argmax on the network grid, nearest neighbour): kept for comparison
-            labels = torch.argmax(logits, dim=0).to(torch.uint8).cpu().numpy()
+            labels = torch.argmax(prob, dim=0).to(torch.uint8).numpy()
             mask = resample_labels(labels, grid, header.geometry)
         else:
-            mask = argmax_on_grid(torch.softmax(logits.float(), dim=0).cpu().numpy(), grid, header.geometry, probabilities)
+            mask = argmax_on_grid(prob.numpy(), grid, header.geometry, probabilities)
         mask = mask.astype(mask_dtype(len(self.names)), copy=False)
         if self.keep_largest:  # on the input grid, where the mask is delivered
             keep = T.KeepLargestConnectedComponent(applied_labels=[v for v in self.names if v], independent=True)
@@ -205,6 +229,14 @@ class Segmenter:
                 written[str(path)].append(save_probabilities(output_dir / f"{stem}_probabilities.npz", kept, geometry, self.names))
             logger.info("%s -> %s", path, ", ".join(p.name for p in written[str(path)]))
         return written
+
+
+def mirror_subsets(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of ``axes``, the empty one (no flip) first: ``(0, 1)`` -> ``[(), (0,), (1,), (0, 1)]``."""
+    import itertools
+
+    axes = tuple(sorted(set(axes)))
+    return [combo for n in range(len(axes) + 1) for combo in itertools.combinations(axes, n)]
 
 
 def resample_labels(labels: np.ndarray, grid: Geometry, target: Geometry) -> np.ndarray:
@@ -294,9 +326,16 @@ def guard_outputs(inputs: Sequence[str | os.PathLike], output_dir: Path) -> None
 
 
 def load_segmenter(
-    bundle_dir: str | os.PathLike, weights: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None
+    bundle_dir: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    folds: Sequence[int] | None = None,
 ) -> Segmenter:
-    """Build the :class:`Segmenter` described by a bundle's ``configs/inference.json`` (+ its weights)."""
+    """Build the :class:`Segmenter` described by a bundle's ``configs/inference.json`` (+ its weights).
+
+    ``folds``: an ensemble of the cross-validation folds' weights (``models/fold_K/model.pt``, ``medseg train --fold K``),
+    their probabilities averaged; a fold that was not trained is refused before anything runs.
+    """
     from monai.bundle import ConfigParser
 
     from medact_bundles import config_file
@@ -307,10 +346,24 @@ def load_segmenter(
     parser.read_config(str(config_file(bundle_dir, "inference.json")))
     parser.read_meta(str(config_file(bundle_dir, "metadata.json")))
     parser.update({"bundle_root": str(bundle_dir), **(overrides or {})})
-    weights = Path(weights) if weights else Path(parser.get_parsed_content("ckpt_path"))
-    if not weights.is_file():
-        raise FileNotFoundError(f"Model weights not found: {weights}. Train the bundle first (make demo, or monai.bundle run train.json).")
+    if folds:
+        files = [bundle_dir / "models" / f"fold_{k}" / "model.pt" for k in folds]
+        missing = [(k, f) for k, f in zip(folds, files) if not f.is_file()]
+        if missing:
+            k, file = missing[0]
+            raise FileNotFoundError(
+                f"Fold {k} was not trained: {file} is missing (python -m medseg train --bundle {bundle_dir} --fold {k})."
+            )
+    else:
+        files = [Path(weights) if weights else Path(parser.get_parsed_content("ckpt_path"))]
+        if not files[0].is_file():
+            raise FileNotFoundError(
+                f"Model weights not found: {files[0]}. Train the bundle first (make demo, or monai.bundle run train.json)."
+            )
     segmenter: Segmenter = parser.get_parsed_content("segmenter")
-    load_weights(segmenter.network, weights)
-    segmenter.network.eval()
+    networks = [segmenter.network] + [copy.deepcopy(segmenter.network) for _ in files[1:]]
+    for network, file in zip(networks, files):
+        load_weights(network, file)
+        network.eval()
+    segmenter.ensemble = networks[1:]
     return segmenter

@@ -146,3 +146,61 @@ def test_saved_probabilities_are_on_the_input_grid_and_give_the_mask(tmp_path: P
     assert list(saved["names"]) == ["background", "liver", "kidney", "tumour"]
     agree = saved["probabilities"].astype(np.float32).argmax(0) == np.asarray(mask)
     assert agree.mean() > 0.999  # float16 ties aside, the saved probabilities give the mask
+
+
+def test_mirror_subsets_cover_every_flip_once() -> None:
+    from medseg.infer import mirror_subsets
+
+    assert mirror_subsets(()) == [()]
+    assert mirror_subsets((1, 0)) == [(), (0,), (1,), (0, 1)]
+    assert len(mirror_subsets((0, 1, 2))) == 8
+
+
+def _conv_net(seed: int) -> torch.nn.Module:
+    """A 4-class network with random, asymmetric 3x3x3 kernels: not equivariant to flips."""
+    torch.manual_seed(seed)
+    return torch.nn.Conv3d(1, 4, 3, padding=1)
+
+
+def test_tta_and_ensembles_average_the_probabilities_of_every_pass() -> None:
+    image = torch.rand(1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    a, b = _conv_net(0), _conv_net(1)
+    plain = Segmenter(a, NAMES, roi_size=(16, 16, 16))
+    soft = lambda net, x: torch.softmax(plain.logits(x, net), dim=0)
+    mirrored = Segmenter(a, NAMES, roi_size=(16, 16, 16), mirror_axes=(0,))
+    expected = (soft(a, image) + torch.flip(soft(a, torch.flip(image, [1])), [1])) / 2
+    torch.testing.assert_close(mirrored.probabilities(image), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(expected, soft(a, image), atol=1e-3)  # the flip changed something: the test can fail
+    ensemble = Segmenter(a, NAMES, roi_size=(16, 16, 16), ensemble=[b])
+    torch.testing.assert_close(ensemble.probabilities(image), (soft(a, image) + soft(b, image)) / 2, rtol=1e-5, atol=1e-6)
+    # a pointwise network is flip-equivariant: 8 mirrored passes give what one pass gives
+    oracle, oracle_tta = _segmenter((1.0, 1.0, 1.0)), _segmenter((1.0, 1.0, 1.0), mirror_axes=(0, 1, 2))
+    torch.testing.assert_close(oracle_tta.probabilities(image), oracle.probabilities(image), rtol=1e-5, atol=1e-6)
+
+
+def test_infer_with_folds_ensembles_them_and_refuses_a_fold_not_trained(tmp_path: Path, untrained_bundle: Path, capfd) -> None:
+    import shutil
+
+    from medseg.cli import main
+    from medseg.networks import VNet
+    from shared.weights import save_weights
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(untrained_bundle, bundle)
+    for k in (0, 1):
+        torch.manual_seed(k)
+        save_weights(
+            VNet(out_channels=4, width=4, norm="instance", dropout_prob_down=0.0, dropout_prob_up=(0.0, 0.0)),
+            bundle / "models" / f"fold_{k}" / "model.pt",
+        )
+    image = write_volume(random_labels().astype(np.int16) * 100, OBLIQUE, tmp_path / "in" / "case4.nii.gz")
+    capfd.readouterr()
+    assert main(["infer", "--bundle", str(bundle), "--input", str(image), "--output", str(tmp_path / "missing"), "--folds", "0", "3"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Fold 3 was not trained" in err[0] and "fold_3/model.pt" in err[0], err
+    assert not (tmp_path / "missing").exists()
+    assert (
+        main(["infer", "--bundle", str(bundle), "--input", str(image), "--output", str(tmp_path / "out"), "--folds", "0", "1", "--tta"])
+        == 0
+    )
+    assert (tmp_path / "out" / "case4_seg.nii.gz").is_file()
