@@ -122,11 +122,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cross_validate(args: argparse.Namespace) -> int:
+    """``cross-validate``: train every fold (resumable), score each on its held-out cases, pool, decide the post-processing."""
+    from medact_bundles import config_file
+    from medseg.crossval import cross_validate
+
+    config_file(args.bundle, "train.json")  # a wrong --bundle fails here, before any training
+    overrides = {**parse_overrides(args.set), **device_overrides(args)}
+    if args.epochs is not None:
+        overrides["options#max_epochs"] = args.epochs
+    result = cross_validate(args.bundle, args.data, args.folds, overrides)
+    if args.json:
+        print(json.dumps(result, default=float))
+        return 0
+    for fold, entry in result["folds"].items():
+        print(f"fold {fold} ({entry['status']}): mean Dice {entry['mean_dice']:.4f} on {entry['cases']} cases")
+    pooled = ", ".join(f"{k} {v:.4f}" for k, v in result["pooled_dice"].items())
+    print(f"pooled over every held-out case: mean Dice {result['pooled_mean_dice']:.4f} ({pooled})")
+    kept = result["postprocessing"]["keep_largest"]
+    print(f"post-processing: keep the largest component of labels {kept or 'none'} ({args.bundle / 'postprocessing.json'})")
+    return 0
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     """``infer``: segment volumes into masks on the inputs' own grids, in the requested formats."""
     from medseg.infer import load_segmenter
 
-    overrides = {"segmenter#keep_largest": bool(args.keep_largest)}
+    overrides: dict[str, Any] = {"segmenter#keep_largest": True} if args.keep_largest else {}
     if args.overlap is not None:
         overrides["overlap"] = args.overlap
     overrides.update(device_overrides(args))
@@ -306,6 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true", help="deterministic cuDNN kernels (default: the bundle's deterministic key)")
     add_device_arguments(p, inherited_from=BUNDLE_DEFAULT)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cross-validate", help="train all folds (resumable), score each on its held-out cases, pool, decide post-processing")
+    p.add_argument("--bundle", type=Path, required=True, help="bundle folder (from init-bundle or plan)")
+    p.add_argument("--data", type=Path, required=True, help="dataset.json or dataset folder")
+    p.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds to run (default 0 1 2 3 4)")
+    p.add_argument("--epochs", type=int, help="override options#max_epochs of every fold")
+    p.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="override any config id (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_device_arguments(p, inherited_from=BUNDLE_DEFAULT)
+    p.set_defaults(func=cmd_cross_validate)
 
     p = sub.add_parser("infer", help="segment volumes into masks with the input's exact geometry")
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder (from init-bundle or plan)")

@@ -104,7 +104,8 @@ class Segmenter:
         sw_batch_size: windows per forward pass. On this 2-core CPU, for MONAI's VNet on 96^3
             windows 1 is fastest (4: 16% slower); for the bundle's width-4 V-Net on 32^3 windows
             16 is about 1.3x faster than 1 (each layer call is too small to keep both cores busy).
-        keep_largest: keep only the largest connected component of each label.
+        keep_largest: keep only the largest connected component of each label (``True``), of the labels listed,
+            or none (``False``); bundles with a ``postprocessing.json`` (``medseg cross-validate``) list their labels.
         colours: label value -> RGB (0-1) for the Slicer exports.
         device: where the network runs: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (:mod:`shared.devices`).
         precision: ``fp32``, ``bf16``, ``fp16`` (CUDA) or ``auto`` (autocast of the forward passes).
@@ -123,7 +124,7 @@ class Segmenter:
     roi_size: Sequence[int] = (32, 32, 32)
     overlap: float = 0.25
     sw_batch_size: int = 1
-    keep_largest: bool = False
+    keep_largest: bool | Sequence[int] = False
     colours: Mapping[int, Sequence[float]] | None = None
     device: str | torch.device = "auto"
     normalization: str = "minmax"
@@ -198,8 +199,9 @@ class Segmenter:
             mask = argmax_on_grid(prob.numpy(), grid, header.geometry, probabilities)
         mask = mask.astype(mask_dtype(len(self.names)), copy=False)
         if self.keep_largest:  # on the input grid, where the mask is delivered
-            keep = T.KeepLargestConnectedComponent(applied_labels=[v for v in self.names if v], independent=True)
-            mask = np.asarray(keep(torch.from_numpy(np.ascontiguousarray(mask))[None])[0].numpy(), dtype=mask.dtype)
+            from medseg.crossval import keep_largest
+
+            mask = keep_largest(mask, [v for v in self.names if v] if self.keep_largest is True else list(self.keep_largest))
         return mask, header.geometry
 
     def segment_files(
@@ -366,4 +368,10 @@ def load_segmenter(
         load_weights(network, file)
         network.eval()
     segmenter.ensemble = networks[1:]
+    if "segmenter#keep_largest" not in (overrides or {}):
+        from medseg.crossval import read_postprocessing
+
+        decided = read_postprocessing(bundle_dir)  # what cross-validation found to help, if it ran
+        if decided is not None:
+            segmenter.keep_largest = decided
     return segmenter
