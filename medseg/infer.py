@@ -199,7 +199,7 @@ class Segmenter:
             mask = argmax_on_grid(prob.numpy(), grid, header.geometry, probabilities)
         mask = mask.astype(mask_dtype(len(self.names)), copy=False)
         if self.keep_largest:  # on the input grid, where the mask is delivered
-            from medseg.crossval import keep_largest
+            from medseg.postprocessing import keep_largest
 
             mask = keep_largest(mask, [v for v in self.names if v] if self.keep_largest is True else list(self.keep_largest))
         return mask, header.geometry
@@ -369,7 +369,7 @@ def load_segmenter(
         network.eval()
     segmenter.ensemble = networks[1:]
     if "segmenter#keep_largest" not in (overrides or {}):
-        from medseg.crossval import read_postprocessing
+        from medseg.postprocessing import read_postprocessing
 
         decided = read_postprocessing(bundle_dir)  # what cross-validation found to help, if it ran
         if decided is not None:
