@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -235,8 +236,6 @@ class Segmenter:
 
 def mirror_subsets(axes: Sequence[int]) -> list[tuple[int, ...]]:
     """Every subset of ``axes``, the empty one (no flip) first: ``(0, 1)`` -> ``[(), (0,), (1,), (0, 1)]``."""
-    import itertools
-
     axes = tuple(sorted(set(axes)))
     return [combo for n in range(len(axes) + 1) for combo in itertools.combinations(axes, n)]
 

@@ -23,8 +23,6 @@ import re
 import time
 from typing import Any
 
-#: what --device accepts (besides cuda:N)
-DEVICE_NAMES = ("auto", "cpu", "cuda", "gpu", "multi-gpu", "parallel")
 #: MATLAB ExecutionEnvironment -> our device name
 MATLAB_ENVIRONMENTS = {"gpu": "cuda", "multi-gpu": "cuda", "parallel": "auto"}
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -86,7 +84,7 @@ def set_local_device() -> Any:
     return torch.device("cuda", int(local))
 
 
-def processes_for(name: Any) -> str:
+def backend_for(name: Any) -> str:
     """The ``torch.distributed`` backend for a device: ``nccl`` on CUDA, ``gloo`` on the CPU."""
     return "nccl" if resolve_device(name).type == "cuda" else "gloo"
 
@@ -128,7 +126,7 @@ def resolve_precision(precision: Any, device: Any) -> Any:
 
 def precision_label(dtype: Any) -> str:
     """``torch.bfloat16`` -> ``"bf16"``, ``torch.float16`` -> ``"fp16"``, ``None`` -> ``"fp32"``."""
-    return {None: "fp32"}.get(dtype) or {"torch.bfloat16": "bf16", "torch.float16": "fp16"}[str(dtype)]
+    return "fp32" if dtype is None else {"torch.bfloat16": "bf16", "torch.float16": "fp16"}[str(dtype)]
 
 
 @functools.cache

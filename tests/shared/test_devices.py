@@ -42,7 +42,7 @@ def test_cuda_without_cuda_is_one_clear_error(name):
     with pytest.raises(DeviceError, match=r"no CUDA device is available here .* use --device cpu or auto"):
         devices.resolve_device(name)
     assert devices.resolve_device("auto").type == "cpu"
-    assert devices.processes_for("auto") == "gloo"
+    assert devices.backend_for("auto") == "gloo"
 
 
 @needs_cuda
