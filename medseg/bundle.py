@@ -29,12 +29,13 @@ def split_cases(
     check: bool = True,
     fold: int | None = None,
     splits_file: str | Path | None = None,
+    channels: int | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Training and validation cases of a dataset, after checking them (``medseg validate``).
 
     With ``fold``: that fold of ``splits_file`` (:mod:`medseg.folds`; made there, 5 folds by case, when missing).
     Otherwise the ``validation`` list of ``dataset.json`` when present, else ``val_fraction`` of the training
-    cases (at least one) held out, chosen with ``seed``.
+    cases (at least one) held out, chosen with ``seed``. ``channels``: the bundle's input channels; every case must have them.
 
     Raises:
         VolumeError: the dataset has errors (all listed, one per line), or too few cases.
@@ -42,7 +43,7 @@ def split_cases(
     items = datalist(dataset_dir, "training")
     if check:
         allowed = list(labels) if labels is not None else list(label_names(dataset_dir, None))
-        problems = validate(items, allowed)
+        problems = validate(items, allowed, channels=channels, channel_origin="the bundle's network takes")
         for problem in problems:
             (logger.error if problem.level == "error" else logger.warning)(str(problem))
         errors = [str(p) for p in problems if p.level == "error"]
@@ -67,13 +68,13 @@ def split_cases(
     return [items[i] for i in range(len(items)) if i not in val_idx], [items[i] for i in sorted(val_idx)]
 
 
-def test_images(dataset_dir: str | Path, split: str = "test") -> list[str]:
-    """Image paths of a dataset split (for inference)."""
+def test_images(dataset_dir: str | Path, split: str = "test") -> list[Any]:
+    """Images of a dataset split (for inference): a path per case, or its list of channel paths."""
     return [item["image"] for item in datalist(dataset_dir, split)]
 
 
 def run_inference(
-    segmenter: Any, inputs: Sequence[str], output_dir: str | Path, formats: Sequence[str] = ("nifti", "seg.nrrd")
+    segmenter: Any, inputs: Sequence[Any], output_dir: str | Path, formats: Sequence[str] = ("nifti", "seg.nrrd")
 ) -> dict[str, list[Path]]:
     """Segment ``inputs`` into ``output_dir`` (the bundle's ``inference.json`` entry point)."""
     return segmenter.segment_files(inputs, output_dir, formats)
@@ -84,7 +85,7 @@ def evaluate_cases(segmenter: Any, items: Sequence[dict], output_dir: str | Path
 
     Predictions go to ``<output_dir>/pred`` (NIfTI + Slicer files); the report to ``output_dir``.
     """
-    from medseg.data import strip_suffix
+    from medseg.io.channels import case_name, source_key
     from medseg.report import evaluate_pairs, write_report
 
     missing = [item["image"] for item in items if "label" not in item]
@@ -94,10 +95,10 @@ def evaluate_cases(segmenter: Any, items: Sequence[dict], output_dir: str | Path
     written = segmenter.segment_files([item["image"] for item in items], output_dir / "pred", ("nifti", "seg.nrrd"))
     pairs, images = [], {}
     for item in items:
-        case = strip_suffix(Path(item["image"]).name)
-        nifti = next(p for p in written[item["image"]] if p.name.endswith("_seg.nii.gz"))
+        case = case_name(item["image"])
+        nifti = next(p for p in written[source_key(item["image"])] if p.name.endswith("_seg.nii.gz"))
         pairs.append((case, nifti, Path(item["label"])))
-        images[case] = item["image"]
+        images[case] = source_key(item["image"])
     results, slices = evaluate_pairs(pairs, segmenter.names)
     summary = write_report(results, segmenter.names, output_dir, slices, images, segmenter.colours, history_dir)
     logger.info("Evaluation of %d cases: mean Dice %.4f; report in %s", len(items), summary["mean_dice"], output_dir)

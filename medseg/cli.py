@@ -27,18 +27,19 @@ def _bundle_names(bundle: Path) -> dict[int, str]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """``validate``: one line per problem of a dataset; exit 1 when any is an error."""
-    from medseg.data import datalist, dataset_description, label_names
+    from medseg.data import channel_names, datalist, dataset_description, label_names, load_dataset_json
     from medseg.validate import validate
 
     items = datalist(args.data, args.split)
     allowed: list[int] | None = None  # no dataset.json and no --labels: report the values present instead
+    description = dataset_description(args.data)
     if args.labels:
         allowed = [int(v) for v in args.labels.split(",")]
-    else:
-        if dataset_description(args.data) is not None:
-            allowed = sorted(label_names(args.data))
+    elif description is not None:
+        allowed = sorted(label_names(args.data))
+    channels = len(channel_names(load_dataset_json(description))) or None if description is not None else None
     seen: set[int] = set()
-    problems = validate(items, allowed, args.allow_resample, (args.mat_image_var, args.mat_label_var), seen_labels=seen)
+    problems = validate(items, allowed, args.allow_resample, (args.mat_image_var, args.mat_label_var), seen_labels=seen, channels=channels)
     errors = sum(p.level == "error" for p in problems)
     found = f"label values present: {sorted(seen)} (no dataset.json and no --labels: not checked against declared labels)"
     if args.json:
@@ -147,6 +148,7 @@ def cmd_cross_validate(args: argparse.Namespace) -> int:
 def cmd_infer(args: argparse.Namespace) -> int:
     """``infer``: segment volumes into masks on the inputs' own grids, in the requested formats."""
     from medseg.infer import load_segmenter
+    from medseg.io.channels import cases_from_inputs
 
     overrides: dict[str, Any] = {"segmenter#keep_largest": True} if args.keep_largest else {}
     if args.overlap is not None:
@@ -158,7 +160,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         raise ValueError("--folds and --weights both name weights; give one of them.")
     segmenter = load_segmenter(args.bundle, args.weights, overrides, folds=args.folds)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    written = segmenter.segment_files(args.input, args.output, formats, args.mat_image_var, with_probabilities=args.save_probabilities)
+    cases = cases_from_inputs(args.input, segmenter.in_channels)  # several channels: case_0000, case_0001, ... are one case
+    written = segmenter.segment_files(cases, args.output, formats, args.mat_image_var, with_probabilities=args.save_probabilities)
     if args.json:
         print(json.dumps({src: [str(p) for p in files] for src, files in written.items()}))
     else:
@@ -255,8 +258,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_make_demo_data(args: argparse.Namespace) -> int:
-    """``make-demo-data``: write the synthetic CT-like dataset."""
-    from medseg.synthetic import make_dataset
+    """``make-demo-data``: write the synthetic CT-like dataset (or, ``--multi-contrast``, the two-channel MR phantom)."""
+    if args.multi_contrast:
+        from medseg.multicontrast import make_multicontrast_dataset as make_dataset
+    else:
+        from medseg.synthetic import make_dataset
 
     path = make_dataset(args.out, args.train, args.test, args.seed)
     print(f"Wrote {args.train} training and {args.test} test cases; {path}")
@@ -341,7 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("infer", help="segment volumes into masks with the input's exact geometry")
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder (from init-bundle or plan)")
-    p.add_argument("--input", nargs="+", required=True, help="volume files or DICOM series folders")
+    p.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        help="volume files or DICOM series folders; a model with several channels takes each case as one 4D file or as "
+        "its channel files case_0000.nii.gz case_0001.nii.gz ... (grouped by name)",
+    )
     p.add_argument("--output", type=Path, required=True, help="output directory (must not be an input's folder if names collide)")
     p.add_argument("--format", default="nifti,seg.nrrd", help="comma list of nifti, seg.nrrd, nrrd, mat (default: nifti,seg.nrrd)")
     p.add_argument("--weights", type=Path, help="weights file (default: <bundle>/models/model.pt)")
@@ -404,6 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=int, default=12, help="training cases (default 12)")
     p.add_argument("--test", type=int, default=4, help="test cases with labels (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--multi-contrast",
+        action="store_true",
+        help="the two-channel MR phantom instead (T1 + FLAIR, oedema visible on FLAIR only; nnU-Net v2 layout)",
+    )
     p.set_defaults(func=cmd_make_demo_data)
     return parser
 

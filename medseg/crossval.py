@@ -89,9 +89,9 @@ def cross_validate(
 
 
 def _prediction_pairs(pred_dir: Path, items: Sequence[dict]) -> list[tuple[Path, Path]]:
-    from medseg.data import strip_suffix
+    from medseg.io.channels import case_name
 
-    return [(pred_dir / f"{strip_suffix(Path(i['image']).name)}_seg.nii.gz", Path(i["label"])) for i in items]
+    return [(pred_dir / f"{case_name(i['image'])}_seg.nii.gz", Path(i["label"])) for i in items]
 
 
 def _read_pairs(pairs: Sequence[tuple[Path, Path]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

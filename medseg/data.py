@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.io.volumes import VOLUME_SUFFIXES, VolumeError, is_dicom_dir, read_header
+from medseg.io.volumes import VOLUME_SUFFIXES, VolumeError, is_dicom_dir
 
 logger = logging.getLogger(__name__)
 IMAGE_DIRS = (("imagesTr", "labelsTr"), ("images", "labels"))
@@ -37,26 +37,31 @@ def _volumes_in(folder: Path) -> list[Path]:
     return [p for p in items if (p.is_file() and strip_suffix(p.name) != p.name) or (p.is_dir() and is_dicom_dir(p))]
 
 
-def pair_folders(images: str | Path, labels: str | Path | None) -> list[dict[str, str]]:
+def pair_folders(images: str | Path, labels: str | Path | None, channels: int | None = None) -> list[dict[str, Any]]:
     """Match images to labels by name (``case7.nii.gz`` <-> ``case7.nii.gz`` or nnU-Net's ``case7_0000`` <-> ``case7``).
 
+    Images with several channels (``case7_0000``, ``case7_0001``, ...; ``channels`` from ``dataset.json``, else found
+    by :func:`medseg.io.channels.group_channels`) become one case whose ``"image"`` is the list of channel files.
+
     Raises:
-        VolumeError: an image without a label or a label without an image (all listed).
+        VolumeError: an image without a label, a label without an image (all listed), or a missing channel file.
     """
+    from medseg.io.channels import group_channels
+
     image_files = _volumes_in(Path(images))
     if not image_files:
         raise VolumeError(f"{images}: no volumes found (expected {', '.join(VOLUME_SUFFIXES)} files or DICOM folders).")
+    cases = group_channels(image_files, channels)
     if labels is None:
-        return [{"image": str(p)} for p in image_files]
+        return [{"image": image} for _, image in cases]
     by_stem = {strip_suffix(p.name): p for p in _volumes_in(Path(labels))}
     pairs, orphans = [], []
-    for image in image_files:
-        stem = strip_suffix(image.name)
+    for stem, image in cases:
         label = by_stem.pop(stem, None) or (by_stem.pop(stem[:-5], None) if stem[-5:-4] == "_" and stem[-4:].isdigit() else None)
         if label is None:
-            orphans.append(f"image {image.name} has no label in {labels}")
+            orphans.append(f"image {Path(image if isinstance(image, str) else image[0]).name} has no label in {labels}")
         else:
-            pairs.append({"image": str(image), "label": str(label)})
+            pairs.append({"image": image, "label": str(label)})
     orphans += [f"label {p.name} has no image in {images}" for p in by_stem.values()]
     if orphans:
         raise VolumeError("Cannot pair images and labels: " + "; ".join(orphans) + ".")
@@ -100,23 +105,34 @@ def _label_values(path: Path, labels: dict[str, Any]) -> dict[str, str]:
     )
 
 
-def datalist(source: str | Path, split: str = "training") -> list[dict[str, str]]:
+#: the folders nnU-Net v2 reads when its ``dataset.json`` lists no cases (it lists none: only ``numTraining``)
+SPLIT_FOLDERS = {"training": ("imagesTr", "labelsTr"), "test": ("imagesTs", "labelsTs")}
+
+
+def datalist(source: str | Path, split: str = "training") -> list[dict[str, Any]]:
     """Cases of ``source`` as ``[{"image": path, "label": path}, ...]`` with absolute paths.
 
+    ``"image"`` is one path (a 3D volume, or a 4D one holding the channels) or, for cases stored one file per
+    channel (nnU-Net's ``case_0000.nii.gz``, ``case_0001.nii.gz``), the list of channel paths in order.
+
     Args:
-        source: a ``dataset.json``; a folder holding one; a folder with ``imagesTr``/``labelsTr``
-            or ``images``/``labels``; or a single volume file / DICOM folder (no label).
+        source: a ``dataset.json`` (Decathlon, or nnU-Net v2 without case lists: then its ``imagesTr``/``labelsTr``
+            folders); a folder holding one; a folder with ``imagesTr``/``labelsTr`` or ``images``/``labels``;
+            or a single volume file / DICOM folder (no label).
         split: the ``dataset.json`` list to read (``"training"``, ``"validation"``, ``"test"``).
     """
     source = dataset_description(source) or Path(source)
     if source.is_file() and source.name.endswith(".json"):
         description = load_dataset_json(source)
+        root, channels = source.parent, len(channel_names(description)) or None
         if split not in description:
+            folders = SPLIT_FOLDERS.get(split)
+            if folders and "training" not in description and (root / folders[0]).is_dir():
+                return pair_folders(root / folders[0], root / folders[1] if (root / folders[1]).is_dir() else None, channels)
             raise VolumeError(
                 f"{source}: has no '{split}' list; it has {sorted(k for k, v in description.items() if isinstance(v, list))}."
             )
-        root = source.parent
-        return [{k: str((root / v).resolve()) for k, v in _entry(item).items()} for item in description[split]]
+        return [_resolve_entry(root, _entry(item), channels) for item in description[split]]
     if source.is_dir() and not is_dicom_dir(source):
         for images, labels in IMAGE_DIRS:
             if (source / images).is_dir():
@@ -127,8 +143,39 @@ def datalist(source: str | Path, split: str = "training") -> list[dict[str, str]
     raise FileNotFoundError(f"Dataset not found: {source}")
 
 
-def _entry(item: Any) -> dict[str, str]:
+def _entry(item: Any) -> dict[str, Any]:
     return {"image": item} if isinstance(item, str) else {k: v for k, v in item.items() if k in ("image", "label")}
+
+
+def _resolve_entry(root: Path, entry: dict[str, Any], channels: int | None) -> dict[str, Any]:
+    """Absolute paths of one listed case; an image listed as ``case.nii.gz`` that is stored as nnU-Net's channel files
+    ``case_0000.nii.gz`` .. (the case lists nnU-Net v1 writes) becomes the list of those files."""
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        if isinstance(value, list):
+            out[key] = [str((root / v).resolve()) for v in value]
+            continue
+        path = (root / value).resolve()
+        if key == "image" and not path.exists() and channels:
+            stem, suffix = strip_suffix(path.name), path.name[len(strip_suffix(path.name)) :]
+            files = [path.parent / f"{stem}_{c:04d}{suffix}" for c in range(channels)]
+            if files[0].exists():
+                out[key] = [str(f) for f in files] if channels > 1 else str(files[0])
+                continue
+        out[key] = str(path)
+    return out
+
+
+def channel_names(description: dict[str, Any]) -> list[str]:
+    """The input channels a ``dataset.json`` declares, in order (Decathlon ``modality`` or nnU-Net v2
+    ``channel_names``: ``{"0": "T1", "1": "FLAIR"}``); ``[]`` when it declares none."""
+    channels = description.get("modality") or description.get("channel_names")
+    if not isinstance(channels, dict):
+        return []
+    try:
+        return [str(channels[k]) for k in sorted(channels, key=int)]
+    except ValueError:
+        return []
 
 
 def label_names(source: str | Path | None, num_classes: int | None = None) -> dict[int, str]:
@@ -143,7 +190,7 @@ def label_names(source: str | Path | None, num_classes: int | None = None) -> di
 
 def preprocessing(
     pixdim: Sequence[float] = (2.0, 2.0, 2.0),
-    window: tuple[float, float] | None = None,
+    window: Any = None,
     roi_size: Sequence[int] | None = None,
     pos_neg: tuple[float, float] = (1.0, 1.0),
     num_samples: int = 2,
@@ -151,7 +198,7 @@ def preprocessing(
     with_label: bool = True,
     image_var: str | None = None,
     label_var: str | None = None,
-    normalization: str = "minmax",
+    normalization: str | Sequence[str] = "minmax",
 ) -> Any:
     """The MONAI transform chain for training (``roi_size`` given) or validation/inference (``None``).
 
@@ -163,6 +210,8 @@ def preprocessing(
             what lies above the window's floor) or ``"zscore"`` (MR: crop to the body, the voxels
             above Otsu's threshold, then z-score every voxel with the body's mean and standard
             deviation, per scan; ``window`` unused; :class:`BodyZScored`). See :data:`NORMALIZATIONS`.
+            Several channels: each is normalised on its own, by one scheme for all or a list with one per channel
+            (``window`` then a list too); :class:`ChannelRecipe`.
         roi_size: training patch size; patches are centred on foreground:background voxels at
             the ``pos_neg`` ratio, or, with ``class_ratios`` (one weight per label, background
             first), on each label at those ratios: small structures then get seen as often as large ones.
@@ -184,7 +233,7 @@ def preprocessing(
     if with_label:
         steps.append(LoadVolumed("label", label_var))
     steps += [
-        T.EnsureChannelFirstd(keys=keys, channel_dim="no_channel"),
+        T.EnsureChannelFirstd(keys=keys, channel_dim=None),  # the reader says: no channel axis (3D), or channels first
         T.Orientationd(keys=keys, axcodes="RAS", labels=None),
         T.Spacingd(keys=keys, pixdim=tuple(pixdim), mode=modes, dtype=np.float32),
         *_intensity_steps(keys, normalization, window),
@@ -213,27 +262,126 @@ def preprocessing(
 NORMALIZATIONS = ("minmax", "zscore")
 
 
-def _intensity_steps(keys: list[str], normalization: str, window: Sequence[float] | None) -> list[Any]:
-    """Intensity normalisation and the crop to the body, in the order each needs.
+def _intensity_steps(keys: list[str], normalization: str | Sequence[str], window: Any) -> list[Any]:
+    """Intensity normalisation of each channel and the crop to the body, in the order each needs.
 
     The crop happens in training AND inference: a network trained on cropped volumes never sees
     large air regions, and labels them at random (measured: whole-volume tumour Dice 0.001 from
-    false positives in the air); predictions are resampled back onto the full input grid.
+    false positives in the air); predictions are resampled back onto the full input grid. The body is the union
+    of the channels' bodies: min-max channels are rescaled first and their body is what lies above the window's
+    floor; z-score channels are cropped first (their body: above Otsu's threshold) and normalised inside the crop.
+    With one channel this is exactly the single-modality chain the measured recipes were chosen with.
     """
     from monai import transforms as T
 
-    from shared.transforms import MinMaxd
+    recipe = ChannelRecipe(normalization, window)
+    crop = T.CropForegroundd(keys=keys, source_key="image", select_fn=ChannelBody(recipe), margin=2, allow_smaller=True)
+    return [ChannelMinMaxd(recipe), crop, ChannelZScored(recipe)]
 
-    if normalization == "minmax":
-        lo, hi = (window[0], window[1]) if window else (None, None)
-        crop = T.CropForegroundd(keys=keys, source_key="image", margin=2, allow_smaller=True)  # body: above the window's floor
-        return [MinMaxd(keys="image", input_min=lo, input_max=hi), crop]
-    if normalization == "zscore":
-        # MR has no absolute scale and its extremes are outliers (vessels, fat, artefacts): a per-scan
-        # min-max puts the tissue in a different band of [0, 1] on every scan
-        crop = T.CropForegroundd(keys=keys, source_key="image", select_fn=AboveOtsu(), margin=2, allow_smaller=True)
-        return [crop, BodyZScored(keys="image")]
-    raise ValueError(f"normalization={normalization!r} is invalid; expected one of {NORMALIZATIONS}.")
+
+class ChannelRecipe:
+    """The normalisation and window of each input channel.
+
+    Args:
+        normalization: one of :data:`NORMALIZATIONS` for every channel, or a list with one per channel
+            (a multi-parametric MR with a CT channel: ``["zscore", "minmax"]``).
+        window: ``(input_min, input_max)`` for every min-max channel, ``None`` (each image's own range), or a
+            list with one window (or ``None``) per channel.
+    """
+
+    def __init__(self, normalization: str | Sequence[str], window: Any = None) -> None:
+        names = [normalization] if isinstance(normalization, str) else list(normalization)
+        bad = [n for n in names if n not in NORMALIZATIONS]
+        if bad or not names:
+            raise ValueError(
+                f"normalization={normalization!r} is invalid; expected one of {NORMALIZATIONS} or a list of them, one per channel."
+            )
+        per_channel = window is not None and any(w is None or isinstance(w, (list, tuple)) for w in window)
+        windows = [None if w is None else tuple(w) for w in window] if per_channel else [None if window is None else tuple(window)]
+        if any(w is not None and len(w) != 2 for w in windows):
+            raise ValueError(f"window={window!r} is invalid; expected (min, max), None, or one of those per channel.")
+        self.broadcast = isinstance(normalization, str) and not per_channel
+        self.names, self.windows = names, windows
+        if not self.broadcast and len(names) != len(windows) and not (len(names) == 1 or len(windows) == 1):
+            raise ValueError(f"normalization lists {len(names)} channels but window lists {len(windows)}.")
+
+    def channels(self, count: int, source: str = "image") -> list[tuple[str, tuple[float, float] | None]]:
+        """``(normalization, window)`` of each of ``count`` channels; raises when the lists name another count."""
+        names = self.names * count if len(self.names) == 1 else self.names
+        windows = self.windows * count if len(self.windows) == 1 else self.windows
+        if len(names) != count or len(windows) != count:
+            raise VolumeError(
+                f"{source}: {count} channel(s), but the bundle normalises {max(len(names), len(windows))} "
+                f"(normalization={self.names}, window={self.windows}); give each case the bundle's channels."
+            )
+        return list(zip(names, windows))
+
+
+def _source(data: Any, key: str = "image") -> str:
+    meta = getattr(data.get(key), "meta", {}) if isinstance(data, dict) else {}
+    return str(meta.get("filename_or_obj", key))
+
+
+class ChannelMinMaxd:
+    """Rescale the min-max channels of ``data["image"]`` (``(C, *spatial)``) with :class:`shared.MinMax`, each with its window."""
+
+    def __init__(self, recipe: ChannelRecipe) -> None:
+        self.recipe = recipe
+
+    def __call__(self, data: Any) -> Any:
+        import torch
+
+        from shared.transforms import MinMax
+
+        out, image = dict(data), data["image"]
+        recipes = self.recipe.channels(image.shape[0], _source(data))
+        if all(name != "minmax" for name, _ in recipes):
+            return out
+        parts = []
+        for c, (name, window) in enumerate(recipes):
+            channel = image[c : c + 1]
+            if name == "minmax":
+                lo, hi = window if window else (None, None)
+                channel = MinMax(input_min=lo, input_max=hi)(channel, name=f"image channel {c}")
+            parts.append(channel)
+        out["image"] = parts[0] if len(parts) == 1 else torch.cat([torch.as_tensor(p, dtype=torch.float32) for p in parts])
+        return out
+
+
+class ChannelBody:
+    """``(C, *spatial)`` -> boolean ``(C, *spatial)``: each channel's body (min-max channels, already rescaled: above 0;
+    z-score channels: :class:`AboveOtsu`). ``CropForegroundd`` crops to their union."""
+
+    def __init__(self, recipe: ChannelRecipe) -> None:
+        self.recipe = recipe
+
+    def __call__(self, image: Any) -> Any:
+        import torch
+
+        recipes = self.recipe.channels(image.shape[0])
+        masks = [image[c : c + 1] > 0 if name == "minmax" else AboveOtsu()(image[c : c + 1]) for c, (name, _) in enumerate(recipes)]
+        return masks[0] if len(masks) == 1 else torch.cat([torch.as_tensor(m) for m in masks])
+
+
+class ChannelZScored:
+    """:class:`BodyZScored` on each z-score channel of ``data["image"]`` (after the crop to the body)."""
+
+    def __init__(self, recipe: ChannelRecipe) -> None:
+        self.recipe = recipe
+
+    def __call__(self, data: Any) -> Any:
+        import torch
+
+        out, image = dict(data), data["image"]
+        recipes = self.recipe.channels(image.shape[0], _source(data))
+        if all(name != "zscore" for name, _ in recipes):
+            return out
+        parts = [
+            BodyZScored("image")({"image": image[c : c + 1]})["image"] if name == "zscore" else image[c : c + 1]
+            for c, (name, _) in enumerate(recipes)
+        ]
+        out["image"] = parts[0] if len(parts) == 1 else torch.cat([torch.as_tensor(p, dtype=torch.float32) for p in parts])
+        return out
 
 
 class AboveOtsu:
@@ -276,13 +424,16 @@ class BodyZScored:
 
 
 def estimated_bytes(items: Sequence[dict[str, str]], pixdim: Sequence[float]) -> int:
-    """Bytes the preprocessed cases take in RAM (float32 image + label), from headers only."""
+    """Bytes the preprocessed cases take in RAM (float32 image channels + label), from headers only."""
+    from medseg.io.channels import channel_headers
+
     total = 0
     for item in items:
-        geometry = read_header(item["image"]).geometry
+        headers, channels = channel_headers(item["image"])
+        geometry = headers[0].geometry
         extent = np.asarray(geometry.shape) * np.asarray(geometry.spacing)
         voxels = float(np.prod(np.ceil(extent / np.asarray(pixdim))))
-        total += int(voxels * (4 + (4 if "label" in item else 0)))
+        total += int(voxels * (4 * channels + (4 if "label" in item else 0)))
     return total
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medseg.data import strip_suffix
+from medseg.io.channels import case_name
 from shared.io import atomic_write_json
 
 FOLDS = 5
@@ -27,8 +27,9 @@ class FoldError(ValueError):
 
 
 def case_id(item: dict[str, Any]) -> str:
-    """The id of a datalist item: its image's file name without the suffix (a DICOM folder: its name)."""
-    return strip_suffix(Path(str(item["image"])).name)
+    """The id of a datalist item: its image's file name without the suffix (a DICOM folder: its name; channel files:
+    the case without the ``_0000`` suffix)."""
+    return case_name(item["image"])
 
 
 def make_splits(case_ids: Sequence[str], folds: int = FOLDS, seed: int = SEED) -> list[dict[str, list[str]]]:

@@ -22,9 +22,10 @@ import torch
 from monai import transforms as T
 from monai.inferers import SlidingWindowInferer
 
-from medseg.data import preprocessing, strip_suffix
+from medseg.data import preprocessing
+from medseg.io.channels import ImageSource, case_name, channel_headers, channel_paths, source_key
 from medseg.io.export import export_mask, mask_dtype
-from medseg.io.volumes import Geometry, VolumeError, read_header
+from medseg.io.volumes import Geometry, VolumeError
 from medseg.networks import PadToMultiple, fold_batch_norm
 from shared.devices import autocast, resolve_device, resolve_precision
 
@@ -116,6 +117,8 @@ class Segmenter:
         ensemble: more networks (e.g. the other cross-validation folds) whose probabilities are averaged with ``network``'s.
         mirror_axes: test-time augmentation: the probabilities are averaged over the flips of every subset of these
             spatial axes (0, 1, 2 = RAS x, y, z of the preprocessed grid; all three: 8 passes per network, nnU-Net's default).
+        channel_names: the input channels the network was trained on, in order (``metadata.json``'s input
+            ``channel_def``, e.g. ``{"0": "T1", "1": "FLAIR"}``); an image with another channel count is refused.
     """
 
     network: torch.nn.Module
@@ -133,6 +136,7 @@ class Segmenter:
     resample: str = "probabilities"
     ensemble: Sequence[torch.nn.Module] = ()
     mirror_axes: Sequence[int] = ()
+    channel_names: Mapping[Any, str] | None = None
 
     def __post_init__(self) -> None:
         if self.resample not in ("probabilities", "labels"):
@@ -172,18 +176,37 @@ class Segmenter:
                 passes += 1
         return total / passes
 
-    def segment(
-        self, path: str | os.PathLike, image_var: str | None = None, probabilities: list[np.ndarray] | None = None
-    ) -> tuple[np.ndarray, Geometry]:
-        """Segment one volume file; returns ``(mask[i, j, k], geometry)`` on the input's own grid.
+    @property
+    def in_channels(self) -> int:
+        """Input channels the network takes (its ``in_channels``, else the declared channel names, else 1)."""
+        return int(getattr(self.network, "in_channels", None) or len(self.channel_names or {}) or 1)
 
+    def check_channels(self, image: ImageSource, image_var: str | None = None) -> Geometry:
+        """The grid of one case's image after checking its files against the network's channels (raises naming the file)."""
+        headers, channels = channel_headers(image, image_var)
+        if channels != self.in_channels:
+            names = ", ".join(str(v) for _, v in sorted((self.channel_names or {}).items(), key=lambda kv: int(kv[0])))
+            raise VolumeError(
+                f"{headers[0].path}: {channels} channel(s); the model takes {self.in_channels}"
+                + (f" ({names})" if names else "")
+                + (": give one file per channel (case_0000, case_0001, ...) or one 4D file." if self.in_channels > 1 else ".")
+            )
+        return headers[0].geometry
+
+    def segment(
+        self, path: ImageSource, image_var: str | None = None, probabilities: list[np.ndarray] | None = None
+    ) -> tuple[np.ndarray, Geometry]:
+        """Segment one case; returns ``(mask[i, j, k], geometry)`` on the input's own grid.
+
+        ``path``: a volume file or DICOM folder; with several channels, one 4D file or the list of channel files.
         ``probabilities``: a list that receives the C class probabilities on the input grid (float16 ``(i, j, k)``
         each; with ``resample="probabilities"`` only).
         """
-        header = read_header(path, image_var)
+        geometry = self.check_channels(path, image_var)
         pre = self._transforms(image_var)
+        source = str(path) if isinstance(path, (str, os.PathLike)) else [str(p) for p in path]
         try:
-            data = pre({"image": str(path)})
+            data = pre({"image": source})
         except RuntimeError as err:  # MONAI's "applying transform ..." around our reader's error naming the file
             from shared.errors import unwrap
 
@@ -195,42 +218,46 @@ class Segmenter:
         grid = Geometry.from_ras_affine(np.asarray(data["image"].affine, dtype=float), prob.shape[1:])
         if self.resample == "labels":  # the old path (argmax on the network grid, nearest neighbour): kept for comparison
             labels = torch.argmax(prob, dim=0).to(torch.uint8).numpy()
-            mask = resample_labels(labels, grid, header.geometry)
+            mask = resample_labels(labels, grid, geometry)
         else:
-            mask = argmax_on_grid(prob.numpy(), grid, header.geometry, probabilities)
+            mask = argmax_on_grid(prob.numpy(), grid, geometry, probabilities)
         mask = mask.astype(mask_dtype(len(self.names)), copy=False)
         if self.keep_largest:  # on the input grid, where the mask is delivered
             from medseg.postprocessing import keep_largest
 
             mask = keep_largest(mask, [v for v in self.names if v] if self.keep_largest is True else list(self.keep_largest))
-        return mask, header.geometry
+        return mask, geometry
 
     def segment_files(
         self,
-        inputs: Sequence[str | os.PathLike],
+        inputs: Sequence[ImageSource],
         output_dir: str | os.PathLike,
         formats: Sequence[str] = ("nifti", "seg.nrrd"),
         image_var: str | None = None,
         with_probabilities: bool = False,
     ) -> dict[str, list[Path]]:
-        """Segment ``inputs`` and export each as ``formats`` into ``output_dir`` (named after the input's stem).
+        """Segment ``inputs`` (cases: a file, or a list of channel files) and export each as ``formats`` into
+        ``output_dir``, named after the case (:func:`medseg.io.channels.case_name`).
 
-        ``with_probabilities``: also ``<stem>_probabilities.npz`` (:func:`save_probabilities`).
-        Refuses before any work when an output would overwrite an input.
+        Returns ``{source_key(case): [written files]}`` (the case's channel 0 path). ``with_probabilities``: also
+        ``<case>_probabilities.npz`` (:func:`save_probabilities`). Refuses before any work when an output would
+        overwrite an input, or when a case's channels do not match the model.
         """
         output_dir = Path(output_dir)
         guard_outputs(inputs, output_dir)
         if with_probabilities and self.resample != "probabilities":
             raise ValueError("Probabilities on the input grid need resample='probabilities' (the default).")
+        for path in inputs:  # every case's channels, before the first case is written
+            self.check_channels(path, image_var)
         written = {}
         for path in inputs:
             kept: list[np.ndarray] | None = [] if with_probabilities else None
             mask, geometry = self.segment(path, image_var, kept)
-            stem = strip_suffix(Path(path).name)
-            written[str(path)] = export_mask(mask, geometry, output_dir, stem, self.names, formats, self.colours)
+            stem, key = case_name(path), source_key(path)
+            written[key] = export_mask(mask, geometry, output_dir, stem, self.names, formats, self.colours)
             if kept is not None:
-                written[str(path)].append(save_probabilities(output_dir / f"{stem}_probabilities.npz", kept, geometry, self.names))
-            logger.info("%s -> %s", path, ", ".join(p.name for p in written[str(path)]))
+                written[key].append(save_probabilities(output_dir / f"{stem}_probabilities.npz", kept, geometry, self.names))
+            logger.info("%s -> %s", key, ", ".join(p.name for p in written[key]))
         return written
 
 
@@ -307,11 +334,12 @@ def save_probabilities(path: Path, probabilities: Sequence[np.ndarray], geometry
     return path
 
 
-def guard_outputs(inputs: Sequence[str | os.PathLike], output_dir: Path) -> None:
+def guard_outputs(inputs: Sequence[ImageSource], output_dir: Path) -> None:
     """Raise when ``output_dir`` is an input's own folder and an export name could replace an input."""
-    resolved_inputs = {Path(p).resolve() for p in inputs}
-    for path in inputs:
-        stem = strip_suffix(Path(path).name)
+    files = [p for image in inputs for p in channel_paths(image)]
+    resolved_inputs = {p.resolve() for p in files}
+    for image in inputs:
+        stem = case_name(image)
         for name in (
             f"{stem}_seg.nii.gz",
             f"{stem}.seg.nrrd",
@@ -321,8 +349,10 @@ def guard_outputs(inputs: Sequence[str | os.PathLike], output_dir: Path) -> None
             f"{stem}_probabilities.npz",
         ):
             if (output_dir / name).resolve() in resolved_inputs:
-                raise VolumeError(f"Output {output_dir / name} would overwrite the input {path}; choose another --output directory.")
-    if output_dir.resolve() in {p.parent for p in resolved_inputs} and any(Path(p).is_dir() for p in inputs):
+                raise VolumeError(
+                    f"Output {output_dir / name} would overwrite the input {source_key(image)}; choose another --output directory."
+                )
+    if output_dir.resolve() in {p.parent for p in resolved_inputs} and any(p.is_dir() for p in files):
         raise VolumeError(f"Output directory {output_dir} is inside a DICOM input folder; choose another --output directory.")
 
 

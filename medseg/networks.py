@@ -71,7 +71,7 @@ class VNet(monai_vnet.VNet):
         if width < 1 or width % in_channels:
             raise ValueError(f"VNet: width={width} must be a positive multiple of in_channels={in_channels}.")
         w, M = width, monai_vnet
-        self.width, self.out_channels = width, out_channels
+        self.width, self.in_channels, self.out_channels = width, in_channels, out_channels
         self.in_tr = M.InputTransition(spatial_dims, in_channels, w, act, bias=bias)
         self.down_tr32 = M.DownTransition(spatial_dims, w, 1, act, dropout_dim=dropout_dim, bias=bias)
         self.down_tr64 = M.DownTransition(spatial_dims, 2 * w, 2, act, dropout_dim=dropout_dim, bias=bias)

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from medseg.budget import CPU_WIDTH, Budget, detect_budget, gpu_patch
-from medseg.data import datalist, dataset_description, label_names, load_dataset_json
+from medseg.data import channel_names, datalist, dataset_description, label_names, load_dataset_json
+from medseg.io.channels import read_channels
 from medseg.io.volumes import VolumeError, read_volume
 
 #: Decathlon / nnU-Net spellings of CT; any other modality is planned as MR-like (no absolute scale)
@@ -53,19 +54,20 @@ class PlanError(ValueError):
     """The dataset cannot be planned for; the message names the file or the reason."""
 
 
-def modality(dataset_json: Path) -> str:
-    """The single modality of a dataset (Decathlon ``modality`` or nnU-Net v2 ``channel_names``)."""
-    description = load_dataset_json(dataset_json)
-    channels = description.get("modality") or description.get("channel_names")
-    if not isinstance(channels, dict) or not channels:
+def modalities(dataset_json: Path) -> list[str]:
+    """The modality of each input channel, in order (Decathlon ``modality`` or nnU-Net v2 ``channel_names``)."""
+    names = channel_names(load_dataset_json(dataset_json))
+    if not names:
         raise PlanError(
-            f'{dataset_json}: has no \'modality\' (Decathlon) or \'channel_names\' (nnU-Net v2); expected e.g. {{"0": "CT"}} or {{"0": "T1"}}.'
+            f"{dataset_json}: has no 'modality' (Decathlon) or 'channel_names' (nnU-Net v2) mapping channel numbers to names; "
+            'expected e.g. {"0": "CT"} or {"0": "T1", "1": "FLAIR"}.'
         )
-    if len(channels) > 1:
-        raise PlanError(
-            f"{dataset_json}: declares {len(channels)} modalities ({', '.join(map(str, channels.values()))}); the V-Net bundle takes one image channel: give one modality per dataset."
-        )
-    return str(next(iter(channels.values())))
+    return names
+
+
+def is_ct(name: str) -> bool:
+    """Whether a channel's modality name means CT (absolute Hounsfield scale)."""
+    return name.strip().lower() in CT_NAMES
 
 
 def _ras_spacing_and_shape(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -80,8 +82,9 @@ def _ras_spacing_and_shape(affine: np.ndarray, shape: Sequence[int]) -> tuple[np
 
 
 def _body_shape(image: np.ndarray) -> tuple[int, ...]:
-    """Size of the bounding box of the non-zero voxels (what the bundle's crop to the body keeps for
-    zero-background MR; CT air is not 0, so CT keeps about its full size here)."""
+    """Size of the bounding box of the non-zero voxels of any channel (``(C, i, j, k)``; what the bundle's crop to the
+    body keeps for zero-background MR; CT air is not 0, so CT keeps about its full size here)."""
+    image = np.asarray(image).any(axis=0) if np.ndim(image) == 4 else image
     nonzero = np.nonzero(image)
     if not nonzero[0].size:
         return tuple(image.shape)
@@ -91,9 +94,10 @@ def _body_shape(image: np.ndarray) -> tuple[int, ...]:
 def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
     """What :func:`make_plan` needs to know about a dataset (reads every training case once).
 
-    Returns a dict: ``modality``, ``labels`` (value -> name), ``colours``, ``cases``,
-    ``spacings`` / ``shapes`` (per case, RAS order, mm / voxels of the non-zero bounding box), ``foreground`` (intensity
-    percentiles 0.5/50/99.5, mean, sd), ``label_volume_ml`` (per label, mean over cases).
+    Returns a dict: ``modality`` (the channels' names, joined), ``channels`` (one modality per input channel),
+    ``labels`` (value -> name), ``colours``, ``cases``, ``spacings`` / ``shapes`` (per case, RAS order, mm / voxels of
+    the non-zero bounding box), ``foreground`` (channel 0's foreground intensity percentiles 0.5/50/99.5, mean, sd),
+    ``foreground_per_channel`` (the same for each channel), ``label_volume_ml`` (per label, mean over cases).
     """
     source = Path(data)
     description_path = dataset_description(source)
@@ -109,41 +113,54 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
     if len(items) < 2:
         raise PlanError(f"{description_path}: {len(items)} case(s); plan needs at least 2 (one to train on, one to validate).")
     rng = np.random.default_rng(seed)
-    spacings, shapes, samples, volumes = [], [], [], []
+    channels = modalities(description_path)
+    spacings, shapes, samples, volumes = [], [], [[] for _ in channels], []
     names = label_names(description_path)
     for item in items:
-        image, geometry = read_volume(item["image"])
+        image, geometry = read_channels(item["image"])
+        if len(image) != len(channels):
+            raise PlanError(
+                f"{item['image']}: {len(image)} channel(s); {description_path} declares {len(channels)} ({', '.join(channels)})."
+            )
         label, _ = read_volume(item["label"])
         spacing, shape = _ras_spacing_and_shape(geometry.ras_affine, _body_shape(image))
         spacings.append(spacing.tolist())
         shapes.append(shape.tolist())
-        foreground = image[label > 0]
-        if foreground.size:
-            samples.append(rng.choice(foreground, min(SAMPLES_PER_CASE, foreground.size), replace=False))
+        inside = label > 0
+        for c, channel in enumerate(image):
+            foreground = channel[inside]
+            if foreground.size:
+                samples[c].append(rng.choice(foreground, min(SAMPLES_PER_CASE, foreground.size), replace=False))
         voxel_ml = float(np.prod(geometry.spacing)) / 1000.0
         counts = np.bincount(np.asarray(label, dtype=np.int64).ravel(), minlength=max(names) + 1)
         volumes.append([float(counts[v]) * voxel_ml for v in sorted(names)])
-    if not samples:
+    if not samples[0]:
         raise PlanError(f"{description_path}: no training label has a foreground voxel; nothing to learn.")
-    values = np.concatenate(samples).astype(np.float64)
     colours = json.loads(description_path.read_text(encoding="utf-8")).get("colors", {})
+    per_channel = [_intensity_summary(np.concatenate(s).astype(np.float64)) for s in samples]
     return {
         "dataset": str(description_path),
-        "modality": modality(description_path),
+        "modality": ", ".join(channels),
+        "channels": channels,
         "labels": {int(k): v for k, v in names.items()},
         "colours": colours,
         "cases": len(items),
         "training_cases": max(1, training_cases),
         "spacings": spacings,
         "shapes": shapes,
-        "foreground": {
-            "p0.5": float(np.percentile(values, 0.5)),
-            "p50": float(np.percentile(values, 50)),
-            "p99.5": float(np.percentile(values, 99.5)),
-            "mean": float(values.mean()),
-            "sd": float(values.std()),
-        },
+        "foreground": per_channel[0],
+        "foreground_per_channel": per_channel,
         "label_volume_ml": {names[v]: float(np.mean([c[i] for c in volumes])) for i, v in enumerate(sorted(names))},
+    }
+
+
+def _intensity_summary(values: np.ndarray) -> dict[str, float]:
+    return {
+        "p0.5": float(np.percentile(values, 0.5)),
+        "p50": float(np.percentile(values, 50)),
+        "p99.5": float(np.percentile(values, 99.5)),
+        "mean": float(values.mean()),
+        "sd": float(values.std()),
     }
 
 
@@ -230,14 +247,10 @@ def make_plan(
     spacing, spacing_reason = target_spacing(print_["spacings"], print_["shapes"], MAX_VOXELS_PER_CASE if budget.kind == "cpu" else None)
     fitted, fit_reason = fit_to_budget(print_, spacing, budget, mini_batch_size)
     mini_batch_size = fitted["options#mini_batch_size"]
-    is_ct = print_["modality"].strip().lower() in CT_NAMES
-    fg = print_["foreground"]
-    if is_ct:
-        window = [round(fg["p0.5"], 2), round(fg["p99.5"], 2)]
-        normalization, norm_reason = "minmax", f"CT: clip to the foreground's 0.5-99.5 percentiles {window} and rescale to [0, 1]"
-    else:
-        window = None
-        normalization, norm_reason = "zscore", f"{print_['modality']} (MR-like, no absolute scale): per-scan z-score inside the body"
+    normalization, window, norm_reason = channel_normalization(print_)
+    channels = print_.get("channels", [print_["modality"]])
+    if len(channels) > 1:  # V-Net tiles its input to `width` channels for the first residual connection
+        fitted["width"] = len(channels) * math.ceil(fitted["width"] / len(channels))
     per_epoch = math.ceil(print_["training_cases"] / mini_batch_size)
     epochs = max(1, math.ceil(iterations / per_epoch))
     colours = {str(v): print_["colours"].get(str(v), PALETTE[(v - 1) % len(PALETTE)]) for v in labels if v}
@@ -258,6 +271,7 @@ def make_plan(
         "width": (
             f"{fitted['width']} channels at the first level: "
             + ("the 2-core step budget (width 16 costs 14x width 4 per step)" if budget.kind == "cpu" else "MONAI's and the paper's V-Net")
+            + (f", a multiple of the {len(channels)} input channels (V-Net tiles its input to its width)" if len(channels) > 1 else "")
         ),
         "options#mini_batch_size": (
             f"{fitted['options#mini_batch_size']} cases per step"
@@ -267,7 +281,41 @@ def make_plan(
         "train#preprocessing#class_ratios": "patch centres drawn equally from each label (small structures seen as often as large ones)",
         "options#max_epochs": f"{epochs} epochs x {per_epoch} iterations = about {epochs * per_epoch} iterations",
     }
-    return {"values": values, "reasons": reasons, "labels": labels, "modality": print_["modality"], "budget": budget.describe()}
+    return {
+        "values": values,
+        "reasons": reasons,
+        "labels": labels,
+        "modality": print_["modality"],
+        "channels": channels,
+        "budget": budget.describe(),
+    }
+
+
+def channel_normalization(print_: dict[str, Any]) -> tuple[Any, Any, str]:
+    """``(normalization, window, reason)``: per channel by its modality (nnU-Net's rule): CT is clipped to its
+    foreground's 0.5-99.5 percentiles and rescaled to [0, 1]; anything else (MR-like, no absolute scale) is z-scored
+    inside the body, per scan. One channel: a name and a window; several: a list of each, one per channel."""
+    channels = print_.get("channels", [print_["modality"]])
+    foregrounds = print_.get("foreground_per_channel", [print_["foreground"]])
+    names, windows, reasons = [], [], []
+    for name, fg in zip(channels, foregrounds):
+        if is_ct(name):
+            window = [round(fg["p0.5"], 2), round(fg["p99.5"], 2)]
+            names.append("minmax")
+            windows.append(window)
+            reasons.append(f"{name}: clip to the foreground's 0.5-99.5 percentiles {window} and rescale to [0, 1]")
+        else:
+            names.append("zscore")
+            windows.append(None)
+            reasons.append(f"{name} (MR-like, no absolute scale): per-scan z-score inside the body")
+    reason = (
+        "; ".join(f"channel {c} {r}" for c, r in enumerate(reasons))
+        if len(channels) > 1
+        else reasons[0].replace(f"{channels[0]}: ", "CT: ", 1)
+    )
+    if len(channels) == 1:
+        return names[0], windows[0], reason
+    return names, (None if all(w is None for w in windows) else windows), reason
 
 
 def write_bundle(plan: dict[str, Any], out: str | Path, fingerprint_: dict[str, Any], dataset_dir: str | Path | None = None) -> Path:
@@ -319,15 +367,25 @@ def _write_metadata(path: Path, plan: dict[str, Any]) -> None:
     pred = meta["network_data_format"]["outputs"]["pred"]
     pred.update(channel_def=labels, num_channels=len(labels))
     image = meta["network_data_format"]["inputs"]["image"]
-    is_ct = plan["modality"].strip().lower() in CT_NAMES
-    image.update(modality=plan["modality"], format="hounsfield" if is_ct else "magnitude", value_range=[0, 1] if is_ct else [])
+    channels = plan.get("channels", [plan["modality"]])
+    all_ct = all(is_ct(c) for c in channels)
+    image.update(
+        modality=plan["modality"],
+        format="hounsfield" if all_ct else "magnitude",
+        value_range=[0, 1] if all_ct else [],
+        num_channels=len(channels),
+        channel_def={str(c): name for c, name in enumerate(channels)},
+    )
     meta["name"] = f"V-Net planned by medseg plan ({plan['modality']})"
     meta["task"] = "3D segmentation of " + ", ".join(v for k, v in labels.items() if k != "0")
     meta["label_classes"] = "single channel: " + ", ".join(f"{k} {v}" for k, v in labels.items())
     meta["pred_classes"] = f"{len(labels)} channels (logits), argmax gives the label map"
-    meta["image_classes"] = (
-        f"single channel {plan['modality']}, resampled to {plan['values']['pixdim']} mm RAS, {plan['values']['normalization']} normalisation"
+    what = (
+        f"single channel {plan['modality']}"
+        if len(channels) == 1
+        else f"{len(channels)} channels ({plan['modality']}), each normalised on its own"
     )
+    meta["image_classes"] = f"{what}, resampled to {plan['values']['pixdim']} mm RAS, {plan['values']['normalization']} normalisation"
     path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
@@ -345,7 +403,8 @@ def plan_dataset(data: str | Path, out: str | Path, iterations: int = ITERATIONS
     description = dataset_description(source)
     if description is not None:
         items = datalist(description, "training")
-        errors = [p for p in validate(items, sorted(label_names(description))) if p.level == "error"]
+        declared = len(channel_names(load_dataset_json(description))) or None
+        errors = [p for p in validate(items, sorted(label_names(description)), channels=declared) if p.level == "error"]
         if errors:
             first = errors[0]
             raise PlanError(f"{first.path}: {first.message} ({len(errors)} error(s); python -m medseg validate {data} lists them all)")

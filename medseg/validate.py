@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +72,26 @@ def check_label_values(label: np.ndarray, allowed: Iterable[int] | None) -> list
     return [f"label values {unexpected} are not among the declared labels {sorted(allowed)}."] if unexpected else []
 
 
+def _image_headers(image: Any, var: str | None, max_voxels: int, problems: list[Problem]) -> tuple[list[Header], int] | None:
+    """Headers and channel count of one case's image (a file, a 4D file or one file per channel)."""
+    from medseg.io.channels import channel_headers
+
+    try:
+        return channel_headers(image, var, max_voxels)
+    except (VolumeError, FileNotFoundError) as err:
+        problems.append(_problem_of(err, image))
+        return None
+
+
+def _problem_of(err: Exception, image: Any) -> Problem:
+    """An error about one of a case's files as a :class:`Problem` naming that file (the message starts with it)."""
+    from medseg.io.channels import channel_paths
+
+    text = str(err)
+    path = next((str(p) for p in channel_paths(image) if text.startswith(f"{p}: ")), str(channel_paths(image)[0]))
+    return Problem("error", path, text.removeprefix(f"{path}: "))
+
+
 def check_case(
     item: dict,
     labels: Sequence[int] | None,
@@ -78,12 +99,20 @@ def check_case(
     mat_vars: tuple[str | None, str | None] = (None, None),
     max_voxels: int = MAX_VOXELS,
     seen_labels: set[int] | None = None,
+    channels: int | None = None,
 ) -> list[Problem]:
-    """All problems of one ``{"image": path, "label": path}`` case; the label values found are added to ``seen_labels``."""
+    """All problems of one ``{"image": path or [channel paths], "label": path}`` case; the label values found are added
+    to ``seen_labels``. ``channels``: the channel count every image must have (``None``: not checked here)."""
+    from medseg.io.channels import first_path, read_channels
+
     problems: list[Problem] = []
-    image_path, label_path = item["image"], item.get("label")
-    image_header = _header(image_path, mat_vars[0], max_voxels, problems)
+    image, label_path = item["image"], item.get("label")
+    image_path = str(first_path(image))
+    found = _image_headers(image, mat_vars[0], max_voxels, problems)
+    if found and channels is not None and found[1] != channels:
+        problems.append(Problem("error", image_path, f"{found[1]} channel(s); the dataset declares {channels} per case."))
     label_header = _header(label_path, mat_vars[1], max_voxels, problems) if label_path else None
+    image_header = found[0][0] if found else None
     if image_header and label_header:
         differences = image_header.geometry.matches(label_header.geometry)
         if differences:
@@ -97,12 +126,13 @@ def check_case(
                 Problem(level, label_path, f"geometry differs from the image {Path(image_path).name}: {'; '.join(differences)}{hint}.")
             )
     if image_header:
-        image = _voxels(image_path, mat_vars[0], problems)
-        if image is not None:
-            try:
-                check_finite(image_path, image)
-            except VolumeError as err:
-                problems.append(Problem("error", image_path, str(err).removeprefix(f"{image_path}: ")))
+        try:
+            voxels, _ = read_channels(image, mat_vars[0], max_voxels)
+            paths = [h.path for h in found[0]]
+            for path, channel in zip(paths if len(paths) == len(voxels) else paths * len(voxels), voxels):
+                check_finite(path, channel)
+        except VolumeError as err:
+            problems.append(_problem_of(err, image))
     if label_header:
         label = _voxels(label_path, mat_vars[1], problems)
         if label is not None:
@@ -121,10 +151,20 @@ def validate(
     allow_resample: bool = False,
     mat_vars: tuple[str | None, str | None] = (None, None),
     seen_labels: set[int] | None = None,
+    channels: int | None = None,
+    channel_origin: str = "the dataset declares",
 ) -> list[Problem]:
     """Check every case; returns all problems (errors first, then warnings, each in case order).
 
     ``labels``: the declared label values (``None``: undeclared; the values found are collected in ``seen_labels``).
+    ``channels``: the declared channel count (``None``: every case must have the first case's count).
     """
-    found = [p for item in items for p in check_case(item, labels, allow_resample, mat_vars, seen_labels=seen_labels)]
+    from medseg.io.channels import channel_paths
+
+    expected, origin = channels, channel_origin
+    if expected is None and items:  # undeclared: every case must have the first readable case's count
+        first = _image_headers(items[0]["image"], mat_vars[0], MAX_VOXELS, [])
+        expected, origin = (first[1] if first else None), f"the first case ({channel_paths(items[0]['image'])[0].name}) has"
+    found = [p for item in items for p in check_case(item, labels, allow_resample, mat_vars, seen_labels=seen_labels, channels=expected)]
+    found = [dataclasses.replace(p, message=p.message.replace("the dataset declares", origin)) for p in found]
     return [p for p in found if p.level == "error"] + [p for p in found if p.level == "warning"]

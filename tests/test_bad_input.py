@@ -60,7 +60,7 @@ VOLUME_CASES = [
     Case("png-as-nifti", "medseg infer", bad.text_named("scan.nii.gz"), "not a readable|not a valid|cannot read"),
     Case("text-as-mha", "medseg infer", bad.text_named("scan.mha"), "not a readable|not a valid|cannot read"),
     Case("2d", "medseg infer", bad.nifti("scan.nii.gz", shape=(32, 32)), "2D|2-D|three dimensions|3D"),
-    Case("4d", "medseg infer", bad.nifti("scan.nii.gz", shape=(16, 16, 8, 3)), "4D|4-D|volumes|3D"),
+    Case("4d", "medseg infer", bad.nifti("scan.nii.gz", shape=(16, 16, 8, 3)), r"3 channel\(s\); the model takes 1"),
     Case("rgb", "medseg infer", bad.rgb_nifti("scan.nii.gz"), "component|RGB|channels|scalar"),
     Case("vector-nrrd", "medseg infer", bad.nrrd_vector("scan.nrrd"), "component|channels|scalar"),
     Case("nan", "medseg infer", bad.nifti("scan.nii.gz", dtype=np.float32, fill=bad.set_nan), "NaN"),

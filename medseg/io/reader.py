@@ -12,7 +12,8 @@ from monai.data import ImageReader
 from monai.transforms import LoadImaged
 from monai.utils import MetaKeys, SpaceKeys
 
-from medseg.io.volumes import MAX_VOXELS, VolumeError, _suffix_ok, check_finite, read_volume
+from medseg.io.channels import read_channels
+from medseg.io.volumes import MAX_VOXELS, _suffix_ok, check_finite, read_header, read_volume
 
 
 class VolumeReader(ImageReader):
@@ -23,6 +24,7 @@ class VolumeReader(ImageReader):
             reader per key).
         max_voxels: size limit checked on the header.
 
+    A list of paths is one case's channel files, stacked channels first (``original_channel_dim`` 0).
     Metadata follow MONAI's ITK reader: ``affine``/``original_affine`` in RAS, ``spatial_shape``,
     ``spacing``, ``filename_or_obj``.
     """
@@ -36,20 +38,25 @@ class VolumeReader(ImageReader):
         return all(Path(n).is_dir() or _suffix_ok(Path(n)) for n in names)
 
     def read(self, data: Sequence[os.PathLike] | os.PathLike, **kwargs: Any) -> Any:
+        """One 3D volume, or one case's channels (a 4D file or several 3D files, :func:`medseg.io.channels.read_channels`)."""
         names = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-        if len(names) != 1:
-            raise VolumeError(f"VolumeReader reads one volume per key, got {len(names)} paths: {names}.")
-        array, geometry = read_volume(names[0], self.mat_var, self.max_voxels)
-        check_finite(names[0], array)
-        return (str(names[0]), array, geometry)
+        if len(names) == 1 and read_header(names[0], self.mat_var, self.max_voxels).ndim != 4:
+            array, geometry = read_volume(names[0], self.mat_var, self.max_voxels)
+            channel_dim = float("nan")
+        else:
+            array, geometry = read_channels(names if len(names) > 1 else names[0], self.mat_var, self.max_voxels)
+            channel_dim = 0
+        for name, channel in zip(names, array if channel_dim == 0 and len(names) > 1 else [array]):
+            check_finite(name, channel)
+        return (str(names[0]), array, geometry, channel_dim)
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
-        path, array, geometry = img
+        path, array, geometry, channel_dim = img
         meta = {
             MetaKeys.ORIGINAL_AFFINE: geometry.ras_affine,
             MetaKeys.AFFINE: geometry.ras_affine.copy(),
-            MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape),
-            MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
+            MetaKeys.SPATIAL_SHAPE: np.asarray(geometry.shape),
+            MetaKeys.ORIGINAL_CHANNEL_DIM: channel_dim,  # NaN: no channel axis (EnsureChannelFirstd adds one); 0: channels first
             MetaKeys.SPACE: SpaceKeys.RAS,
             "spacing": np.asarray(geometry.spacing),
             "filename_or_obj": path,

@@ -182,16 +182,17 @@ def read_header(path: str | os.PathLike, mat_var: str | None = None, max_voxels:
 
 
 def _geometry_3d(reader: Any) -> Geometry:
-    """Geometry of a header, padded to 3D so that 2D inputs can be reported rather than crash."""
+    """Geometry of a header's first three axes: a 2D input padded so it can be reported rather than crash, a 4D one
+    (channels or time last, MSD's multi-modal NIfTI) cut to its spatial grid."""
     if reader.GetDimension() == 3:
         return Geometry.of_sitk(reader)
     n = reader.GetDimension()
-    size = tuple(reader.GetSize())
+    k = min(n, 3)
     direction = np.asarray(reader.GetDirection()).reshape(n, n)
     square = np.eye(3)
-    k = min(n, 3)
     square[:k, :k] = direction[:k, :k]
-    return Geometry(size, tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), tuple(square.reshape(-1)))
+    size, spacing, origin = (tuple(v)[:k] for v in (reader.GetSize(), reader.GetSpacing(), reader.GetOrigin()))
+    return Geometry(size, spacing, origin, tuple(square.reshape(-1)))
 
 
 def read_volume(path: str | os.PathLike, mat_var: str | None = None, max_voxels: int = MAX_VOXELS) -> tuple[np.ndarray, Geometry]:

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -118,3 +119,66 @@ def test_dataset_description_is_the_one_answer_to_folder_or_json(tmp_path) -> No
     assert dataset_description(tmp_path / "other.json") == tmp_path / "other.json"  # any name, as MONAI's datalists
     assert dataset_description(tmp_path / "bare") is None and dataset_description(tmp_path / "scan.nii.gz") is None
     assert dataset_description(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize(("normalization", "window"), [("minmax", (-200, 300)), ("minmax", None), ("zscore", None)])
+def test_one_channel_preprocessing_is_the_single_modality_chain(demo_dataset, normalization, window):
+    """The per-channel chain, given one channel, gives exactly what the measured single-modality recipes were chosen
+    with: MinMaxd then the crop above the window's floor (CT), or the crop above Otsu then the body z-score (MR)."""
+    from monai import transforms as T
+
+    from medseg.data import AboveOtsu, BodyZScored
+    from medseg.io.reader import LoadVolumed
+    from shared.transforms import MinMaxd
+
+    item = datalist(demo_dataset)[0]
+    keys = ["image", "label"]
+    steps = [LoadVolumed("image"), LoadVolumed("label"), T.EnsureChannelFirstd(keys=keys, channel_dim="no_channel")]
+    steps += [
+        T.Orientationd(keys=keys, axcodes="RAS", labels=None),
+        T.Spacingd(keys=keys, pixdim=(2, 2, 2), mode=("bilinear", "nearest"), dtype=np.float32),
+    ]
+    if normalization == "minmax":
+        lo, hi = window or (None, None)
+        steps += [
+            MinMaxd(keys="image", input_min=lo, input_max=hi),
+            T.CropForegroundd(keys=keys, source_key="image", margin=2, allow_smaller=True),
+        ]
+    else:
+        steps += [
+            T.CropForegroundd(keys=keys, source_key="image", select_fn=AboveOtsu(), margin=2, allow_smaller=True),
+            BodyZScored("image"),
+        ]
+    reference = T.Compose(steps)(item)
+    ours = preprocessing((2, 2, 2), window, normalization=normalization)(item)
+    for key in keys:
+        np.testing.assert_array_equal(np.asarray(ours[key]), np.asarray(reference[key]))
+        np.testing.assert_allclose(np.asarray(ours[key].affine), np.asarray(reference[key].affine))
+
+
+def test_each_channel_is_normalised_on_its_own(tmp_path):
+    """A CT channel (window) and an MR channel (z-score) of one case, on a RAS 1 mm grid (no resampling): each gets
+    its own scheme, with known answers."""
+    from medseg.io.volumes import Geometry
+
+    grid = Geometry((20, 18, 12), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))  # RAS
+    rng = np.random.default_rng(0)
+    inside = np.zeros(grid.shape, bool)
+    inside[4:16, 3:15, 2:10] = True
+    ct = np.where(inside, 100.0, -1000.0)
+    mr = np.where(inside, 400.0 + rng.normal(0, 20, grid.shape), 0.0)
+    files = [str(write_volume(a.astype(np.float32), grid, tmp_path / f"c_{n:04d}.nii.gz")) for n, a in enumerate((ct, mr))]
+    out = preprocessing((1, 1, 1), [(-200, 300), None], with_label=False, normalization=["minmax", "zscore"])({"image": files})
+    image = np.asarray(out["image"])
+    assert image.shape == (2, 16, 16, 12)  # the body (12 x 12 x 8) and a 2-voxel margin, clipped at the grid's edge
+    body = np.zeros(image.shape[1:], bool)
+    body[2:14, 2:14, 2:10] = True
+    np.testing.assert_allclose(image[0][body], 0.6, atol=1e-6)  # (100 + 200) / 500
+    np.testing.assert_allclose(image[0][~body], 0.0, atol=1e-6)
+    assert abs(image[1][body].mean()) < 1e-4 and abs(image[1][body].std() - 1) < 1e-4 and image[1][~body].max() < -5
+    from shared.errors import unwrap
+
+    with pytest.raises(RuntimeError) as caught:  # MONAI wraps a transform's error: "applying transform ..."
+        preprocessing((1, 1, 1), None, with_label=False, normalization=["zscore"] * 3)({"image": files})
+    assert isinstance(unwrap(caught.value), VolumeError)
+    assert re.search(r"c_0000\.nii\.gz: 2 channel\(s\), but the bundle normalises 3", str(unwrap(caught.value)))

@@ -107,7 +107,8 @@ def _dataset(root: Path, modality: dict, cases: int = 2, shape=(20, 18, 12)) -> 
     [
         (lambda root: root.mkdir(), r"no dataset.json"),
         (lambda root: _dataset(root, {"0": "CT"}, cases=1), r"dataset.json: 1 case\(s\); plan needs at least 2"),
-        (lambda root: _dataset(root, {"0": "T1", "1": "T2"}), r"dataset.json: declares 2 modalities \(T1, T2\)"),
+        (lambda root: _dataset(root, {"0": "T1", "1": "T2"}), r"c0.nii.gz: 1 channel\(s\); the dataset declares 2 per case"),
+        (lambda root: _dataset(root, {"T1": "0"}), r"dataset.json: has no 'modality' .*mapping channel numbers to names"),
         (lambda root: _dataset(root, {"0": "CT"}, shape=(20, 18)), r"c0.nii.gz: 2D image .*expected a single-channel 3D volume"),
         (lambda root: (_dataset(root, {"0": "CT"}), shutil.rmtree(root / "imagesTr")), r"imagesTr/c0.nii.gz: Volume not found"),
     ],

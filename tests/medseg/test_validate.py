@@ -48,8 +48,12 @@ def test_2d_and_4d_are_named(tmp_path):
     item = _pair(tmp_path)
     sitk.WriteImage(sitk.Image(8, 8, sitk.sitkInt16), item["image"])
     assert any("imagesTr/c.nii.gz: 2D image (size 8x8)" in m for m in _messages(check_case(item, LABELS)))
-    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5, 3), np.float32), np.eye(4)), item["image"])
-    assert any("imagesTr/c.nii.gz: 4D image" in m for m in _messages(check_case(item, LABELS)))
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5, 3), np.float32), np.eye(4)), item["image"])  # 3 channels, channels last
+    assert any(
+        "imagesTr/c.nii.gz: 3 channel(s); the dataset declares 1 per case" in m for m in _messages(check_case(item, LABELS, channels=1))
+    )
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5, 2, 2), np.float32), np.eye(4)), item["image"])
+    assert any("imagesTr/c.nii.gz: 5D image" in m for m in _messages(check_case(item, LABELS)))
 
 
 def test_nan_image_and_bad_labels(tmp_path):
