@@ -355,7 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
         "its channel files case_0000.nii.gz case_0001.nii.gz ... (grouped by name)",
     )
     p.add_argument("--output", type=Path, required=True, help="output directory (must not be an input's folder if names collide)")
-    p.add_argument("--format", default="nifti,seg.nrrd", help="comma list of nifti, seg.nrrd, nrrd, mat (default: nifti,seg.nrrd)")
+    p.add_argument(
+        "--format",
+        default="nifti,seg.nrrd",
+        help="comma list of nifti, seg.nrrd, nrrd, mat, dicom-seg (a DICOM SEG of a DICOM series input; default: nifti,seg.nrrd)",
+    )
     p.add_argument("--weights", type=Path, help="weights file (default: <bundle>/models/model.pt)")
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest connected component of each label")
     p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the bundle's)")

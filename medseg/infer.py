@@ -119,6 +119,9 @@ class Segmenter:
             spatial axes (0, 1, 2 = RAS x, y, z of the preprocessed grid; all three: 8 passes per network, nnU-Net's default).
         channel_names: the input channels the network was trained on, in order (``metadata.json``'s input
             ``channel_def``, e.g. ``{"0": "T1", "1": "FLAIR"}``); an image with another channel count is refused.
+        algorithm: ``{"name", "version"}`` of the bundle, written into DICOM SEG exports.
+        segment_codes: label value -> coded property category and type of DICOM SEG exports
+            (:func:`medseg.io.dicom_seg.property_codes`; the bundle's ``segment_codes``).
     """
 
     network: torch.nn.Module
@@ -137,6 +140,8 @@ class Segmenter:
     ensemble: Sequence[torch.nn.Module] = ()
     mirror_axes: Sequence[int] = ()
     channel_names: Mapping[Any, str] | None = None
+    algorithm: Mapping[str, str] | None = None
+    segment_codes: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.resample not in ("probabilities", "labels"):
@@ -247,14 +252,19 @@ class Segmenter:
         guard_outputs(inputs, output_dir)
         if with_probabilities and self.resample != "probabilities":
             raise ValueError("Probabilities on the input grid need resample='probabilities' (the default).")
-        for path in inputs:  # every case's channels, before the first case is written
+        for path in inputs:  # every case's channels (and a DICOM source for a DICOM SEG), before the first case is written
             self.check_channels(path, image_var)
+            if "dicom-seg" in formats:
+                from medseg.io.dicom_seg import require_dicom_source
+
+                require_dicom_source(path)
         written = {}
         for path in inputs:
             kept: list[np.ndarray] | None = [] if with_probabilities else None
             mask, geometry = self.segment(path, image_var, kept)
             stem, key = case_name(path), source_key(path)
-            written[key] = export_mask(mask, geometry, output_dir, stem, self.names, formats, self.colours)
+            extra = {"source": path, "algorithm": self.algorithm, "segment_codes": self.segment_codes}
+            written[key] = export_mask(mask, geometry, output_dir, stem, self.names, formats, self.colours, **extra)
             if kept is not None:
                 written[key].append(save_probabilities(output_dir / f"{stem}_probabilities.npz", kept, geometry, self.names))
             logger.info("%s -> %s", key, ", ".join(p.name for p in written[key]))
@@ -347,6 +357,7 @@ def guard_outputs(inputs: Sequence[ImageSource], output_dir: Path) -> None:
             f"{stem}_seg.ctbl",
             f"{stem}_seg.mat",
             f"{stem}_probabilities.npz",
+            f"{stem}_seg.dcm",
         ):
             if (output_dir / name).resolve() in resolved_inputs:
                 raise VolumeError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import slicerio
@@ -16,7 +17,7 @@ import slicerio
 from medseg.io.volumes import Geometry, write_volume
 from shared.io import atomic_path, atomic_write_text
 
-FORMATS = ("nifti", "seg.nrrd", "nrrd", "mat")
+FORMATS = ("nifti", "seg.nrrd", "nrrd", "mat", "dicom-seg")
 
 
 def mask_dtype(num_labels: int) -> type:
@@ -93,11 +94,16 @@ def export_mask(
     names: Mapping[int, str],
     formats: Sequence[str] = ("nifti", "seg.nrrd"),
     colours: Mapping[int, Sequence[float]] | None = None,
+    source: Any = None,
+    algorithm: Mapping[str, str] | None = None,
+    segment_codes: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``mask`` in each of ``formats``; returns the files.
 
     Names: ``nifti`` -> ``<stem>_seg.nii.gz`` + ``<stem>_seg.ctbl``; ``seg.nrrd`` -> ``<stem>.seg.nrrd``;
-    ``nrrd`` -> ``<stem>_seg.nrrd`` (plain label map); ``mat`` -> ``<stem>_seg.mat``.
+    ``nrrd`` -> ``<stem>_seg.nrrd`` (plain label map); ``mat`` -> ``<stem>_seg.mat``; ``dicom-seg`` ->
+    ``<stem>_seg.dcm``, a DICOM Segmentation of the DICOM series ``source`` (:mod:`medseg.io.dicom_seg`, with the
+    bundle's ``algorithm`` name and version and ``segment_codes``).
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -114,4 +120,8 @@ def export_mask(
         written.append(write_volume(mask, geometry, out / f"{stem}_seg.nrrd"))
     if "mat" in formats:
         written.append(write_volume(mask, geometry, out / f"{stem}_seg.mat"))
+    if "dicom-seg" in formats:
+        from medseg.io.dicom_seg import write_dicom_seg
+
+        written.append(write_dicom_seg(mask, geometry, source, out / f"{stem}_seg.dcm", names, colours, algorithm, segment_codes))
     return written

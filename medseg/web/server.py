@@ -179,13 +179,15 @@ def segment_upload(segmenter: Any, upload: Any, folder: Path, limits: UploadLimi
     image, _ = read_volume(scan)
     colours = dict(segmenter.colours or default_colours(list(segmenter.names)))
     colours = {int(k): v for k, v in colours.items()}
-    written = export_mask(mask, geometry, folder, case, segmenter.names, ("nifti", "seg.nrrd"), colours)
+    formats = ("nifti", "seg.nrrd", "dicom-seg") if scan.is_dir() else ("nifti", "seg.nrrd")  # a DICOM series: also its SEG
+    extra = {"source": scan, "algorithm": getattr(segmenter, "algorithm", None), "segment_codes": getattr(segmenter, "segment_codes", None)}
+    written = export_mask(mask, geometry, folder, case, segmenter.names, formats, colours, **extra)
     views = save_views(folder / "views.npz", image, mask, geometry, colours)
     if scan.is_dir():
         shutil.rmtree(scan)
     else:
         scan.unlink()
-    kinds = {"_seg.nii.gz": "nifti", "_seg.ctbl": "colour_table", ".seg.nrrd": "seg_nrrd"}
+    kinds = {"_seg.nii.gz": "nifti", "_seg.ctbl": "colour_table", ".seg.nrrd": "seg_nrrd", "_seg.dcm": "dicom_seg"}
     return {
         "case": case,
         "shape": list(geometry.shape),
@@ -204,7 +206,7 @@ def _add_result_routes(app: Any, results: Results) -> None:
     def download(token: str, name: str) -> Any:
         folder = results.get(token)
         gone = json_error(404, "No such result (results are removed after a while; segment the scan again).")
-        if folder is None or not name.endswith(("_seg.nii.gz", ".seg.nrrd", "_seg.ctbl")) or "/" in name:
+        if folder is None or not name.endswith(("_seg.nii.gz", ".seg.nrrd", "_seg.ctbl", "_seg.dcm")) or "/" in name:
             return gone
         try:
             return send_file(folder / name, as_attachment=True, download_name=name)

@@ -24,8 +24,9 @@ def random_labels(shape=(20, 18, 12), seed=0, num=4):
     return labels
 
 
-def write_dicom_series(volume: np.ndarray, geometry: Geometry, folder, skip=()):
-    """Write ``volume[i, j, k]`` as one CT DICOM file per k slice, with positions from ``geometry``.
+def write_dicom_series(volume: np.ndarray, geometry: Geometry, folder, skip=(), offsets=None):
+    """Write ``volume[i, j, k]`` as one CT DICOM file per k slice, with positions from ``geometry``
+    (``offsets``: mm added to slice k's position along the stacking axis, for unevenly spaced series).
 
     SimpleITK's DICOM writer (GDCM) sets the process locale to "C", after which every text file
     opened without an explicit encoding in this test process would be read as ASCII; the locale
@@ -33,12 +34,12 @@ def write_dicom_series(volume: np.ndarray, geometry: Geometry, folder, skip=()):
     """
     saved = locale.setlocale(locale.LC_ALL)
     try:
-        return _write_dicom_slices(volume, geometry, folder, skip)
+        return _write_dicom_slices(volume, geometry, folder, skip, offsets)
     finally:
         locale.setlocale(locale.LC_ALL, saved)
 
 
-def _write_dicom_slices(volume: np.ndarray, geometry: Geometry, folder, skip) -> Path:
+def _write_dicom_slices(volume: np.ndarray, geometry: Geometry, folder, skip, offsets=None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     direction = geometry.direction_matrix
     orientation = "\\".join(f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1]))
@@ -49,7 +50,7 @@ def _write_dicom_slices(volume: np.ndarray, geometry: Geometry, folder, skip) ->
         if k in skip:
             continue
         piece = sitk.GetImageFromArray(volume[:, :, k].T.astype(np.int16)[None])
-        position = np.asarray(geometry.origin) + direction[:, 2] * geometry.spacing[2] * k
+        position = np.asarray(geometry.origin) + direction[:, 2] * (geometry.spacing[2] * k + (offsets[k] if offsets is not None else 0.0))
         piece.SetSpacing((geometry.spacing[0], geometry.spacing[1], 1.0))
         tags = {
             "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
@@ -57,6 +58,7 @@ def _write_dicom_slices(volume: np.ndarray, geometry: Geometry, folder, skip) ->
             "0008|0060": "CT",
             "0020|000d": "1.2.826.0.1.3680043.2.1125.9",
             "0020|000e": series_uid,
+            "0020|0052": "1.2.826.0.1.3680043.2.1125.9.2",  # frame of reference (a DICOM SEG shares it)
             "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{v:.6f}" for v in position),
             "0020|0037": orientation,

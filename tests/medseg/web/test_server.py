@@ -43,6 +43,7 @@ def test_a_scan_comes_back_on_its_own_grid_with_volumes_and_views(server: Server
     data = answer.json()
     reference = read_header(scan).geometry
     assert data["case"] == scan.name.split(".")[0] and data["shape"] == list(reference.shape)
+    assert "dicom_seg" not in data["downloads"]  # a DICOM SEG only for a DICOM series
     seg = requests.get(server.url + data["downloads"]["seg_nrrd"], timeout=60)
     assert seg.status_code == 200 and "attachment" in seg.headers["Content-Disposition"]
     (server.tmpdir / "got.seg.nrrd").write_bytes(seg.content)
@@ -76,9 +77,14 @@ def test_a_zipped_dicom_series_is_segmented_on_its_grid(server: Server, tmp_path
     data = answer.json()
     assert data["case"] == "case9" and data["shape"] == list(OBLIQUE.shape)
     (tmp_path / "s.seg.nrrd").write_bytes(requests.get(server.url + data["downloads"]["seg_nrrd"], timeout=60).content)
-    np.testing.assert_allclose(
-        slicerio.read_segmentation(str(tmp_path / "s.seg.nrrd"))["ijkToLPS"], read_header(folder).geometry.ijk_to_lps, atol=1e-3
-    )
+    segmentation = slicerio.read_segmentation(str(tmp_path / "s.seg.nrrd"))
+    np.testing.assert_allclose(segmentation["ijkToLPS"], read_header(folder).geometry.ijk_to_lps, atol=1e-3)
+    # a DICOM series also gets its DICOM SEG, the same mask
+    from medseg.io.dicom_seg import read_dicom_seg
+
+    (tmp_path / "s_seg.dcm").write_bytes(requests.get(server.url + data["downloads"]["dicom_seg"], timeout=60).content)
+    labels, _ = read_dicom_seg(tmp_path / "s_seg.dcm", folder, read_header(folder).geometry)
+    np.testing.assert_array_equal(labels, segmentation["voxels"])
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
