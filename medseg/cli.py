@@ -253,6 +253,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_transfers=args.max_transfers,
         transfer_wait_s=args.transfer_wait,
         device_overrides=device_overrides(args),
+        monai_label=args.monai_label,
     )
     return 0
 
@@ -399,6 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=500, help="upload size limit in MB (default 500)")
     p.add_argument("--keep-minutes", type=float, default=30, help="minutes results stay downloadable (default 30)")
     p.add_argument("--workers", type=int, default=1, help="segmentations running at once (default 1)")
+    p.add_argument(
+        "--monai-label",
+        action="store_true",
+        help="also answer MONAI Label's /info/, /datastore/ and /infer/ (3D Slicer's MONAILabel module; docs/slicer-monailabel.md)",
+    )
     p.add_argument(
         "--max-voxels",
         type=float,

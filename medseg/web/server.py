@@ -265,8 +265,11 @@ def create_app(
     max_transfers: int = 4,
     transfer_wait_s: float = 10.0,
     device_overrides: dict[str, Any] | None = None,
+    monai_label: bool = False,
 ) -> Any:
     """The Flask app; ``app.config["RESULTS"]`` holds the private result root.
+
+    ``monai_label``: also the MONAI Label endpoints 3D Slicer's MONAILabel module uses (:mod:`medseg.web.monailabel`).
 
     ``device_overrides``: bundle ids such as ``{"device": "cuda", "precision": "bf16"}`` (``medseg serve --device``).
 
@@ -320,6 +323,10 @@ def create_app(
             return _segment_into_result(segmenter, upload, results, limits, gate)
 
     _add_result_routes(app, results)
+    if monai_label:
+        from medseg.web.monailabel import add_monai_label_routes
+
+        add_monai_label_routes(app, segmenter, bundle, results, limits, gate, transfers)
     install_error_handlers(app, max_upload_mb, logger)
     return app
 

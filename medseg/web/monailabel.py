@@ -1,0 +1,231 @@
+"""The part of MONAI Label's REST protocol that 3D Slicer's MONAILabel module needs for auto-segmentation.
+
+``python -m medseg serve --bundle B --monai-label`` adds, beside the scan page:
+
+- ``GET /info/``: ``name``, ``description``, ``version``, ``labels`` and ``models{name: {type: "segmentation",
+  labels: {name: value}, dimension: 3, description}}`` (the bundle's metadata; the model's name is the bundle
+  folder's), as ``monailabel/interfaces/app.py`` answers it;
+- ``PUT /datastore/?image=ID``: multipart field ``file`` (the volume Slicer saved), stored under the upload policy of
+  the scan page (:func:`medseg.web.server.store_upload`: size, declared voxels, attached data only, zips checked)
+  in a private per-image folder that expires as results do; answers ``{"image": ID}``;
+- ``POST /infer/{model}?image=ID``: form field ``params`` (JSON; ``result_extension`` ``.nrrd``, ``.nii.gz``,
+  ``.nii`` or ``.seg.nrrd``, ``result_dtype`` ``uint8`` or ``uint16``), segmented by the scan page's
+  :class:`medseg.infer.Segmenter` (one inference path: the mask equals ``medseg infer``'s) and answered as MONAI
+  Label's ``send_response`` does (``monailabel/endpoints/infer.py``): multipart with ``params`` (JSON:
+  ``label_names``, ``image``, ``latencies``) and ``image`` (the label map on the uploaded volume's grid);
+  ``?output=image`` or ``?output=json`` send one of them alone.
+
+Training, active learning, scoring, sessions and label saving are not offered: those routes answer 501 with a JSON
+reason. Unknown models and image ids answer 404; every error is ``{"error", "detail", "status"}`` (``detail``: the
+key MONAI Label's FastAPI server uses).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from medseg.io.volumes import VolumeError, write_volume
+from medseg.web.uploads import UploadError
+
+IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".seg.nrrd")
+RESULT_DTYPES = {"uint8": 255, "uint16": 65535}
+NOT_OFFERED = (
+    "/train/",
+    "/activelearning/<path:rest>",
+    "/scoring/<path:rest>",
+    "/session/",
+    "/datastore/label",
+    "/batch/infer/<path:rest>",
+)
+
+
+def _error(status: int, message: str) -> Any:
+    from shared.web import json_error
+
+    return json_error(status, message, detail=message)
+
+
+def model_name(bundle: str | Path) -> str:
+    """The model's name in ``/info/``: the bundle folder's name, in the characters MONAI Label ids use."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(bundle).resolve().name) or "medact"
+
+
+def info(segmenter: Any, bundle: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The ``/info/`` answer for one bundle."""
+    labels = {str(name): int(value) for value, name in sorted(segmenter.names.items()) if value}
+    description = str(meta.get("description", ""))
+    return {
+        "name": str(meta.get("name", "medact")),
+        "description": description,
+        "version": str(meta.get("version", "0")),
+        "labels": labels,
+        "models": {model_name(bundle): {"type": "segmentation", "labels": labels, "dimension": 3, "description": description}},
+        "trainers": {},
+        "strategies": {},
+        "scoring": {},
+        "train_stats": {},
+        "datastore": {"total": 0, "completed": 0},
+    }
+
+
+class ImageStore:
+    """Image id -> the private result folder holding its upload (expiring with the server's results)."""
+
+    def __init__(self, results: Any) -> None:
+        self.results, self._ids, self._lock = results, {}, threading.Lock()
+
+    def put(self, image_id: str, token: str, scan: Path) -> None:
+        """``image_id`` is now the upload stored as ``scan`` in ``token``'s folder (an earlier upload of that id is removed)."""
+        with self._lock:
+            old = self._ids.get(image_id)
+            self._ids[image_id] = (token, scan.name)
+        if old and old[0] != token:
+            shutil.rmtree(self.results.root / old[0], ignore_errors=True)
+
+    def find(self, image_id: str) -> tuple[str, Path] | None:
+        """``(token, scan)`` of a stored image that has not expired, else ``None``."""
+        with self._lock:
+            token, name = self._ids.get(image_id, (None, None))
+        folder = self.results.get(token) if token else None
+        return (token, folder / name) if folder is not None and (folder / name).exists() else None
+
+
+def _multipart(params: dict[str, Any], name: str, data: bytes) -> tuple[bytes, str]:
+    """``params`` (JSON) and one file as ``multipart/form-data``, the shape MONAI Label's ``MultipartEncoder`` sends."""
+    boundary = secrets.token_hex(16)
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\nContent-Type: application/json\r\n\r\n'
+    part = f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    body = head.encode() + json.dumps(params).encode() + part.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def _result_options(raw: str | None) -> tuple[str, str]:
+    """``(result_extension, result_dtype)`` from the ``params`` form field; raises ``ValueError`` with the reason."""
+    try:
+        params = json.loads(raw or "{}")
+    except ValueError:
+        raise ValueError("The form field 'params' is not JSON.") from None
+    if not isinstance(params, dict):
+        raise ValueError("The form field 'params' must be a JSON object.")
+    extension = str(params.get("result_extension") or ".nii.gz")
+    dtype = str(params.get("result_dtype") or "uint8")
+    if extension not in RESULT_EXTENSIONS:
+        raise ValueError(f"result_extension {extension!r} is not offered; use one of {', '.join(RESULT_EXTENSIONS)}.")
+    if dtype not in RESULT_DTYPES:
+        raise ValueError(f"result_dtype {dtype!r} is not offered; use one of {', '.join(RESULT_DTYPES)}.")
+    return extension, dtype
+
+
+def write_result(segmenter: Any, scan: Path, image_id: str, folder: Path, extension: str, dtype: str) -> tuple[Path, float]:
+    """Segment ``scan`` and write its label map as ``extension`` in ``dtype``; returns the file and the seconds taken."""
+    import numpy as np
+
+    from medseg.io.export import write_seg_nrrd
+
+    if max(segmenter.names) > RESULT_DTYPES[dtype]:
+        raise ValueError(f"{len(segmenter.names)} labels do not fit result_dtype {dtype}.")
+    start = time.perf_counter()
+    mask, geometry = segmenter.segment(scan)
+    seconds = time.perf_counter() - start
+    path = folder / f"{image_id}_seg{extension}"
+    if extension == ".seg.nrrd":
+        return write_seg_nrrd(mask.astype(dtype), geometry, path, segmenter.names, segmenter.colours), seconds
+    return write_volume(np.asarray(mask).astype(dtype), geometry, path), seconds
+
+
+def add_monai_label_routes(app: Any, segmenter: Any, bundle: str | Path, results: Any, limits: Any, gate: Any, transfers: Any) -> None:
+    """The routes above, on the scan page's app, with its results folder, upload limits and gates."""
+    from flask import jsonify, request
+
+    from medact_bundles import config_file
+    from medseg.web.server import store_upload
+
+    meta = json.loads(config_file(Path(bundle), "metadata.json").read_text(encoding="utf-8"))
+    name, images = model_name(bundle), ImageStore(results)
+
+    @app.get("/info/")
+    def monai_label_info() -> Any:
+        if segmenter is None:
+            return _error(503, "No model loaded.")
+        return jsonify(info(segmenter, bundle, meta))
+
+    @app.put("/datastore/")
+    def monai_label_put_image() -> Any:
+        with transfers.slot():
+            upload = request.files.get("file")
+            if upload is None:
+                return _error(400, "Send the volume as the multipart form field 'file'.")
+            image_id = request.args.get("image") or re.sub(r"\.(nii\.gz|nii|nrrd|mha|zip)$", "", Path(upload.filename or "").name)
+            if not IMAGE_ID.match(image_id or ""):
+                return _error(400, f"Image id {image_id!r}: use letters, digits and _ . - (at most 80 characters).")
+            token, folder = results.new()
+            try:
+                scan = store_upload(upload, folder, limits)
+            except UploadError as err:
+                shutil.rmtree(folder, ignore_errors=True)
+                return _error(err.status, str(err))
+            except VolumeError as err:
+                shutil.rmtree(folder, ignore_errors=True)
+                return _error(422, "Not a readable volume: " + re.sub(re.escape(str(folder)) + r"/\S*", "the uploaded volume", str(err)))
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            finally:
+                results.done(token)
+            images.put(image_id, token, scan)
+            return jsonify({"image": image_id})
+
+    @app.post("/infer/<model>")
+    def monai_label_infer(model: str) -> Any:
+        if segmenter is None:
+            return _error(503, "No model loaded.")
+        if model != name:
+            return _error(404, f"No model {model!r}; this server has {name!r} (GET /info/).")
+        image_id = request.args.get("image", "")
+        found = images.find(image_id) if IMAGE_ID.match(image_id) else None
+        if found is None:
+            return _error(404, f"No image {image_id!r} (PUT /datastore/?image=ID first; uploads are removed after a while).")
+        token, scan = found
+        folder = scan.parent
+        with transfers.slot():
+            try:
+                extension, dtype = _result_options(request.form.get("params"))
+            except ValueError as err:
+                return _error(400, str(err))
+            results.busy.add(token)
+            try:
+                with gate:
+                    result, seconds = write_result(segmenter, scan, image_id, folder, extension, dtype)
+                data = result.read_bytes()
+                result.unlink()
+            except VolumeError as err:
+                return _error(422, "Cannot segment the uploaded volume: " + re.sub(re.escape(str(folder)) + r"/\S*", "it", str(err)))
+            finally:
+                results.done(token)
+        labels = {str(n): int(v) for v, n in sorted(segmenter.names.items()) if v}
+        params = {"label_names": labels, "image": image_id, "latencies": {"infer": round(seconds, 3)}}
+        output = request.args.get("output")
+        if output == "json":
+            return jsonify(params)
+        if output == "image":
+            return app.response_class(
+                data, mimetype="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{result.name}"'}
+            )
+        body, content_type = _multipart(params, result.name, data)
+        return app.response_class(body, content_type=content_type)
+
+    def not_offered(**_: Any) -> Any:
+        return _error(
+            501, f"{request.path}: not offered by medact's MONAI Label endpoints (auto-segmentation only: /info/, /datastore/, /infer/)."
+        )
+
+    for n, rule in enumerate(NOT_OFFERED):
+        app.add_url_rule(rule, f"monai_label_not_offered_{n}", not_offered, methods=["GET", "POST", "PUT", "DELETE"])
