@@ -46,8 +46,9 @@ def _grid(index: int, rng: np.random.Generator) -> Geometry:
     return Geometry(tuple(int(s) for s in shape), tuple(spacing.tolist()), tuple(origin.tolist()), tuple(direction.reshape(-1).tolist()))
 
 
-def render_case(geometry: Geometry, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(t1, flair, label)`` on ``geometry``'s grid (float32, float32, uint8; ``[i, j, k]``)."""
+def render_case(geometry: Geometry, rng: np.random.Generator, with_core: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(t1, flair, label)`` on ``geometry``'s grid (float32, float32, uint8; ``[i, j, k]``); ``with_core``: a lesion
+    core inside the oedema (else oedema alone, as a non-enhancing lesion)."""
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in geometry.shape], indexing="ij"), axis=-1).reshape(-1, 3)
     ras = idx @ geometry.ras_affine[:3, :3].T + geometry.ras_affine[:3, 3]
     radii = BRAIN_RADII_MM * rng.uniform(0.92, 1.08, 3)
@@ -58,10 +59,10 @@ def render_case(geometry: Geometry, rng: np.random.Generator) -> tuple[np.ndarra
     t1[white], flair[white] = INTENSITY["white"]
     direction = rng.normal(size=3)
     core_centre = direction / np.linalg.norm(direction) * rng.uniform(0.0, 0.45) * radii
-    core_radius = rng.uniform(5.0, 9.0)
-    oedema_centre = core_centre + rng.uniform(-6.0, 6.0, 3)
-    oedema = _inside(ras, oedema_centre, core_radius + rng.uniform(4.0, 16.0, 3)) & brain
-    core = _inside(ras, core_centre, np.full(3, core_radius)) & brain
+    core_radius = rng.uniform(5.0, 9.0) if with_core else 0.0
+    oedema_centre = core_centre + rng.uniform(-10.0, 10.0, 3)  # the core, when there is one, says little of where
+    oedema = _inside(ras, oedema_centre, max(core_radius, 4.0) + rng.uniform(2.0, 18.0, 3)) & brain  # ... or how far
+    core = _inside(ras, core_centre, np.full(3, core_radius)) & brain if with_core else np.zeros(len(ras), bool)
     label = np.zeros(len(ras), dtype=np.uint8)
     label[oedema], label[core] = 2, 1
     flair[oedema] = INTENSITY["oedema_flair"]  # T1 keeps the tissue's value: invisible there
@@ -82,7 +83,7 @@ def make_multicontrast_dataset(out: str | Path, n_train: int = 12, n_test: int =
     for index in range(n_train + n_test):
         split = "Tr" if index < n_train else "Ts"
         geometry = _grid(index, rng)
-        t1, flair, label = render_case(geometry, rng)
+        t1, flair, label = render_case(geometry, rng, with_core=index % 4 != 3)
         name = f"case_{index:03d}"
         write_volume(t1, geometry, out / f"images{split}" / f"{name}_0000.nii.gz")
         write_volume(flair, geometry, out / f"images{split}" / f"{name}_0001.nii.gz")
