@@ -2,7 +2,7 @@
 
     python benchmarks/medseg_recipe.py [--tasks demo mni] [--seeds 0 1 2] [--threads 1 2]
                                        [--epochs N] [--set KEY=VALUE ...] [--work DIR]
-                                       [--eval-precisions fp32 bf16]
+                                       [--eval-precisions fp32 bf16] [--eval-resample labels probabilities] [--eval-tta]
 
 Precision (issue 24): ``--set precision='"bf16"'`` trains and infers under bf16 autocast;
 ``--eval-precisions fp32 bf16`` evaluates the same trained weights again at each inference precision
@@ -111,9 +111,11 @@ def run_one(task: str, seed: int, threads: int, args: argparse.Namespace) -> dic
     _workflow(bundle, ["train.json", "evaluate.json"], **evaluation)
     summary = json.loads((bundle / "eval" / "summary.json").read_text(encoding="utf-8"))
     by_precision = {}
-    variants = [("precision", p, p) for p in args.eval_precisions] + [
-        ("segmenter#resample", r, f"resample_{r}") for r in args.eval_resample
-    ]
+    variants = (
+        [("precision", p, p) for p in args.eval_precisions]
+        + [("segmenter#resample", r, f"resample_{r}") for r in args.eval_resample]
+        + ([("segmenter#mirror_axes", [0, 1, 2], "tta")] if args.eval_tta else [])
+    )
     for key, value, name in variants:  # the trained weights, inferred again another way
         folder = bundle / f"eval_{name}"
         begin = time.perf_counter()
@@ -245,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         choices=["labels", "probabilities"],
         help="also evaluate the trained weights with the mask resampled as labels (nearest) or as probabilities (linear, then argmax)",
+    )
+    parser.add_argument(
+        "--eval-tta",
+        action="store_true",
+        help="also evaluate the trained weights with mirror test-time augmentation (3 axes, 8 passes; timed)",
     )
     parser.add_argument("--plan-args", nargs=argparse.REMAINDER, default=[], help="extra arguments for medseg plan (mni task; last)")
     parser.add_argument("--mni-resolution", type=int, default=1, choices=[1, 2], help="MNI152 template resolution in mm")
