@@ -18,6 +18,7 @@ import numpy as np
 
 from medseg.data import strip_suffix
 from medseg.evaluation import CaseResult, evaluate_case, matlab_tables, summarise
+from medseg.io.channels import read_channels
 from medseg.io.export import default_colours
 from medseg.io.volumes import VolumeError, read_volume
 from shared.io import atomic_write_csv, atomic_write_json
@@ -130,7 +131,7 @@ def _write_overlays(
         piece = slices[result.case]
         background = piece["reference"].astype(float)
         if result.case in images:
-            background = read_volume(images[result.case])[0][:, :, piece["k"]].astype(float)
+            background = read_channels(images[result.case])[0][0][:, :, piece["k"]].astype(float)  # channel 0
         panels.append(
             {
                 "title": f"{tag}: {result.case} (mean Dice {_case_dice(result):.3f}, k={piece['k']})",

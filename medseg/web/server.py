@@ -41,8 +41,9 @@ from typing import Any
 import numpy as np
 
 from medseg.data import strip_suffix
+from medseg.io.channels import read_channels
 from medseg.io.export import default_colours, export_mask
-from medseg.io.volumes import VolumeError, VolumeTooLarge, read_header, read_volume
+from medseg.io.volumes import VolumeError, VolumeTooLarge, read_header
 from medseg.web.uploads import UploadError, check_attached, scan_suffix, unpack_dicom_zip
 from medseg.web.views import AXES, save_views, slice_png
 from shared.web import ServerOptions, TransferGate, install_error_handlers, json_error, run_server
@@ -176,7 +177,7 @@ def segment_upload(segmenter: Any, upload: Any, folder: Path, limits: UploadLimi
     case = case_name(upload.filename)
     scan = store_upload(upload, folder, limits)
     mask, geometry = segmenter.segment(scan)
-    image, _ = read_volume(scan)
+    image = read_channels(scan)[0][0]  # the views show channel 0 (a multi-channel bundle takes a 4D upload)
     colours = dict(segmenter.colours or default_colours(list(segmenter.names)))
     colours = {int(k): v for k, v in colours.items()}
     formats = ("nifti", "seg.nrrd", "dicom-seg") if scan.is_dir() else ("nifti", "seg.nrrd")  # a DICOM series: also its SEG

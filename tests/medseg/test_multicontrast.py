@@ -193,3 +193,21 @@ def test_validate_names_a_case_whose_channel_count_differs(phantom: Path, tmp_pa
     result = run_main(main, "validate", tmp_path)
     assert result.returncode == 1 and result.stdout.count("ERROR") == 1, result.stdout
     assert f"ERROR {tmp_path / 'imagesTr' / 'c1.nii.gz'}: 3 channel(s); the dataset declares 2 per case." in result.stdout
+
+
+def test_the_scan_page_segments_a_4d_upload_with_a_two_channel_bundle(bundle: Path, phantom: Path, tmp_path: Path) -> None:
+    """The scan page's app in this process (its server is tested as a process in tests/medseg/web): one 4D upload."""
+    from medseg.web.server import create_app
+
+    (case,) = datalist(phantom, "test")
+    t1, flair = (nib.load(p) for p in case["image"])
+    four = tmp_path / "c.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([t1.get_fdata(), flair.get_fdata()], axis=-1).astype(np.float32), t1.affine), four)
+    client = create_app(bundle).test_client()
+    with four.open("rb") as upload:
+        answer = client.post("/api/segment", data={"file": (upload, "c.nii.gz")}, content_type="multipart/form-data")
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["shape"] == list(t1.shape)
+    with open(case["image"][0], "rb") as upload:
+        one = client.post("/api/segment", data={"file": (upload, "t1.nii.gz")}, content_type="multipart/form-data")
+    assert one.status_code == 422 and "1 channel(s); the model takes 2 (T1, FLAIR)" in one.get_json()["error"]
