@@ -73,6 +73,8 @@ VOLUME_CASES = [
     Case("eval-pred-shape", "medseg evaluate", bad.nifti("case.nii.gz", shape=(10, 10, 10)), "shape|grid|geometry"),
     Case("eval-pred-labels", "medseg evaluate", bad.nifti("case.nii.gz", fill=lambda d: d.__setitem__((0, 0, 0), 9)), "label|9"),
     Case("eval-pred-2d", "medseg evaluate", bad.nifti("case.nii.gz", shape=(24, 20)), "2D|2-D|three dimensions|3D"),
+    Case("dicom-seg-of-nifti", "medseg infer dicom-seg", bad.nifti("scan.nii.gz"), "DICOM SEG needs a DICOM source series"),
+    Case("dicom-seg-of-nrrd", "medseg infer dicom-seg", bad.nifti("scan.nrrd"), "DICOM SEG needs a DICOM source series"),
     Case("validate-no-folder", "medseg validate", lambda folder: folder / "nothing", "no such|not found|does not exist"),
     Case("validate-bad-json", "medseg validate", bad.dataset_json("dataset.json", "{not json"), "JSON|json"),
     Case("validate-json-no-labels", "medseg validate", bad.dataset_json("dataset.json", bad.json_text({"training": []})), "labels"),
@@ -204,18 +206,9 @@ def _argv(case: Case, path: Path, models: dict[str, Path], out: Path) -> tuple[C
     from medseg.cli import main as medseg_main
 
     command = case.command
-    if command == "medseg infer":
-        return medseg_main, [
-            "infer",
-            "--bundle",
-            str(models["bundle"]),
-            "--input",
-            str(path),
-            "--output",
-            str(out),
-            "--format",
-            "nifti,seg.nrrd,mat",
-        ]
+    if command in ("medseg infer", "medseg infer dicom-seg"):
+        formats = "nifti,seg.nrrd,mat" + (",dicom-seg" if command.endswith("dicom-seg") else "")
+        return medseg_main, ["infer", "--bundle", str(models["bundle"]), "--input", str(path), "--output", str(out), "--format", formats]
     if command == "medseg evaluate":
         return medseg_main, [
             "evaluate",
