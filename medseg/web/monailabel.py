@@ -31,8 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medseg.io.volumes import VolumeError, write_volume
-from medseg.web.uploads import UploadError
+from medseg.io.volumes import write_volume
 
 IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".seg.nrrd")
@@ -146,7 +145,7 @@ def add_monai_label_routes(app: Any, segmenter: Any, bundle: str | Path, results
     from flask import jsonify, request
 
     from medact_bundles import config_file
-    from medseg.web.server import store_upload
+    from medseg.web.server import in_new_folder, store_upload
 
     meta = json.loads(config_file(Path(bundle), "metadata.json").read_text(encoding="utf-8"))
     name, images = model_name(bundle), ImageStore(results)
@@ -166,22 +165,12 @@ def add_monai_label_routes(app: Any, segmenter: Any, bundle: str | Path, results
             image_id = request.args.get("image") or re.sub(r"\.(nii\.gz|nii|nrrd|mha|zip)$", "", Path(upload.filename or "").name)
             if not IMAGE_ID.match(image_id or ""):
                 return _error(400, f"Image id {image_id!r}: use letters, digits and _ . - (at most 80 characters).")
-            token, folder = results.new()
-            try:
-                scan = store_upload(upload, folder, limits)
-            except UploadError as err:
-                shutil.rmtree(folder, ignore_errors=True)
-                return _error(err.status, str(err))
-            except VolumeError as err:
-                shutil.rmtree(folder, ignore_errors=True)
-                return _error(422, "Not a readable volume: " + re.sub(re.escape(str(folder)) + r"/\S*", "the uploaded volume", str(err)))
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
-            finally:
-                results.done(token)
-            images.put(image_id, token, scan)
-            return jsonify({"image": image_id})
+
+            def work(token: str, folder: Path) -> Any:
+                images.put(image_id, token, store_upload(upload, folder, limits))
+                return jsonify({"image": image_id})
+
+            return in_new_folder(results, work, noun="volume", detail=True)
 
     @app.post("/infer/<model>")
     def monai_label_infer(model: str) -> Any:
@@ -206,7 +195,7 @@ def add_monai_label_routes(app: Any, segmenter: Any, bundle: str | Path, results
                     result, seconds = write_result(segmenter, scan, image_id, folder, extension, dtype)
                 data = result.read_bytes()
                 result.unlink()
-            except VolumeError as err:
+            except ValueError as err:  # VolumeError (the volume), or labels that do not fit result_dtype
                 return _error(422, "Cannot segment the uploaded volume: " + re.sub(re.escape(str(folder)) + r"/\S*", "it", str(err)))
             finally:
                 results.done(token)

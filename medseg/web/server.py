@@ -227,12 +227,32 @@ def _add_result_routes(app: Any, results: Results) -> None:
             return json_error(404, "No such view (results are removed after a while).")
 
 
+def in_new_folder(results: Results, work: Any, noun: str = "scan", detail: bool = False) -> Any:
+    """``work(token, folder)`` in a new result folder, the one place the scan page and the MONAI Label upload keep
+    this rule: a bad upload (:class:`UploadError`, ``VolumeError``) becomes a JSON error (``detail``: its message
+    also under MONAI Label's key) and, like any failure, removes the folder; its expiry counts from the end."""
+    token, folder = results.new()
+    try:
+        return work(token, folder)
+    except (UploadError, VolumeError) as err:
+        shutil.rmtree(folder, ignore_errors=True)
+        status = err.status if isinstance(err, UploadError) else 422
+        message = str(err)
+        if not isinstance(err, UploadError):
+            message = f"Not a readable {noun}: " + re.sub(re.escape(str(folder)) + r"/\S*", f"the uploaded {noun}", message)
+        return json_error(status, message, **({"detail": message} if detail else {}))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        results.done(token)
+
+
 def _segment_into_result(segmenter: Any, upload: Any, results: Results, limits: UploadLimits, gate: Any) -> Any:
     """One upload into a new result folder: the JSON answer, or a JSON error with the folder removed."""
     from flask import jsonify
 
-    token, folder = results.new()
-    try:
+    def work(token: str, folder: Path) -> Any:
         with gate:
             body = segment_upload(segmenter, upload, folder, limits)
         base = f"/api/results/{token}"
@@ -243,17 +263,8 @@ def _segment_into_result(segmenter: Any, upload: Any, results: Results, limits: 
             view_url=f"{base}/view/{{axis}}/{{index}}.png",
         )
         return jsonify(body)
-    except UploadError as err:
-        shutil.rmtree(folder, ignore_errors=True)
-        return json_error(err.status, str(err))
-    except VolumeError as err:
-        shutil.rmtree(folder, ignore_errors=True)
-        return json_error(422, "Not a readable scan: " + re.sub(re.escape(str(folder)) + r"/\S*", "the uploaded scan", str(err)))
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    finally:
-        results.done(token)
+
+    return in_new_folder(results, work)
 
 
 def create_app(
