@@ -276,7 +276,7 @@ def _intensity_steps(keys: list[str], normalization: str | Sequence[str], window
 
     recipe = ChannelRecipe(normalization, window)
     crop = T.CropForegroundd(keys=keys, source_key="image", select_fn=ChannelBody(recipe), margin=2, allow_smaller=True)
-    return [ChannelMinMaxd(recipe), crop, ChannelZScored(recipe)]
+    return [ChannelNormalized(recipe, "minmax"), crop, ChannelNormalized(recipe, "zscore")]
 
 
 class ChannelRecipe:
@@ -322,28 +322,32 @@ def _source(data: Any, key: str = "image") -> str:
     return str(meta.get("filename_or_obj", key))
 
 
-class ChannelMinMaxd:
-    """Rescale the min-max channels of ``data["image"]`` (``(C, *spatial)``) with :class:`shared.MinMax`, each with its window."""
+class ChannelNormalized:
+    """Normalise the channels of ``data["image"]`` (``(C, *spatial)``) whose recipe is ``scheme``, each on its own:
+    ``"minmax"`` with :class:`shared.MinMax` and the channel's window, ``"zscore"`` with :class:`BodyZScored`."""
 
-    def __init__(self, recipe: ChannelRecipe) -> None:
-        self.recipe = recipe
+    def __init__(self, recipe: ChannelRecipe, scheme: str) -> None:
+        self.recipe, self.scheme = recipe, scheme
+
+    def _normalise(self, channel: Any, window: tuple[float, float] | None, c: int) -> Any:
+        if self.scheme == "zscore":
+            return BodyZScored("image")({"image": channel})["image"]
+        from shared.transforms import MinMax
+
+        lo, hi = window if window else (None, None)
+        return MinMax(input_min=lo, input_max=hi)(channel, name=f"image channel {c}")
 
     def __call__(self, data: Any) -> Any:
         import torch
 
-        from shared.transforms import MinMax
-
         out, image = dict(data), data["image"]
         recipes = self.recipe.channels(image.shape[0], _source(data))
-        if all(name != "minmax" for name, _ in recipes):
+        if all(name != self.scheme for name, _ in recipes):
             return out
-        parts = []
-        for c, (name, window) in enumerate(recipes):
-            channel = image[c : c + 1]
-            if name == "minmax":
-                lo, hi = window if window else (None, None)
-                channel = MinMax(input_min=lo, input_max=hi)(channel, name=f"image channel {c}")
-            parts.append(channel)
+        parts = [
+            self._normalise(image[c : c + 1], window, c) if name == self.scheme else image[c : c + 1]
+            for c, (name, window) in enumerate(recipes)
+        ]
         out["image"] = parts[0] if len(parts) == 1 else torch.cat([torch.as_tensor(p, dtype=torch.float32) for p in parts])
         return out
 
@@ -361,27 +365,6 @@ class ChannelBody:
         recipes = self.recipe.channels(image.shape[0])
         masks = [image[c : c + 1] > 0 if name == "minmax" else AboveOtsu()(image[c : c + 1]) for c, (name, _) in enumerate(recipes)]
         return masks[0] if len(masks) == 1 else torch.cat([torch.as_tensor(m) for m in masks])
-
-
-class ChannelZScored:
-    """:class:`BodyZScored` on each z-score channel of ``data["image"]`` (after the crop to the body)."""
-
-    def __init__(self, recipe: ChannelRecipe) -> None:
-        self.recipe = recipe
-
-    def __call__(self, data: Any) -> Any:
-        import torch
-
-        out, image = dict(data), data["image"]
-        recipes = self.recipe.channels(image.shape[0], _source(data))
-        if all(name != "zscore" for name, _ in recipes):
-            return out
-        parts = [
-            BodyZScored("image")({"image": image[c : c + 1]})["image"] if name == "zscore" else image[c : c + 1]
-            for c, (name, _) in enumerate(recipes)
-        ]
-        out["image"] = parts[0] if len(parts) == 1 else torch.cat([torch.as_tensor(p, dtype=torch.float32) for p in parts])
-        return out
 
 
 class AboveOtsu:
