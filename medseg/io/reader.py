@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,18 @@ class LoadVolumed(LoadImaged):
 
     def __init__(self, keys: str | Sequence[str], mat_var: str | None = None) -> None:
         self.volume_reader = VolumeReader(mat_var)
-        super().__init__(keys=keys, reader=self.volume_reader, image_only=True, dtype=None)
+        # MONAI's LoadImage builds every reader it knows, ours aside; with pydicom installed (highdicom brings it) that
+        # includes NvImgCodecPydicomReader, which warns and logs on every construction when nvImageCodec is absent.
+        # Those readers are never used here (a reader passed at call time is used alone): their noise is muted here only.
+        plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+        level = plugin_log.level
+        plugin_log.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+                super().__init__(keys=keys, reader=self.volume_reader, image_only=True, dtype=None)
+        finally:
+            plugin_log.setLevel(level)
 
     def __call__(self, data: Any, reader: ImageReader | None = None) -> Any:
         return super().__call__(data, reader or self.volume_reader)
