@@ -154,8 +154,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.overlap is not None:
         overrides["overlap"] = args.overlap
     overrides.update(device_overrides(args))
-    if args.tta:
-        overrides["segmenter#mirror_axes"] = [0, 1, 2]
+    if args.tta:  # the axes the bundle was trained to see mirrored (its mirror_axes id); none: refused by load_segmenter
+        overrides["segmenter#mirror_axes"] = "@mirror_axes"
     if args.folds and args.weights:
         raise ValueError("--folds and --weights both name weights; give one of them.")
     segmenter = load_segmenter(args.bundle, args.weights, overrides, folds=args.folds)
@@ -371,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tta",
         action="store_true",
-        help="test-time augmentation: average the probabilities over the 8 mirrorings of the 3 axes (8x the time)",
+        help="test-time augmentation: average the probabilities over every mirroring of the axes the bundle was trained "
+        "mirrored along (its mirror_axes; all 3: 8x the time); refused for a bundle trained without mirroring",
     )
     p.add_argument(
         "--save-probabilities",

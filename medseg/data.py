@@ -199,6 +199,7 @@ def preprocessing(
     image_var: str | None = None,
     label_var: str | None = None,
     normalization: str | Sequence[str] = "minmax",
+    mirror_axes: Sequence[int] = (),
 ) -> Any:
     """The MONAI transform chain for training (``roi_size`` given) or validation/inference (``None``).
 
@@ -218,6 +219,8 @@ def preprocessing(
         with_label: whether the items carry a ``"label"``.
         image_var: variable holding the image in MATLAB ``.mat`` inputs.
         label_var: variable holding the label in MATLAB ``.mat`` inputs.
+        mirror_axes: training only: each patch is flipped along each of these spatial axes (0, 1, 2 = RAS x, y, z)
+            with probability 0.5, nnU-Net's mirroring augmentation; the axes a bundle may use for test-time mirroring.
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
@@ -254,6 +257,7 @@ def preprocessing(
             else T.RandCropByPosNegLabeld(
                 keys=keys, label_key="label", spatial_size=tuple(roi_size), pos=pos_neg[0], neg=pos_neg[1], num_samples=num_samples
             ),
+            *[T.RandFlipd(keys=keys, prob=0.5, spatial_axis=int(axis)) for axis in mirror_axes],
         ]
     return T.Compose(steps)
 

@@ -388,6 +388,12 @@ def load_segmenter(
     parser.read_config(str(config_file(bundle_dir, "inference.json")))
     parser.read_meta(str(config_file(bundle_dir, "metadata.json")))
     parser.update({"bundle_root": str(bundle_dir), **(overrides or {})})
+    if (overrides or {}).get("segmenter#mirror_axes") == "@mirror_axes" and not parser.get("mirror_axes"):
+        raise ValueError(
+            f"{bundle_dir}: the bundle was trained without mirroring (its mirror_axes id is []), so test-time mirroring has no "
+            "axes: mirrored passes would show the network anatomy it never saw (measured on the demo: fold 0's mean Dice fell "
+            "0.010 over the 8 mirrorings). Train with mirror_axes [0, 1, 2] in train.json and inference.json to use --tta."
+        )
     if folds:
         files = [bundle_dir / "models" / f"fold_{k}" / "model.pt" for k in folds]
         missing = [(k, f) for k, f in zip(folds, files) if not f.is_file()]

@@ -182,3 +182,19 @@ def test_each_channel_is_normalised_on_its_own(tmp_path):
         preprocessing((1, 1, 1), None, with_label=False, normalization=["zscore"] * 3)({"image": files})
     assert isinstance(unwrap(caught.value), VolumeError)
     assert re.search(r"c_0000\.nii\.gz: 2 channel\(s\), but the bundle normalises 3", str(unwrap(caught.value)))
+
+
+def test_mirror_augmentation_flips_image_and_label_together():
+    """``mirror_axes``: patches flipped along the axes (p = 0.5 each), the label with its image; none by default."""
+    plain = preprocessing((2, 2, 2), (-200, 300), roi_size=(32, 32, 32), num_samples=1)
+    mirrored = preprocessing((2, 2, 2), (-200, 300), roi_size=(32, 32, 32), num_samples=1, mirror_axes=(0,))
+    assert not any(type(t).__name__ == "RandFlipd" for t in plain.transforms)
+    flips = [t for t in mirrored.transforms if type(t).__name__ == "RandFlipd"]
+    assert len(flips) == 1 and flips[0].flipper.spatial_axis == 0
+    flips[0].set_random_state(0)
+    seen = set()
+    for _ in range(8):
+        out = flips[0](dict(image=np.arange(8.0).reshape(1, 2, 2, 2), label=np.arange(8).reshape(1, 2, 2, 2)))
+        assert np.array_equal(np.asarray(out["image"]), np.asarray(out["label"]))
+        seen.add(float(np.asarray(out["image"])[0, 0, 0, 0]))
+    assert seen == {0.0, 4.0}  # flipped along x in some draws, not in others

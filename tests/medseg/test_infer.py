@@ -199,8 +199,11 @@ def test_infer_with_folds_ensembles_them_and_refuses_a_fold_not_trained(tmp_path
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Fold 3 was not trained" in err[0] and "fold_3/model.pt" in err[0], err
     assert not (tmp_path / "missing").exists()
-    assert (
-        main(["infer", "--bundle", str(bundle), "--input", str(image), "--output", str(tmp_path / "out"), "--folds", "0", "1", "--tta"])
-        == 0
-    )
+    tta = ["infer", "--bundle", str(bundle), "--input", str(image), "--output", str(tmp_path / "out"), "--folds", "0", "1", "--tta"]
+    assert main(tta) == 2  # trained without mirroring (mirror_axes []): no axes to mirror at test time
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained without mirroring (its mirror_axes id is [])" in err[0] and not (tmp_path / "out").exists()
+    config = bundle / "configs" / "inference.json"
+    config.write_text(config.read_text(encoding="utf-8").replace('"mirror_axes": []', '"mirror_axes": [0, 1, 2]'), encoding="utf-8")
+    assert main(tta) == 0
     assert (tmp_path / "out" / "case4_seg.nii.gz").is_file()
