@@ -219,7 +219,14 @@ def fit_to_budget(print_: dict[str, Any], spacing: Sequence[float], budget: Budg
     if budget.kind == "cpu":
         roi = patch_size(spacing, spacings, shapes)
         values = {"roi_size": roi, "sw_roi_size": roi, "width": CPU_WIDTH, "options#mini_batch_size": mini_batch_size}
-        return values, f"{PATCH_EDGE}^3 voxels per patch fits the CPU step budget, capped by the median case; width {CPU_WIDTH}"
+        reason = f"{PATCH_EDGE}^3 voxels per patch fits the CPU step budget, capped by the median case; width {CPU_WIDTH}"
+        if max(spacing) > ANISOTROPY * min(spacing):  # nnU-Net would shorten the patch along the coarse axis
+            reason += (
+                f"; the patch cannot follow the anisotropic spacing here: V-Net halves every axis 4 times and instance norm "
+                f"needs more than one voxel at the deepest level, so no axis takes fewer than {MIN_PATCH_EDGE} voxels, and "
+                "more along the fine axes costs 4x per step (a GPU budget follows the spacing)"
+            )
+        return values, reason
     sizes = shapes * spacings / np.asarray(spacing)  # each case in voxels at the target spacing
     roi, batch, width, reason = gpu_patch(
         np.median(sizes, axis=0), spacing, budget, len(print_["labels"]), float(np.prod(sizes, axis=1).sum())

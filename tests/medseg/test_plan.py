@@ -140,3 +140,8 @@ def test_anisotropic_axis_takes_the_10th_percentile_spacing_as_nnunet() -> None:
     # thick slices but many of them (size x 3 not below the others'): not anisotropic by nnU-Net's rule, the median stays
     assert target_spacing([[1.0, 1.0, 3.6]] * 10, [[200, 200, 150]] * 10, max_voxels=None)[0] == [1.0, 1.0, 3.6]
     assert target_spacing([[2.0, 2.0, 2.0]] * 4, [[60, 60, 60]] * 4) == ([2.0, 2.0, 2.0], "median spacing of 4 cases")
+    # the CPU plan says why its patch does not follow that spacing (V-Net's 32-voxel floor per axis)
+    print_ = {"labels": {0: "background", 1: "prostate"}, "colours": {}, "training_cases": 10, "modality": "T2"}
+    print_ |= {"spacings": spacings, "shapes": shapes, "foreground": {"p0.5": 0, "p50": 1, "p99.5": 2, "mean": 1, "sd": 1}}
+    plan = make_plan(print_)
+    assert plan["values"]["roi_size"] == [32, 32, 32] and "cannot follow the anisotropic spacing" in plan["reasons"]["roi_size"]
