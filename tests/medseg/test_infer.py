@@ -203,7 +203,9 @@ def test_infer_with_folds_ensembles_them_and_refuses_a_fold_not_trained(tmp_path
     assert main(tta) == 2  # trained without mirroring (mirror_axes []): no axes to mirror at test time
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trained without mirroring (its mirror_axes id is [])" in err[0] and not (tmp_path / "out").exists()
+    assert main([*tta[:-1], "--tta-axes", "0"]) == 0  # the user's axes, whatever the training was
     config = bundle / "configs" / "inference.json"
     config.write_text(config.read_text(encoding="utf-8").replace('"mirror_axes": []', '"mirror_axes": [0, 1, 2]'), encoding="utf-8")
+    shutil.rmtree(tmp_path / "out")
     assert main(tta) == 0
     assert (tmp_path / "out" / "case4_seg.nii.gz").is_file()
