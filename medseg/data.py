@@ -17,19 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from medseg.io.volumes import VOLUME_SUFFIXES, VolumeError, is_dicom_dir
+from medseg.io.volumes import VOLUME_SUFFIXES, VolumeError, is_dicom_dir, strip_suffix
 
 logger = logging.getLogger(__name__)
 IMAGE_DIRS = (("imagesTr", "labelsTr"), ("images", "labels"))
-
-
-def strip_suffix(name: str) -> str:
-    """``"case7.nii.gz"`` -> ``"case7"``; ``"case7.seg.nrrd"`` -> ``"case7"``."""
-    lower = name.lower()
-    for suffix in (".seg.nrrd", *sorted(VOLUME_SUFFIXES, key=len, reverse=True)):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _volumes_in(folder: Path) -> list[Path]:

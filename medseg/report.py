@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data import strip_suffix
 from medseg.evaluation import CaseResult, evaluate_case, matlab_tables, summarise
 from medseg.io.channels import read_channels
-from medseg.io.export import default_colours
-from medseg.io.volumes import VolumeError, read_volume
+from medseg.io.colours import default_colours
+from medseg.io.volumes import VolumeError, read_volume, strip_suffix
 from shared.io import atomic_write_csv, atomic_write_json
 from shared.plots import confusion_chart_figure, metric_bars_figure, overlay_figure, save_figure
 

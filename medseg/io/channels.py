@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.io.volumes import MAX_VOXELS, Geometry, Header, VolumeError, read_header, read_volume
+from medseg.io.volumes import MAX_VOXELS, Geometry, Header, VolumeError, read_header, read_volume, strip_suffix
 
 #: nnU-Net's channel suffix: ``<case>_<4 digits>`` (``la_003_0000.nii.gz`` is channel 0 of case ``la_003``)
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -176,8 +176,6 @@ def group_channels(files: Sequence[Path], channels: int | None = None) -> list[t
 
 
 def _stem(path: Path) -> str:
-    from medseg.data import strip_suffix
-
     return strip_suffix(path.name)
 
 

@@ -110,7 +110,7 @@ def write_dicom_seg(
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    from medseg.io.export import _colours
+    from medseg.io.colours import label_colours
     from shared.io import atomic_path
 
     folder = require_dicom_source(source)
@@ -122,7 +122,7 @@ def write_dicom_seg(
     frames = np.zeros((len(sources), int(geometry.shape[1]), int(geometry.shape[0])), dtype=np.uint16)
     for n, label in enumerate(labels, start=1):  # segment numbers run 1..N, whatever the label values
         frames[np.asarray(mask).transpose(2, 1, 0) == label] = n  # (i, j, k) -> frames of (row j, column i)
-    rgb = _colours(names, colours)
+    rgb = label_colours(names, colours)
     algorithm = {"name": "medact V-Net", "version": "0", **(algorithm or {})}
     identification = hd.AlgorithmIdentificationSequence(
         name=str(algorithm["name"])[:64], version=str(algorithm["version"])[:64], family=codes.DCM.ArtificialIntelligence

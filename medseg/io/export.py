@@ -6,7 +6,6 @@ over the original scan without any registration. Files are written atomically.
 
 from __future__ import annotations
 
-import colorsys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import slicerio
 
+from medseg.io.colours import label_colours
 from medseg.io.volumes import Geometry, write_volume
 from shared.io import atomic_path, atomic_write_text
 
@@ -27,19 +27,6 @@ def mask_dtype(num_labels: int) -> type:
     return np.uint8 if num_labels <= 255 else np.uint16
 
 
-def default_colours(labels: Sequence[int]) -> dict[int, tuple[float, float, float]]:
-    """Distinct RGB colours (0-1) for labels without one: evenly spaced hues."""
-    foreground = [label for label in labels if label != 0]
-    return {label: colorsys.hsv_to_rgb(n / max(1, len(foreground)), 0.65, 0.95) for n, label in enumerate(foreground)}
-
-
-def _colours(names: Mapping[int, str], colours: Mapping[int, Sequence[float]] | None) -> dict[int, tuple[float, ...]]:
-    chosen = default_colours(sorted(names))
-    for label, rgb in (colours or {}).items():
-        chosen[int(label)] = tuple(float(c) for c in rgb)
-    return chosen
-
-
 def write_seg_nrrd(
     mask: np.ndarray, geometry: Geometry, path: str | Path, names: Mapping[int, str], colours: Mapping[int, Sequence[float]] | None = None
 ) -> Path:
@@ -50,7 +37,7 @@ def write_seg_nrrd(
         names: label value -> segment name (background 0 is not a segment).
         colours: label value -> RGB in [0, 1] (defaults: distinct hues).
     """
-    rgb = _colours(names, colours)
+    rgb = label_colours(names, colours)
     segments = []
     for label in sorted(v for v in names if v != 0):
         present = np.nonzero(mask == label)
@@ -78,7 +65,7 @@ def write_seg_nrrd(
 
 def write_colour_table(path: str | Path, names: Mapping[int, str], colours: Mapping[int, Sequence[float]] | None = None) -> Path:
     """A 3D Slicer colour table (``.ctbl``: ``value name R G B A`` per line, 0-255) for a NIfTI label map."""
-    rgb = _colours(names, colours)
+    rgb = label_colours(names, colours)
     lines = ["# 3D Slicer color table written by medact", f"# {len(names)} values"]
     for label in sorted(names):
         r, g, b = (0, 0, 0) if label == 0 else (round(255 * c) for c in rgb[label])

@@ -121,6 +121,15 @@ class Header:
     pixel_type: str
 
 
+def strip_suffix(name: str) -> str:
+    """``"case7.nii.gz"`` -> ``"case7"``; ``"case7.seg.nrrd"`` -> ``"case7"``."""
+    lower = name.lower()
+    for suffix in (".seg.nrrd", *sorted(VOLUME_SUFFIXES, key=len, reverse=True)):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def is_dicom_dir(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder holding DICOM files (a series to read with ITK)."""
     return Path(path).is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))

@@ -6,7 +6,7 @@
   labels: {name: value}, dimension: 3, description}}`` (the bundle's metadata; the model's name is the bundle
   folder's), as ``monailabel/interfaces/app.py`` answers it;
 - ``PUT /datastore/?image=ID``: multipart field ``file`` (the volume Slicer saved), stored under the upload policy of
-  the scan page (:func:`medseg.web.server.store_upload`: size, declared voxels, attached data only, zips checked)
+  the scan page (:func:`medseg.web.uploads.store_upload`: size, declared voxels, attached data only, zips checked)
   in a private per-image folder that expires as results do; answers ``{"image": ID}``;
 - ``POST /infer/{model}?image=ID``: form field ``params`` (JSON; ``result_extension`` ``.nrrd``, ``.nii.gz``,
   ``.nii`` or ``.seg.nrrd``, ``result_dtype`` ``uint8`` or ``uint16``), segmented by the scan page's
@@ -145,7 +145,7 @@ def add_monai_label_routes(app: Any, segmenter: Any, bundle: str | Path, results
     from flask import jsonify, request
 
     from medact_bundles import config_file
-    from medseg.web.server import in_new_folder, store_upload
+    from medseg.web.uploads import in_new_folder, store_upload
 
     meta = json.loads(config_file(Path(bundle), "metadata.json").read_text(encoding="utf-8"))
     name, images = model_name(bundle), ImageStore(results)

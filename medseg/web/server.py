@@ -25,7 +25,6 @@ binds to 127.0.0.1 unless told otherwise. The whole policy: ``docs/uploads.md``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import re
@@ -42,37 +41,14 @@ import numpy as np
 
 from medseg.data import strip_suffix
 from medseg.io.channels import read_channels
-from medseg.io.export import default_colours, export_mask
-from medseg.io.volumes import VolumeError, VolumeTooLarge, read_header
-from medseg.web.uploads import UploadError, check_attached, scan_suffix, unpack_dicom_zip
+from medseg.io.colours import default_colours
+from medseg.io.export import export_mask
+from medseg.web.uploads import MAX_UPLOAD_VOXELS, UploadLimits, in_new_folder, store_upload
 from medseg.web.views import AXES, save_views, slice_png
 from shared.web import ServerOptions, TransferGate, install_error_handlers, json_error, run_server
 
 logger = logging.getLogger("medseg.web.server")
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-MAX_ZIP_MEMBERS = 5000
-#: voxels an uploaded scan may declare (``--max-voxels``): a 512 x 512 x 1100 whole-body CT fits
-MAX_UPLOAD_VOXELS = 300_000_000
-
-
-@dataclasses.dataclass(frozen=True)
-class UploadLimits:
-    """What one upload may be.
-
-    Args:
-        max_bytes: the request body (``--max-upload-mb``).
-        max_voxels: voxels (x components) the scan's header may declare, checked before any voxel is read.
-        max_members: files in a zipped DICOM series.
-    """
-
-    max_bytes: int
-    max_voxels: int = MAX_UPLOAD_VOXELS
-    max_members: int = MAX_ZIP_MEMBERS
-
-    @property
-    def max_unpacked_bytes(self) -> int:
-        """What a DICOM zip may unpack to: 4 bytes per allowed voxel plus 64 MiB of headers, at most 10x the upload."""
-        return min(10 * self.max_bytes, 4 * self.max_voxels + (64 << 20))
 
 
 def case_name(filename: str | None) -> str:
@@ -146,32 +122,6 @@ class Results:
             self._lock.release()
 
 
-def store_upload(upload: Any, folder: Path, limits: UploadLimits) -> Path:
-    """Save, identify and check one upload in ``folder``; returns the scan file (or DICOM folder), which holds only uploaded bytes.
-
-    Raises:
-        UploadError: not a scan or a hostile zip (400/422), a header whose data is in another file
-            (422), more than ``limits.max_voxels`` declared (413): all before any voxel is read.
-    """
-    stored = folder / "upload"
-    upload.save(stored)
-    suffix = scan_suffix(stored)
-    if suffix == ".zip":
-        scan = unpack_dicom_zip(stored, folder / "dicom", limits.max_members, limits.max_unpacked_bytes)
-        stored.unlink()
-    else:
-        check_attached(stored, suffix)
-        scan = stored.rename(folder / f"scan{suffix}")
-    try:
-        read_header(scan, max_voxels=limits.max_voxels)
-    except VolumeTooLarge as err:
-        declared = str(err).split("header declares ", 1)[-1].split(", more than", 1)[0]
-        raise UploadError(
-            413, f"The scan's header declares {declared}; uploads may have at most {limits.max_voxels:.3g} voxels (--max-voxels)."
-        ) from None
-    return scan
-
-
 def segment_upload(segmenter: Any, upload: Any, folder: Path, limits: UploadLimits) -> dict[str, Any]:
     """Store, identify, (unzip,) segment and export one upload into ``folder``; returns the JSON answer's body."""
     case = case_name(upload.filename)
@@ -225,27 +175,6 @@ def _add_result_routes(app: Any, results: Results) -> None:
             return json_error(404, str(err))
         except OSError:  # missing, or swept by another request meanwhile
             return json_error(404, "No such view (results are removed after a while).")
-
-
-def in_new_folder(results: Results, work: Any, noun: str = "scan", detail: bool = False) -> Any:
-    """``work(token, folder)`` in a new result folder, the one place the scan page and the MONAI Label upload keep
-    this rule: a bad upload (:class:`UploadError`, ``VolumeError``) becomes a JSON error (``detail``: its message
-    also under MONAI Label's key) and, like any failure, removes the folder; its expiry counts from the end."""
-    token, folder = results.new()
-    try:
-        return work(token, folder)
-    except (UploadError, VolumeError) as err:
-        shutil.rmtree(folder, ignore_errors=True)
-        status = err.status if isinstance(err, UploadError) else 422
-        message = str(err)
-        if not isinstance(err, UploadError):
-            message = f"Not a readable {noun}: " + re.sub(re.escape(str(folder)) + r"/\S*", f"the uploaded {noun}", message)
-        return json_error(status, message, **({"detail": message} if detail else {}))
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    finally:
-        results.done(token)
 
 
 def _segment_into_result(segmenter: Any, upload: Any, results: Results, limits: UploadLimits, gate: Any) -> Any:

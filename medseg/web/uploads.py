@@ -16,14 +16,24 @@ headers, ``.nhdr``/``.mhd``, from disk: there the user names the files.)
 size the archive declares, no absolute paths, no ``..``, no links; then it extracts the DICOM
 members under fresh names, counting the bytes it really writes (a member may declare less than it
 inflates to). The policy and its limits: ``docs/uploads.md``.
+
+:func:`store_upload` applies all of it to one upload, under :class:`UploadLimits`; :func:`in_new_folder` runs a
+request's work in a fresh private folder and removes it on failure. The scan page and the MONAI Label upload
+(:mod:`medseg.web.monailabel`) both store through these two.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import re
+import shutil
 import stat
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Any
+
+from medseg.io.volumes import VolumeError, VolumeTooLarge, read_header
 
 
 class UploadError(ValueError):
@@ -189,3 +199,77 @@ def unpack_dicom_zip(archive: Path, folder: Path, max_members: int, max_bytes: i
         if not extracted:
             raise UploadError(422, "The zip holds no DICOM file; expected the files of one DICOM series.")
     return folder
+
+
+MAX_ZIP_MEMBERS = 5000
+#: voxels an uploaded scan may declare (``--max-voxels``): a 512 x 512 x 1100 whole-body CT fits
+MAX_UPLOAD_VOXELS = 300_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadLimits:
+    """What one upload may be.
+
+    Args:
+        max_bytes: the request body (``--max-upload-mb``).
+        max_voxels: voxels (x components) the scan's header may declare, checked before any voxel is read.
+        max_members: files in a zipped DICOM series.
+    """
+
+    max_bytes: int
+    max_voxels: int = MAX_UPLOAD_VOXELS
+    max_members: int = MAX_ZIP_MEMBERS
+
+    @property
+    def max_unpacked_bytes(self) -> int:
+        """What a DICOM zip may unpack to: 4 bytes per allowed voxel plus 64 MiB of headers, at most 10x the upload."""
+        return min(10 * self.max_bytes, 4 * self.max_voxels + (64 << 20))
+
+
+def store_upload(upload: Any, folder: Path, limits: UploadLimits) -> Path:
+    """Save, identify and check one upload in ``folder``; returns the scan file (or DICOM folder), which holds only uploaded bytes.
+
+    Raises:
+        UploadError: not a scan or a hostile zip (400/422), a header whose data is in another file
+            (422), more than ``limits.max_voxels`` declared (413): all before any voxel is read.
+    """
+    stored = folder / "upload"
+    upload.save(stored)
+    suffix = scan_suffix(stored)
+    if suffix == ".zip":
+        scan = unpack_dicom_zip(stored, folder / "dicom", limits.max_members, limits.max_unpacked_bytes)
+        stored.unlink()
+    else:
+        check_attached(stored, suffix)
+        scan = stored.rename(folder / f"scan{suffix}")
+    try:
+        read_header(scan, max_voxels=limits.max_voxels)
+    except VolumeTooLarge as err:
+        declared = str(err).split("header declares ", 1)[-1].split(", more than", 1)[0]
+        raise UploadError(
+            413, f"The scan's header declares {declared}; uploads may have at most {limits.max_voxels:.3g} voxels (--max-voxels)."
+        ) from None
+    return scan
+
+
+def in_new_folder(results: Any, work: Any, noun: str = "scan", detail: bool = False) -> Any:
+    """``work(token, folder)`` in a new result folder, the one place the scan page and the MONAI Label upload keep
+    this rule: a bad upload (:class:`UploadError`, ``VolumeError``) becomes a JSON error (``detail``: its message
+    also under MONAI Label's key) and, like any failure, removes the folder; its expiry counts from the end."""
+    from shared.web import json_error
+
+    token, folder = results.new()
+    try:
+        return work(token, folder)
+    except (UploadError, VolumeError) as err:
+        shutil.rmtree(folder, ignore_errors=True)
+        status = err.status if isinstance(err, UploadError) else 422
+        message = str(err)
+        if not isinstance(err, UploadError):
+            message = f"Not a readable {noun}: " + re.sub(re.escape(str(folder)) + r"/\S*", f"the uploaded {noun}", message)
+        return json_error(status, message, **({"detail": message} if detail else {}))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        results.done(token)
