@@ -38,7 +38,7 @@ def require_dicom_source(source: Any) -> Path:
     if not isinstance(source, (str, Path)) or not is_dicom_dir(source):
         name = source if isinstance(source, (str, Path)) else next(map(str, source))
         raise DicomSegError(
-            f"{name}: DICOM SEG needs a DICOM source series (a folder of DICOM slices, or a zip of one); this input is not one "
+            f"{name}: DICOM SEG needs a DICOM source series (a folder of DICOM slices; the scan page also takes a zip of one); this input is not one "
             "(write nifti or seg.nrrd for it)."
         )
     return Path(source)
