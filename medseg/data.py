@@ -37,7 +37,7 @@ def pair_folders(images: str | Path, labels: str | Path | None, channels: int | 
     Raises:
         VolumeError: an image without a label, a label without an image (all listed), or a missing channel file.
     """
-    from medseg.io.channels import group_channels
+    from medseg.io.channels import first_path, group_channels
 
     image_files = _volumes_in(Path(images))
     if not image_files:
@@ -50,7 +50,7 @@ def pair_folders(images: str | Path, labels: str | Path | None, channels: int | 
     for stem, image in cases:
         label = by_stem.pop(stem, None) or (by_stem.pop(stem[:-5], None) if stem[-5:-4] == "_" and stem[-4:].isdigit() else None)
         if label is None:
-            orphans.append(f"image {Path(image if isinstance(image, str) else image[0]).name} has no label in {labels}")
+            orphans.append(f"image {first_path(image).name} has no label in {labels}")
         else:
             pairs.append({"image": image, "label": str(label)})
     orphans += [f"label {p.name} has no image in {images}" for p in by_stem.values()]

@@ -198,3 +198,19 @@ def test_mirror_augmentation_flips_image_and_label_together():
         assert np.array_equal(np.asarray(out["image"]), np.asarray(out["label"]))
         seen.add(float(np.asarray(out["image"])[0, 0, 0, 0]))
     assert seen == {0.0, 4.0}  # flipped along x in some draws, not in others
+
+
+@pytest.mark.parametrize(
+    ("normalization", "window", "message"),
+    [
+        ("gamma", None, r"normalization='gamma' is invalid"),
+        (["zscore", "histogram"], None, r"normalization=\['zscore', 'histogram'\] is invalid"),
+        ("minmax", [(-200, 300, 7)], r"window=\[\(-200, 300, 7\)\] is invalid"),
+        (["minmax", "zscore", "zscore"], [(-200, 300), None], r"normalization lists 3 channels but window lists 2"),
+    ],
+)
+def test_channel_recipes_that_cannot_be_applied_are_refused(normalization, window, message):
+    from medseg.data import ChannelRecipe
+
+    with pytest.raises(ValueError, match=message):
+        ChannelRecipe(normalization, window)
