@@ -343,7 +343,9 @@ def write_bundle(plan: dict[str, Any], out: str | Path, fingerprint_: dict[str, 
         shutil.copytree(template / "docs", tmp / "docs")
         shutil.copy2(template / "LICENSE", tmp / "LICENSE")
         for name in ("train.json", "inference.json"):  # bundle_root stays ".": the bundle can be moved
-            _apply(tmp / "configs" / name, {**plan["values"], **({"dataset_dir": str(Path(dataset_dir).resolve())} if dataset_dir else {})})
+            set_config_values(
+                tmp / "configs" / name, {**plan["values"], **({"dataset_dir": str(Path(dataset_dir).resolve())} if dataset_dir else {})}
+            )
         _write_metadata(tmp / "configs" / "metadata.json", plan)
         (tmp / "plan.json").write_text(json.dumps({"plan": plan, "fingerprint": fingerprint_}, indent=1, default=str), encoding="utf-8")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -355,8 +357,8 @@ def write_bundle(plan: dict[str, Any], out: str | Path, fingerprint_: dict[str, 
     return out
 
 
-def _apply(config_file: Path, values: dict[str, Any]) -> None:
-    """Set ``id#sub#key`` values that exist in ``config_file`` (inference.json has no training ids)."""
+def set_config_values(config_file: Path, values: dict[str, Any]) -> None:
+    """Set ``id#sub#key`` values that exist in ``config_file`` (inference.json has no training ids); others are skipped."""
     config = json.loads(config_file.read_text(encoding="utf-8"))
     for key, value in values.items():
         *path, last = key.split("#")
