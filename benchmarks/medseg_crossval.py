@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         records.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(records[-1]), flush=True)
 
-    def stats(values: list[float]) -> dict[str, float]:
+    def stats(values: list[float]) -> dict[str, float] | None:
+        if not values:  # e.g. no fold trained in this run (--eval-set on trained folds): no training time
+            return None
         return {"mean": round(statistics.mean(values), 4), "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0}
 
     summary = {
