@@ -38,8 +38,6 @@ def _mean_dice(pred: np.ndarray, ref: np.ndarray, labels: list[int]) -> float:
 def passes_dice(segmenter: Any, cases: list[dict], labels: list[int]) -> tuple[np.ndarray, list[float]]:
     """``(Dice of each case x each of the 8 mirrored passes, Dice of each case's averaged probabilities)``, on the
     network grid (the preprocessed label), so no resampling enters the comparison."""
-    import torch
-
     from medseg.infer import mirror_subsets
 
     per_pass, averaged = [], []
@@ -47,10 +45,7 @@ def passes_dice(segmenter: Any, cases: list[dict], labels: list[int]) -> tuple[n
         image, ref = case["image"], np.asarray(case["label"][0])
         total, row = None, []
         for axes in mirror_subsets((0, 1, 2)):
-            dims = [a + 1 for a in axes]
-            flipped = torch.flip(image, dims) if dims else image
-            prob = torch.softmax(segmenter.logits(flipped), dim=0)
-            prob = torch.flip(prob, dims) if dims else prob
+            prob = segmenter.mirrored_probabilities(image, axes)
             total = prob if total is None else total + prob
             row.append(_mean_dice(prob.argmax(0).numpy(), ref, labels))
         per_pass.append(row)
