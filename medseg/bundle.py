@@ -16,6 +16,29 @@ from medseg.validate import validate
 logger = logging.getLogger(__name__)
 
 
+def run_workflow(bundle: str | Path, configs: Sequence[str], overrides: Mapping[str, Any] | None = None) -> None:
+    """Run a bundle's configs (``["train.json"]``, ``["train.json", "evaluate.json"]``, merged in order) with
+    ``overrides`` (config ids), as ``python -m monai.bundle run`` does: the one runner of ``medseg train``,
+    ``cross-validate`` and the demo. The bundle folder is passed as ``bundle_root``.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    from medact_bundles import config_file
+
+    files = [str(config_file(bundle, name)) for name in configs]
+    values = {"bundle_root": str(bundle), **(overrides or {})}
+    # workflow_type=None: a medact bundle is not one of MONAI's typed workflows ("train"/"infer" property checks)
+    workflow = ConfigWorkflow(config_file=files if len(files) > 1 else files[0], workflow_type=None, **values)
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+
+
+def training_overrides(given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` (the user's config ids) plus ``given_overrides``, their JSON text, which the model record keeps."""
+    return {**given, "given_overrides": json.dumps(dict(given), default=str)}
+
+
 def names_from_channel_def(channel_def: Mapping[str, str]) -> dict[int, str]:
     """``metadata.json``'s ``channel_def`` ({"0": "background", ...}) -> {0: "background", ...}."""
     return {int(k): str(v) for k, v in channel_def.items()}
@@ -116,6 +139,8 @@ def copy_with_fresh_weights(source: str | Path, dest: str | Path, seed: int = 0)
     import torch
     from monai.bundle import ConfigParser
 
+    from medseg.trained import RECORD, network_config, record_from_config
+    from shared.io import atomic_write_json
     from shared.weights import save_weights
 
     dest = Path(dest)
@@ -124,5 +149,7 @@ def copy_with_fresh_weights(source: str | Path, dest: str | Path, seed: int = 0)
     parser.read_meta(dest / "configs" / "metadata.json")
     parser.read_config(dest / "configs" / "train.json")
     torch.manual_seed(seed)
-    save_weights(parser.get_parsed_content("network_def"), dest / "models" / "model.pt")
+    network = parser.get_parsed_content("network_def")
+    save_weights(network, dest / "models" / "model.pt")
+    atomic_write_json(dest / "models" / RECORD, {**record_from_config(parser), "network": network_config(network)})
     return dest

@@ -85,23 +85,18 @@ def device_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _train_process(local_rank: int, args: argparse.Namespace) -> None:
     """Run the bundle's train.json in this process (the only one, or one rank: the engine shards and wraps DDP)."""
-    from monai.bundle import ConfigWorkflow
+    from medseg.bundle import run_workflow, training_overrides
 
-    from medact_bundles import config_file
-
-    train_json = config_file(args.bundle, "train.json")
-    overrides = {"bundle_root": str(args.bundle), "dataset_dir": str(args.data), **parse_overrides(args.set)}
+    given = parse_overrides(args.set)
     if args.epochs is not None:
-        overrides["options#max_epochs"] = args.epochs
+        given["options#max_epochs"] = args.epochs
+    if args.fold is not None:
+        given["fold"] = args.fold
+    given.update(device_overrides(args))
+    overrides = {"dataset_dir": str(args.data), **training_overrides(given)}
     if args.resume:
         overrides["trainer#resume"] = True
-    if args.fold is not None:
-        overrides["fold"] = args.fold
-    overrides.update(device_overrides(args))
-    workflow = ConfigWorkflow(config_file=str(train_json), workflow_type=None, **overrides)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    run_workflow(args.bundle, ["train.json"], overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -150,14 +145,16 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from medseg.infer import load_segmenter
     from medseg.io.channels import cases_from_inputs
 
-    overrides: dict[str, Any] = {"segmenter#keep_largest": True} if args.keep_largest else {}
+    overrides: dict[str, Any] = parse_overrides(args.set)  # model ids are checked against the model's record
+    if args.keep_largest:
+        overrides["keep_largest"] = True
     if args.overlap is not None:
         overrides["overlap"] = args.overlap
     overrides.update(device_overrides(args))
     if args.tta_axes:  # the user's choice
-        overrides["segmenter#mirror_axes"] = sorted(set(args.tta_axes))
-    elif args.tta:  # the axes the bundle was trained to see mirrored (its mirror_axes id); none: refused by load_segmenter
-        overrides["segmenter#mirror_axes"] = "@mirror_axes"
+        overrides["tta_axes"] = sorted(set(args.tta_axes))
+    elif args.tta:  # the axes the model was trained to see mirrored (its record's mirror_axes); none: refused
+        overrides["tta"] = True
     if args.folds and args.weights:
         raise ValueError("--folds and --weights both name weights; give one of them.")
     segmenter = load_segmenter(args.bundle, args.weights, overrides, folds=args.folds)
@@ -363,7 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="nifti,seg.nrrd",
         help="comma list of nifti, seg.nrrd, nrrd, mat, dicom-seg (a DICOM SEG of a DICOM series input; default: nifti,seg.nrrd)",
     )
-    p.add_argument("--weights", type=Path, help="weights file (default: <bundle>/models/model.pt)")
+    p.add_argument("--weights", type=Path, help="weights file (default: <bundle>/models/model.pt; its model.json beside it gives the settings)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ID=VALUE",
+        help="set an inference.json id, e.g. --set sw_batch_size=4 (repeatable); the model's own settings (width, pixdim, window, "
+        "...) come from models/model.json and a value that contradicts them is refused",
+    )
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest connected component of each label")
     p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the bundle's)")
     p.add_argument("--mat-image-var", help="variable holding the image in MATLAB .mat inputs")

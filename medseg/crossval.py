@@ -29,21 +29,16 @@ logger = logging.getLogger(__name__)
 
 def train_fold(bundle: Path, data: Path, fold: int, overrides: Mapping[str, Any]) -> str:
     """Train ``fold`` unless its ``model.pt`` exists (``"done"``), resuming from its checkpoints if any; returns what it did."""
-    from monai.bundle import ConfigWorkflow
-
-    from medact_bundles import config_file
+    from medseg.bundle import run_workflow, training_overrides
 
     folder = bundle / "models" / f"fold_{fold}"
     if (folder / "model.pt").is_file():
         return "done"
     resume = (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("*.pt"))
-    values = {"bundle_root": str(bundle), "dataset_dir": str(data), "fold": fold, **overrides}
+    values = {"dataset_dir": str(data), **training_overrides({"fold": fold, **overrides})}
     if resume:
         values["trainer#resume"] = True
-    workflow = ConfigWorkflow(config_file=str(config_file(bundle, "train.json")), workflow_type=None, **values)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
+    run_workflow(bundle, ["train.json"], values)
     return "resumed" if resume else "trained"
 
 

@@ -19,21 +19,12 @@ from medseg.data import datalist, dataset_description, label_names
 from medseg.validate import validate
 
 
-def _workflow(bundle: Path, configs: list[str], **overrides) -> None:
-    from monai.bundle import ConfigWorkflow
-
-    files = [str(bundle / "configs" / name) for name in configs]
-    workflow = ConfigWorkflow(config_file=files if len(files) > 1 else files[0], workflow_type=None, bundle_root=str(bundle), **overrides)
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-
-
 def run_demo(data: Path, bundle: Path, epochs: int | None = None) -> dict:
     """All steps; returns the evaluation summary of the held-out cases."""
     import json
 
     from medact_bundles import init_bundle
+    from medseg.bundle import run_workflow
     from medseg.synthetic import make_dataset
 
     start = time.perf_counter()
@@ -54,9 +45,9 @@ def run_demo(data: Path, bundle: Path, epochs: int | None = None) -> dict:
     if any((bundle / "models" / "checkpoints").glob("checkpoint_*.pt")):
         overrides["resume"] = True  # continue an interrupted demo; a finished one is not retrained
     print(f"[3/4] Training the V-Net bundle ({bundle}/configs/train.json) ...", flush=True)
-    _workflow(bundle, ["train.json"], **overrides)
+    run_workflow(bundle, ["train.json"], overrides)
     print("[4/4] Segmenting the held-out cases and evaluating ...", flush=True)
-    _workflow(bundle, ["train.json", "evaluate.json"], dataset_dir=str(data))
+    run_workflow(bundle, ["train.json", "evaluate.json"], {"dataset_dir": str(data)})
     summary = json.loads((bundle / "eval" / "summary.json").read_text(encoding="utf-8"))
     summary["seconds"] = time.perf_counter() - start
     return summary

@@ -7,7 +7,6 @@ its header, so the mask overlays the scan exactly.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import logging
@@ -59,7 +58,8 @@ class VolumeInferer:
         self.roi_size, self.sw_batch_size, self.overlap = tuple(roi_size), int(sw_batch_size), float(overlap)
         self.dtype = dtype
 
-    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, prepared: bool = False) -> torch.Tensor:
+        """``prepared``: ``network`` is already :func:`inference_network`'s (the :class:`Segmenter` prepares each once)."""
         if isinstance(network, torch.nn.parallel.DistributedDataParallel):
             network = network.module  # eval needs no gradient synchronisation; the copy below cannot copy DDP
         weight = next(network.parameters(), None)
@@ -73,9 +73,17 @@ class VolumeInferer:
             sw_device=device,
             device=accumulation_device(inputs.shape, out_channels, device),
         )
-        forward = PadToMultiple(fold_batch_norm(network))
+        forward = PadToMultiple(network if prepared else inference_network(network))
         with torch.no_grad(), autocast(device, self.dtype):
             return windows(inputs, lambda x: forward(x).float()).float()
+
+
+def inference_network(network: torch.nn.Module) -> torch.nn.Module:
+    """The network inference runs: an eval copy with batch norm folded into its convolutions, or, without batch norm
+    (instance or group norm: nothing to fold), the network itself, so no copy of the weights is made per pass."""
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules()):
+        return fold_batch_norm(network)
+    return network
 
 
 def accumulation_device(shape: Sequence[int], out_channels: int | None, device: torch.device) -> torch.device:
@@ -153,6 +161,7 @@ class Segmenter:
         self.dtype = resolve_precision(self.precision, self.device)
         self.network = self.network.to(self.device).eval()
         self.ensemble = [net.to(self.device).eval() for net in self.ensemble]
+        self._prepared: dict[int, tuple[torch.nn.Module, torch.nn.Module]] = {}
         if any(a not in (0, 1, 2) for a in self.mirror_axes):
             raise ValueError(f"Segmenter: mirror_axes={list(self.mirror_axes)}; expected spatial axes among 0, 1, 2.")
 
@@ -168,7 +177,15 @@ class Segmenter:
         batch = image[None]
         # the input goes where the sums will be (the whole volume on the GPU when it fits; else windows are copied one by one)
         batch = batch.to(accumulation_device(batch.shape, getattr(network, "out_channels", None), self.device))
-        return inferer(batch, network)[0]  # the network stays as loaded
+        return inferer(batch, self.prepared(network), prepared=True)[0]  # the network stays as loaded
+
+    def prepared(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``network`` as inference runs it (:func:`inference_network`), made once per network object: an ensemble of 5
+        folds with 8 mirrored passes folds 5 copies, not 40. Assign a new network object to change weights."""
+        cached = self._prepared.get(id(network))
+        if cached is None or cached[0] is not network:
+            cached = self._prepared[id(network)] = (network, inference_network(network))
+        return cached[1]
 
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
         """``(C_in, *spatial)`` -> ``(C, *spatial)`` softmax probabilities (float32, CPU), averaged over the ensemble and
@@ -381,52 +398,186 @@ def load_segmenter(
     overrides: Mapping[str, Any] | None = None,
     folds: Sequence[int] | None = None,
 ) -> Segmenter:
-    """Build the :class:`Segmenter` described by a bundle's ``configs/inference.json`` (+ its weights).
+    """The :class:`Segmenter` of a bundle's ``configs/inference.json`` (its ``segmenter``: :func:`trained_segmenter`).
 
-    ``folds``: an ensemble of the cross-validation folds' weights (``models/fold_K/model.pt``, ``medseg train --fold K``),
-    their probabilities averaged; a fold that was not trained is refused before anything runs.
+    ``overrides``: config ids of ``inference.json`` (``overlap``, ``device``, ``tta``, ``keep_largest``, ... and the model
+    ids, which are checked against the trained model's record); ``weights``: another weights file than
+    ``models/model.pt``; ``folds``: an ensemble of the cross-validation folds (``models/fold_K/model.pt``).
     """
     from monai.bundle import ConfigParser
 
     from medact_bundles import config_file
-    from shared.weights import load_weights
 
     bundle_dir = Path(bundle_dir)
     parser = ConfigParser()
     parser.read_config(str(config_file(bundle_dir, "inference.json")))
     parser.read_meta(str(config_file(bundle_dir, "metadata.json")))
-    parser.update({"bundle_root": str(bundle_dir), **(overrides or {})})
-    if (overrides or {}).get("segmenter#mirror_axes") == "@mirror_axes" and not parser.get("mirror_axes"):
-        raise ValueError(
-            f"{bundle_dir}: the bundle was trained without mirroring (its mirror_axes id is []), so --tta has no axes: mirrored "
-            "passes show the network views it never saw in training (measured: -0.05 mean Dice on the demo abdomen, +0.02 on the "
-            "MNI152 hemispheres). Choose axes with --tta-axes 0 1 2 after checking them on validation cases, or train with "
-            "mirror_axes [0, 1, 2] in train.json and inference.json."
-        )
+    values: dict[str, Any] = {"bundle_root": str(bundle_dir), **(overrides or {})}
+    if weights is not None:
+        values["ckpt_path"] = str(weights)
     if folds:
-        files = [bundle_dir / "models" / f"fold_{k}" / "model.pt" for k in folds]
-        missing = [(k, f) for k, f in zip(folds, files) if not f.is_file()]
-        if missing:
-            k, file = missing[0]
-            raise FileNotFoundError(
-                f"Fold {k} was not trained: {file} is missing (python -m medseg train --bundle {bundle_dir} --fold {k})."
-            )
-    else:
-        files = [Path(weights) if weights else Path(parser.get_parsed_content("ckpt_path"))]
-        if not files[0].is_file():
-            raise FileNotFoundError(
-                f"Model weights not found: {files[0]}. Train the bundle first (make demo, or monai.bundle run train.json)."
-            )
-    segmenter: Segmenter = parser.get_parsed_content("segmenter")
-    networks = [segmenter.network] + [copy.deepcopy(segmenter.network) for _ in files[1:]]
-    for network, file in zip(networks, files):
+        values["folds"] = [int(k) for k in folds]
+    parser.update(values)
+    try:
+        return parser.get_parsed_content("segmenter")
+    except RuntimeError as err:  # MONAI wraps the factory's own error in "Failed to instantiate ..."
+        from shared.errors import unwrap
+
+        inner = unwrap(err)
+        if inner is not err and isinstance(inner, (ValueError, FileNotFoundError, RuntimeError)):
+            raise inner from None
+        raise
+
+
+def weight_files(bundle_root: Path, weights: str | os.PathLike | None, folds: Sequence[int] | None) -> list[tuple[str, Path]]:
+    """``(name, path)`` of each weights file: the folds' ``models/fold_K/model.pt``, or ``weights`` (default ``models/model.pt``).
+
+    Raises ``FileNotFoundError`` naming the first missing file (and how to train it).
+    """
+    if folds:
+        files = [(f"fold {k}", bundle_root / "models" / f"fold_{k}" / "model.pt") for k in folds]
+        for (name, file), k in zip(files, folds):
+            if not file.is_file():
+                raise FileNotFoundError(
+                    f"Fold {k} was not trained: {file} is missing (python -m medseg train --bundle {bundle_root} --fold {k})."
+                )
+        return files
+    file = Path(weights) if weights else bundle_root / "models" / "model.pt"
+    if not file.is_file():
+        raise FileNotFoundError(f"Model weights not found: {file}. Train the bundle first (make demo, or monai.bundle run train.json).")
+    return [(str(file), file)]
+
+
+def _bundle_training_config(bundle_root: Path) -> Any:
+    """The bundle's parsed ``train.json`` (+ metadata): the settings of weights trained before models carried a record."""
+    from monai.bundle import ConfigParser
+
+    from medact_bundles import config_file
+
+    parser = ConfigParser()
+    parser.read_config(str(config_file(bundle_root, "train.json")))
+    parser.read_meta(str(config_file(bundle_root, "metadata.json")))
+    parser.update({"bundle_root": str(bundle_root)})
+    return parser
+
+
+def trained_records(bundle_root: Path, files: Sequence[tuple[str, Path]]) -> tuple[list[dict[str, Any]], Any]:
+    """The record of each weights file (:mod:`medseg.trained`), and the bundle's train.json parser when one had none."""
+    from medseg.trained import check_ensemble, read_record, record_from_config
+
+    records, parser = [], None
+    for name, file in files:
+        record = read_record(file)
+        if record is None:
+            parser = parser or _bundle_training_config(bundle_root)
+            logger.warning("%s has no model record beside it (models trained before records were written): using %s's train.json.", file, bundle_root)
+            record = record_from_config(parser)
+        records.append(record)
+    check_ensemble([(name, record) for (name, _), record in zip(files, records)])
+    return records, parser
+
+
+def trained_network(bundle_root: str | os.PathLike, weights: str | os.PathLike | None = None) -> torch.nn.Module:
+    """The untrained network a model's record describes (``inference.json``'s ``network_def``: ``verify_net_in_out``,
+    ``ckpt_export``); without weights or a record, the one of the bundle's ``train.json``."""
+    from medseg.trained import build_network, read_record
+
+    bundle_root = Path(bundle_root)
+    file = Path(weights) if weights else bundle_root / "models" / "model.pt"
+    record = read_record(file) if file.is_file() else None
+    if record is None and not (bundle_root / "configs" / "train.json").is_file():
+        raise FileNotFoundError(
+            f"{bundle_root}: neither a trained model ({file} with its model.json) nor configs/train.json to build the network "
+            "from; give the bundle's folder as --bundle_root."
+        )
+    fallback = lambda: _bundle_training_config(bundle_root).get_parsed_content("network_def")
+    return build_network(record, fallback) if record is not None else fallback()
+
+
+def trained_segmenter(
+    bundle_root: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    folds: Sequence[int] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    overlap: float | None = None,
+    sw_batch_size: int | None = None,
+    device: str = "auto",
+    precision: str = "fp32",
+    keep_largest: bool | Sequence[int] | None = None,
+    tta: bool = False,
+    tta_axes: Sequence[int] | None = None,
+    colours: Mapping[Any, Sequence[float]] | None = None,
+    segment_codes: Mapping[str, Any] | None = None,
+    algorithm: Mapping[str, str] | None = None,
+) -> Segmenter:
+    """The :class:`Segmenter` of trained weights, built from the settings they were trained with (``model.json``).
+
+    Args:
+        bundle_root: the bundle folder.
+        weights: weights file (default ``models/model.pt``); ``folds``: an ensemble of ``models/fold_K/model.pt`` instead.
+        settings: model ids (:data:`medseg.trained.MODEL_IDS`) given for this run; ``None`` values are not given. A value
+            that differs from the record is refused in one line.
+        overlap, sw_batch_size: sliding-window overlap and windows per pass (``None``: the training run's).
+        device, precision: where and at what precision the network runs.
+        keep_largest: ``True`` (every label), a list of labels, ``False``, or ``None``: what ``postprocessing.json``
+            (``medseg cross-validate``) decided, if anything.
+        tta: mirror along the axes the model was trained mirrored along (refused for a model trained without).
+        tta_axes: mirror along these axes whatever the training did.
+        colours, segment_codes: Slicer colours and DICOM SEG codes (``None``: the training run's).
+        algorithm: ``{"name", "version"}`` written into DICOM SEG exports.
+    """
+    from medseg.trained import build_network, check_settings, record_path
+    from shared.weights import load_weights
+
+    bundle_root = Path(bundle_root)
+    files = weight_files(bundle_root, weights, folds)
+    records, parser = trained_records(bundle_root, files)
+    record = records[0]
+    check_settings(record, settings or {}, str(record_path(files[0][1])))
+    trained = record["settings"]
+    mirror_axes = _tta_axes(bundle_root, trained.get("mirror_axes") or [], tta, tta_axes)
+    fallback = (lambda: parser.get_parsed_content("network_def", lazy=False)) if parser is not None else None
+    networks = []
+    for (_, file), rec in zip(files, records):
+        network = build_network(rec, fallback)
         load_weights(network, file)
-        network.eval()
-    segmenter.ensemble = networks[1:]
-    if "segmenter#keep_largest" not in (overrides or {}):
+        networks.append(network.eval())
+    if keep_largest is None:
         from medseg.postprocessing import read_postprocessing
 
-        decided = read_postprocessing(bundle_dir)  # what cross-validation found to help, if it ran
-        if decided is not None:
-            segmenter.keep_largest = decided
-    return segmenter
+        keep_largest = read_postprocessing(bundle_root) or False  # what cross-validation found to help, if it ran
+    return Segmenter(
+        networks[0],
+        {int(k): v for k, v in record["labels"].items()},
+        pixdim=trained["pixdim"],
+        window=trained.get("window"),
+        roi_size=trained["sw_roi_size"],
+        overlap=float(overlap if overlap is not None else trained.get("overlap", 0.5)),
+        sw_batch_size=int(sw_batch_size if sw_batch_size is not None else trained.get("sw_batch_size", 1)),
+        keep_largest=keep_largest,
+        colours={int(k): v for k, v in (colours if colours is not None else record.get("colours") or {}).items()},
+        device=device,
+        normalization=trained.get("normalization", "minmax"),
+        precision=precision,
+        ensemble=networks[1:],
+        mirror_axes=mirror_axes,
+        channel_names=record.get("channels"),
+        algorithm=algorithm,
+        segment_codes=segment_codes if segment_codes is not None else record.get("segment_codes"),
+    )
+
+
+def _tta_axes(bundle_root: Path, trained_axes: Sequence[int], tta: bool, tta_axes: Sequence[int] | None) -> list[int]:
+    """Mirroring axes of test-time augmentation: the user's, the model's own (``tta``), or none."""
+    if tta_axes:
+        return sorted({int(a) for a in tta_axes})
+    if not tta:
+        return []
+    if not trained_axes:
+        raise ValueError(
+            f"{bundle_root}: the model was trained without mirroring (mirror_axes []), so --tta has no axes: mirrored "
+            "passes show the network views it never saw in training (measured: -0.05 mean Dice on the demo abdomen, +0.02 on the "
+            "MNI152 hemispheres). Choose axes with --tta-axes 0 1 2 after checking them on validation cases, or train with "
+            "mirror_axes [0, 1, 2] (--set mirror_axes=[0,1,2])."
+        )
+    return sorted({int(a) for a in trained_axes})

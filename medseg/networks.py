@@ -66,6 +66,21 @@ class VNet(monai_vnet.VNet):
         norm: str = "batch",
     ) -> None:
         torch.nn.Module.__init__(self)  # MONAI's __init__ hard-codes the widths: build the same blocks here
+        # what a trained model's record (medseg.trained) stores to rebuild exactly this network
+        self.init_config = {
+            "_target_": f"{type(self).__module__}.{type(self).__qualname__}",
+            "spatial_dims": spatial_dims,
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "width": width,
+            "act": list(act) if isinstance(act, tuple) else act,
+            "dropout_prob_down": dropout_prob_down,
+            "dropout_prob_up": list(dropout_prob_up),
+            "dropout_dim": dropout_dim,
+            "bias": bias,
+            "channels_last": channels_last,
+            "norm": norm,
+        }
         if spatial_dims not in (2, 3):
             raise ValueError(f"VNet: spatial_dims must be 2 or 3, got {spatial_dims}.")
         if width < 1 or width % in_channels:

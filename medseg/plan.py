@@ -342,10 +342,11 @@ def write_bundle(plan: dict[str, Any], out: str | Path, fingerprint_: dict[str, 
         shutil.copytree(template / "configs", tmp / "configs")
         shutil.copytree(template / "docs", tmp / "docs")
         shutil.copy2(template / "LICENSE", tmp / "LICENSE")
-        for name in ("train.json", "inference.json"):  # bundle_root stays ".": the bundle can be moved
-            set_config_values(
-                tmp / "configs" / name, {**plan["values"], **({"dataset_dir": str(Path(dataset_dir).resolve())} if dataset_dir else {})}
-            )
+        # the plan goes into train.json only: a trained model carries its settings (models/model.json), which
+        # inference.json reads; bundle_root stays ".": the bundle can be moved
+        data_dir = {"dataset_dir": str(Path(dataset_dir).resolve())} if dataset_dir else {}
+        set_config_values(tmp / "configs" / "train.json", {**plan["values"], **data_dir})
+        set_config_values(tmp / "configs" / "inference.json", data_dir)
         _write_metadata(tmp / "configs" / "metadata.json", plan)
         (tmp / "plan.json").write_text(json.dumps({"plan": plan, "fingerprint": fingerprint_}, indent=1, default=str), encoding="utf-8")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -358,7 +359,7 @@ def write_bundle(plan: dict[str, Any], out: str | Path, fingerprint_: dict[str, 
 
 
 def set_config_values(config_file: Path, values: dict[str, Any]) -> None:
-    """Set ``id#sub#key`` values that exist in ``config_file`` (inference.json has no training ids); others are skipped."""
+    """Set ``id#sub#key`` values that exist in ``config_file``; others are skipped."""
     config = json.loads(config_file.read_text(encoding="utf-8"))
     for key, value in values.items():
         *path, last = key.split("#")

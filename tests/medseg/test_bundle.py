@@ -21,27 +21,22 @@ def _bundle(*args, timeout=600):
     return done
 
 
-def test_inference_config_mirrors_training():
+def test_inference_config_takes_the_model_settings_from_the_trained_record():
+    """inference.json repeats no training value: the model ids are null (= as trained, models/model.json) and a value
+    given for one reaches the factory, which compares it with the record; train.json records every one of them."""
+    from medseg.trained import MODEL_IDS
+
     train, infer = (json.loads((CONFIGS / name).read_text(encoding="utf-8")) for name in ("train.json", "inference.json"))
-    for key in (
-        "pixdim",
-        "window",
-        "normalization",
-        "roi_size",
-        "sw_roi_size",
-        "sw_batch_size",
-        "overlap",
-        "width",
-        "norm",
-        "network_def",
-        "segmenter",
-        "colours",
-        "channel_def",
-        "label_names",
-    ):
-        assert infer[key] == train[key], key
+    assert all(infer[key] is None for key in MODEL_IDS)
+    assert infer["segmenter"]["_target_"] == "medseg.infer.trained_segmenter"
+    assert infer["segmenter"]["settings"] == {key: f"@{key}" for key in MODEL_IDS}
+    recorded = train["model_record"]["settings"]
+    assert {key: recorded[key] for key in MODEL_IDS} == {key: f"@{key}" for key in MODEL_IDS}
+    assert recorded["overlap"] == "@overlap" and recorded["sw_batch_size"] == "@sw_batch_size"  # inference's defaults: validation's
+    assert "@model_record" in train["trainer"]["handlers"]
     evaluate = json.loads((CONFIGS / "evaluate.json").read_text(encoding="utf-8"))
-    assert set(evaluate) <= {"ckpt_path", "eval_dir", "eval_split", "eval_items", "load_weights", "evaluate", "run"}  # overrides only
+    assert set(evaluate) <= {"ckpt_path", "eval_dir", "eval_split", "eval_items", "segmenter", "evaluate", "run", "_comment"}  # overrides only
+    assert evaluate["segmenter"]["_target_"] == "medseg.infer.trained_segmenter"
     # validation runs the inference path (medseg.infer.VolumeInferer) with inference's window settings
     assert train["validate"]["inferer"] == {
         "_target_": "medseg.infer.VolumeInferer",
@@ -49,7 +44,6 @@ def test_inference_config_mirrors_training():
         "sw_batch_size": "@sw_batch_size",
         "overlap": "@overlap",
     }
-    assert infer["segmenter"]["_target_"] == "medseg.infer.Segmenter"  # whose logits() is that same VolumeInferer
 
 
 def test_metadata_names_every_label_and_verifies_offline():
@@ -63,7 +57,16 @@ def test_metadata_names_every_label_and_verifies_offline():
 
 def test_network_matches_its_declared_shapes():
     """MONAI's check with its defaults (n = 1: the smallest shape the metadata declares), as a user runs it."""
-    _bundle("verify_net_in_out", "network_def", "--meta_file", CONFIGS / "metadata.json", "--config_file", CONFIGS / "inference.json")
+    _bundle(
+        "verify_net_in_out",
+        "network_def",
+        "--meta_file",
+        CONFIGS / "metadata.json",
+        "--config_file",
+        CONFIGS / "inference.json",
+        "--bundle_root",
+        CONFIGS.parent,  # an untrained bundle's network is its train.json's
+    )
 
 
 def test_bundle_readme_states_the_configured_recipe():

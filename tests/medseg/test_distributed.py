@@ -57,6 +57,7 @@ def test_torchrun_two_processes_then_resume_in_one(tmp_path: Path, demo_dataset:
         "checkpoints",
         "history.csv",
         "history.json",
+        "model.json",
         "model.pt",
         "training_options.json",
         "training_progress.png",

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -202,10 +203,12 @@ def test_infer_with_folds_ensembles_them_and_refuses_a_fold_not_trained(tmp_path
     tta = ["infer", "--bundle", str(bundle), "--input", str(image), "--output", str(tmp_path / "out"), "--folds", "0", "1", "--tta"]
     assert main(tta) == 2  # trained without mirroring (mirror_axes []): no axes to mirror at test time
     err = capfd.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "trained without mirroring (its mirror_axes id is [])" in err[0] and not (tmp_path / "out").exists()
+    assert len(err) == 1 and "trained without mirroring (mirror_axes [])" in err[0] and not (tmp_path / "out").exists()
     assert main([*tta[:-1], "--tta-axes", "0"]) == 0  # the user's axes, whatever the training was
-    config = bundle / "configs" / "inference.json"
-    config.write_text(config.read_text(encoding="utf-8").replace('"mirror_axes": []', '"mirror_axes": [0, 1, 2]'), encoding="utf-8")
+    record = json.loads((bundle / "models" / "model.json").read_text(encoding="utf-8"))  # as if both folds trained mirrored
+    record["settings"]["mirror_axes"] = [0, 1, 2]
+    for k in (0, 1):
+        (bundle / "models" / f"fold_{k}" / "model.json").write_text(json.dumps(record), encoding="utf-8")
     shutil.rmtree(tmp_path / "out")
     assert main(tta) == 0
     assert (tmp_path / "out" / "case4_seg.nii.gz").is_file()
