@@ -41,7 +41,7 @@ def _scored(segmenter: Any, items: list[dict], out: Path) -> tuple[dict[str, flo
 
 def run_one(seed: int, threads: int, work: Path, epochs: int | None, values: dict[str, Any], inference: dict[str, Any]) -> dict[str, Any]:
     """One seed: cross-validation, then every fold, each fold mirrored, and the ensemble (raw, post-processed, mirrored)
-    on the test cases. ``values``: config ids written into the bundle's train.json and inference.json (``--set``);
+    on the test cases. ``values``: config ids written into the bundle's train.json (``--set``; each fold's model.json carries them);
     ``inference``: inference.json ids overridden for the test-case evaluations only (``--eval-set``), so trained folds
     can be evaluated again another way without training."""
     import torch
@@ -61,8 +61,7 @@ def run_one(seed: int, threads: int, work: Path, epochs: int | None, values: dic
     bundle = work / f"bundle_s{seed}_t{threads}"
     if not (bundle / "configs").is_dir():
         init_bundle("vnet_seg", bundle)
-        for name in ("train.json", "inference.json"):  # both: --tta reads the bundle's mirror_axes from inference.json
-            set_config_values(config_file(bundle, name), values)
+        set_config_values(config_file(bundle, "train.json"), values)  # each fold's model.json carries them to inference
     overrides: dict[str, Any] = {"seed": seed, **({"options#max_epochs": epochs} if epochs else {})}
     fold_seconds = {}
     for fold in range(5):  # timed one by one; cross_validate then finds them trained
@@ -74,7 +73,7 @@ def run_one(seed: int, threads: int, work: Path, epochs: int | None, values: dic
     raw = {**inference, "segmenter#keep_largest": False}
     scores = work / "eval" / ("_".join(f"{k}={v}" for k, v in inference.items()) or "bundle")
     # mirroring: the bundle's axes when it was trained mirrored (--tta), else all three (--tta-axes 0 1 2)
-    mirror = {**raw, "segmenter#mirror_axes": "@mirror_axes" if values.get("mirror_axes") else [0, 1, 2]}
+    mirror = {**raw, **({"tta": True} if values.get("mirror_axes") else {"tta_axes": [0, 1, 2]})}
     folds, mirrored = {}, {}
     for fold in range(5):
         weights = bundle / "models" / f"fold_{fold}" / "model.pt"
@@ -122,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, help="override options#max_epochs (default: the bundle's)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/medact_crossval"))
-    parser.add_argument(
-        "--set", action="append", default=[], help="config id KEY=VALUE (JSON value) written into train.json and inference.json, repeatable"
-    )
+    parser.add_argument("--set", action="append", default=[], help="config id KEY=VALUE (JSON value) written into train.json, repeatable")
     parser.add_argument(
         "--eval-set", action="append", default=[], help="inference.json id KEY=VALUE for the test-case evaluations only, repeatable"
     )

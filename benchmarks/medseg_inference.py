@@ -69,13 +69,13 @@ def windows(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int
 
 def bundle_segmenter() -> Segmenter:
     """The Segmenter of the bundle's ``inference.json`` (random weights: speed does not depend on them)."""
-    from monai.bundle import ConfigParser
+    import tempfile
 
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
-    parser.read_meta(str(BUNDLE / "configs" / "metadata.json"))
-    parser["bundle_root"] = str(BUNDLE)
-    return parser.get_parsed_content("segmenter")
+    from medseg.bundle import copy_with_fresh_weights
+    from medseg.infer import load_segmenter
+
+    folder = Path(tempfile.mkdtemp(prefix="medseg-bench-")) / "bundle"
+    return load_segmenter(copy_with_fresh_weights(BUNDLE, folder))
 
 
 def timed_logits(segmenter: Segmenter, volume: torch.Tensor) -> tuple[float, float]:

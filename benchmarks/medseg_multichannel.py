@@ -55,7 +55,7 @@ def run_one(recipe: str, seed: int, threads: int, iterations: int, work: Path) -
     import torch
 
     torch.set_num_threads(threads)
-    from medseg.demo import _workflow
+    from medseg.bundle import run_workflow
     from medseg.plan import fingerprint, make_plan, write_bundle
     from shared.metrics import largest_drop_after
 
@@ -65,9 +65,9 @@ def run_one(recipe: str, seed: int, threads: int, iterations: int, work: Path) -
     print_ = fingerprint(data)
     write_bundle(make_plan(print_, iterations), bundle, print_, data)
     start = time.perf_counter()
-    _workflow(bundle, ["train.json"], dataset_dir=str(data), seed=seed)
+    run_workflow(bundle, ["train.json"], {"dataset_dir": str(data), "seed": seed})
     seconds = time.perf_counter() - start
-    _workflow(bundle, ["train.json", "evaluate.json"], dataset_dir=str(data))
+    run_workflow(bundle, ["train.json", "evaluate.json"], {"dataset_dir": str(data)})
     summary = json.loads((bundle / "eval" / "summary.json").read_text(encoding="utf-8"))
     rows = json.loads((bundle / "models" / "history.json").read_text(encoding="utf-8"))["rows"]
     curve = [(r["iteration"], r["val_dice"]) for r in rows if r.get("val_dice") is not None]

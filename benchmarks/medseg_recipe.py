@@ -93,7 +93,7 @@ def run_one(task: str, seed: int, threads: int, args: argparse.Namespace) -> dic
     import torch
 
     torch.set_num_threads(threads)
-    from medseg.demo import _workflow
+    from medseg.bundle import run_workflow
 
     work = Path(args.work)
     data = prepare_data(task, Path(args.data_root) if args.data_root else work / "data", args.mni_resolution)
@@ -104,22 +104,22 @@ def run_one(task: str, seed: int, threads: int, args: argparse.Namespace) -> dic
     if args.epochs is not None:
         overrides["options#max_epochs"] = args.epochs
     start = time.perf_counter()
-    _workflow(bundle, ["train.json"], **overrides)
+    run_workflow(bundle, ["train.json"], overrides)
     seconds = time.perf_counter() - start
     curve = validation_curve(bundle / "models" / "history.json")
     evaluation = {k: v for k, v in overrides.items() if k in ("dataset_dir",) or not k.startswith(("options#", "train#", "loss"))}
-    _workflow(bundle, ["train.json", "evaluate.json"], **evaluation)
+    run_workflow(bundle, ["train.json", "evaluate.json"], evaluation)
     summary = json.loads((bundle / "eval" / "summary.json").read_text(encoding="utf-8"))
     by_precision = {}
     variants = (
         [("precision", p, p) for p in args.eval_precisions]
         + [("segmenter#resample", r, f"resample_{r}") for r in args.eval_resample]
-        + ([("segmenter#mirror_axes", [0, 1, 2], "tta")] if args.eval_tta else [])
+        + ([("segmenter#tta_axes", [0, 1, 2], "tta")] if args.eval_tta else [])
     )
     for key, value, name in variants:  # the trained weights, inferred again another way
         folder = bundle / f"eval_{name}"
         begin = time.perf_counter()
-        _workflow(bundle, ["train.json", "evaluate.json"], **{**evaluation, key: value, "eval_dir": str(folder)})
+        run_workflow(bundle, ["train.json", "evaluate.json"], {**evaluation, key: value, "eval_dir": str(folder)})
         other = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
         by_precision[name] = {
             "dice": {name: entry["dice_mean"] for name, entry in other["per_label"].items()},

@@ -360,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="nifti,seg.nrrd",
         help="comma list of nifti, seg.nrrd, nrrd, mat, dicom-seg (a DICOM SEG of a DICOM series input; default: nifti,seg.nrrd)",
     )
-    p.add_argument("--weights", type=Path, help="weights file (default: <bundle>/models/model.pt; its model.json beside it gives the settings)")
+    p.add_argument(
+        "--weights", type=Path, help="weights file (default: <bundle>/models/model.pt; its model.json beside it gives the settings)"
+    )
     p.add_argument(
         "--set",
         action="append",

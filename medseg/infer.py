@@ -436,7 +436,7 @@ def weight_files(bundle_root: Path, weights: str | os.PathLike | None, folds: Se
     """
     if folds:
         files = [(f"fold {k}", bundle_root / "models" / f"fold_{k}" / "model.pt") for k in folds]
-        for (name, file), k in zip(files, folds):
+        for (_, file), k in zip(files, folds):
             if not file.is_file():
                 raise FileNotFoundError(
                     f"Fold {k} was not trained: {file} is missing (python -m medseg train --bundle {bundle_root} --fold {k})."
@@ -466,11 +466,13 @@ def trained_records(bundle_root: Path, files: Sequence[tuple[str, Path]]) -> tup
     from medseg.trained import check_ensemble, read_record, record_from_config
 
     records, parser = [], None
-    for name, file in files:
+    for _, file in files:
         record = read_record(file)
         if record is None:
             parser = parser or _bundle_training_config(bundle_root)
-            logger.warning("%s has no model record beside it (models trained before records were written): using %s's train.json.", file, bundle_root)
+            logger.warning(
+                "%s has no model record beside it (models trained before records were written): using %s's train.json.", file, bundle_root
+            )
             record = record_from_config(parser)
         records.append(record)
     check_ensemble([(name, record) for (name, _), record in zip(files, records)])
@@ -509,6 +511,7 @@ def trained_segmenter(
     colours: Mapping[Any, Sequence[float]] | None = None,
     segment_codes: Mapping[str, Any] | None = None,
     algorithm: Mapping[str, str] | None = None,
+    resample: str = "probabilities",
 ) -> Segmenter:
     """The :class:`Segmenter` of trained weights, built from the settings they were trained with (``model.json``).
 
@@ -525,6 +528,7 @@ def trained_segmenter(
         tta_axes: mirror along these axes whatever the training did.
         colours, segment_codes: Slicer colours and DICOM SEG codes (``None``: the training run's).
         algorithm: ``{"name", "version"}`` written into DICOM SEG exports.
+        resample: how masks return to the input grid (:class:`Segmenter`).
     """
     from medseg.trained import build_network, check_settings, record_path
     from shared.weights import load_weights
@@ -564,6 +568,7 @@ def trained_segmenter(
         channel_names=record.get("channels"),
         algorithm=algorithm,
         segment_codes=segment_codes if segment_codes is not None else record.get("segment_codes"),
+        resample=resample,
     )
 
 

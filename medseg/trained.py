@@ -155,9 +155,11 @@ def read_record(weights: str | Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ModelRecordError(f"{path}: not a readable model record ({err}); retrain, or remove it to use the bundle's train.json.") from None
+        raise ModelRecordError(
+            f"{path}: not a readable model record ({err}); retrain, or remove it to use the bundle's train.json."
+        ) from None
     if not isinstance(record, dict) or record.get("format") != FORMAT or not isinstance(record.get("settings"), dict):
-        raise ModelRecordError(f"{path}: not a medact model record (expected \"format\": \"{FORMAT}\" and its settings).")
+        raise ModelRecordError(f'{path}: not a medact model record (expected "format": "{FORMAT}" and its settings).')
     return record
 
 
@@ -224,7 +226,9 @@ def check_ensemble(records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
                     "an ensemble averages models of one plan (retrain the odd fold with the others' settings)."
                 )
         if record["labels"] != first["labels"]:
-            raise ModelRecordError(f"the ensemble's models disagree on the labels: {first_name} {first['labels']}, {name} {record['labels']}.")
+            raise ModelRecordError(
+                f"the ensemble's models disagree on the labels: {first_name} {first['labels']}, {name} {record['labels']}."
+            )
 
 
 def build_network(record: Mapping[str, Any], fallback: Any = None) -> Any:

@@ -35,7 +35,16 @@ def test_inference_config_takes_the_model_settings_from_the_trained_record():
     assert recorded["overlap"] == "@overlap" and recorded["sw_batch_size"] == "@sw_batch_size"  # inference's defaults: validation's
     assert "@model_record" in train["trainer"]["handlers"]
     evaluate = json.loads((CONFIGS / "evaluate.json").read_text(encoding="utf-8"))
-    assert set(evaluate) <= {"ckpt_path", "eval_dir", "eval_split", "eval_items", "segmenter", "evaluate", "run", "_comment"}  # overrides only
+    assert set(evaluate) <= {
+        "ckpt_path",
+        "eval_dir",
+        "eval_split",
+        "eval_items",
+        "segmenter",
+        "evaluate",
+        "run",
+        "_comment",
+    }  # overrides only
     assert evaluate["segmenter"]["_target_"] == "medseg.infer.trained_segmenter"
     # validation runs the inference path (medseg.infer.VolumeInferer) with inference's window settings
     assert train["validate"]["inferer"] == {

@@ -48,7 +48,11 @@ def _verify_with_monai(bundle: Path) -> None:
     configs = bundle / "configs"
     verify_metadata(meta_file=str(configs / "metadata.json"), filepath=str(schema_file()))
     verify_net_in_out(
-        "network_def", meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"), bundle_root=str(bundle), device="cpu"
+        "network_def",
+        meta_file=str(configs / "metadata.json"),
+        config_file=str(configs / "inference.json"),
+        bundle_root=str(bundle),
+        device="cpu",
     )
 
 

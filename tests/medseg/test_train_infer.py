@@ -74,11 +74,11 @@ def plan_and_train(data: Path, bundle: Path, iterations: int = 100, norm: str | 
     return bundle
 
 
-def training_and_inference_dice(bundle: Path, item: dict[str, str], norm: str | None = None) -> tuple[float, float]:
+def training_and_inference_dice(bundle: Path, item: dict[str, str]) -> tuple[float, float]:
     """Mean Dice of ``item`` on training patches (the training transform, the network in training mode,
     batches of 4 as the engine forms them) and through inference on the whole volume."""
     train = json.loads((bundle / "configs" / "train.json").read_text(encoding="utf-8"))
-    segmenter = load_segmenter(bundle, overrides={"norm": norm} if norm else None)
+    segmenter = load_segmenter(bundle)  # the model's record says which norm it trained with
     sampler = preprocessing(
         train["pixdim"],
         train["window"],
