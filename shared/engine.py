@@ -523,5 +523,41 @@ def _resume(trainer: Trainer, options: TrainingOptions, to_save: dict[str, Any],
     _adapt_epoch_length(trainer, path, done_epochs)
     if options.max_epochs < done_epochs:
         raise ckpt.CheckpointError(f"Checkpoint {path} is at epoch {done_epochs}, beyond max_epochs={options.max_epochs}.")
+    if trainer.state.max_epochs != options.max_epochs and "lr_scheduler" in to_save:
+        refit_schedule(to_save["lr_scheduler"], options, trainer.state.epoch_length)
+        logger.info(
+            "Run extended from %d to %d epochs: learning-rate schedule recomputed for the new length.",
+            trainer.state.max_epochs,
+            options.max_epochs,
+        )
     trainer.state.max_epochs = options.max_epochs
     logger.info("Resumed from %s at iteration %d.", path, trainer.state.iteration)
+
+
+def refit_schedule(scheduler: Any, options: TrainingOptions, epoch_length: int) -> None:
+    """Fit a resumed schedule to a run made longer (or shorter) with ``max_epochs``: train 100 epochs, then ``--resume
+    --epochs 200``.
+
+    The checkpoint holds the schedule of the old length: the polynomial decay's ``total`` (``LambdaLR`` saves the
+    ``PolynomialDecay`` object's fields) or the cosine's ``T_max``; loaded as is, a finished run would continue at rate 0.
+    Here the length becomes the new one and the current rate is set to the new schedule's value at the step reached
+    (``(1 - t / T') ** 0.9``, or the cosine at ``t / T'``); the next steps follow the new schedule. Piecewise drops do not
+    depend on the length.
+    """
+    step = scheduler.last_epoch
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        for decay in scheduler.lr_lambdas:
+            if isinstance(decay, PolynomialDecay):
+                decay.total = max(1, options.max_epochs * epoch_length)
+        rates = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    elif isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        scheduler.T_max = options.max_epochs
+        rates = [
+            scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * step / scheduler.T_max)) / 2
+            for base in scheduler.base_lrs
+        ]
+    else:
+        return
+    for group, rate in zip(scheduler.optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = list(rates)

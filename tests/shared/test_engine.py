@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import re
 
 import pytest
@@ -156,6 +157,25 @@ def test_polynomial_schedule_decays_every_iteration_to_zero_and_resumes(tmp_path
     assert resumed.state.iteration == 11
     resumed.run()
     assert [row["learn_rate"] for row in resumed.monitor.rows] == pytest.approx(lrs)
+
+
+@pytest.mark.parametrize("schedule", ["polynomial", "cosine", "piecewise"])
+def test_extending_a_finished_run_recomputes_the_schedule_for_the_new_length(tmp_path, train_data, schedule):
+    """``--resume --epochs 4`` after a finished 2-epoch run: the rate goes on along the 4-epoch schedule, not at 0."""
+    options = _options(
+        max_epochs=2, learn_rate_schedule=schedule, learn_rate_drop_period=1, verbose=False, checkpoint_path=str(tmp_path / "ck")
+    )
+    build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data).run()  # 8 iterations, ends at rate 0 (polynomial, cosine)
+    longer = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options.replace(max_epochs=4), train_data, resume=True)
+    longer.run()
+    rates = {row["iteration"]: row["learn_rate"] for row in longer.monitor.rows}
+    assert longer.state.iteration == 16 and rates[9] > 0
+    expected = {
+        "polynomial": [0.01 * (1 - t / 16) ** 0.9 for t in range(8, 16)],  # per iteration, over the new 16
+        "cosine": [0.01 * (1 + math.cos(math.pi * (t // 4) / 4)) / 2 for t in range(8, 16)],  # per epoch, over the new 4
+        "piecewise": [0.01 * 0.1 ** (t // 4) for t in range(8, 16)],  # x0.1 every epoch, whatever the length
+    }[schedule]
+    assert [rates[t] for t in range(9, 17)] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("method", ["l2norm", "global-l2norm", "absolute-value"])
