@@ -6,11 +6,85 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import DataLoader
 from torch.utils.data import Dataset, Sampler
 
 from shared.options import SHUFFLE, TrainingOptions
+
+
+class EpochIndex(int):
+    """A sample index that carries the epoch it is drawn for: ``dataset[EpochIndex(7, epoch=3)]``.
+
+    The sampler runs in the main process and hands its indices to the DataLoader's worker processes; a dataset
+    copy inside a persistent worker never sees ``set_epoch`` (it was pickled at epoch 1), so the epoch travels with
+    each index instead. An ``int`` for every other use (list and tensor indexing, MONAI datasets).
+    """
+
+    epoch: int
+
+    def __new__(cls, index: int, epoch: int) -> EpochIndex:
+        obj = super().__new__(cls, index)
+        obj.epoch = int(epoch)
+        return obj
+
+    def __reduce__(self) -> tuple[Any, tuple[int, int]]:  # pickled to the workers with its epoch
+        return (EpochIndex, (int(self), self.epoch))
+
+    def __repr__(self) -> str:
+        return f"EpochIndex({int(self)}, epoch={self.epoch})"
+
+
+class EpochDraws:
+    """Random draws per ``(seed, epoch, sample)``: a run repeats with its seed, every sample and worker process draws its
+    own numbers, each epoch new ones (the epoch comes with the index, :class:`EpochIndex`, or from :meth:`set_epoch`),
+    and a resumed run draws what the unbroken run drew with no generator state to save."""
+
+    seed: int = 0
+    epoch: int = 1
+
+    def set_seed(self, seed: int) -> None:
+        """Seed of the draws (``TrainingOptions.seed``; :func:`make_loader` calls it)."""
+        self.seed = int(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch (1-based) of indices that do not carry one (direct ``dataset[i]`` calls)."""
+        self.epoch = int(epoch)
+
+    def draw_rng(self, index: int) -> np.random.Generator:
+        """The generator of sample ``index`` in its epoch."""
+        return np.random.default_rng([self.seed, int(getattr(index, "epoch", self.epoch)), int(index)])
+
+
+class EpochSeeded(EpochDraws, torch.utils.data.Dataset):
+    """A dataset whose random transforms (MONAI's: patch sampling, crops, flips) draw per ``(seed, epoch, sample)``.
+
+    Before each sample its ``transform``'s random state is set from :meth:`EpochDraws.draw_rng` (MONAI ``Compose.
+    set_random_state`` reaches every random transform). Without this MONAI's transforms draw from one stream per
+    process: seeded once, reseeded per worker by MONAI's ``worker_init_fn``, different with 0 and 2 workers and not
+    repeatable across a resume.
+
+    Args:
+        dataset: a map-style dataset with a ``transform`` that has ``set_random_state`` (MONAI ``Dataset``,
+            ``CacheDataset``, ``PersistentDataset``).
+        seed: seed of the draws.
+    """
+
+    def __init__(self, dataset: Any, seed: int = 0) -> None:
+        self.dataset = dataset
+        self.set_seed(seed)
+
+    @property
+    def transform(self) -> Any:
+        return self.dataset.transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        self.dataset.transform.set_random_state(seed=int(self.draw_rng(index).integers(2**31)))
+        return self.dataset[int(index)]
 
 
 class EpochSampler(Sampler[int]):
@@ -64,7 +138,7 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         indices = self.order()[self._skip :]
         self._skip = 0
-        return iter(indices)
+        return iter([EpochIndex(i, self.epoch) for i in indices])  # the epoch reaches worker processes with each index
 
     def __len__(self) -> int:
         return math.ceil(self.size / self.num_replicas)
@@ -127,7 +201,7 @@ def make_loader(
     # from the global RNG would shift dropout's random stream between a resumed and an unbroken run.
     generator = torch.Generator().manual_seed(options.seed or 0)
     if train and options.seed is not None:
-        seed_transforms(data, options.seed + rank)
+        data = seed_transforms(data, options.seed + rank)
     return DataLoader(
         data,
         batch_size=batch_size or options.mini_batch_size,
@@ -139,22 +213,23 @@ def make_loader(
     )
 
 
-def seed_transforms(data: Any, seed: int) -> None:
-    """Seed the random transforms of a dataset (patch sampling, crops, flips, clip windows).
+def seed_transforms(data: Any, seed: int) -> Any:
+    """The dataset to train on, its random draws (patch sampling, crops, flips, clip windows) per ``(seed, epoch, sample)``.
 
-    MONAI's random transforms draw from their own ``RandomState``, created unseeded, so two runs with
-    the same ``TrainingOptions.seed`` saw different patches and, on short trainings, ended far apart
-    (measured: held-out liver Dice 0.69 vs 0.88 after 75 V-Net iterations). With one worker process
-    this makes a run repeatable (MATLAB's ``rng default``); MONAI's ``DataLoader`` re-seeds workers.
-    A dataset with ``set_seed(seed)`` draws per sample and epoch instead (see ``set_data_epoch``),
-    which also holds with worker processes and across a resume.
+    A dataset with ``set_seed`` (:class:`EpochDraws`) is seeded and returned; one whose ``transform`` has MONAI's
+    ``set_random_state`` is wrapped in :class:`EpochSeeded`; anything else is returned as is. MONAI's random transforms
+    draw from their own ``RandomState``, created unseeded, so two runs with the same ``TrainingOptions.seed`` saw
+    different patches and, on short trainings, ended far apart (measured: held-out liver Dice 0.69 vs 0.88 after 75
+    V-Net iterations); seeded once, they replayed one stream per worker process that neither a resume nor another
+    worker count reproduced.
     """
     if hasattr(data, "set_seed"):
         data.set_seed(seed)
-        return
+        return data
     transform = getattr(data, "transform", None)
     if hasattr(transform, "set_random_state"):
-        transform.set_random_state(seed=seed)
+        return EpochSeeded(data, seed)
+    return data
 
 
 def set_data_epoch(data: Any, epoch: int) -> None:

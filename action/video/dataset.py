@@ -25,6 +25,7 @@ from monai.transforms import CenterSpatialCropd, Compose, EnsureTyped, MapTransf
 from action.video.decode import DecodeLimits, VideoError, probe, read_frames, uniform_timestamps
 from action.video.layouts import VideoList
 from action.video.sampling import Sampling, clip_windows
+from shared.data import EpochDraws
 from shared.transforms import MinMaxd
 
 logger = logging.getLogger(__name__)
@@ -79,14 +80,14 @@ def clip_items(
     return items, skipped
 
 
-class ClipDataset(torch.utils.data.Dataset):
+class ClipDataset(EpochDraws, torch.utils.data.Dataset):
     """MONAI ``Dataset`` of clips; with ``cache=True`` the decoded uint8 clips stay in RAM (MONAI ``CacheDataset``).
 
     In training, clip ``index`` of epoch ``e`` draws its window (long videos) and crop from a
-    generator seeded with ``(seed, e, index)``: a run repeats with its seed, every sample and
-    worker process draws its own numbers, and a resumed run draws what the unbroken run drew,
-    with no generator state to save. The engine calls :meth:`set_seed` (the options' seed)
-    and :meth:`set_epoch` (at each epoch start).
+    generator seeded with ``(seed, e, index)`` (:class:`shared.data.EpochDraws`): a run repeats with its
+    seed, every sample and worker process draws its own numbers, and a resumed run draws what the
+    unbroken run drew, with no generator state to save. The engine seeds it (the options' seed); the
+    epoch comes with each index from the engine's sampler, also into persistent worker processes.
 
     Attributes:
         items: the clip dicts (see :func:`clip_items`); ``videos``: paths of the usable videos.
@@ -110,17 +111,8 @@ class ClipDataset(torch.utils.data.Dataset):
         self._video_index = {path: i for i, path in enumerate(self.videos)}
         self.sampling, self.train = sampling, train
         self.load, self.augment = clip_transforms(sampling, train, limits)
-        self.seed, self.epoch = 0, 1
         random_windows = any(item["start"] is None for item in self.items)
         self._cached = CacheDataset(self.items, self.load, progress=False, num_workers=1) if cache and not random_windows else None
-
-    def set_seed(self, seed: int) -> None:
-        """Seed of the random windows and crops (``TrainingOptions.seed``)."""
-        self.seed = int(seed)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch (1-based) whose random draws ``__getitem__`` makes."""
-        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -128,7 +120,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         """``{"image": (3, T, H, W) float32 in [0, 1], "label": int, "video": index into self.videos}``."""
         item = self.items[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+        rng = self.draw_rng(index) if self.train else None
         if self._cached is not None:
             clip = self._cached[index]
         elif item["start"] is None:  # a random window of a long video

@@ -214,3 +214,17 @@ def test_channel_recipes_that_cannot_be_applied_are_refused(normalization, windo
 
     with pytest.raises(ValueError, match=message):
         ChannelRecipe(normalization, window)
+
+
+def test_training_patches_are_drawn_anew_each_epoch_in_persistent_workers(demo_dataset):
+    """medseg's training dataset (MONAI CacheDataset + class-balanced patch sampling) with 2 persistent workers:
+    epoch 2's patches differ from epoch 1's, and equal what one process draws."""
+    from tests.shared.test_data import epoch_draws
+
+    items = datalist(demo_dataset)  # 4 cases: 2 batches per epoch, one for each worker
+    transform = preprocessing((4.0, 4.0, 4.0), (-200, 300), (16, 16, 16), num_samples=2, class_ratios=[1, 1, 1, 1])
+    data = make_dataset(items, transform, "ram", pixdim=(4.0, 4.0, 4.0))
+    sums = lambda run: [[round(float(b["image"][i].sum()), 3) for b in epoch for i in range(len(b["image"]))] for epoch in run]
+    two = sums(epoch_draws(data, workers=2))
+    assert two[0] != two[1]
+    assert two == sums(epoch_draws(data, workers=0))

@@ -83,3 +83,42 @@ def test_random_transforms_follow_the_options_seed():
 
     assert torch.equal(patches(0), patches(0))  # same seed: the same random crops (MATLAB's rng default)
     assert not torch.equal(patches(0), patches(1))
+
+
+def epoch_draws(data, workers: int, epochs=(1, 2), seed: int = 1, batch: int = 2) -> list[list]:
+    """What a training loader yields in each of ``epochs``, driven as the engine drives it (sampler epoch, then the
+    dataset's) with ``workers`` persistent worker processes: one list of batches per epoch."""
+    from shared.data import set_data_epoch
+
+    options = TrainingOptions(mini_batch_size=batch, shuffle="never", seed=seed)
+    loader = make_loader(data, options, train=True, num_workers=workers, persistent_workers=workers > 0)
+    out = []
+    for epoch in epochs:
+        loader.sampler.set_epoch(epoch)
+        set_data_epoch(loader.dataset, epoch)
+        out.append(list(loader))
+    return out
+
+
+def test_epoch_index_is_an_int_that_keeps_its_epoch_through_pickling():
+    import pickle
+
+    from shared.data import EpochIndex
+
+    index = pickle.loads(pickle.dumps(EpochIndex(7, epoch=3)))
+    assert index == 7 and index.epoch == 3 and [10, 11, 12, 13, 14, 15, 16, 17][index] == 17
+    sampler = EpochSampler(4, "never")
+    sampler.set_epoch(5)
+    assert [i.epoch for i in sampler] == [5, 5, 5, 5]
+
+
+def test_monai_random_transforms_draw_per_epoch_in_persistent_workers():
+    """A MONAI dataset with a random transform: new draws each epoch with 2 persistent workers, the same as 0 workers."""
+    from monai.transforms import Compose, RandSpatialCropd
+
+    images = [{"image": torch.arange(64, dtype=torch.float32).reshape(1, 64) + 1000 * k} for k in range(4)]
+    data = Dataset(images, Compose([RandSpatialCropd("image", roi_size=(4,), random_size=False)]))
+    starts = lambda run: [[int(b["image"][i, 0, 0]) % 1000 for b in epoch for i in range(len(b["image"]))] for epoch in run]
+    two = starts(epoch_draws(data, workers=2))
+    assert two[0] != two[1]  # epoch 2 draws anew in the workers
+    assert two == starts(epoch_draws(data, workers=0))  # what one process draws: repeatable, whatever the worker count

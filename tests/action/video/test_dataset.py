@@ -71,7 +71,8 @@ def test_random_windows_and_crops_follow_the_options_seed_per_sample_and_worker(
     def first_frames(seed: int, workers: int, epoch: int = 1) -> list[int]:
         data = ClipDataset(VideoList([(video, 0)] * 8, ["a"]), sampling, train=True)
         loader = make_loader(data, TrainingOptions(mini_batch_size=2, shuffle="never", seed=seed), train=True, num_workers=workers)
-        set_data_epoch(data, epoch)  # as the engine does at each epoch start
+        loader.sampler.set_epoch(epoch)  # as the engine does at each epoch start
+        set_data_epoch(data, epoch)
         return _first_frames(loader)
 
     one = first_frames(1, 0)
@@ -97,3 +98,16 @@ def test_sampling_validation() -> None:
         Sampling(size=(64, 64), decode_size=(32, 32))
     assert Sampling.from_dict(Sampling(decode_size=(72, 72)).to_dict()) == Sampling(decode_size=(72, 72))
     assert np.array_equal(np.array(Sampling().size), [64, 64])
+
+
+def test_persistent_workers_draw_new_windows_every_epoch(tmp_path: Path) -> None:
+    """With 2 persistent worker processes (the engine's setting for --num-workers 2) epoch 2's windows are new, and equal
+    to what one process draws for that epoch (before, the workers' copies replayed epoch 1 for ever)."""
+    from tests.shared.test_data import epoch_draws
+
+    video = encode_video(numbered_frames(40), tmp_path / "n.mp4", fps=10)
+    sampling = Sampling(frames=4, size=(16, 16), decode_size=(24, 32), clip_duration=0.8)
+    data = ClipDataset(VideoList([(video, 0)] * 6, ["a"]), sampling, train=True)
+    two = [_first_frames(epoch) for epoch in epoch_draws(data, workers=2)]
+    assert two[0] != two[1]
+    assert two == [_first_frames(epoch) for epoch in epoch_draws(data, workers=0)]
