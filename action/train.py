@@ -21,6 +21,7 @@ from action.models.factory import MODELS
 from action.sequences.dataset import SequenceInput
 from action.training_data import DataSource, TrainingData, clip_data, sequence_data
 from action.video.dataset import Sampling
+from shared.data import world
 from shared.engine import Trainer, build_trainer
 from shared.ignite_metrics import confusion_metric
 from shared.options import TrainingOptions
@@ -85,6 +86,8 @@ def build_action_trainer(
 ) -> Trainer:
     """Write ``action_model.json`` for ``model`` on ``data``, build the network from ``options.seed`` and the trainer."""
     config = data.write_model_record(out, model, dict(model_kwargs or {}))
+    if world()[1] == 0:
+        print(data.summary(), flush=True)  # train / validation / test counts and the held-out groups, every run (--quiet too)
     network = config.build(seed=options.seed)
     return build_trainer(
         network,

@@ -41,7 +41,8 @@ class DataSource:
         path: dataset folder or CSV list (videos), or a sequence file (``.npz``/``.csv``/``.mat``/``.ts``).
         layout: video dataset layout (:data:`action.video.layouts.LAYOUTS`, default detected).
         split: UCF101/HMDB51 split (1-3) or UCF50 test group.
-        val_fraction: stratified share held out for validation (``None``: :data:`VAL_FRACTION` of the kind).
+        val_fraction: share held out for validation (``None``: :data:`VAL_FRACTION` of the kind): whole groups (UCF
+            ``gNN``, HMDB51 source films, subjects) when the data has them, else stratified by class (:mod:`action.splits`).
         skip_bad: leave undecodable videos out (listed in ``skipped.json``) instead of failing.
         cache: keep decoded uint8 clips in RAM when their windows are fixed (MONAI ``CacheDataset``).
         limits: what a video header may claim (:class:`action.video.decode.DecodeLimits`).
@@ -65,6 +66,8 @@ class TrainingData:
 
     Attributes:
         kind: ``"clip"``, ``"sequence"`` or ``"features"`` (:data:`action.models.factory.MODELS` input kinds).
+        split_report: what the validation hold-out asked and took (:func:`action.splits.hold_out`).
+        test_count: items of the dataset's own test split (``None``: the data has none, e.g. a sequence file).
         train, val: map-style datasets of ``{"image", "label", "video"}`` (``val`` may be ``None``).
         classes: class names; labels index into them.
         sampling: how clips were sampled (clips; feature models: the cache's sampling).
@@ -81,6 +84,14 @@ class TrainingData:
     normalization: dict[str, Any] | None = None
     in_features: int | None = None
     backbone: dict[str, Any] | None = None
+    split_report: str = ""
+    test_count: int | None = None
+
+    def summary(self) -> str:
+        """One line: training / validation counts (and held-out groups) and the test count, as each run prints it."""
+        unit = "recordings" if self.kind == "sequence" else "videos"
+        test = f"; {self.test_count} test {unit} held apart by the dataset's split" if self.test_count is not None else ""
+        return f"Data: {self.split_report}{test}."
 
     @property
     def skipped(self) -> list[dict[str, str]]:
@@ -148,21 +159,43 @@ def clip_data(source: DataSource, sampling: Sampling | None = None, seed: int = 
     """
     sampling = sampling or Sampling(decode_size=(72, 72))
     videos = read_videos(source.path, source.layout, source.split, "train", seed=seed)
-    train, val = split_videos(videos, source.held_out("clip"), seed)
+    train, val, report = split_videos(videos, source.held_out("clip"), seed)
     read = {"cache": source.cache, "limits": source.limits, "skip_bad": source.skip_bad}
     train_set = ClipDataset(train, sampling, train=True, **read)
     val_set = ClipDataset(val, sampling, train=False, **read) if val else None
-    return TrainingData("clip", train_set, val_set, list(videos.classes), sampling=sampling.to_dict())
+    return TrainingData(
+        "clip",
+        train_set,
+        val_set,
+        list(videos.classes),
+        sampling=sampling.to_dict(),
+        split_report=report,
+        test_count=count_test_videos(source, seed),
+    )
+
+
+def count_test_videos(source: DataSource, seed: int = 0) -> int | None:
+    """Videos in the dataset's own test split (UCF101/HMDB51 split lists, UCF50's test group, the folder's stratified 20%)."""
+    try:
+        return len(read_videos(source.path, source.layout, source.split, "test", seed=seed).items)
+    except ValueError:  # a layout without a test list (a CSV with no subset column names only what it lists)
+        return None
 
 
 def sequence_data(source: DataSource, spec: SequenceInput | None = None, seed: int = 0) -> TrainingData:
     """Recordings of a sequence file, normalised with statistics of the training part only."""
     spec = spec or SequenceInput()
     sequences = read_sequences(source.path, x_var=spec.x_var, y_var=spec.y_var)
-    train, val = split_sequences(sequences, source.held_out("sequence"), seed)
+    train, val, report = split_sequences(sequences, source.held_out("sequence"), seed)
     normalization = SequenceNormalization.fit(spec.normalization, train.x)
     val_set = SequenceDataset(val, normalization) if val else None
     train_set = SequenceDataset(train, normalization, spec.sort_by_length)
     return TrainingData(
-        "sequence", train_set, val_set, list(sequences.classes), normalization=normalization.to_dict(), in_features=sequences.channels
+        "sequence",
+        train_set,
+        val_set,
+        list(sequences.classes),
+        normalization=normalization.to_dict(),
+        in_features=sequences.channels,
+        split_report=report,
     )

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from action.models.backbones import Backbone, load_backbone
-from action.training_data import DataSource, TrainingData
+from action.training_data import DataSource, TrainingData, count_test_videos
 from action.video.dataset import ClipDataset, Sampling
 from action.video.decode import DecodeLimits
 from action.video.layouts import VideoList, read_videos, split_videos
@@ -196,7 +196,7 @@ def feature_data(source: DataSource, sampling: Sampling | None, features: Featur
     cache = open_cache(features.cache_dir, manifest)
     videos = read_videos(source.path, source.layout, source.split, "train", seed=seed)
     _extract_list(videos, cache, FrameFeatures(backbones), sampling, skip_bad=False, limits=source.limits, device=features.device)
-    train, val = split_videos(videos, source.held_out("features"), seed)
+    train, val, report = split_videos(videos, source.held_out("features"), seed)
     record = {"names": features.backbone, "weights": features.weights, **manifest}
     val_set = FeatureDataset(val, cache) if val else None
     # predict must sample frames exactly as the cache did: the record's sampling is the cache's
@@ -208,6 +208,8 @@ def feature_data(source: DataSource, sampling: Sampling | None, features: Featur
         sampling=record["sampling"],
         in_features=manifest["features"],
         backbone=record,
+        split_report=report,
+        test_count=count_test_videos(source, seed),
     )
 
 

@@ -4,10 +4,15 @@ Every form gives :class:`Sequences`: one float32 ``(T_i, C)`` array per recordin
 an integer label per recording, and the class names. Readers by suffix (:func:`read_sequences`):
 
 - ``.npz``: ``X`` ``(N, T, C)`` + ``y`` ``(N,)`` (equal lengths), or ``X`` ``(sum of lengths, C)``
-  + ``lengths`` ``(N,)`` + ``y`` ``(N,)`` (recordings stacked along time; any lengths). Object
-  arrays are refused (``allow_pickle=False``: a pickle can run code).
+  + ``lengths`` ``(N,)`` + ``y`` ``(N,)`` (recordings stacked along time; any lengths); optionally
+  ``groups`` ``(N,)`` (the subject or session of each recording). Object arrays are refused
+  (``allow_pickle=False``: a pickle can run code).
 - ``.csv``: one row per time step, columns ``sample``, ``label`` and one per channel; each sample
-  has its own number of rows (rows of one sample may not be interleaved with another's).
+  has its own number of rows (rows of one sample may not be interleaved with another's); an optional
+  ``group`` (or ``subject``) column names each sample's subject.
+
+Recordings with groups are held out for validation by whole group (:mod:`action.splits`): one subject's
+recordings never sit on both sides.
 - ``.mat`` (MATLAB v5 or v7.3): a cell array of ``C x T`` matrices (MATLAB's sequence layout,
   ``XTrain`` of "Sequence Classification Using Deep Learning") and a label vector (numbers,
   a char matrix or a cell array of strings; convert ``categorical`` with ``cellstr`` first). The
@@ -34,11 +39,13 @@ SEQUENCE_SUFFIXES = (".npz", ".csv", ".mat", ".ts")
 
 @dataclasses.dataclass
 class Sequences:
-    """``x[i]`` float32 ``(T_i, C)``; ``y`` int64 ``(N,)`` indices into ``classes``."""
+    """``x[i]`` float32 ``(T_i, C)``; ``y`` int64 ``(N,)`` indices into ``classes``; ``groups`` the subject (or session)
+    of each recording, or ``None``."""
 
     x: list[np.ndarray]
     y: np.ndarray
     classes: list[str]
+    groups: list[str] | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -51,7 +58,8 @@ class Sequences:
 
     def subset(self, keep: np.ndarray) -> Sequences:
         """The recordings where the boolean ``keep`` ``(N,)`` is true."""
-        return Sequences([s for s, k in zip(self.x, keep) if k], self.y[keep], self.classes)
+        groups = [g for g, k in zip(self.groups, keep) if k] if self.groups is not None else None
+        return Sequences([s for s, k in zip(self.x, keep) if k], self.y[keep], self.classes, groups)
 
 
 def class_order(names: Sequence[str]) -> list[str]:
@@ -97,7 +105,7 @@ def check_recordings(x: list[np.ndarray], path: Path) -> list[np.ndarray]:
     return [np.ascontiguousarray(s, dtype=np.float32) for s in x]
 
 
-def _read_npz(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], Sequence | None]:
+def _read_npz(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], Sequence | None, list[str] | None]:
     try:
         data = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -114,6 +122,7 @@ def _read_npz(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], Sequ
         try:
             x, y = data["X"], (data["y"] if "y" in data.files else None)
             lengths = data["lengths"] if "lengths" in data.files else None
+            groups = [str(g) for g in data["groups"].tolist()] if "groups" in data.files else None
         except ValueError as err:
             raise ValueError(
                 f"{path}: {err} (object arrays are refused; store recordings as X (sum of lengths, C) + lengths (N,) + y (N,))."
@@ -121,8 +130,8 @@ def _read_npz(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], Sequ
     if lengths is None:
         if x.ndim != 3:
             raise ValueError(f"{path}: X has shape {x.shape}; expected (N, T, C), or (sum of lengths, C) with a 'lengths' array.")
-        return list(x), y
-    return _split_stacked(path, x, lengths, len(y) if y is not None else len(lengths)), y
+        return list(x), y, groups
+    return _split_stacked(path, x, lengths, len(y) if y is not None else len(lengths)), y, groups
 
 
 def _split_stacked(path: Path, x: np.ndarray, lengths: np.ndarray, n_labels: int) -> list[np.ndarray]:
@@ -140,16 +149,18 @@ def _split_stacked(path: Path, x: np.ndarray, lengths: np.ndarray, n_labels: int
     return np.split(x, np.cumsum(lengths)[:-1])
 
 
-def _read_csv(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], list[str] | None]:
+def _read_csv(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], list[str] | None, list[str] | None]:
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         needed = {"sample", "label"} if labelled else {"sample"}
         if not reader.fieldnames or not needed <= set(reader.fieldnames):
             raise ValueError(f"{path}: expected a CSV header with 'sample', 'label' and channel columns; got {reader.fieldnames}.")
-        channels = [c for c in reader.fieldnames if c not in ("sample", "label")]
+        group_column = next((c for c in ("group", "subject") if c in reader.fieldnames), None)
+        channels = [c for c in reader.fieldnames if c not in ("sample", "label", group_column)]
         if not channels:
             raise ValueError(f"{path}: no channel columns besides 'sample' and 'label'.")
         samples: dict[str, tuple[str, list[list[float]]]] = {}
+        groups: dict[str, str] = {}
         previous = None
         for n, row in enumerate(reader, 2):
             name = row["sample"]
@@ -163,13 +174,18 @@ def _read_csv(path: Path, labelled: bool = True) -> tuple[list[np.ndarray], list
             except (TypeError, ValueError):
                 raise ValueError(f"{path}, line {n}: channel values must be numbers, got {[row[c] for c in channels]}.") from None
             label, steps = samples.setdefault(name, (row.get("label", ""), []))
+            if group_column is not None and groups.setdefault(name, row[group_column]) != row[group_column]:
+                raise ValueError(
+                    f"{path}, line {n}: sample {name!r} changes {group_column} from {groups[name]!r} to {row[group_column]!r}."
+                )
             if row.get("label", "") != label:
                 raise ValueError(
                     f"{path}, line {n}: sample {name!r} changes label from {label!r} to {row['label']!r}; one label per sample."
                 )
             steps.append(values)
     labels = [label for label, _ in samples.values()] if "label" in reader.fieldnames else None
-    return [np.array(steps, dtype=np.float64) for _, steps in samples.values()], labels
+    found = [groups[name] for name in samples] if group_column is not None else None
+    return [np.array(steps, dtype=np.float64) for _, steps in samples.values()], labels, found
 
 
 def read_sequences(
@@ -191,8 +207,15 @@ def read_sequences(
         raise ValueError(f"{path}: unknown sequence file type {path.suffix!r}; expected one of {', '.join(SEQUENCE_SUFFIXES)}.")
     if not path.is_file():
         raise ValueError(f"{path}: no such file (expected a {path.suffix} sequence file).")
-    readers = {".npz": _read_npz, ".csv": _read_csv, ".ts": read_ts, ".mat": lambda p, lab: read_mat(p, x_var, y_var, lab)}
-    x, raw = readers[path.suffix.lower()](path, labelled)
+    readers = {
+        ".npz": _read_npz,
+        ".csv": _read_csv,
+        ".ts": lambda p, lab: (*read_ts(p, lab), None),  # neither format has a group field
+        ".mat": lambda p, lab: (*read_mat(p, x_var, y_var, lab), None),
+    }
+    x, raw, groups = readers[path.suffix.lower()](path, labelled)
+    if groups is not None and len(groups) != len(x):
+        raise ValueError(f"{path}: {len(groups)} groups but {len(x)} recordings; expected one group per recording.")
     if not labelled:
         return Sequences(check_recordings(list(x), path), np.full(len(x), -1, dtype=np.int64), list(classes or []))
     if raw is None:
@@ -201,4 +224,4 @@ def read_sequences(
         raise ValueError(f"{path}: {len(x)} recordings but {len(raw)} labels; expected one label per recording.")
     x = check_recordings(list(x), path)
     y, classes = _labels(list(np.asarray(raw).tolist()) if not isinstance(raw, list) else raw, path, classes)
-    return Sequences(x, y, classes)
+    return Sequences(x, y, classes, groups)

@@ -21,14 +21,27 @@ VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".m
 LAYOUTS = ("auto", "ucf101", "ucf50", "hmdb51", "folder", "csv")
 SUBSETS = ("train", "test", "all")
 _GROUP = re.compile(r"_g(\d+)_c\d+", re.IGNORECASE)
+#: HMDB51's tags after the source film and the action: body part, camera motion, people, viewpoint, quality, clip number
+_HMDB_TAGS = re.compile(r"_[fhlou]_(cm|nm)_np\d+_(ba|fr|le|ri)_(bad|goo|med)_\d+$", re.IGNORECASE)
 
 
 @dataclasses.dataclass
 class VideoList:
-    """Videos with integer labels into ``classes`` (``items[i] = (path, label)``)."""
+    """Videos with integer labels into ``classes`` (``items[i] = (path, label)``).
+
+    ``groups``: the group of each video (UCF's ``gNN``: actor and scene; HMDB51's source film), or ``None`` when
+    the layout has none; the validation hold-out keeps each group on one side (:mod:`action.splits`).
+    """
 
     items: list[tuple[Path, int]]
     classes: list[str]
+    groups: list[str] | None = None
+
+    def subset(self, keep: Any) -> VideoList:
+        """The videos where the boolean ``keep`` ``(N,)`` is true (groups kept alongside)."""
+        items = [item for item, k in zip(self.items, keep) if k]
+        groups = [g for g, k in zip(self.groups, keep) if k] if self.groups is not None else None
+        return VideoList(items, self.classes, groups)
 
     def check_files(self) -> VideoList:
         """Raise ``ValueError`` naming the first listed video that does not exist."""
@@ -36,6 +49,24 @@ class VideoList:
             if not path.is_file():
                 raise ValueError(f"{path}: listed video does not exist.")
         return self
+
+
+def ucf_groups(paths: list[Path]) -> list[str] | None:
+    """The UCF ``gNN`` group of every clip (``v_Run_g08_c01.avi`` -> ``g08``), or ``None`` unless every name has one."""
+    found = [_GROUP.search(p.stem) for p in paths]
+    return [f"g{int(m.group(1)):02d}" for m in found] if paths and all(found) else None
+
+
+def hmdb_groups(paths: list[Path], class_names: list[str]) -> list[str] | None:
+    """HMDB51's source film of every clip (``April_09_brush_hair_u_nm_np1_ba_goo_0.avi`` -> ``April_09``), or ``None``
+    unless every name carries HMDB51's tags."""
+    groups = []
+    for path, name in zip(paths, class_names):
+        stem = _HMDB_TAGS.sub("", path.stem)
+        if stem == path.stem:
+            return None
+        groups.append(stem[: -len(name) - 1] if stem.lower().endswith("_" + name.lower()) else stem)
+    return groups or None
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:
@@ -86,7 +117,7 @@ def read_ucf101(root: str | Path, split: int = 1, subset: str = "train") -> Vide
             if number.strip() and int(number) != label + 1:
                 raise ValueError(f"{list_file}, line {n}: label {number.strip()} disagrees with {index_file} ({folder} is {label + 1}).")
             items.append((root / relative, label))
-    return VideoList(items, classes).check_files()
+    return VideoList(items, classes, ucf_groups([p for p, _ in items])).check_files()
 
 
 def read_ucf50(root: str | Path, fold: int = 1, subset: str = "train") -> VideoList:
@@ -102,7 +133,7 @@ def read_ucf50(root: str | Path, fold: int = 1, subset: str = "train") -> VideoL
             is_test = int(match.group(1)) == fold
             if subset == "all" or is_test == (subset == "test"):
                 items.append((path, label))
-    return VideoList(items, classes)
+    return VideoList(items, classes, ucf_groups([p for p, _ in items]))
 
 
 def read_hmdb51(root: str | Path, split: int = 1, subset: str = "train", split_dir: str | Path | None = None) -> VideoList:
@@ -129,7 +160,8 @@ def read_hmdb51(root: str | Path, split: int = 1, subset: str = "train", split_d
                 raise ValueError(f"{list_file}, line {n}: expected '<video> 0|1|2', got {line!r}.")
             if flag in wanted:
                 items.append((root / name / video, label))
-    return VideoList(items, classes).check_files()
+    groups = hmdb_groups([p for p, _ in items], [classes[label] for _, label in items])
+    return VideoList(items, classes, groups).check_files()
 
 
 def stratified_split(labels: list[int], test_fraction: float, seed: int = 0) -> np.ndarray:
@@ -144,28 +176,35 @@ def stratified_split(labels: list[int], test_fraction: float, seed: int = 0) -> 
     return mask
 
 
-def split_videos(videos: VideoList, val_fraction: float, seed: int) -> tuple[VideoList, VideoList | None]:
-    """``(training, validation)``: a stratified ``val_fraction`` of each class held out (``None`` for 0)."""
-    if val_fraction <= 0:
-        return videos, None
-    held = stratified_split([label for _, label in videos.items], val_fraction, seed)
-    train = VideoList([item for item, h in zip(videos.items, held) if not h], videos.classes)
-    return train, VideoList([item for item, h in zip(videos.items, held) if h], videos.classes)
+def split_videos(videos: VideoList, val_fraction: float, seed: int) -> tuple[VideoList, VideoList | None, str]:
+    """``(training, validation, report)``: whole groups held out when the videos have them, else a stratified share
+    (:func:`action.splits.hold_out`; validation ``None`` for 0); ``report`` says what was asked and what was held out."""
+    from action.splits import hold_out
+
+    split = hold_out([label for _, label in videos.items], videos.groups, val_fraction, seed, "videos")
+    if not split.val.any():
+        return videos, None, split.report
+    return videos.subset(~split.val), videos.subset(split.val), split.report
 
 
-def split_sequences(sequences: Any, val_fraction: float, seed: int) -> tuple[Any, Any | None]:
-    """The same split for :class:`action.sequences.readers.Sequences` (anything with ``y`` and ``subset(mask)``)."""
-    if val_fraction <= 0:
-        return sequences, None
-    held = stratified_split(sequences.y.tolist(), val_fraction, seed)
-    return sequences.subset(~held), sequences.subset(held)
+def split_sequences(sequences: Any, val_fraction: float, seed: int) -> tuple[Any, Any | None, str]:
+    """The same split for :class:`action.sequences.readers.Sequences` (its ``groups``: subjects, when the file has them)."""
+    from action.splits import hold_out
+
+    split = hold_out(sequences.y.tolist(), getattr(sequences, "groups", None), val_fraction, seed, "recordings")
+    if not split.val.any():
+        return sequences, None, split.report
+    return sequences.subset(~split.val), sequences.subset(split.val), split.report
 
 
-def _subset(items: list[tuple[Path, int]], classes: list[str], subset: str, test_fraction: float, seed: int) -> VideoList:
+def _subset(
+    items: list[tuple[Path, int]], classes: list[str], subset: str, test_fraction: float, seed: int, groups: list[str] | None = None
+) -> VideoList:
+    videos = VideoList(items, classes, groups)
     if subset == "all":
-        return VideoList(items, classes)
+        return videos
     test = stratified_split([label for _, label in items], test_fraction, seed)
-    return VideoList([item for item, t in zip(items, test) if t == (subset == "test")], classes)
+    return videos.subset(test if subset == "test" else ~test)
 
 
 def read_folder(root: str | Path, subset: str = "all", test_fraction: float = 0.2, seed: int = 0) -> VideoList:
@@ -175,11 +214,12 @@ def read_folder(root: str | Path, subset: str = "all", test_fraction: float = 0.
     if not classes:
         raise ValueError(f"{root}: no class folders containing videos ({', '.join(sorted(VIDEO_SUFFIXES))}).")
     items = [(path, label) for label, name in enumerate(classes) for path in _videos(root / name)]
-    return _subset(items, classes, subset, test_fraction, seed)
+    return _subset(items, classes, subset, test_fraction, seed, ucf_groups([p for p, _ in items]))
 
 
 def read_csv(path: str | Path, subset: str = "all", test_fraction: float = 0.2, seed: int = 0) -> VideoList:
-    """CSV with columns ``path,label`` (and optionally ``subset`` = train/test); relative paths are from the CSV's folder."""
+    """CSV with columns ``path,label`` (and optionally ``subset`` = train/test, ``group`` = actor/scene/subject, which the
+    validation hold-out keeps on one side); relative paths are from the CSV's folder."""
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -188,10 +228,11 @@ def read_csv(path: str | Path, subset: str = "all", test_fraction: float = 0.2, 
     classes = sorted({row["label"] for row in rows})
     lookup = {name: i for i, name in enumerate(classes)}
     items = [((path.parent / row["path"]), lookup[row["label"]]) for row in rows]
+    groups = [row["group"].strip() for row in rows] if "group" in rows[0] else ucf_groups([p for p, _ in items])
     if "subset" in rows[0] and subset != "all":
-        items = [item for item, row in zip(items, rows) if row["subset"].strip().lower() == subset]
-        return VideoList(items, classes).check_files()
-    return _subset(items, classes, subset, test_fraction, seed).check_files()
+        keep = np.array([row["subset"].strip().lower() == subset for row in rows])
+        return VideoList(items, classes, groups).subset(keep).check_files()
+    return _subset(items, classes, subset, test_fraction, seed, groups).check_files()
 
 
 def detect_layout(data: str | Path) -> str:

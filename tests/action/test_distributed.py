@@ -53,8 +53,8 @@ def test_two_process_training_matches_single_process_evaluation_and_resumes(tiny
         "training_progress.png",
     ]
     history = json.loads((out / "history.json").read_text(encoding="utf-8"))["rows"]
-    # 32 training videos, one per class held out for validation: 24, i.e. 12 per rank -> 3 batches of 4
-    assert history[-1]["iteration"] == 3
+    # 32 training videos in 2 groups, one group held out for validation: 16, i.e. 8 per rank -> 2 batches of 4
+    assert history[-1]["iteration"] == 2
 
     network, config = load_model(out)
     sampling = Sampling.from_dict(config.sampling)
@@ -76,7 +76,7 @@ def test_two_process_training_matches_single_process_evaluation_and_resumes(tiny
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     history = json.loads((out / "history.json").read_text(encoding="utf-8"))["rows"]
-    assert history[-1]["epoch"] == 2 and history[-1]["iteration"] == 2 * 6  # one process: 24 videos / 4 per batch
+    assert history[-1]["epoch"] == 2 and history[-1]["iteration"] == 2 * 4  # one process: 16 videos / 4 per batch
 
 
 @pytest.mark.slow
@@ -93,7 +93,7 @@ def test_each_rank_trains_on_a_disjoint_half_and_ends_with_equal_weights(tiny_vi
     assert [r["world"] for r in ranks] == [2, 2]
     for epoch in ("1", "2"):
         a, b = ranks[0]["seen"][epoch], ranks[1]["seen"][epoch]
-        assert len(a) == len(b) == 12 and set(a).isdisjoint(b) and len(set(a) | set(b)) == 24  # 24 training videos
+        assert len(a) == len(b) == 8 and set(a).isdisjoint(b) and len(set(a) | set(b)) == 16  # 16 training videos (one group)
     w0, w1 = (torch.load(tmp_path / f"rank{r}_weights.pt", weights_only=True) for r in (0, 1))
     for key in w0:
         torch.testing.assert_close(w0[key], w1[key], rtol=0, atol=0)

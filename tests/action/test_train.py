@@ -35,6 +35,23 @@ def test_an_explicit_validation_frequency_of_50_is_kept(sensor_file: Path, tmp_p
     assert _validated_iterations(trainer) == [1, 50, 60]  # 12 batches x 5 epochs
 
 
+def test_recordings_of_one_subject_stay_on_one_side_and_the_counts_are_printed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An .npz with ``groups`` (subjects): validation takes whole subjects; every run prints its counts."""
+    x, y = make_sensor_data(40, seed=4, length=8)
+    subjects = np.array([f"s{i % 5}" for i in range(40)])
+    np.savez(tmp_path / "subjects.npz", X=x, y=y, groups=subjects)
+    capsys.readouterr()
+    options = {"max_epochs": 1, "mini_batch_size": 8, "verbose": False, "plots": "none"}
+    trainer = train_model(
+        DataSource(tmp_path / "subjects.npz", val_fraction=0.2), tmp_path / "m", "gru", options, model_kwargs={"hidden": 4}
+    )
+    out = capsys.readouterr().out
+    assert "Data: 32 training and 8 validation recordings (asked 20%, held out 20%): whole groups" in out, out
+    val_subjects = {line.split("whole groups ")[1].split(" (")[0] for line in out.splitlines() if "whole groups" in line}
+    assert len(val_subjects) == 1 and len(trainer.evaluator.data_loader.dataset) == 8
+    assert not set(trainer.data_loader.dataset.sequences.groups) & val_subjects  # no subject on both sides
+
+
 def test_the_default_validates_at_each_epoch_end(sensor_file: Path, tmp_path: Path) -> None:
     options = {"max_epochs": 3, "mini_batch_size": 4, "verbose": False, "plots": "none"}
     trainer = train_model(DataSource(sensor_file, val_fraction=0.25), tmp_path / "m", "gru", options, model_kwargs={"hidden": 8})
@@ -68,7 +85,7 @@ def test_clip_training_resumes_exactly_after_a_mid_epoch_stop(tiny_videos: Path,
     sampling = Sampling(frames=8, size=(16, 16), decode_size=(20, 20), clip_duration=0.5)
     options = {
         "max_epochs": 2,
-        "mini_batch_size": 4,
+        "mini_batch_size": 3,  # 16 training videos (one of the two groups is validation): 6 iterations, the last one partial
         "verbose": False,
         "plots": "none",
         "seed": 3,

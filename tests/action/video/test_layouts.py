@@ -21,13 +21,43 @@ def test_ucf101_splits_hold_out_whole_groups(tiny_videos: Path) -> None:
     assert all(p.parent.name == CLASSES[label] for p, label in train.items + test.items)
 
 
-def test_validation_split_holds_out_each_class_and_repeats_with_its_seed(tiny_videos: Path) -> None:
-    videos = read_videos(tiny_videos, "ucf101", 1, "train")  # 4 videos per class
-    train, val = split_videos(videos, 0.25, seed=0)
+def test_validation_holds_out_whole_groups_and_repeats_with_its_seed(tiny_videos: Path) -> None:
+    """UCF101's training split (groups 2 and 3 here): validation takes a whole group, never half of one."""
+    videos = read_videos(tiny_videos, "ucf101", 1, "train")  # 4 videos per class, 2 groups
+    assert sorted(set(videos.groups)) == ["g02", "g03"]
+    train, val, report = split_videos(videos, 0.25, seed=0)
     assert sorted(train.items + val.items) == sorted(videos.items) and not set(train.items) & set(val.items)
-    assert sorted(label for _, label in val.items) == list(range(len(CLASSES)))  # one of each class's four
-    assert split_videos(videos, 0.25, seed=0)[1].items == val.items and split_videos(videos, 0.25, seed=1)[1].items != val.items
-    assert split_videos(videos, 0.0, seed=0) == (videos, None)
+    assert len(set(val.groups)) == 1 and not set(val.groups) & set(train.groups)  # no actor on both sides
+    assert sorted({label for _, label in val.items}) == list(range(len(CLASSES)))  # a UCF group holds every class
+    assert "asked 25%, held out 50%" in report and f"whole groups {val.groups[0]} (1 of 2" in report  # the data cannot do 25%: said
+    assert split_videos(videos, 0.25, seed=0)[1].items == val.items
+    assert {split_videos(videos, 0.25, seed=s)[1].groups[0] for s in range(6)} == {"g02", "g03"}  # the seed picks the group
+    assert split_videos(videos, 0.0, seed=0)[:2] == (videos, None)
+
+
+def test_videos_without_groups_are_stratified_and_the_asked_share_is_kept(tmp_path: Path) -> None:
+    """16 videos of 8 classes at 0.1: 2 held out (10% asked, 12% taken), not one per class (8, 50%) as before."""
+    from action.splits import hold_out
+
+    labels = [c for c in range(8) for _ in range(2)]
+    split = hold_out(labels, None, 0.1, seed=0)
+    assert int(split.val.sum()) == 2 and "asked 10%, held out 12%" in split.report and "have no validation" in split.report
+    split = hold_out(labels, None, 0.5, seed=0)
+    assert int(split.val.sum()) == 8 and sorted(np.asarray(labels)[split.val].tolist()) == list(range(8))
+    one = hold_out(labels, ["only"] * 16, 0.25, seed=0)
+    assert int(one.val.sum()) == 4 and "one group only" in one.report
+
+
+def test_hmdb51_and_csv_groups() -> None:
+    from action.video.layouts import hmdb_groups
+
+    names = [
+        "April_09_brush_hair_u_nm_np1_ba_goo_0.avi",
+        "April_09_brush_hair_u_nm_np1_ba_goo_1.avi",
+        "Aussie_Brunch_eat_h_nm_np1_fr_med_3.avi",
+    ]
+    assert hmdb_groups([Path(n) for n in names], ["brush_hair", "brush_hair", "eat"]) == ["April_09", "April_09", "Aussie_Brunch"]
+    assert hmdb_groups([Path("clip.avi")], ["eat"]) is None
 
 
 def _copy(tiny_videos: Path, tmp_path: Path) -> Path:
@@ -101,6 +131,19 @@ def test_csv_list_with_subset_column(tiny_videos: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("file,class\na.avi,x\n")
     with pytest.raises(ValueError, match="bad.csv: expected a CSV header with columns 'path,label'"):
         read_videos(tmp_path / "bad.csv")
+
+
+def test_csv_group_column_is_read(tiny_videos: Path, tmp_path: Path) -> None:
+    videos = read_videos(tiny_videos, "ucf101", 1, "all")
+    rows = [f"{p.relative_to(tiny_videos)},{videos.classes[label]},{'s' + str(i % 3)}" for i, (p, label) in enumerate(videos.items)]
+    (tiny_videos / "list.csv").write_text("path,label,group\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    try:
+        listed = read_videos(tiny_videos / "list.csv", "csv", subset="all")
+    finally:
+        (tiny_videos / "list.csv").unlink()
+    assert sorted(set(listed.groups)) == ["s0", "s1", "s2"]
+    _, val, report = split_videos(listed, 0.3, seed=0)
+    assert len(set(val.groups)) == 1 and "whole groups" in report
 
 
 def test_stratified_split_keeps_one_per_class_for_training() -> None:
