@@ -388,8 +388,13 @@ def guard_outputs(inputs: Sequence[ImageSource], output_dir: Path) -> None:
                 raise VolumeError(
                     f"Output {output_dir / name} would overwrite the input {source_key(image)}; choose another --output directory."
                 )
-    if output_dir.resolve() in {p.parent for p in resolved_inputs} and any(p.is_dir() for p in files):
-        raise VolumeError(f"Output directory {output_dir} is inside a DICOM input folder; choose another --output directory.")
+    out = output_dir.resolve()
+    for folder in (p for p in resolved_inputs if p.is_dir()):  # a DICOM series folder: every file in it is read as a slice
+        if out == folder or folder in out.parents:
+            raise VolumeError(
+                f"Output directory {output_dir} is inside the DICOM input folder {folder}: the masks written there would be read "
+                "as slices of the series next time; choose another --output directory (its parent is fine)."
+            )
 
 
 def load_segmenter(

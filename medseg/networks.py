@@ -193,8 +193,11 @@ class PadToMultiple(torch.nn.Module):
     """Pad the input's spatial sizes up to a multiple of ``k``, run ``network``, crop back.
 
     V-Net halves the size four times, so it needs multiples of 16. Padding is symmetric
-    (the extra voxel on the high side) with zeros, which after ``MinMax`` is the lower end
-    of the intensity range; the output is cropped to exactly the input's spatial shape.
+    (the extra voxel on the high side) with zeros: after min-max normalisation the lower end of
+    the range (air, for CT), but after the z-score of an MR bundle the body's *mean* intensity,
+    not its background (which lies far below 0). The windows of the bundles are multiples of 16,
+    so this padding only acts on windows of other sizes. The output is cropped to exactly the
+    input's spatial shape.
     """
 
     def __init__(self, network: torch.nn.Module, k: int = 16) -> None:

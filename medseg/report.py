@@ -13,6 +13,7 @@ import logging
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,15 +61,24 @@ def evaluate_pairs(pairs: Sequence[tuple[str, Path, Path]], names: Mapping[int, 
             results.append(evaluate_case(case, pred.astype(np.int64), ref.astype(np.int64), names, ref_geometry.spacing))
         except ValueError as err:  # name the file, not only the case
             raise VolumeError(f"{pred_path}: {err}") from None
-        slices[case] = _slice_of_interest(pred, ref)
+        slices[case] = _slice_of_interest(pred, ref, axial_axis(ref_geometry))
     return results, slices
 
 
-def _slice_of_interest(pred: np.ndarray, ref: np.ndarray) -> dict:
-    """The axial (k) slice with the most reference foreground, for the overlay figure."""
-    counts = (ref > 0).sum(axis=(0, 1))
-    k = int(np.argmax(counts)) if counts.any() else ref.shape[2] // 2
-    return {"k": k, "reference": ref[:, :, k].copy(), "prediction": pred[:, :, k].copy()}
+def axial_axis(geometry: Any) -> int:
+    """The voxel axis (0, 1, 2) that runs closest to the patient's inferior-superior direction: its slices are axial.
+
+    File order is not anatomy: a sagittal acquisition stores left-right along k, and its k slices are sagittal.
+    """
+    return int(np.argmax(np.abs(geometry.direction_matrix[2, :])))  # row 2: the S component of each index axis
+
+
+def _slice_of_interest(pred: np.ndarray, ref: np.ndarray, axis: int = 2) -> dict:
+    """The axial slice (along voxel ``axis``, :func:`axial_axis`) with the most reference foreground, for the overlay."""
+    others = tuple(a for a in range(3) if a != axis)
+    counts = (ref > 0).sum(axis=others)
+    k = int(np.argmax(counts)) if counts.any() else ref.shape[axis] // 2
+    return {"axis": axis, "k": k, "reference": np.take(ref, k, axis=axis).copy(), "prediction": np.take(pred, k, axis=axis).copy()}
 
 
 def write_report(
@@ -130,10 +140,10 @@ def _write_overlays(
         piece = slices[result.case]
         background = piece["reference"].astype(float)
         if result.case in images:
-            background = read_channels(images[result.case])[0][0][:, :, piece["k"]].astype(float)  # channel 0
+            background = np.take(read_channels(images[result.case])[0][0], piece["k"], axis=piece.get("axis", 2)).astype(float)  # channel 0
         panels.append(
             {
-                "title": f"{tag}: {result.case} (mean Dice {_case_dice(result):.3f}, k={piece['k']})",
+                "title": f"{tag}: {result.case} (mean Dice {_case_dice(result):.3f}, {'ijk'[piece.get('axis', 2)]}={piece['k']})",
                 "image": background,
                 "reference": piece["reference"],
                 "prediction": piece["prediction"],

@@ -20,7 +20,7 @@ from ignite.engine import Engine, Events
 from monai.engines import IterationEvents
 from tqdm import tqdm
 
-from shared.io import atomic_write_csv, atomic_write_json
+from shared.io import append_csv_rows, atomic_write_csv, atomic_write_json
 from shared.plots import save_figure, training_progress_figure
 
 BASE_COLUMNS = ("epoch", "iteration", "time_elapsed_s", "learn_rate", "train_loss")
@@ -99,11 +99,18 @@ class PeriodicValidation:
 class TrainingMonitor:
     """History rows, MATLAB's verbose table, history files and the training-progress figure.
 
+    Files, linear in the run's length: ``history.csv`` gets the new rows appended (flushed) every
+    ``verbose_frequency`` iterations and at each validation, rewritten whole only when a column appears;
+    ``history.json`` (all rows, the stop reason) is written when the run ends. Checkpoints hold only the
+    row count: a resumed run reads its rows back from ``history.csv`` (an earlier version rewrote both files
+    whole every time and put every row into every checkpoint: quadratic writes, growing checkpoints).
+
     Args:
         key_metric: name of the key metric (``None``: loss only). Training values are read
             from ``trainer.state.metrics["train_<key>"]``, validation values from ``validation``.
         validation: the :class:`PeriodicValidation` handler, or ``None`` without validation data.
-        output_dir: where ``history.csv``, ``history.json`` and ``training_progress.png`` go (``None``: nowhere).
+        output_dir: where ``history.csv``, ``history.json`` and ``training_progress.png`` go (``None``: nowhere;
+            checkpoints then carry the rows).
         verbose: print a table row at iteration 1, every ``verbose_frequency`` iterations,
             at each validation and at the end.
         verbose_frequency: N of the above.
@@ -133,6 +140,7 @@ class TrainingMonitor:
         self._last_plot = -math.inf
         self._elapsed_before = 0.0
         self._started = time.perf_counter()
+        self._written, self._csv_columns = 0, None  # rows already in history.csv, and its header
 
     # -- Ignite plumbing -------------------------------------------------------------------
     def attach(self, trainer: Engine) -> None:
@@ -141,12 +149,21 @@ class TrainingMonitor:
         trainer.add_event_handler(Events.COMPLETED, self._on_completed)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": [dict(row) for row in self.rows], "elapsed": self.elapsed()}
+        """The row count and time so far (the rows themselves are in ``history.csv``; without an output folder, here)."""
+        self.write()  # every row up to this checkpoint is on disk before the checkpoint names it
+        state: dict[str, Any] = {"row_count": len(self.rows), "elapsed": self.elapsed()}
+        if self.output_dir is None:
+            state["rows"] = [dict(row) for row in self.rows]
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.rows = [dict(row) for row in state["rows"]]
+        if "rows" in state:
+            self.rows = [dict(row) for row in state["rows"]]
+        else:
+            self.rows = read_history_csv(self.output_dir / "history.csv")[: int(state["row_count"])] if self.output_dir else []
         self._elapsed_before = float(state["elapsed"])
         self._started = time.perf_counter()
+        self._written, self._csv_columns = 0, None  # rows a killed run appended after the checkpoint go: rewrite once
 
     def elapsed(self) -> float:
         """Training seconds so far, including runs before a resume."""
@@ -203,13 +220,20 @@ class TrainingMonitor:
 
     # -- outputs ---------------------------------------------------------------------------
     def write(self, trainer: Engine | None = None, final: bool = False) -> None:
-        """(Re)write history.csv, history.json and, with plots on, training_progress.png."""
+        """Append new rows to history.csv; at the end also history.json; with plots on, training_progress.png."""
         if self.output_dir is None:
             return
         columns = self.columns
-        atomic_write_csv(self.output_dir / "history.csv", self.rows, columns)
-        summary = {"key_metric": self.key_metric, "stop_reason": self.stop_reason, "columns": columns, "rows": self.rows}
-        atomic_write_json(self.output_dir / "history.json", summary)
+        csv_path = self.output_dir / "history.csv"
+        if columns != self._csv_columns or not csv_path.is_file():
+            atomic_write_csv(csv_path, self.rows, columns)  # new columns (a first validation): the whole file, once
+            self._csv_columns = columns
+        elif self._written < len(self.rows):
+            append_csv_rows(csv_path, self.rows[self._written :], columns)
+        self._written = len(self.rows)
+        if final:
+            summary = {"key_metric": self.key_metric, "stop_reason": self.stop_reason, "columns": columns, "rows": self.rows}
+            atomic_write_json(self.output_dir / "history.json", summary)
         if self.plots and (final or time.perf_counter() - self._last_plot >= self.plot_interval_s):
             self._last_plot = time.perf_counter()
             info = self._figure_info(trainer)
@@ -258,6 +282,27 @@ class TrainingMonitor:
         if value is None or not math.isfinite(value):
             return ""
         return f"{100 * value:.2f}%" if self.key_metric and "acc" in self.key_metric.lower() else f"{value:.4f}"
+
+
+def read_history_csv(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``history.csv`` (numbers parsed, empty cells left out); a line cut short by a crash is dropped."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        return []
+    columns = lines[0].split(",")
+    rows = []
+    for line in lines[1:]:
+        cells = line.split(",")
+        if len(cells) != len(columns):
+            break  # a partial last line: the run was killed while appending
+        row: dict[str, Any] = {}
+        for name, cell in zip(columns, cells):
+            if cell != "":
+                row[name] = int(cell) if name in ("epoch", "iteration") else float(cell)
+        rows.append(row)
+    return rows
 
 
 def _scalar(value: Any) -> float:

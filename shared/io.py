@@ -119,6 +119,21 @@ def atomic_write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
     return atomic_write_with(path, write)
 
 
+def append_csv_rows(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+    """Append ``rows`` to the CSV ``path`` (written by :func:`atomic_write_csv` with the same ``columns``), flushed and
+    fsynced: a log that grows during a run costs its new rows, not the whole file each time. A crash can leave at most
+    a partial last line, which :func:`shared.handlers.read_history_csv` drops."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    for row in rows:
+        writer.writerow({k: _csv_cell(row.get(k)) for k in columns})
+    with open(path, "ab") as handle:
+        handle.write(text.getvalue().encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return Path(path)
+
+
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""

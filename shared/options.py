@@ -75,8 +75,9 @@ class TrainingOptions:
         objective_metric_name: what validation patience and ``output_network="best-validation"``
             watch: ``"loss"`` (MATLAB default, lower is better) or the key metric's name (higher is better).
         output_network: ``"last-iteration"`` or ``"best-validation"`` weights after training.
-        l2_regularization: L2 factor on weights (default 1e-4); biases and normalisation
-            parameters get none, as MATLAB's ``BiasL2Factor=0``.
+        l2_regularization: L2 factor (default 1e-4) on weights and on normalisation scale and offset
+            (MATLAB's ``ScaleL2Factor = OffsetL2Factor = 1`` of its normalisation layers); the biases of other
+            layers get none (``BiasL2Factor = 0``). :func:`shared.engine.build_optimizer` groups them so.
         gradient_threshold: clip gradients above this (default ``inf``: no clipping).
         gradient_threshold_method: ``"l2norm"`` (per parameter tensor, MATLAB default),
             ``"global-l2norm"`` or ``"absolute-value"``.

@@ -90,10 +90,12 @@ def prepare_sequence_batch(batchdata: Mapping[str, Any], device: Any = None, non
     return batchdata["image"].to(**move), label, (), {"mask": batchdata["mask"].to(device=device, non_blocking=non_blocking)}
 
 
-def right_align(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move each sequence's real steps to the front: ``(B, T, ...)``, mask ``(B, T)`` -> right-padded copies.
+def move_padding_to_end(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each sequence's padding to the end (its real steps to the front): ``(B, T, ...)``, mask ``(B, T)`` ->
+    right-padded copies, as packed recurrent layers need them.
 
-    Left-padded rows (mask starting with padding) are rolled; real steps must be contiguous.
+    Left-padded rows (mask starting with padding) are rolled; real steps must be contiguous. (Once named
+    ``right_align``, which said the opposite of what it does.)
     """
     lengths = mask.sum(dim=1)
     steps = x.shape[1]

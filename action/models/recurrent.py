@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from shared.sequences import right_align
+from shared.sequences import move_padding_to_end
 
 RESET_GATE_MODES = ("after-multiplication", "before-multiplication", "recurrent-bias-after-multiplication")
 OUTPUT_MODES = ("sequence", "last")
@@ -56,7 +56,7 @@ def _aligned(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, 
     """``(x right-aligned, mask right-aligned, lengths)``; ``(x, None, None)`` without a mask or padding."""
     if mask is None or bool(mask.all()):  # equal lengths, nothing padded: the plain (fastest) path
         return x, None, None
-    x, mask = right_align(x, mask.to(x.device))
+    x, mask = move_padding_to_end(x, mask.to(x.device))
     return x, mask, mask.sum(dim=1)
 
 

@@ -71,6 +71,40 @@ def test_output_that_would_overwrite_an_input_is_refused(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def test_output_inside_a_dicom_series_folder_is_refused_and_its_parent_allowed(tmp_path):
+    """Masks written into a DICOM input folder would be read as slices of that series next time: refused (the guard once
+    refused the folder's parent and let the folder itself through)."""
+    from tests.medseg.conftest import write_dicom_series
+
+    series = write_dicom_series(random_labels().astype(np.int16) * 100, OBLIQUE, tmp_path / "study" / "series")
+    before = sorted(p.name for p in series.iterdir())
+    for inside in (series, series / "masks"):
+        with pytest.raises(VolumeError, match=r"inside the DICOM input folder .*series: the masks written there would be read"):
+            _segmenter((2.0, 2.0, 2.0)).segment_files([series], inside)
+    assert sorted(p.name for p in series.iterdir()) == before
+    written = _segmenter((2.0, 2.0, 2.0)).segment_files([series], series.parent)  # beside the series: fine
+    assert all(p.parent == series.parent for p in written[str(series)])
+
+
+def test_each_network_is_prepared_once_for_all_passes(tmp_path, monkeypatch):
+    """An ensemble of 2 batch-norm networks with 8 mirrored passes each folds 2 copies, not 16 (one per pass); a network
+    without batch norm is used as it is, with no copy at all."""
+    import medseg.infer as infer_module
+    from medseg.networks import VNet
+
+    copies = []
+    real_fold = infer_module.fold_batch_norm
+    monkeypatch.setattr(infer_module, "fold_batch_norm", lambda net: copies.append(net) or real_fold(net))
+    geometry = Geometry((20, 18, 12), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).reshape(-1)))
+    image = write_volume(random_labels().astype(np.int16), geometry, tmp_path / "c.nii.gz")
+    nets = [VNet(out_channels=4, width=4, norm="batch", dropout_prob_down=0.0, dropout_prob_up=(0.0, 0.0)) for _ in range(2)]
+    segmenter = Segmenter(nets[0], NAMES, window=(0, 3), roi_size=(16, 16, 16), ensemble=nets[1:], mirror_axes=(0, 1, 2))
+    segmenter.segment(image)
+    assert len(copies) == 2
+    instance = VNet(out_channels=4, width=4, norm="instance")
+    assert infer_module.inference_network(instance) is instance
+
+
 def test_any_window_size_works_with_vnet(tmp_path):
     """A 20x18x12 window (no multiple of 16) is padded, run and cropped back exactly where MONAI's own padding puts it."""
     from medseg.networks import VNet

@@ -111,3 +111,37 @@ def test_one_set_of_outputs_and_a_single_process_resume(ddp_run: Path) -> None:
     rows = json.loads((ddp_run / "history.json").read_text(encoding="utf-8"))["rows"]
     assert rows[-1]["epoch"] == 4 and rows[-1]["iteration"] == 4 * 6
     assert json.loads((ddp_run / "rank1.json").read_text(encoding="utf-8"))["seen"].keys() == {"4"}  # only epoch 4 was trained
+
+
+def test_the_group_backend_follows_the_device() -> None:
+    """One rule (shared.devices.backend_for): --device cpu is gloo whatever GPUs the machine has (it once took nccl
+    whenever CUDA existed)."""
+    from shared.devices import DeviceError
+    from shared.distributed import group_backend
+
+    assert group_backend("cpu", 2) == "gloo"
+    assert group_backend("auto", 2) == ("nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= 2 else "gloo")
+    if torch.cuda.is_available():
+        assert group_backend("cpu", 64) == "gloo"
+        with pytest.raises(DeviceError, match=r"64 processes on device 'cuda' need 64 GPUs"):
+            group_backend("cuda", 64)
+    else:
+        with pytest.raises(DeviceError, match="no CUDA device is available here"):
+            group_backend("cuda", 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (a CPU run on a GPU machine)")
+def test_cpu_training_on_a_gpu_machine_uses_gloo(tmp_path: Path) -> None:
+    """Two processes with --device cpu on a machine with CUDA: the group is gloo and training runs on the CPU."""
+    from types import SimpleNamespace
+
+    from shared.distributed import run_parallel
+
+    run_parallel(_report_backend, SimpleNamespace(device="cpu", out=str(tmp_path)), 2)
+    assert {(tmp_path / f"backend{r}.txt").read_text(encoding="utf-8") for r in (0, 1)} == {"gloo"}
+
+
+def _report_backend(local_rank: int, args) -> None:
+    import torch.distributed as dist
+
+    Path(args.out, f"backend{local_rank}.txt").write_text(dist.get_backend(), encoding="utf-8")

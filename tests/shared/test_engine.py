@@ -135,6 +135,9 @@ def test_piecewise_schedule_and_l2_groups(train_data):
     ).param_groups
     # Linear weight + BN weight + BN bias decay (MATLAB L2 factors 1); the Linear bias does not (BiasL2Factor 0)
     assert [(len(g["params"]), g["weight_decay"]) for g in groups] == [(3, 0.3), (1, 0.0)]
+    # and the option's documentation says the same (it once said normalisation parameters get none)
+    documented = " ".join(TrainingOptions.__doc__.split("l2_regularization:")[1].split("gradient_threshold:")[0].split())
+    assert "on weights and on normalisation scale and offset" in documented and "BiasL2Factor = 0" in documented
 
 
 def test_polynomial_schedule_decays_every_iteration_to_zero_and_resumes(tmp_path, train_data):
@@ -351,3 +354,31 @@ def test_factory_through_monais_own_cli(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Training finished: Max epochs completed." in done.stdout
     assert (tmp_path / "out" / "model.pt").is_file()
+
+
+def test_history_is_appended_and_checkpoints_stay_bounded(tmp_path, train_data, val_data):
+    """history.csv grows by its new rows (same file, not rewritten), history.json comes at the end, and a checkpoint
+    holds a row count, not the rows: its size does not grow with the run (it once held every row)."""
+    import os
+
+    options = _options(
+        max_epochs=6, verbose_frequency=1, validation_frequency=1, checkpoint_path=str(tmp_path / "ck"), checkpoint_frequency=1
+    )
+    trainer = build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data, metrics=_metrics(), output_dir=tmp_path)
+    inodes, sizes = [], []
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _look(engine):
+        inodes.append(os.stat(tmp_path / "history.csv").st_ino)
+
+    @trainer.on(Events.EPOCH_COMPLETED)  # after the epoch's checkpoint
+    def _size(engine):
+        sizes.append(os.path.getsize(list_checkpoints(tmp_path / "ck")[0][1]))
+
+    trainer.run()
+    assert len(set(inodes[1:])) == 1  # appended in place after the first row's header
+    assert len((tmp_path / "history.csv").read_text(encoding="utf-8").splitlines()) == 1 + 24
+    assert len(json.loads((tmp_path / "history.json").read_text(encoding="utf-8"))["rows"]) == 24
+    state = torch.load(list_checkpoints(tmp_path / "ck")[0][1], weights_only=True)
+    assert "rows" not in state["history"] and state["history"]["row_count"] == 24
+    assert max(sizes) - min(sizes) < 200, sizes  # bytes: the same tensors, a different count

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from shared.options import OptionError, TrainingOptions
-from shared.sequences import SequenceCollate, pad_sequences, prepare_sequence_batch, right_align
+from shared.sequences import SequenceCollate, move_padding_to_end, pad_sequences, prepare_sequence_batch
 
 
 def _steps(*lengths: int) -> list[torch.Tensor]:
@@ -37,9 +37,9 @@ def test_a_number_pads_to_its_next_multiple() -> None:
     assert batch.shape == (2, 8, 1)
 
 
-def test_right_align_undoes_left_padding() -> None:
+def test_move_padding_to_end_undoes_left_padding() -> None:
     batch, mask = pad_sequences(_steps(2, 4, 3), "longest", "left")
-    aligned, aligned_mask = right_align(batch, mask)
+    aligned, aligned_mask = move_padding_to_end(batch, mask)
     right, right_mask = pad_sequences(_steps(2, 4, 3), "longest", "right")
     torch.testing.assert_close(aligned * aligned_mask[..., None], right)
     assert torch.equal(aligned_mask, right_mask)
@@ -73,3 +73,13 @@ def test_options_have_matlabs_sequence_defaults_and_names() -> None:
 def test_bad_sequence_options_are_named(name: str, value: object, expected: str) -> None:
     with pytest.raises(OptionError, match=rf"{name}=.* is invalid; expected .*{expected}"):
         TrainingOptions(**{name: value})
+
+
+def test_the_padding_mover_is_named_for_what_it_does() -> None:
+    """Real steps to the front, padding to the end: ``move_padding_to_end`` (it was called right_align)."""
+    import shared.sequences as sequences
+
+    assert not hasattr(sequences, "right_align")
+    batch, mask = pad_sequences(_steps(1, 3), "longest", "left")  # row 0: [pad, pad, 1], padding first
+    moved, moved_mask = move_padding_to_end(batch, mask)
+    assert moved_mask.tolist() == [[True, False, False], [True, True, True]] and moved[0, 0, 0] == 1  # padding now last
