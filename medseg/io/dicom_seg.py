@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.io.volumes import Geometry, VolumeError, dicom_series_files, is_dicom_dir
+from medseg.io.volumes import Geometry, VolumeError, inspect_dicom_volume, is_dicom_input
 
 #: category of a segment whose name reads as an abnormality (CID 7150: Morphologically Abnormal Structure)
 ABNORMAL_WORDS = ("tumour", "tumor", "neoplasm", "lesion", "oedema", "edema", "necrosis", "cyst", "metastasis", "core", "nodule")
@@ -34,8 +34,8 @@ class DicomSegError(VolumeError):
 
 
 def require_dicom_source(source: Any) -> Path:
-    """The source series folder, or one line saying that DICOM SEG needs one."""
-    if not isinstance(source, (str, Path)) or not is_dicom_dir(source):
+    """The source series folder (or multi-frame file), or one line saying that DICOM SEG needs one."""
+    if not isinstance(source, (str, Path)) or not is_dicom_input(Path(source)):
         name = source if isinstance(source, (str, Path)) else next(map(str, source))
         raise DicomSegError(
             f"{name}: DICOM SEG needs a DICOM source series (a folder of DICOM slices; the scan page also takes a zip of one); this input is not one "
@@ -73,19 +73,35 @@ def property_codes(name: str, override: Mapping[str, Any] | None = None) -> tupl
     return (codes.SCT.MorphologicallyAbnormalStructure if abnormal else codes.SCT.AnatomicalStructure), concept
 
 
-def _sources(folder: Path, geometry: Geometry) -> list[Any]:
-    """The series' datasets in the mask's slice order (along the stacking direction, as the reader stacked them)."""
+def _sources(folder: Path, geometry: Geometry) -> tuple[list[Any], list[int] | None]:
+    """The source datasets in the mask's slice order (the reader's stacking order), and for one multi-frame source the
+    mask slice of each of its frames in file order (``None`` for a series)."""
     import pydicom
 
-    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom_series_files(folder)]
+    volume = inspect_dicom_volume(folder)
+    datasets = [pydicom.dcmread(f, stop_before_pixels=True, force=True) for f in volume.files]
     missing = [n for n in ("FrameOfReferenceUID", "SeriesInstanceUID", "StudyInstanceUID") if not getattr(datasets[0], n, None)]
     if missing:
         raise DicomSegError(f"{folder}: the series has no {', '.join(missing)}; a DICOM SEG references them (is it a complete export?).")
-    if len(datasets) != geometry.shape[2]:
-        raise DicomSegError(f"{folder}: {len(datasets)} DICOM slices, but the mask has {geometry.shape[2]}; the series changed?")
-    normal = geometry.direction_matrix[:, 2]
-    order = np.argsort([float(np.dot(np.asarray(d.ImagePositionPatient, dtype=float), normal)) for d in datasets], kind="stable")
-    return [datasets[i] for i in order]
+    slices = len(volume.frame_order) if volume.multiframe else len(datasets)
+    if slices != geometry.shape[2]:
+        raise DicomSegError(f"{folder}: {slices} DICOM slices, but the mask has {geometry.shape[2]}; the series changed?")
+    if volume.multiframe:  # frame f of the file is slice frame_order.index(f) of the mask
+        return datasets, [volume.frame_order.index(f) for f in range(slices)]
+    return datasets, None
+
+
+def _pixel_measures(geometry: Geometry) -> Any:
+    """Pixel spacing (between rows, between columns) and slice thickness from the volume's grid, not from the source
+    headers: many exports leave ``SliceThickness`` empty or drop it (a Type 2 attribute), and enhanced objects keep
+    ``PixelSpacing`` only in a functional group; highdicom would read them from the first source and fail."""
+    import highdicom as hd
+
+    return hd.PixelMeasuresSequence(
+        pixel_spacing=(float(geometry.spacing[1]), float(geometry.spacing[0])),
+        slice_thickness=float(geometry.spacing[2]),
+        spacing_between_slices=float(geometry.spacing[2]),
+    )
 
 
 def write_dicom_seg(
@@ -117,11 +133,13 @@ def write_dicom_seg(
     undescribed = sorted(set(np.unique(mask).tolist()) - set(names) - {0})
     if undescribed:
         raise DicomSegError(f"{folder}: the mask holds label values {undescribed} that the bundle does not name ({dict(names)}).")
-    sources = _sources(folder, geometry)
+    sources, frame_slices = _sources(folder, geometry)
     labels = [v for v in sorted(names) if v != 0]
-    frames = np.zeros((len(sources), int(geometry.shape[1]), int(geometry.shape[0])), dtype=np.uint16)
+    frames = np.zeros((int(geometry.shape[2]), int(geometry.shape[1]), int(geometry.shape[0])), dtype=np.uint16)
     for n, label in enumerate(labels, start=1):  # segment numbers run 1..N, whatever the label values
         frames[np.asarray(mask).transpose(2, 1, 0) == label] = n  # (i, j, k) -> frames of (row j, column i)
+    if frame_slices is not None:  # one multi-frame source: its frames in file order
+        frames = frames[frame_slices]
     rgb = label_colours(names, colours)
     algorithm = {"name": "medact V-Net", "version": "0", **(algorithm or {})}
     identification = hd.AlgorithmIdentificationSequence(
@@ -156,6 +174,7 @@ def write_dicom_seg(
         device_serial_number="none",
         omit_empty_frames=True,
         series_description="medact segmentation",
+        pixel_measures=_pixel_measures(geometry),
     )
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
@@ -167,11 +186,21 @@ def read_dicom_seg(path: str | Path, source: str | Path, geometry: Geometry) -> 
     import highdicom as hd
 
     seg = hd.seg.segread(str(path))
-    sources = _sources(Path(source), geometry)
-    uids = [d.SOPInstanceUID for d in sources]
+    sources, frame_slices = _sources(Path(source), geometry)
     numbers = list(seg.segment_numbers)
-    stack = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=uids, segment_numbers=numbers, combine_segments=True, skip_overlap_checks=True
-    )
     names = {n: seg.get_segment_description(n).SegmentLabel for n in numbers}
+    if frame_slices is not None:  # one multi-frame source: its frames, in file order, back to the mask's slice order
+        stack = seg.get_pixels_by_source_frame(
+            source_sop_instance_uid=sources[0].SOPInstanceUID,
+            source_frame_numbers=list(range(1, len(frame_slices) + 1)),
+            segment_numbers=numbers,
+            combine_segments=True,
+            skip_overlap_checks=True,
+        )
+        stack = np.asarray(stack)[np.argsort(frame_slices)]
+    else:
+        uids = [d.SOPInstanceUID for d in sources]
+        stack = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids, segment_numbers=numbers, combine_segments=True, skip_overlap_checks=True
+        )
     return np.asarray(stack).transpose(2, 1, 0), names

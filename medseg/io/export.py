@@ -6,6 +6,9 @@ over the original scan without any registration. Files are written atomically.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -97,7 +100,38 @@ def export_mask(
         raise ValueError(f"Unknown export format(s) {unknown}; expected some of {FORMATS}.")
     out = Path(output_dir)
     mask = np.asarray(mask).astype(mask_dtype(max(names) + 1 if names else int(mask.max()) + 1), copy=False)
+    out.mkdir(parents=True, exist_ok=True)
+    # all or nothing: every format is written into a private folder beside the outputs, then moved into place; a format
+    # that cannot be written (a DICOM SEG of a series without a frame of reference, a full disk) leaves none of them
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        staged = _write_formats(mask, geometry, staging, stem, names, formats, colours, source, algorithm, segment_codes)
+        written = []
+        for path in staged:
+            os.replace(path, out / path.name)
+            written.append(out / path.name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_formats(
+    mask: np.ndarray,
+    geometry: Geometry,
+    out: Path,
+    stem: str,
+    names: Mapping[int, str],
+    formats: Sequence[str],
+    colours: Mapping[int, Sequence[float]] | None,
+    source: Any,
+    algorithm: Mapping[str, str] | None,
+    segment_codes: Mapping[str, Any] | None,
+) -> list[Path]:
     written = []
+    if "dicom-seg" in formats:  # first: the one most likely to be refused
+        from medseg.io.dicom_seg import write_dicom_seg
+
+        written.append(write_dicom_seg(mask, geometry, source, out / f"{stem}_seg.dcm", names, colours, algorithm, segment_codes))
     if "nifti" in formats:
         written.append(write_volume(mask, geometry, out / f"{stem}_seg.nii.gz"))
         written.append(write_colour_table(out / f"{stem}_seg.ctbl", names, colours))
@@ -107,8 +141,5 @@ def export_mask(
         written.append(write_volume(mask, geometry, out / f"{stem}_seg.nrrd"))
     if "mat" in formats:
         written.append(write_volume(mask, geometry, out / f"{stem}_seg.mat"))
-    if "dicom-seg" in formats:
-        from medseg.io.dicom_seg import write_dicom_seg
-
-        written.append(write_dicom_seg(mask, geometry, source, out / f"{stem}_seg.dcm", names, colours, algorithm, segment_codes))
-    return written
+    order = {"_seg.nii.gz": 0, "_seg.ctbl": 1, ".seg.nrrd": 2, "_seg.nrrd": 3, "_seg.mat": 4, "_seg.dcm": 5}
+    return sorted(written, key=lambda p: next(v for k, v in order.items() if p.name.endswith(k)))

@@ -88,6 +88,11 @@ class Geometry:
         return cls(tuple(int(s) for s in shape), tuple(spacing.tolist()), tuple(lps[:3, 3].tolist()), tuple(direction.reshape(-1).tolist()))
 
     @classmethod
+    def of_dicom(cls, volume: Any) -> Geometry:
+        """The grid of a :class:`medseg.io.dicom_read.DicomVolume`."""
+        return cls(volume.shape, volume.spacing, volume.origin, volume.direction)
+
+    @classmethod
     def of_sitk(cls, image: Any) -> Geometry:
         """Geometry of a SimpleITK image or ``ImageFileReader`` after ``ReadImageInformation``."""
         return cls(tuple(int(s) for s in image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
@@ -160,9 +165,8 @@ def read_header(path: str | os.PathLike, mat_var: str | None = None, max_voxels:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Volume not found: {path}")
-    if path.is_dir():
-        geometry = _dicom_geometry(path)
-        _check_size(path, geometry.shape, max_voxels)
+    if is_dicom_input(path):
+        geometry = Geometry.of_dicom(inspect_dicom_volume(path, max_voxels))
         return Header(str(path), geometry, 3, 1, "dicom")
     if not _suffix_ok(path):
         raise VolumeError(f"{path}: unsupported file type; expected one of {', '.join(VOLUME_SUFFIXES)} or a DICOM series directory.")
@@ -217,9 +221,15 @@ def read_volume(path: str | os.PathLike, mat_var: str | None = None, max_voxels:
         what = f"{header.ndim}D" + (f" with {header.components} components per voxel" if header.components != 1 else "")
         raise VolumeError(f"{path}: {what} image (size {'x'.join(map(str, header.geometry.shape))}); expected a single-channel 3D volume.")
     path = Path(path)
-    if path.is_dir():
-        image = _read_dicom(path, dicom_series_files(path))
-    elif path.name.lower().endswith(".mat"):
+    if is_dicom_input(path):
+        from medseg.io.dicom_read import DicomInputError, decode
+
+        volume = inspect_dicom_volume(path, max_voxels)
+        try:
+            return decode(volume), Geometry.of_dicom(volume)
+        except DicomInputError as err:
+            raise VolumeError(str(err)) from None
+    if path.name.lower().endswith(".mat"):
         return _read_mat(path, mat_var), header.geometry
     elif path.name.lower().endswith((".nii", ".nii.gz")):
         return _read_nifti_voxels(path, header.geometry), header.geometry
@@ -277,63 +287,26 @@ def check_finite(path: str | os.PathLike, array: np.ndarray) -> None:
     )
 
 
-def dicom_series_files(directory: str | os.PathLike) -> list[str]:
-    """Files of the single DICOM series in ``directory``, sorted along the slice normal."""
-    directory = str(directory)
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(directory)
-    if not series:
-        raise VolumeError(f"{directory}: no DICOM series found in this directory.")
-    if len(series) > 1:
-        raise VolumeError(
-            f"{directory}: holds {len(series)} DICOM series ({', '.join(series)}); expected one. Put each series in its own directory."
-        )
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(directory, series[0]))
+def is_dicom_input(path: Path) -> bool:
+    """A folder (a DICOM series, read by :mod:`medseg.io.dicom_read`), or one DICOM file (``.dcm`` or the DICOM magic)."""
+    from medseg.io.dicom_read import is_dicom_file
+
+    return path.is_dir() or path.name.lower().endswith((".dcm", ".dicom")) or (not _suffix_ok(path) and is_dicom_file(path))
 
 
-def _dicom_geometry(directory: Path) -> Geometry:
-    """Geometry of a DICOM series from its slice headers only; a missing slice is an error."""
-    files = dicom_series_files(directory)
-    positions = []
-    for name in files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(name)
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError as err:
-            raise VolumeError(f"{directory}: slice {Path(name).name} is unreadable ({_first_line(err)}).") from err
-        positions.append(np.asarray(reader.GetOrigin(), dtype=float))
-        if len(positions) == 1:
-            first = reader
-    _check_slice_gaps(directory, files, np.asarray(positions))
-    direction = np.asarray(first.GetDirection(), dtype=float).reshape(3, 3)
-    step = float(np.median(np.linalg.norm(np.diff(positions, axis=0), axis=1))) if len(files) > 1 else first.GetSpacing()[2]
-    if len(files) > 1:  # the stacking axis runs from the first slice to the last
-        direction[:, 2] = (positions[-1] - positions[0]) / np.linalg.norm(positions[-1] - positions[0])
-    size = (*first.GetSize()[:2], len(files))
-    return Geometry(size, (*first.GetSpacing()[:2], step), tuple(positions[0].tolist()), tuple(direction.reshape(-1).tolist()))
+def inspect_dicom_volume(path: Path, max_voxels: float = MAX_VOXELS) -> Any:
+    """:func:`medseg.io.dicom_read.inspect_dicom` with its refusals as :class:`VolumeError` (too large: :class:`VolumeTooLarge`)."""
+    from medseg.io.dicom_read import DicomInputError, inspect_dicom
 
-
-def _read_dicom(directory: Path, files: list[str]) -> sitk.Image:
-    series = sitk.ImageSeriesReader()
-    series.SetFileNames(files)
     try:
-        return series.Execute()
-    except RuntimeError as err:
-        raise VolumeError(f"{directory}: cannot read the DICOM series ({_first_line(err)}).") from err
+        return inspect_dicom(path, max_voxels)
+    except DicomInputError as err:
+        raise VolumeError(str(err)) from None
 
 
-def _check_slice_gaps(directory: Path, files: list[str], positions: np.ndarray) -> None:
-    """A missing slice shows as one gap about twice the others along the stacking direction."""
-    if len(files) < 3:
-        return
-    steps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
-    typical = float(np.median(steps))
-    for n, step in enumerate(steps):
-        if typical > 0 and abs(step - typical) > 0.25 * typical:
-            raise VolumeError(
-                f"{directory}: slice gap of {step:.3g} mm between {Path(files[n]).name} and {Path(files[n + 1]).name}, "
-                f"where the series steps {typical:.3g} mm: a slice is missing (or the series is irregular)."
-            )
+def dicom_series_files(directory: str | os.PathLike) -> list[str]:
+    """Files of the one DICOM volume in ``directory`` (a series, or one multi-frame file), in stacking order."""
+    return [str(f) for f in inspect_dicom_volume(Path(directory)).files]
 
 
 def _mat_variables(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:

@@ -122,16 +122,32 @@ def test_labels_the_bundle_does_not_name_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_real_vendor_slice_from_pydicom_data(tmp_path: Path) -> None:
-    """A Siemens MR slice of the pydicom-data package (real vendor headers), as a one-slice series."""
+    """A Siemens MR slice of the pydicom-data package (real vendor headers), stacked into a three-slice series (a lone
+    2D image is not a volume: refused in one line)."""
     data_store = pytest.importorskip("data_store")
+    from pydicom.uid import generate_uid
+
     folder = tmp_path / "mr"
     folder.mkdir()
-    shutil.copy(Path(data_store.__file__).parent / "data" / "MR-SIEMENS-DICOM-WithOverlays.dcm", folder / "slice.dcm")
+    vendor = Path(data_store.__file__).parent / "data" / "MR-SIEMENS-DICOM-WithOverlays.dcm"
+    shutil.copy(vendor, tmp_path / "alone.dcm")
+    with pytest.raises(VolumeError, match=r"alone.dcm: one 484x484 image, not a volume: give all the slices of its series"):
+        read_volume(tmp_path / "alone.dcm")
+    ds = pydicom.dcmread(vendor)
+    orientation = np.asarray(ds.ImageOrientationPatient, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    start = np.asarray(ds.ImagePositionPatient, dtype=float)
+    for k in range(3):
+        ds.ImagePositionPatient = [float(v) for v in start + 2.0 * k * normal]
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = k + 1
+        ds.save_as(folder / f"slice{k}.dcm")
     image, geometry = read_volume(folder)
+    assert geometry.shape == (484, 484, 3) and geometry.spacing[2] == pytest.approx(2.0)
     mask = (image > np.percentile(image, 80)).astype(np.uint8) + (image > np.percentile(image, 95)).astype(np.uint8)
     back, seg = _round_trip(mask, folder, geometry, tmp_path / "seg.dcm")
     np.testing.assert_array_equal(back, mask)
-    assert seg.FrameOfReferenceUID == pydicom.dcmread(folder / "slice.dcm", stop_before_pixels=True).FrameOfReferenceUID
+    assert seg.FrameOfReferenceUID == pydicom.dcmread(folder / "slice0.dcm", stop_before_pixels=True).FrameOfReferenceUID
 
 
 def test_infer_writes_a_seg_equal_to_its_nifti_mask(tmp_path: Path, untrained_bundle: Path) -> None:
