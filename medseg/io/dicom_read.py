@@ -60,7 +60,7 @@ def is_dicom_file(path: Path) -> bool:
             head = handle.read(132)
     except OSError:
         return False
-    return head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x02\x00")
+    return head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x00\x08", b"\x02\x00")  # group 0008 in either byte order
 
 
 def _kind(ds: Any) -> str:
@@ -149,6 +149,12 @@ def inspect_dicom(path: str | Path, max_voxels: float = 2**31) -> DicomVolume:
         medseg.io.volumes.VolumeTooLarge: more voxels declared than ``max_voxels``.
     """
     path = Path(path)
+    with warnings.catch_warnings():  # pydicom warns on values it converts lazily (odd UIDs, VRs); the refusals say what matters
+        warnings.simplefilter("ignore")
+        return _inspect(path, max_voxels)
+
+
+def _inspect(path: Path, max_voxels: float) -> DicomVolume:
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     images = _one_series(_refuse_non_images(_read_headers(path, files)), path)
     for file, ds in images:

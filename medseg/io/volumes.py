@@ -127,9 +127,9 @@ class Header:
 
 
 def strip_suffix(name: str) -> str:
-    """``"case7.nii.gz"`` -> ``"case7"``; ``"case7.seg.nrrd"`` -> ``"case7"``."""
+    """``"case7.nii.gz"`` -> ``"case7"``; ``"case7.seg.nrrd"`` -> ``"case7"``; ``"ct.dcm"`` (one DICOM file) -> ``"ct"``."""
     lower = name.lower()
-    for suffix in (".seg.nrrd", *sorted(VOLUME_SUFFIXES, key=len, reverse=True)):
+    for suffix in (".seg.nrrd", *sorted(VOLUME_SUFFIXES, key=len, reverse=True), ".dcm", ".dicom"):
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return name

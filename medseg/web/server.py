@@ -130,7 +130,8 @@ def segment_upload(segmenter: Any, upload: Any, folder: Path, limits: UploadLimi
     image = read_channels(scan)[0][0]  # the views show channel 0 (a multi-channel bundle takes a 4D upload)
     colours = dict(segmenter.colours or default_colours(list(segmenter.names)))
     colours = {int(k): v for k, v in colours.items()}
-    formats = ("nifti", "seg.nrrd", "dicom-seg") if scan.is_dir() else ("nifti", "seg.nrrd")  # a DICOM series: also its SEG
+    dicom = scan.is_dir() or scan.suffix == ".dcm"
+    formats = ("nifti", "seg.nrrd", "dicom-seg") if dicom else ("nifti", "seg.nrrd")  # a DICOM input: also its SEG
     extra = {"source": scan, "algorithm": getattr(segmenter, "algorithm", None), "segment_codes": getattr(segmenter, "segment_codes", None)}
     written = export_mask(mask, geometry, folder, case, segmenter.names, formats, colours, **extra)
     views = save_views(folder / "views.npz", image, mask, geometry, colours)

@@ -66,7 +66,7 @@ def _analyze_header(head: bytes) -> bool:
 
 
 def scan_suffix(path: Path) -> str:
-    """The reader suffix of an uploaded file from its content: ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha`` or ``.zip``."""
+    """The reader suffix of an uploaded file from its content: ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ``.dcm`` or ``.zip``."""
     with path.open("rb") as handle:
         head = handle.read(540)
     if head.startswith(b"\x1f\x8b"):
@@ -90,7 +90,11 @@ def scan_suffix(path: Path) -> str:
         return ".mha"
     if head.startswith(b"PK\x03\x04"):
         return ".zip"
-    raise UploadError(422, "The upload is not a NIfTI, NRRD or MetaImage scan, nor a zip of a DICOM series (decided from its content).")
+    if _member_kind(head) == "dicom":  # one DICOM file: an enhanced multi-frame volume, or refused saying what it is
+        return ".dcm"
+    raise UploadError(
+        422, "The upload is not a NIfTI, NRRD or MetaImage scan, a DICOM file, nor a zip of a DICOM series (decided from its content)."
+    )
 
 
 def check_attached(path: Path, suffix: str) -> None:
@@ -137,7 +141,7 @@ def _check_metaimage_attached(path: Path) -> None:
 def _member_kind(head: bytes) -> str:
     """``"dicom"`` (``DICM`` at byte 128, or a preamble-less file starting with group 0008), ``"header"`` (a volume
     format that may point at other files: NRRD, MetaImage, NIfTI/Analyze, gzip), else ``"other"`` (README, thumbnails)."""
-    if head[128:132] == b"DICM" or head[:2] == b"\x08\x00":
+    if head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x00\x08", b"\x02\x00"):  # preamble-less: group 0008 (either byte order)
         return "dicom"
     text = head.lstrip()
     if head.startswith((b"NRRD", b"\x1f\x8b")) or text.startswith((b"ObjectType", b"NDims")) or _nifti_magic(head) or _analyze_header(head):
