@@ -45,7 +45,9 @@ class TransferGate:
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
         if not self._semaphore.acquire(timeout=self.wait_s):
-            raise ServerBusy(f"The server is busy with {self.slots} other uploads or links; try again in a minute.")
+            raise ServerBusy(
+                f"The server is busy with {self.slots} other requests (uploads, links or segmentations); try again in a minute."
+            )
         try:
             yield
         finally:

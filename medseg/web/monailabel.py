@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -82,19 +81,25 @@ class ImageStore:
         self.results, self._ids, self._lock = results, {}, threading.Lock()
 
     def put(self, image_id: str, token: str, scan: Path) -> None:
-        """``image_id`` is now the upload stored as ``scan`` in ``token``'s folder (an earlier upload of that id is removed)."""
+        """``image_id`` is now the upload stored as ``scan`` in ``token``'s folder; an earlier upload of that id is retired:
+        removed once no inference reads it any more (never under a running one)."""
         with self._lock:
             old = self._ids.get(image_id)
             self._ids[image_id] = (token, scan.name)
         if old and old[0] != token:
-            shutil.rmtree(self.results.root / old[0], ignore_errors=True)
+            self.results.retire(old[0])
 
-    def find(self, image_id: str) -> tuple[str, Path] | None:
-        """``(token, scan)`` of a stored image that has not expired, else ``None``."""
+    def hold(self, image_id: str) -> tuple[str, Path] | None:
+        """``(token, scan)`` of a stored image with a use of its folder taken (give it back with ``results.done``), else ``None``."""
         with self._lock:
             token, name = self._ids.get(image_id, (None, None))
-        folder = self.results.get(token) if token else None
-        return (token, folder / name) if folder is not None and (folder / name).exists() else None
+            if token is None or not self.results.hold(token):
+                return None
+        scan = self.results.root / token / name
+        if not scan.exists():
+            self.results.done(token)
+            return None
+        return token, scan
 
 
 def _multipart(params: dict[str, Any], name: str, data: bytes) -> tuple[bytes, str]:
@@ -124,7 +129,8 @@ def _result_options(raw: str | None) -> tuple[str, str]:
 
 
 def write_result(segmenter: Any, scan: Path, image_id: str, folder: Path, extension: str, dtype: str) -> tuple[Path, float]:
-    """Segment ``scan`` and write its label map as ``extension`` in ``dtype``; returns the file and the seconds taken."""
+    """Segment ``scan`` and write its label map as ``extension`` in ``dtype`` under a name of this call's own (two
+    inferences of one image never share a file); returns the file and the seconds taken."""
     import numpy as np
 
     from medseg.io.export import write_seg_nrrd
@@ -134,7 +140,7 @@ def write_result(segmenter: Any, scan: Path, image_id: str, folder: Path, extens
     start = time.perf_counter()
     mask, geometry = segmenter.segment(scan)
     seconds = time.perf_counter() - start
-    path = folder / f"{image_id}_seg{extension}"
+    path = folder / f"{image_id}_seg-{secrets.token_hex(8)}{extension}"
     if extension == ".seg.nrrd":
         return write_seg_nrrd(mask.astype(dtype), geometry, path, segmenter.names, segmenter.colours), seconds
     return write_volume(np.asarray(mask).astype(dtype), geometry, path), seconds
@@ -179,26 +185,28 @@ def add_monai_label_routes(app: Any, segmenter: Any, bundle: str | Path, results
         if model != name:
             return _error(404, f"No model {model!r}; this server has {name!r} (GET /info/).")
         image_id = request.args.get("image", "")
-        found = images.find(image_id) if IMAGE_ID.match(image_id) else None
-        if found is None:
-            return _error(404, f"No image {image_id!r} (PUT /datastore/?image=ID first; uploads are removed after a while).")
-        token, scan = found
-        folder = scan.parent
         with transfers.slot():
             try:
                 extension, dtype = _result_options(request.form.get("params"))
             except ValueError as err:
                 return _error(400, str(err))
-            results.busy.add(token)
+            held = images.hold(image_id) if IMAGE_ID.match(image_id) else None
+            if held is None:
+                return _error(404, f"No image {image_id!r} (PUT /datastore/?image=ID first; uploads are removed after a while).")
+            token, scan = held
+            folder = scan.parent
             try:
                 with gate:
                     result, seconds = write_result(segmenter, scan, image_id, folder, extension, dtype)
-                data = result.read_bytes()
-                result.unlink()
+                try:
+                    data = result.read_bytes()
+                finally:
+                    result.unlink()
             except ValueError as err:  # VolumeError (the volume), or labels that do not fit result_dtype
                 return _error(422, "Cannot segment the uploaded volume: " + re.sub(re.escape(str(folder)) + r"/\S*", "it", str(err)))
             finally:
-                results.done(token)
+                results.done(token)  # the folder's use is given back: swept once expired and unused, removed now if retired
+        name_out = f"{image_id}_seg{extension}"  # the client's name for it
         labels = {str(n): int(v) for v, n in sorted(segmenter.names.items()) if v}
         params = {"label_names": labels, "image": image_id, "latencies": {"infer": round(seconds, 3)}}
         output = request.args.get("output")
@@ -206,9 +214,9 @@ def add_monai_label_routes(app: Any, segmenter: Any, bundle: str | Path, results
             return jsonify(params)
         if output == "image":
             return app.response_class(
-                data, mimetype="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{result.name}"'}
+                data, mimetype="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{name_out}"'}
             )
-        body, content_type = _multipart(params, result.name, data)
+        body, content_type = _multipart(params, name_out, data)
         return app.response_class(body, content_type=content_type)
 
     def not_offered(**_: Any) -> Any:

@@ -74,39 +74,75 @@ def _summary(mask: np.ndarray, spacing: Any, names: dict[int, str], colours: dic
 
 
 class Results:
-    """Per-request folders under a private root, removed ``keep_s`` seconds after they were finished.
+    """Per-request folders under a private root, removed ``keep_s`` seconds after they were last used.
 
-    Sweeping is safe against every other request: a folder being filled is never swept (it is
-    ``busy`` until :meth:`done`, which restarts its clock), one sweep runs at a time, and a folder
-    that another request removed meanwhile is skipped, not an error.
+    Use is counted, not flagged: :meth:`new` and :meth:`hold` take a use, :meth:`done` gives one back, and a folder
+    is swept only when expired and unused (two MONAI Label inferences on one image each hold its folder; the first
+    to finish once freed it for sweeping while the other still read it). :meth:`retire` removes a folder as soon as
+    its last user is done (an image id uploaded again). One sweep runs at a time; a folder another request removed
+    meanwhile is skipped, not an error.
     """
 
     def __init__(self, keep_s: float) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="medact-scans-"))
         self.keep_s = keep_s
-        self.busy: set[str] = set()
+        self._uses: dict[str, int] = {}
+        self._retired: set[str] = set()
         self._lock = threading.Lock()
+        self._sweeping = threading.Lock()
 
     def new(self) -> tuple[str, Path]:
         token = secrets.token_urlsafe(18)
         folder = self.root / token
-        self.busy.add(token)
+        with self._lock:
+            self._uses[token] = 1
         folder.mkdir(mode=0o700)
         return token, folder
 
+    def hold(self, token: str) -> bool:
+        """Take a use of ``token``'s folder; ``False`` when it is gone or retired (then nothing is held)."""
+        with self._lock:
+            if token in self._retired or not (self.root / token).is_dir():
+                return False
+            self._uses[token] = self._uses.get(token, 0) + 1
+            return True
+
     def done(self, token: str) -> None:
-        """The request that made ``token`` has finished with it (kept or removed): its expiry counts from now."""
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(self.root / token)
-        self.busy.discard(token)
+        """Give back a use of ``token``'s folder: its expiry counts from now (a retired one unused now is removed)."""
+        with self._lock:
+            left = self._uses.get(token, 1) - 1
+            if left > 0:
+                self._uses[token] = left
+                return
+            self._uses.pop(token, None)
+            remove = token in self._retired
+            self._retired.discard(token)
+        if remove:
+            shutil.rmtree(self.root / token, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.root / token)
+
+    def retire(self, token: str) -> None:
+        """Remove ``token``'s folder now, or when its last user is done."""
+        with self._lock:
+            in_use = self._uses.get(token, 0) > 0
+            if in_use:
+                self._retired.add(token)
+        if not in_use:
+            shutil.rmtree(self.root / token, ignore_errors=True)
+
+    def in_use(self, token: str) -> bool:
+        with self._lock:
+            return self._uses.get(token, 0) > 0
 
     def get(self, token: str) -> Path | None:
         folder = self.root / token
         return folder if TOKEN.match(token) and folder.is_dir() else None
 
     def sweep(self) -> None:
-        """Remove expired folders; never raises because another request removed a folder (or the root) meanwhile."""
-        if not self._lock.acquire(blocking=False):
+        """Remove expired, unused folders; never raises because another request removed a folder (or the root) meanwhile."""
+        if not self._sweeping.acquire(blocking=False):
             return  # another request is sweeping
         try:
             for folder in list(self.root.iterdir()):
@@ -114,12 +150,14 @@ class Results:
                     age = time.time() - folder.stat().st_mtime
                 except FileNotFoundError:  # removed meanwhile (a failed upload)
                     continue
-                if age > self.keep_s and folder.name not in self.busy:
+                with self._lock:
+                    expired = age > self.keep_s and self._uses.get(folder.name, 0) == 0
+                if expired:
                     shutil.rmtree(folder, ignore_errors=True)
         except FileNotFoundError:  # the root itself is gone: the server is shutting down
             pass
         finally:
-            self._lock.release()
+            self._sweeping.release()
 
 
 def segment_upload(segmenter: Any, upload: Any, folder: Path, limits: UploadLimits) -> dict[str, Any]:

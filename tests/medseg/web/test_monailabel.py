@@ -119,3 +119,53 @@ def test_uploads_over_the_limits_are_refused_and_leave_nothing(server: Server, t
     assert status == 400 and b"outside the archive" in body
     assert _stored(server) == before
     assert slicer.infer(server.url, "vnet_seg", "fake", {})[0] == 404  # a refused upload is not an image
+
+
+def test_concurrent_inferences_of_one_image_and_a_reupload_all_answer_and_leave_nothing(
+    untrained_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A Slicer retry storm: 8 /infer/ calls on one image at once, the image uploaded again while they run. Each call
+    writes its own result file, the folder is held by each (counted, not a set) and a re-upload retires the old folder
+    only when its last reader is done: all 200 with the mask of the volume they read, nothing left but the new upload."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    running = Server(
+        untrained_bundle,
+        tmp_path_factory.mktemp("label_race"),
+        max_upload_mb=2,
+        module="medseg",
+        extra=("--monai-label", "--max-transfers", "12", "--transfer-wait", "120"),
+    )
+    try:
+        work = tmp_path_factory.mktemp("race_volumes")
+        first = write_volume_file(work / "a.nii.gz", seed=1)
+        second = write_volume_file(work / "b.nii.gz", seed=2)
+        assert slicer.upload_image(running.url, first, "img")[0] == 200
+        expected = {name: load_segmenter(untrained_bundle).segment(path)[0] for name, path in (("a", first), ("b", second))}
+
+        def call(n: int) -> tuple[int, np.ndarray | None]:
+            if n == 4:  # the re-upload, in the middle of the storm
+                return slicer.upload_image(running.url, second, "img")[0], None
+            status, _, files = slicer.infer(running.url, "vnet_seg", "img", {"result_extension": ".nii.gz"})
+            if status != 200:
+                return status, None
+            path = work / f"got{n}.nii.gz"
+            path.write_bytes(next(iter(files.values())))
+            return status, np.asarray(read_volume(path)[0])
+
+        with ThreadPoolExecutor(9) as pool:
+            answers = list(pool.map(call, range(9)))
+        assert [status for status, _ in answers] == [200] * 9, answers
+        for _, mask in (a for a in answers if a[1] is not None):
+            assert any(np.array_equal(mask, e) for e in expected.values())  # the old volume's mask or the new one's
+        (root,) = running.tmpdir.glob("medact-scans-*")
+        left = sorted(p.relative_to(root).parts[-1] for p in root.rglob("*") if p.is_file())
+        assert left == ["scan.nii.gz"], left  # the new upload only: no result file, the old folder gone
+    finally:
+        running.stop()
+
+
+def write_volume_file(path: Path, seed: int) -> Path:
+    from medseg.io.volumes import write_volume
+
+    return write_volume((random_labels(OBLIQUE.shape, seed=seed) * 80).astype(np.int16), OBLIQUE, path)
