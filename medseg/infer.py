@@ -525,13 +525,16 @@ def trained_segmenter(
         weights: weights file (default ``models/model.pt``); ``folds``: an ensemble of ``models/fold_K/model.pt`` instead.
         settings: model ids (:data:`medseg.trained.MODEL_IDS`) given for this run; ``None`` values are not given. A value
             that differs from the record is refused in one line.
-        overlap, sw_batch_size: sliding-window overlap and windows per pass (``None``: the training run's).
-        device, precision: where and at what precision the network runs.
+        overlap: sliding-window overlap (``None``: the training run's).
+        sw_batch_size: windows per pass (``None``: the training run's).
+        device: where the network runs.
+        precision: at what precision it runs.
         keep_largest: ``True`` (every label), a list of labels, ``False``, or ``None``: what ``postprocessing.json``
             (``medseg cross-validate``) decided, if anything.
         tta: mirror along the axes the model was trained mirrored along (refused for a model trained without).
         tta_axes: mirror along these axes whatever the training did.
-        colours, segment_codes: Slicer colours and DICOM SEG codes (``None``: the training run's).
+        colours: Slicer colours (``None``: the training run's).
+        segment_codes: DICOM SEG codes (``None``: the training run's).
         algorithm: ``{"name", "version"}`` written into DICOM SEG exports.
         resample: how masks return to the input grid (:class:`Segmenter`).
     """

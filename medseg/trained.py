@@ -99,7 +99,10 @@ class ModelRecord:
         folder: where ``model.pt`` will be written (the trainer's ``output_dir``).
         network: the network being trained (its constructor arguments are recorded).
         settings: the resolved values of :data:`MODEL_IDS` and the training run's ``overlap``, ``sw_batch_size``.
-        labels, channels, colours, segment_codes: value -> name, channel -> name, value -> RGB, DICOM SEG codes.
+        labels: label value -> name.
+        channels: input channel -> name.
+        colours: label value -> RGB.
+        segment_codes: DICOM SEG codes by label value.
         training: fold, seed, epochs ... of the run (for the reader; never used to rebuild the model).
         overrides: the overrides given on the command line, as a JSON object text (medact's runner passes them).
     """

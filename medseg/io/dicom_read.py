@@ -36,6 +36,10 @@ class DicomInputError(ValueError):
     """Raised as :class:`medseg.io.volumes.VolumeError` by the callers; kept apart so this module imports nothing heavy."""
 
 
+class DicomTooLarge(DicomInputError):
+    """More voxels declared than allowed (raised as :class:`medseg.io.volumes.VolumeTooLarge` by the callers)."""
+
+
 @dataclasses.dataclass
 class DicomVolume:
     """What a DICOM input holds, from its headers: its files in stacking order, frame order (multi-frame) and grid."""
@@ -130,13 +134,11 @@ def _frames(ds: Any) -> int:
 
 
 def _check_voxels(path: Path, images: list[tuple[Path, Any]], max_voxels: float) -> None:
-    from medseg.io.volumes import VolumeTooLarge
-
     total = sum(float(ds.Rows) * float(ds.Columns) * _frames(ds) * int(getattr(ds, "SamplesPerPixel", 1) or 1) for _, ds in images)
     if total > max_voxels:
         ds = images[0][1]
         what = f"{_frames(ds)} frames of {ds.Rows}x{ds.Columns}" if len(images) == 1 else f"{len(images)} images of {ds.Rows}x{ds.Columns}"
-        raise VolumeTooLarge(
+        raise DicomTooLarge(
             f"{path}: header declares {what} = {total:.3g} voxels, more than the limit {max_voxels:.3g}; refusing to decode it."
         )
 
@@ -146,7 +148,7 @@ def inspect_dicom(path: str | Path, max_voxels: float = 2**31) -> DicomVolume:
 
     Raises:
         DicomInputError: one line naming the file and why it is not a volume to segment.
-        medseg.io.volumes.VolumeTooLarge: more voxels declared than ``max_voxels``.
+        DicomTooLarge: more voxels declared than ``max_voxels``.
     """
     path = Path(path)
     with warnings.catch_warnings():  # pydicom warns on values it converts lazily (odd UIDs, VRs); the refusals say what matters

@@ -296,10 +296,12 @@ def is_dicom_input(path: Path) -> bool:
 
 def inspect_dicom_volume(path: Path, max_voxels: float = MAX_VOXELS) -> Any:
     """:func:`medseg.io.dicom_read.inspect_dicom` with its refusals as :class:`VolumeError` (too large: :class:`VolumeTooLarge`)."""
-    from medseg.io.dicom_read import DicomInputError, inspect_dicom
+    from medseg.io.dicom_read import DicomInputError, DicomTooLarge, inspect_dicom
 
     try:
         return inspect_dicom(path, max_voxels)
+    except DicomTooLarge as err:
+        raise VolumeTooLarge(str(err)) from None
     except DicomInputError as err:
         raise VolumeError(str(err)) from None
 
