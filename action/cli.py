@@ -305,6 +305,15 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable videos (listed in the report) instead of failing")
 
 
+def _medact_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("medact")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m action`` argument parser (also renders the CLI reference of the docs)."""
     from action.models.factory import MODELS
@@ -312,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     from shared.web import add_server_arguments
 
     parser = argparse.ArgumentParser(prog="python -m action", description="GRU action recognition from video (medact).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s (medact {_medact_version()})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
     sub = parser.add_subparsers(dest="command", required=True)
 

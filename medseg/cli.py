@@ -269,6 +269,15 @@ def cmd_make_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _medact_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("medact")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m medseg`` argument parser (also renders the CLI reference of the docs)."""
     from shared.devices import add_device_arguments
@@ -277,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m medseg", description="3D segmentation with V-Net: from scans to masks that open in 3D Slicer."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s (medact {_medact_version()})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate", help="check a dataset before training (one line per problem)")

@@ -187,7 +187,7 @@ def prepare_checkpoint_dir(directory: str | Path, resume: bool) -> Path:
     if existing and not resume:
         raise CheckpointError(
             f"Checkpoint directory {folder} already holds {len(existing)} checkpoint(s) of another run "
-            f"(newest: {existing[0][1].name}). Pass resume=True to continue that run, or choose an empty directory."
+            f"(newest: {existing[0][1].name}). Continue that run with --resume (resume=True in Python), or choose an empty directory."
         )
     folder.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(folder / PARTIAL_DIR, ignore_errors=True)

@@ -70,7 +70,20 @@ def test_the_installed_wheel_plans_trains_infers_and_predicts_from_an_empty_fold
     _run(installed, work, "-m", "medseg", "train", "--bundle", "planned", "--data", "data", "--epochs", 1)
     (work / "planned").rename(work / "moved")  # a bundle is a movable folder: bundle_root is "."
     scan = next((work / "data" / "imagesTs").iterdir())
-    done = _run(installed, work, "-m", "medseg", "infer", "--bundle", "moved", "--input", scan, "--output", "masks", "--json")
+    scripts = installed.parent  # the console scripts of the wheel, on PATH in an activated venv
+    for script, module in (("medact-seg", "medseg"), ("medact-action", "action")):
+        version = subprocess.run([str(scripts / script), "--version"], cwd=work, capture_output=True, text=True, timeout=120)
+        assert (
+            version.returncode == 0 and version.stdout.startswith(f"python -m {module} (medact 0.") and "unknown" not in version.stdout
+        ), version
+    done = subprocess.run(
+        [str(scripts / "medact-seg"), "infer", "--bundle", "moved", "--input", str(scan), "--output", "masks", "--json"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     written = json.loads(done.stdout)[str(scan)]
     assert {Path(p).name for p in written} >= {f"{scan.name.split('.')[0]}_seg.nii.gz", f"{scan.name.split('.')[0]}.seg.nrrd"}
     schema = _run(installed, work, "-c", "import medact_bundles as b; print(b.schema_file())").stdout.strip()

@@ -259,7 +259,10 @@ def test_fresh_run_refuses_an_old_runs_checkpoints(tmp_path, train_data):
     options = _options(checkpoint_path=str(tmp_path / "ck"), verbose=False)
     build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data).run()
     before = sorted(p.name for p in (tmp_path / "ck").iterdir())
-    with pytest.raises(CheckpointError, match=r"already holds 2 checkpoint\(s\) of another run .* Pass resume=True"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"already holds 2 checkpoint\(s\) of another run .* Continue that run with --resume \(resume=True in Python\)",
+    ):
         build_trainer(TinyNet(), torch.nn.CrossEntropyLoss(), options, train_data)
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == before
 
