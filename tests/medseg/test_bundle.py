@@ -28,7 +28,7 @@ def test_inference_config_takes_the_model_settings_from_the_trained_record():
 
     train, infer = (json.loads((CONFIGS / name).read_text(encoding="utf-8")) for name in ("train.json", "inference.json"))
     assert all(infer[key] is None for key in MODEL_IDS)
-    assert infer["segmenter"]["_target_"] == "medseg.infer.trained_segmenter"
+    assert infer["segmenter"]["_target_"] == "medseg.trained.trained_segmenter"
     assert infer["segmenter"]["settings"] == {key: f"@{key}" for key in MODEL_IDS}
     recorded = train["model_record"]["settings"]
     assert {key: recorded[key] for key in MODEL_IDS} == {key: f"@{key}" for key in MODEL_IDS}
@@ -45,7 +45,7 @@ def test_inference_config_takes_the_model_settings_from_the_trained_record():
         "run",
         "_comment",
     }  # overrides only
-    assert evaluate["segmenter"]["_target_"] == "medseg.infer.trained_segmenter"
+    assert evaluate["segmenter"]["_target_"] == "medseg.trained.trained_segmenter"
     # validation runs the inference path (medseg.infer.VolumeInferer) with inference's window settings
     assert train["validate"]["inferer"] == {
         "_target_": "medseg.infer.VolumeInferer",
