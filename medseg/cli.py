@@ -157,6 +157,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
         overrides["tta"] = True
     if args.folds and args.weights:
         raise ValueError("--folds and --weights both name weights; give one of them.")
+    from medact_bundles import config_file
+    from medseg.io.volumes import read_header
+
+    config_file(args.bundle, "inference.json")  # a wrong --bundle first, in one line
+    for path in args.input:  # then an unusable input (an RT plan, a lone DICOM slice, a bad header) fails before the model loads
+        read_header(path, args.mat_image_var)
     segmenter = load_segmenter(args.bundle, args.weights, overrides, folds=args.folds)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     cases = cases_from_inputs(args.input, segmenter.in_channels)  # several channels: case_0000, case_0001, ... are one case
