@@ -90,8 +90,8 @@ def fixtures(root: Path) -> dict[str, Path]:
     from action.models.model_dir import ModelConfig
     from action.video.sampling import Sampling
     from action.video.synthetic import encode_video
-    from medseg.bundle import copy_with_fresh_weights
-    from medseg.synthetic import make_dataset
+    from medseg.datasets.synthetic import make_dataset
+    from medseg.workflow import copy_with_fresh_weights
     from shared.weights import save_weights
 
     config = ModelConfig("c3d_gru", ["a", "b"], Sampling(decode_size=(72, 72)).to_dict())

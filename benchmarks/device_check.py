@@ -4,7 +4,7 @@ For the CPU and, when present, each precision on the first CUDA GPU:
 
 - V-Net training iterations per second (the bundle's width-4 recipe: 2 cases x 2 patches of 32^3; on a GPU
   also the width-16 network on 2 x 128^3, what ``plan --budget gpu:<GiB>`` plans);
-- sliding-window seconds per 256x256x128 case (``medseg.infer.VolumeInferer``, the bundle's windows);
+- sliding-window seconds per 256x256x128 case (``medseg.inference.inferer.VolumeInferer``, the bundle's windows);
 - ``action`` predict milliseconds per frame (c3d_gru, 20 frames of 64x64 per clip, batches of 8 clips);
 - the ``auto`` choices (device, and the precision the CPU probe picks) with the probe's timings;
 - whether the logits on CUDA match the CPU's within tolerance (fp32: 1e-3 relative; bf16/fp16: Dice of the
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import emit  # noqa: E402
-from medseg.infer import VolumeInferer  # noqa: E402
+from medseg.inference.inferer import VolumeInferer  # noqa: E402
 from medseg.networks import VNet  # noqa: E402
 from shared import devices  # noqa: E402
 

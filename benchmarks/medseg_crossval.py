@@ -26,17 +26,46 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from medseg.cli import parse_overrides as parse_sets  # noqa: E402
+from medseg.cli.common import parse_overrides as parse_sets  # noqa: E402
 
 
 def _scored(segmenter: Any, items: list[dict], out: Path) -> tuple[dict[str, float], float, float]:
     """``(Dice per label, mean Dice, seconds per case)`` of ``segmenter`` on ``items``."""
-    from medseg.bundle import evaluate_cases
+    from medseg.evaluation.report import evaluate_cases
 
     start = time.perf_counter()
     summary = evaluate_cases(segmenter, items, out)
     seconds = (time.perf_counter() - start) / max(1, len(items))
     return {k: round(v["dice_mean"], 4) for k, v in summary["per_label"].items()}, round(summary["mean_dice"], 4), round(seconds, 2)
+
+
+def _prepared(work: Path, seed: int, threads: int, values: dict[str, Any]) -> tuple[Path, Path]:
+    """The demo data (made once) and this seed's bundle with ``values`` written into its train.json."""
+    from medact_bundles import config_file, init_bundle
+    from medseg.datasets.synthetic import make_dataset
+    from medseg.planning.bundle_writer import set_config_values
+
+    data = work / "data"
+    if not (data / "dataset.json").is_file():
+        shutil.rmtree(data, ignore_errors=True)
+        make_dataset(data)
+    bundle = work / f"bundle_s{seed}_t{threads}"
+    if not (bundle / "configs").is_dir():
+        init_bundle("vnet_seg", bundle)
+        set_config_values(config_file(bundle, "train.json"), values)  # each fold's model.json carries them to inference
+    return data, bundle
+
+
+def _train_folds(bundle: Path, data: Path, overrides: dict[str, Any]) -> dict[int, float | None]:
+    """Train the 5 folds one by one (cross_validate then finds them trained): seconds each, ``None`` if already done."""
+    from medseg.evaluation.crossval import train_fold
+
+    fold_seconds = {}
+    for fold in range(5):
+        start = time.perf_counter()
+        status = train_fold(bundle, data, fold, overrides)
+        fold_seconds[fold] = round(time.perf_counter() - start, 1) if status != "done" else None
+    return fold_seconds
 
 
 def run_one(seed: int, threads: int, work: Path, epochs: int | None, values: dict[str, Any], inference: dict[str, Any]) -> dict[str, Any]:
@@ -47,27 +76,13 @@ def run_one(seed: int, threads: int, work: Path, epochs: int | None, values: dic
     import torch
 
     torch.set_num_threads(threads)
-    from medact_bundles import config_file, init_bundle
-    from medseg.crossval import cross_validate, train_fold
-    from medseg.data import datalist
-    from medseg.infer import load_segmenter
-    from medseg.plan import set_config_values
-    from medseg.synthetic import make_dataset
+    from medseg.datasets.datalists import datalist
+    from medseg.evaluation.crossval import cross_validate
+    from medseg.inference.segmenter import load_segmenter
 
-    data = work / "data"
-    if not (data / "dataset.json").is_file():
-        shutil.rmtree(data, ignore_errors=True)
-        make_dataset(data)
-    bundle = work / f"bundle_s{seed}_t{threads}"
-    if not (bundle / "configs").is_dir():
-        init_bundle("vnet_seg", bundle)
-        set_config_values(config_file(bundle, "train.json"), values)  # each fold's model.json carries them to inference
+    data, bundle = _prepared(work, seed, threads, values)
     overrides: dict[str, Any] = {"seed": seed, **({"options#max_epochs": epochs} if epochs else {})}
-    fold_seconds = {}
-    for fold in range(5):  # timed one by one; cross_validate then finds them trained
-        start = time.perf_counter()
-        status = train_fold(bundle, data, fold, overrides)
-        fold_seconds[fold] = round(time.perf_counter() - start, 1) if status != "done" else None
+    fold_seconds = _train_folds(bundle, data, overrides)
     crossval = cross_validate(bundle, data, overrides=overrides)
     test = datalist(data, "test")
     raw = {**inference, "segmenter#keep_largest": False}

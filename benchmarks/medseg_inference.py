@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import emit, peak_rss_mb, reset_peak_rss
-from medseg.infer import Segmenter
+from medseg.inference.segmenter import Segmenter
 from medseg.io.volumes import Geometry, write_volume
 from medseg.networks import VNet, fold_batch_norm
 
@@ -71,8 +71,8 @@ def bundle_segmenter() -> Segmenter:
     """The Segmenter of the bundle's ``inference.json`` (random weights: speed does not depend on them)."""
     import tempfile
 
-    from medseg.bundle import copy_with_fresh_weights
-    from medseg.infer import load_segmenter
+    from medseg.inference.segmenter import load_segmenter
+    from medseg.workflow import copy_with_fresh_weights
 
     folder = Path(tempfile.mkdtemp(prefix="medseg-bench-")) / "bundle"
     return load_segmenter(copy_with_fresh_weights(BUNDLE, folder))

@@ -2,7 +2,7 @@
 
     python benchmarks/medseg_multichannel.py [--seeds 0 1 2] [--threads 1] [--iterations 1000] [--work DIR]
 
-For each seed: :func:`medseg.multicontrast.make_multicontrast_dataset` (12 training cases, 4 held out; the oedema
+For each seed: :func:`medseg.datasets.multicontrast.make_multicontrast_dataset` (12 training cases, 4 held out; the oedema
 shows on FLAIR only), then the same recipe twice, each a bundle written by ``medseg plan`` from its own dataset.json:
 
 - ``t1+flair``: both channels (nnU-Net v2 layout, ``case_0000`` + ``case_0001``);
@@ -33,7 +33,7 @@ RECIPES = ("t1+flair", "t1")
 
 def dataset_for(recipe: str, seed: int, work: Path) -> Path:
     """The dataset.json of ``recipe`` for ``seed`` (generated once per seed)."""
-    from medseg.multicontrast import make_multicontrast_dataset, single_channel_description
+    from medseg.datasets.multicontrast import make_multicontrast_dataset, single_channel_description
 
     folder = work / "data" / f"s{seed}"
     if not (folder / "dataset.json").is_file():
@@ -55,8 +55,10 @@ def run_one(recipe: str, seed: int, threads: int, iterations: int, work: Path) -
     import torch
 
     torch.set_num_threads(threads)
-    from medseg.bundle import run_workflow
-    from medseg.plan import fingerprint, make_plan, write_bundle
+    from medseg.planning.bundle_writer import write_bundle
+    from medseg.planning.fingerprint import fingerprint
+    from medseg.planning.planner import make_plan
+    from medseg.workflow import run_workflow
     from shared.metrics import largest_drop_after
 
     data = dataset_for(recipe, seed, work)

@@ -12,7 +12,7 @@ Tasks (each run is a fresh process, so its thread count is set before PyTorch st
 
 - ``demo``: the synthetic CT abdomen of ``make demo`` (12 training cases, 4 held out), the bundle
   ``bundles/vnet_seg`` as shipped, then ``evaluate.json`` on the held-out cases.
-- ``mni``: the real MNI152 T1 from the ``nilearn`` wheel (``medseg.mni152``): trained on the left
+- ``mni``: the real MNI152 T1 from the ``nilearn`` wheel (``medseg.datasets.mni152``): trained on the left
   hemisphere, tested on the right one it never saw, through ``medseg plan`` (a bundle planned from
   the data, no hand-edited JSON) + ``medseg train`` + ``medseg infer``; also the three-class Otsu
   baseline inside the reference brain mask.
@@ -43,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medseg.cli import parse_overrides as parse_sets  # noqa: E402
+from medseg.cli.common import parse_overrides as parse_sets  # noqa: E402
 from shared.metrics import largest_drop_after  # noqa: E402
 
 BUNDLE = ROOT / "bundles" / "vnet_seg"
@@ -60,11 +60,11 @@ def prepare_data(task: str, root: Path, resolution: int) -> Path:
     folder = root / (task if task == "demo" else f"mni{resolution}")
     if not (folder / "dataset.json").is_file():
         if task == "demo":
-            from medseg.synthetic import make_dataset
+            from medseg.datasets.synthetic import make_dataset
         else:
             from functools import partial
 
-            from medseg.mni152 import make_hemisphere_dataset
+            from medseg.datasets.mni152 import make_hemisphere_dataset
 
             make_dataset = partial(make_hemisphere_dataset, resolution=resolution)
         tmp = folder.with_name(folder.name + ".tmp")
@@ -93,7 +93,7 @@ def run_one(task: str, seed: int, threads: int, args: argparse.Namespace) -> dic
     import torch
 
     torch.set_num_threads(threads)
-    from medseg.bundle import run_workflow
+    from medseg.workflow import run_workflow
 
     work = Path(args.work)
     data = prepare_data(task, Path(args.data_root) if args.data_root else work / "data", args.mni_resolution)
@@ -154,8 +154,8 @@ def otsu_baseline(data: Path) -> dict[str, float]:
     import numpy as np
     from skimage.filters import threshold_multiotsu
 
-    from medseg.data import datalist
-    from medseg.evaluation import dice
+    from medseg.datasets.datalists import datalist
+    from medseg.evaluation.metrics import dice
 
     scores: dict[str, list[float]] = {"grey_matter": [], "white_matter": []}
     for item in datalist(data, "test"):

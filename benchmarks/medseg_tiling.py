@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _mean_dice(pred: np.ndarray, ref: np.ndarray, labels: list[int]) -> float:
-    from medseg.evaluation import dice
+    from medseg.evaluation.metrics import dice
 
     return float(np.nanmean(list(dice(pred, ref, labels).values())))
 
@@ -38,7 +38,7 @@ def _mean_dice(pred: np.ndarray, ref: np.ndarray, labels: list[int]) -> float:
 def passes_dice(segmenter: Any, cases: list[dict], labels: list[int]) -> tuple[np.ndarray, list[float]]:
     """``(Dice of each case x each of the 8 mirrored passes, Dice of each case's averaged probabilities)``, on the
     network grid (the preprocessed label), so no resampling enters the comparison."""
-    from medseg.infer import mirror_subsets
+    from medseg.inference.inferer import mirror_subsets
 
     per_pass, averaged = [], []
     for case in cases:
@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from medseg.data import datalist, preprocessing
-    from medseg.infer import load_segmenter
+    from medseg.datasets.datalists import datalist
+    from medseg.inference.segmenter import load_segmenter
+    from medseg.transforms import preprocessing
 
     segmenter = load_segmenter(args.bundle, args.weights, {"segmenter#keep_largest": False})
     labels = [v for v in segmenter.names if v]

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from medseg.data import datalist, dataset_description, label_names
-from medseg.validate import validate
+from medseg.datasets.datalists import datalist, dataset_description, label_names
+from medseg.datasets.validate import validate
 
 
 def run_demo(data: Path, bundle: Path, epochs: int | None = None) -> dict:
@@ -24,8 +24,8 @@ def run_demo(data: Path, bundle: Path, epochs: int | None = None) -> dict:
     import json
 
     from medact_bundles import init_bundle
-    from medseg.bundle import run_workflow
-    from medseg.synthetic import make_dataset
+    from medseg.datasets.synthetic import make_dataset
+    from medseg.workflow import run_workflow
 
     start = time.perf_counter()
     if not (bundle / "configs").is_dir():

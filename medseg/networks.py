@@ -66,7 +66,7 @@ class VNet(monai_vnet.VNet):
         norm: str = "batch",
     ) -> None:
         torch.nn.Module.__init__(self)  # MONAI's __init__ hard-codes the widths: build the same blocks here
-        # what a trained model's record (medseg.trained) stores to rebuild exactly this network
+        # what a trained model's record (medseg.model_record) stores to rebuild exactly this network
         self.init_config = {
             "_target_": f"{type(self).__module__}.{type(self).__qualname__}",
             "spatial_dims": spatial_dims,

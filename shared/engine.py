@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar
+from ignite.handlers import EarlyStopping, ProgressBar
 from ignite.metrics import Metric
 from ignite.metrics.metric import BatchWise
 from monai.engines import SupervisedEvaluator, SupervisedTrainer, default_prepare_batch
@@ -46,7 +46,8 @@ from shared.data import EpochSampler, make_loader, set_data_epoch, world
 from shared.handlers import GradientClipping, PeriodicValidation, TrainingMonitor, loss_value, total_iterations
 from shared.ignite_metrics import RAW_LABEL_KEY, RAW_PRED_KEY, loss_metric
 from shared.options import TrainingOptions
-from shared.schedules import build_scheduler, refit_schedule, schedule_is_per_iteration
+from shared.resume import attach_checkpoints, epoch_length
+from shared.schedules import build_scheduler, schedule_is_per_iteration
 
 logger = logging.getLogger(__name__)
 _NORM_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
@@ -256,6 +257,32 @@ def build_trainer(
     train_hooks, val_hooks = train_hooks or EngineHooks(), val_hooks or EngineHooks()
     _check_objective(options, metrics, key_metric, val_data)
     seed_everything(options.seed, options.deterministic)
+    trainer, network, output_dir = _placed_trainer(network, loss_function, options, train_data, train_hooks, output_dir)
+    trainer.options = options
+    _attach_sampler_epochs(trainer, trainer.data_loader)
+    GradientClipping(network.parameters(), options.gradient_threshold, options.gradient_threshold_method).attach(trainer)
+    if key_metric and metrics and key_metric in metrics:
+        attach_batchwise(copy.deepcopy(metrics[key_metric]), trainer, f"train_{key_metric}")
+    validation = None
+    if val_data is not None:
+        trainer.evaluator = build_evaluator(network, val_data, options, metrics, key_metric, loss_function, val_hooks)
+        validation = PeriodicValidation(trainer.evaluator, options.validation_frequency)
+        validation.attach(trainer)
+    to_save = _attach_training_handlers(trainer, options, key_metric, validation, output_dir)
+    attach_checkpoints(trainer, options, to_save, resume)
+    for handler in handlers:
+        handler.attach(trainer)
+    if options.verbose and world()[1] == 0 and sys.stderr.isatty():
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": loss_value(out)})
+    if output_dir is not None:
+        options.save(Path(output_dir) / "training_options.json")
+    return trainer
+
+
+def _placed_trainer(
+    network: torch.nn.Module, loss_function: Callable, options: TrainingOptions, train_data: Any, hooks: EngineHooks, output_dir: Any
+) -> tuple[Trainer, torch.nn.Module, Any]:
+    """The trainer on the options' device (DDP-wrapped across processes) and its loader; ``output_dir`` on rank 0 only."""
     placement = Placement.of(options)
     device = placement.device
     network = network.to(device)
@@ -268,10 +295,10 @@ def build_trainer(
         train_data,
         options,
         train=True,
-        num_workers=train_hooks.num_workers,
-        batch_size=train_hooks.batch_size,
-        **placement.loader_kwargs(train_hooks.num_workers),
-        **train_hooks.loader_kwargs(),
+        num_workers=hooks.num_workers,
+        batch_size=hooks.batch_size,
+        **placement.loader_kwargs(hooks.num_workers),
+        **hooks.loader_kwargs(),
     )
     trainer = Trainer(
         max_epochs=options.max_epochs,
@@ -279,30 +306,12 @@ def build_trainer(
         network=network,
         optimizer=optimizer,
         loss_function=loss_function,
-        prepare_batch=train_hooks.prepare_batch,
-        postprocessing=train_hooks.postprocessing,
-        **placement.engine_kwargs(train_hooks.inferer),
-        decollate=train_hooks.decollate,
+        prepare_batch=hooks.prepare_batch,
+        postprocessing=hooks.postprocessing,
+        **placement.engine_kwargs(hooks.inferer),
+        decollate=hooks.decollate,
     )
-    trainer.options = options
-    _attach_sampler_epochs(trainer, loader)
-    GradientClipping(network.parameters(), options.gradient_threshold, options.gradient_threshold_method).attach(trainer)
-    if key_metric and metrics and key_metric in metrics:
-        attach_batchwise(copy.deepcopy(metrics[key_metric]), trainer, f"train_{key_metric}")
-    validation = None
-    if val_data is not None:
-        trainer.evaluator = build_evaluator(network, val_data, options, metrics, key_metric, loss_function, val_hooks)
-        validation = PeriodicValidation(trainer.evaluator, options.validation_frequency)
-        validation.attach(trainer)
-    to_save = _attach_training_handlers(trainer, options, key_metric, validation, output_dir)
-    _attach_checkpoints(trainer, options, to_save, resume)
-    for handler in handlers:
-        handler.attach(trainer)
-    if options.verbose and rank == 0 and sys.stderr.isatty():
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": loss_value(out)})
-    if output_dir is not None:
-        options.save(Path(output_dir) / "training_options.json")
-    return trainer
+    return trainer, network, output_dir
 
 
 def _check_objective(options: TrainingOptions, metrics: Mapping | None, key_metric: str | None, val_data: Any) -> None:
@@ -408,7 +417,7 @@ def _attach_training_handlers(
     )
     trainer.monitor.attach(trainer)
     to_save["history"] = trainer.monitor
-    scheduler = build_scheduler(trainer.optimizer, options, _epoch_length(trainer))
+    scheduler = build_scheduler(trainer.optimizer, options, epoch_length(trainer))
     if scheduler is not None:
         LrScheduleHandler(scheduler, print_lr=False, epoch_level=not schedule_is_per_iteration(options)).attach(trainer)
         to_save["lr_scheduler"] = scheduler
@@ -422,82 +431,3 @@ def _attach_training_handlers(
             ckpt.save_weights(engine.network, Path(output_dir) / "model.pt")
 
     return to_save
-
-
-def _epoch_length(trainer: Trainer) -> int:
-    try:
-        return len(trainer.data_loader)
-    except TypeError:  # an iterable without a length: one step per "epoch" is the best guess
-        return 1
-
-
-def _attach_checkpoints(trainer: Trainer, options: TrainingOptions, to_save: dict[str, Any], resume: bool | str) -> None:
-    """Periodic atomic checkpoints (after the epoch's LR step when an epoch ends) and the resume itself."""
-    if resume and options.checkpoint_path is None and not isinstance(resume, (str, Path)):
-        raise ckpt.CheckpointError("resume=True needs options.checkpoint_path (the directory of the run to continue).")
-    checkpointer = None
-    if options.checkpoint_path is not None:
-        folder = ckpt.prepare_checkpoint_dir(options.checkpoint_path, resume=bool(resume))
-        checkpointer = ckpt.make_checkpointer(to_save, folder)
-        every, unit = options.checkpoint_frequency, options.checkpoint_frequency_unit
-        saved = {"iteration": -1}
-
-        def save(engine: Engine) -> None:
-            if saved["iteration"] != engine.state.iteration:
-                checkpointer(engine)
-                saved["iteration"] = engine.state.iteration
-
-        if unit == "epoch":
-            trainer.add_event_handler(Events.EPOCH_COMPLETED(every=every), save)
-        else:  # an epoch's last iteration is saved at EPOCH_COMPLETED, after the LR schedule stepped
-            mid_epoch = lambda e, _: e.state.iteration % every == 0 and e.state.iteration % e.state.epoch_length != 0
-            trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=mid_epoch), save)
-            trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=lambda e, _: e.state.iteration % every == 0), save)
-        trainer.add_event_handler(Events.COMPLETED, save)
-    if resume:
-        _resume(trainer, options, to_save, checkpointer, resume)
-
-
-def _adapt_epoch_length(trainer: Trainer, path: Path, done_epochs: int) -> None:
-    """A checkpoint from a run with another number of processes has another epoch length: continue at its epoch boundary."""
-    try:
-        length = len(trainer.data_loader)
-    except TypeError:
-        return
-    if length == trainer.state.epoch_length:
-        return
-    if trainer.state.iteration % trainer.state.epoch_length:
-        raise ckpt.CheckpointError(
-            f"Checkpoint {path} was saved mid-epoch by a run with {trainer.state.epoch_length} iterations per epoch (this run has {length}: "
-            "another number of processes or batch size); resume from an epoch-end checkpoint instead."
-        )
-    trainer.state.epoch_length, trainer.state.iteration = length, done_epochs * length
-
-
-def _resume(trainer: Trainer, options: TrainingOptions, to_save: dict[str, Any], checkpointer: Any, resume: bool | str) -> None:
-    if isinstance(resume, (str, Path)) and not isinstance(resume, bool):
-        path, state = Path(resume), ckpt.read_checkpoint(resume)
-    else:
-        path, state = ckpt.load_latest_checkpoint(options.checkpoint_path)
-    to_load = dict(to_save)
-    if checkpointer is not None and "checkpointer" in state:
-        to_load["checkpointer"] = checkpointer
-    missing = [key for key in to_load if key not in state]
-    if missing:
-        raise ckpt.CheckpointError(
-            f"Checkpoint {path} lacks {missing}: it was saved with different options (validation, patience, schedule or output_network)."
-        )
-    Checkpoint.load_objects(to_load=to_load, checkpoint=state)
-    done_epochs = trainer.state.iteration // trainer.state.epoch_length
-    _adapt_epoch_length(trainer, path, done_epochs)
-    if options.max_epochs < done_epochs:
-        raise ckpt.CheckpointError(f"Checkpoint {path} is at epoch {done_epochs}, beyond max_epochs={options.max_epochs}.")
-    if trainer.state.max_epochs != options.max_epochs and "lr_scheduler" in to_save:
-        refit_schedule(to_save["lr_scheduler"], options, trainer.state.epoch_length)
-        logger.info(
-            "Run extended from %d to %d epochs: learning-rate schedule recomputed for the new length.",
-            trainer.state.max_epochs,
-            options.max_epochs,
-        )
-    trainer.state.max_epochs = options.max_epochs
-    logger.info("Resumed from %s at iteration %d.", path, trainer.state.iteration)

@@ -12,6 +12,7 @@ import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -376,6 +377,57 @@ def metaimage_bomb(name: str) -> Generator:
     return make
 
 
+def _rle_multiframe_ct(frames: int, size: int) -> Any:
+    """The pydicom dataset of :func:`multiframe_rle_ct`: one zero RLE frame repeated ``frames`` times, with per-frame positions."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels.encoders import RLELosslessEncoder
+    from pydicom.uid import RLELossless, generate_uid
+
+    frame = RLELosslessEncoder.encode(
+        np.zeros((size, size), np.uint16),
+        rows=size,
+        columns=size,
+        samples_per_pixel=1,
+        bits_allocated=16,
+        bits_stored=16,
+        pixel_representation=0,
+        photometric_interpretation="MONOCHROME2",
+        number_of_frames=1,
+    )
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = RLELossless
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (generate_uid() for _ in range(3))
+    ds.Rows = ds.Columns = size
+    ds.NumberOfFrames = frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    shared = Dataset()
+    measures, orientation = Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [0.5, 0.5], 0.5
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame = []
+    for k in range(frames):
+        item, position = Dataset(), Dataset()
+        position.ImagePositionPatient = [0.0, 0.0, 0.5 * k]
+        item.PlanePositionSequence = [position]
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.PixelData = encapsulate([frame] * frames)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    return ds
+
+
 def multiframe_rle_ct(name: str, frames: int = 1200, size: int = 512, zipped: bool = True) -> Generator:
     """One enhanced-style CT file of ``frames`` RLE-compressed ``size`` x ``size`` frames of zeros (1200 x 512^2 = 3.1 x 10^8
     voxels in about 20 KB, 17 KB zipped): the same tiny RLE frame repeated in the encapsulated pixel data, with per-frame
@@ -384,56 +436,7 @@ def multiframe_rle_ct(name: str, frames: int = 1200, size: int = 512, zipped: bo
     def make(folder: Path) -> Path:
         import zipfile
 
-        from pydicom.dataset import Dataset, FileMetaDataset
-        from pydicom.encaps import encapsulate
-        from pydicom.pixels.encoders import RLELosslessEncoder
-        from pydicom.uid import RLELossless, generate_uid
-
-        frame = RLELosslessEncoder.encode(
-            np.zeros((size, size), np.uint16),
-            rows=size,
-            columns=size,
-            samples_per_pixel=1,
-            bits_allocated=16,
-            bits_stored=16,
-            pixel_representation=0,
-            photometric_interpretation="MONOCHROME2",
-            number_of_frames=1,
-        )
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = RLELossless
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
-            "CT",
-            generate_uid(),
-            generate_uid(),
-            generate_uid(),
-        )
-        ds.Rows = ds.Columns = size
-        ds.NumberOfFrames = frames
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit, ds.PixelRepresentation = 15, 0
-        shared = Dataset()
-        measures, orientation = Dataset(), Dataset()
-        measures.PixelSpacing, measures.SliceThickness = [0.5, 0.5], 0.5
-        orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
-        ds.SharedFunctionalGroupsSequence = [shared]
-        per_frame = []
-        for k in range(frames):
-            item, position = Dataset(), Dataset()
-            position.ImagePositionPatient = [0.0, 0.0, 0.5 * k]
-            item.PlanePositionSequence = [position]
-            per_frame.append(item)
-        ds.PerFrameFunctionalGroupsSequence = per_frame
-        ds.PixelData = encapsulate([frame] * frames)
-        ds["PixelData"].VR = "OB"
-        ds["PixelData"].is_undefined_length = True
+        ds = _rle_multiframe_ct(frames, size)
         dcm = folder / "multiframe.dcm"
         ds.save_as(dcm, enforce_file_format=True)
         if not zipped:

@@ -10,6 +10,7 @@
 """
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return (1 if item.get_closest_marker("slow") is not None else 2), 0
 
     items.sort(key=rank)  # stable: page order is kept
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An (untrained) V-Net bundle, a clip model and a 3-channel sequence model: the errors need real models, not good ones."""
+    import numpy as np  # here, not at the top: the thread settings above come before numpy loads its BLAS
+
+    from action.models.model_dir import ModelConfig
+    from action.sequences.dataset import SequenceNormalization
+    from action.video.dataset import Sampling
+    from medact_bundles import template_dir
+    from medseg.workflow import copy_with_fresh_weights
+    from shared.weights import save_weights
+    from tests import bad_inputs as bad
+
+    root = tmp_path_factory.mktemp("models")
+    bundle = copy_with_fresh_weights(template_dir("vnet_seg"), root / "vnet_seg")
+    clip = root / "clip"
+    config = ModelConfig("c3d_gru", ["a", "b"], Sampling(frames=8, size=(32, 32)).to_dict())
+    config.save(clip)
+    save_weights(config.build(seed=0), clip / "model.pt")
+    seq = root / "seq"
+    norm = SequenceNormalization.fit("zscore", [np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)])
+    config = ModelConfig("gru", ["a", "b"], None, {"hidden": 8}, in_features=3, normalization=norm.to_dict())
+    config.save(seq)
+    save_weights(config.build(seed=0), seq / "model.pt")
+    reference = root / "labels"
+    reference.mkdir()
+    bad.nifti("case.nii.gz")(reference)
+    return {"bundle": bundle, "clip": clip, "seq": seq, "labels": reference}

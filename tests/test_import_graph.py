@@ -49,3 +49,55 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
     assert "action.training_data" in graph["action.models.features"]  # the graph holds real edges
     cycles = sorted(name for name in graph if name in reachable(graph, name))
     assert cycles == [], f"modules on an import cycle: {cycles}"
+
+
+# what segmentation training must never load: the mask exports (slicerio, DICOM SEG via highdicom) and the servers
+EXPORT_STACK = ("medseg.io.export", "medseg.io.dicom_seg", "medseg.web", "slicerio", "highdicom", "fastapi", "starlette", "uvicorn")
+
+
+def external_imports(package_root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the top-level names of everything it imports (project and third-party), lazy imports included."""
+    out: dict[str, set[str]] = {}
+    for package in PACKAGES:
+        for path in (package_root / package).rglob("*.py"):
+            name = ".".join(path.relative_to(package_root).with_suffix("").parts).removesuffix(".__init__")
+            found = set()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    found.add(node.module)
+                elif isinstance(node, ast.Import):
+                    found |= {alias.name for alias in node.names}
+            out[name] = found
+    return out
+
+
+def training_modules() -> set[str]:
+    """The modules ``train.json`` names (its ``_target_``s), the CLI's ``train`` command and the runner."""
+    import json
+
+    config = (ROOT / "bundles" / "vnet_seg" / "configs" / "train.json").read_text(encoding="utf-8")
+    targets: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("_target_"), str):
+                targets.add(node["_target_"].rpartition(".")[0])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(config))
+    return {t for t in targets if t.startswith(("medseg", "shared"))} | {"medseg.cli.train", "medseg.workflow"}
+
+
+def test_segmentation_training_never_imports_the_export_dicom_seg_or_web_stack() -> None:
+    graph, imports = import_graph(), external_imports()
+    starts = training_modules()
+    assert {"medseg.networks", "medseg.transforms", "medseg.inference.inferer", "medseg.model_record"} <= starts
+    loaded = set().union(*(reachable(graph, s) | {s} for s in starts))
+    names = set().union(*(imports[m] for m in loaded))
+    assert "medseg.io.reader" in loaded and "monai.inferers" in names  # the walk sees real edges and third-party names
+    offending = sorted(n for n in names | loaded if any(n == bad or n.startswith(bad + ".") for bad in EXPORT_STACK))
+    assert offending == [], f"training reaches the export stack: {offending}"

@@ -56,7 +56,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_the_installed_wheel_plans_trains_infers_and_predicts_from_an_empty_folder(installed: Path, tmp_path: Path) -> None:
+def test_the_installed_wheel_plans_trains_and_infers_from_an_empty_folder(installed: Path, tmp_path: Path) -> None:
     work = tmp_path / "empty"
     work.mkdir()
     where = _run(
@@ -91,7 +91,11 @@ def test_the_installed_wheel_plans_trains_infers_and_predicts_from_an_empty_fold
     _run(installed, work, "-m", "medseg", "init-bundle", "fresh")
     assert sorted(p.name for p in (work / "fresh").iterdir()) == ["LICENSE", "configs", "docs"]
 
-    # action: tiny videos -> train 1 epoch -> predict
+
+def test_the_installed_wheel_trains_and_predicts_actions_from_an_empty_folder(installed: Path, tmp_path: Path) -> None:
+    """action from the wheel: tiny videos -> train 1 epoch -> predict; the web pages ship."""
+    work = tmp_path / "empty"
+    work.mkdir()
     _run(installed, work, "-m", "action", "make-demo-data", "videos", "--groups", 3, "--clips", 1)
     _run(
         installed,
@@ -101,17 +105,7 @@ def test_the_installed_wheel_plans_trains_infers_and_predicts_from_an_empty_fold
         "train",
         "--data",
         "videos",
-        "--model",
-        "c3d_gru",
-        "--out",
-        "run",
-        "--epochs",
-        1,
-        "--frames",
-        8,
-        "--size",
-        32,
-        "--quiet",
+        *["--model", "c3d_gru", "--out", "run", "--epochs", "1", "--frames", "8", "--size", "32", "--quiet"],
     )
     video = sorted((work / "videos").rglob("*.avi"))[0]
     prediction = json.loads(_run(installed, work, "-m", "action", "predict", "--model", "run", video, "--json").stdout)

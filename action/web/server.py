@@ -117,6 +117,39 @@ def _add_info_routes(app: Any, predictor: Any, load_problem: str, max_upload_mb:
         )
 
 
+def _answerer(upload_root: Path, predictor: Any, load_problem: str, gate: Any, transfers: TransferGate, window: float) -> Any:
+    """The one way both prediction routes answer: ``answer(read_request, what)`` (what: how an error names the video)."""
+    from flask import jsonify
+
+    from action.web.fetch import FetchError
+
+    def answer(read_request: Any, what: str) -> Any:
+        """In a transfer slot: ``read_request()`` -> ``(store, top_k)``; store the video in a private folder, analyse it, remove the folder."""
+        if predictor is None:
+            return json_error(503, f"No model loaded: {load_problem}.")
+        with transfers.slot():  # before the body is parsed: Werkzeug spools uploads to disk on first access
+            store, top_k = read_request()
+            if store is None:
+                return top_k  # the request's own 400 answer
+            k = _top_k(top_k, len(predictor.classes))
+            if k is None:
+                return json_error(400, f"top_k must be a whole number from 1 to {len(predictor.classes)}, got {top_k[:40]!r}.")
+            workdir = Path(tempfile.mkdtemp(dir=upload_root))
+            stored = workdir / secrets.token_hex(16)  # never the client's name: no path tricks reach the disk
+            try:
+                store(stored)
+                with gate:
+                    return jsonify(analyse(predictor, stored, window, k))
+            except FetchError as err:
+                return json_error(err.status, str(err))
+            except VideoError as err:
+                return json_error(422, "Not a decodable video: " + str(err).replace(str(stored), what))
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+    return answer
+
+
 def create_app(
     model_dir: str | Path | None,
     max_upload_mb: float = 200,
@@ -133,16 +166,14 @@ def create_app(
 ) -> Any:
     """The Flask app (its model on ``device`` at ``precision``, see :mod:`shared.devices`). ``app.config["UPLOAD_ROOT"]`` is the private directory uploads and fetched links pass through.
 
-    ``allowed_url_hosts``: host names ``/api/predict-url`` may fetch from although they resolve to
-    private or loopback addresses; ``allowed_url_ports``: ports it may fetch from besides 80 and
-    443; ``fetch_timeout_s``: time budget of one link's fetch; ``max_transfers``: uploads and link
-    fetches stored at once, in all (:class:`shared.web.TransferGate`; others wait
-    ``transfer_wait_s``, then get 503), so the upload root never holds more than
-    ``max_transfers x max_upload_mb``.
+    ``allowed_url_hosts``: host names ``/api/predict-url`` may fetch from although they resolve to private or loopback
+    addresses; ``allowed_url_ports``: ports it may fetch from besides 80 and 443; ``fetch_timeout_s``: time budget of one
+    link's fetch; ``max_transfers``: uploads and link fetches stored at once, in all (:class:`shared.web.TransferGate`;
+    others wait ``transfer_wait_s``, then get 503), so the upload root never holds more than ``max_transfers x max_upload_mb``.
     """
-    from flask import Flask, jsonify, request
+    from flask import Flask, request
 
-    from action.web.fetch import FetchError, FetchPolicy, fetch_url
+    from action.web.fetch import FetchPolicy, fetch_url
 
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
@@ -155,29 +186,7 @@ def create_app(
         int(max_upload_mb * 1024 * 1024), fetch_timeout_s, frozenset(h.lower() for h in allowed_url_hosts), frozenset(allowed_url_ports)
     )
 
-    def answer(read_request: Any, what: str) -> Any:
-        """In a transfer slot: ``read_request()`` -> ``(store, top_k)``; store the video in a private folder, analyse it, remove the folder."""
-        if predictor is None:
-            return json_error(503, f"No model loaded: {load_problem}.")
-        with transfers.slot():  # before the body is parsed: Werkzeug spools uploads to disk on first access
-            store, top_k = read_request()
-            if store is None:
-                return top_k  # the request's own 400 answer
-            k = _top_k(top_k, len(predictor.classes))
-            if k is None:
-                return json_error(400, f"top_k must be a whole number from 1 to {len(predictor.classes)}, got {top_k[:40]!r}.")
-            workdir = Path(tempfile.mkdtemp(dir=app.config["UPLOAD_ROOT"]))
-            stored = workdir / secrets.token_hex(16)  # never the client's name: no path tricks reach the disk
-            try:
-                store(stored)
-                with gate:
-                    return jsonify(analyse(predictor, stored, window, k))
-            except FetchError as err:
-                return json_error(err.status, str(err))
-            except VideoError as err:
-                return json_error(422, "Not a decodable video: " + str(err).replace(str(stored), what))
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
+    answer = _answerer(app.config["UPLOAD_ROOT"], predictor, load_problem, gate, transfers, window)
 
     def upload_request() -> tuple[Any, Any]:
         upload = request.files.get("file")

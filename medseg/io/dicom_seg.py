@@ -129,7 +129,6 @@ def write_dicom_seg(
         segment_codes: label value (str) -> ``{"category": {...}, "type": {...}}`` overriding :func:`property_codes`.
     """
     import highdicom as hd
-    from pydicom.sr.codedict import codes
 
     from medseg.io.colours import label_colours
     from shared.io import atomic_path
@@ -145,25 +144,8 @@ def write_dicom_seg(
         frames[np.asarray(mask).transpose(2, 1, 0) == label] = n  # (i, j, k) -> frames of (row j, column i)
     if frame_slices is not None:  # one multi-frame source: its frames in file order
         frames = frames[frame_slices]
-    rgb = label_colours(names, colours)
     algorithm = {"name": "medact V-Net", "version": "0", **(algorithm or {})}
-    identification = hd.AlgorithmIdentificationSequence(
-        name=str(algorithm["name"])[:64], version=str(algorithm["version"])[:64], family=codes.DCM.ArtificialIntelligence
-    )
-    descriptions = []
-    for n, label in enumerate(labels, start=1):
-        category, kind = property_codes(names[label], (segment_codes or {}).get(str(label)))
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=n,
-                segment_label=str(names[label])[:64],
-                segmented_property_category=category,
-                segmented_property_type=kind,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=identification,
-                display_color=hd.color.CIELabColor.from_rgb(*(round(255 * c) for c in rgb[label])),
-            )
-        )
+    descriptions = _segment_descriptions(names, labels, label_colours(names, colours), algorithm, segment_codes)
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=frames,
@@ -184,6 +166,37 @@ def write_dicom_seg(
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
     return Path(path)
+
+
+def _segment_descriptions(
+    names: Mapping[int, str],
+    labels: Sequence[int],
+    rgb: Mapping[int, Sequence[float]],
+    algorithm: Mapping[str, str],
+    segment_codes: Mapping[str, Any] | None,
+) -> list[Any]:
+    """highdicom's description of each segment (numbered 1..N in ``labels`` order): name, codes, colour, algorithm."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    identification = hd.AlgorithmIdentificationSequence(
+        name=str(algorithm["name"])[:64], version=str(algorithm["version"])[:64], family=codes.DCM.ArtificialIntelligence
+    )
+    descriptions = []
+    for n, label in enumerate(labels, start=1):
+        category, kind = property_codes(names[label], (segment_codes or {}).get(str(label)))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=n,
+                segment_label=str(names[label])[:64],
+                segmented_property_category=category,
+                segmented_property_type=kind,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=identification,
+                display_color=hd.color.CIELabColor.from_rgb(*(round(255 * c) for c in rgb[label])),
+            )
+        )
+    return descriptions
 
 
 def read_dicom_seg(path: str | Path, source: str | Path, geometry: Geometry) -> tuple[np.ndarray, dict[int, str]]:

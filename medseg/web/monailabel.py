@@ -10,7 +10,7 @@
   in a private per-image folder that expires as results do; answers ``{"image": ID}``;
 - ``POST /infer/{model}?image=ID``: form field ``params`` (JSON; ``result_extension`` ``.nrrd``, ``.nii.gz``,
   ``.nii`` or ``.seg.nrrd``, ``result_dtype`` ``uint8`` or ``uint16``), segmented by the scan page's
-  :class:`medseg.infer.Segmenter` (one inference path: the mask equals ``medseg infer``'s) and answered as MONAI
+  :class:`medseg.inference.segmenter.Segmenter` (one inference path: the mask equals ``medseg infer``'s) and answered as MONAI
   Label's ``send_response`` does (``monailabel/endpoints/infer.py``): multipart with ``params`` (JSON:
   ``label_names``, ``image``, ``latencies``) and ``image`` (the label map on the uploaded volume's grid);
   ``?output=image`` or ``?output=json`` send one of them alone.
@@ -178,6 +178,21 @@ def add_monai_label_routes(app: Any, segmenter: Any, bundle: str | Path, results
 
             return in_new_folder(results, work, noun="volume", detail=True)
 
+    _add_infer_route(app, segmenter, name, images, results, gate, transfers)
+
+    def not_offered(**_: Any) -> Any:
+        return _error(
+            501, f"{request.path}: not offered by medact's MONAI Label endpoints (auto-segmentation only: /info/, /datastore/, /infer/)."
+        )
+
+    for n, rule in enumerate(NOT_OFFERED):
+        app.add_url_rule(rule, f"monai_label_not_offered_{n}", not_offered, methods=["GET", "POST", "PUT", "DELETE"])
+
+
+def _add_infer_route(app: Any, segmenter: Any, name: str, images: ImageStore, results: Any, gate: Any, transfers: Any) -> None:
+    """``POST /infer/<model>?image=ID&output=image|json|all``: segment a stored image, answer in MONAI Label's forms."""
+    from flask import jsonify, request
+
     @app.post("/infer/<model>")
     def monai_label_infer(model: str) -> Any:
         if segmenter is None:
@@ -218,11 +233,3 @@ def add_monai_label_routes(app: Any, segmenter: Any, bundle: str | Path, results
             )
         body, content_type = _multipart(params, name_out, data)
         return app.response_class(body, content_type=content_type)
-
-    def not_offered(**_: Any) -> Any:
-        return _error(
-            501, f"{request.path}: not offered by medact's MONAI Label endpoints (auto-segmentation only: /info/, /datastore/, /infer/)."
-        )
-
-    for n, rule in enumerate(NOT_OFFERED):
-        app.add_url_rule(rule, f"monai_label_not_offered_{n}", not_offered, methods=["GET", "POST", "PUT", "DELETE"])

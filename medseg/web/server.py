@@ -1,6 +1,6 @@
 """``python -m medseg serve``: a web page and a JSON API that segment an uploaded scan with a bundle (Flask).
 
-Segmentation is the CLI's :class:`medseg.infer.Segmenter` (no second inference path), so the
+Segmentation is the CLI's :class:`medseg.inference.segmenter.Segmenter` (no second inference path), so the
 downloads equal what ``medseg infer`` writes: ``<case>_seg.nii.gz`` + colour table and
 ``<case>.seg.nrrd`` (opens in 3D Slicer), on the scan's exact grid.
 
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data import strip_suffix
+from medseg.datasets.datalists import strip_suffix
 from medseg.io.channels import read_channels
 from medseg.io.colours import default_colours
 from medseg.io.export import export_mask
@@ -256,41 +256,16 @@ def create_app(
     ``max_voxels``: voxels an upload's header may declare; ``max_transfers``: uploads stored or
     segmented at once (others wait ``transfer_wait_s``, then get 503).
     """
-    from flask import Flask, jsonify, request
-
-    from medseg.infer import load_segmenter
+    from flask import Flask, request
 
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 2**20)
     results = app.config["RESULTS"] = Results(keep_minutes * 60)
-    try:
-        segmenter, problem = load_segmenter(bundle, weights, device_overrides), ""
-    except (OSError, ValueError, RuntimeError) as err:
-        logger.error("Bundle %s could not be loaded: %s", bundle, err)
-        segmenter, problem = None, f"the bundle in {bundle} could not be loaded"
+    segmenter, problem = _load_for_serving(bundle, weights, device_overrides)
     gate, transfers = threading.BoundedSemaphore(max(1, workers)), TransferGate(max_transfers, transfer_wait_s)
     limits = UploadLimits(int(max_upload_mb * 2**20), int(max_voxels))
-    page = resources.files("medseg").joinpath("web/index.html").read_text(encoding="utf-8")
-
     app.before_request(results.sweep)  # expired results go whatever the next request is
-
-    @app.get("/")
-    def index() -> Any:
-        return page, 200, {"Content-Type": "text/html; charset=utf-8"}
-
-    @app.get("/api/health")
-    def health() -> Any:
-        names = dict(segmenter.names) if segmenter else {}
-        return jsonify(
-            {
-                "status": "ok",
-                "model_loaded": segmenter is not None,
-                "labels": names,
-                "max_upload_mb": max_upload_mb,
-                "max_voxels": limits.max_voxels,
-                "problem": problem or None,
-            }
-        )
+    _add_page_routes(app, segmenter, problem, limits, max_upload_mb)
 
     @app.post("/api/segment")
     def segment() -> Any:
@@ -309,6 +284,43 @@ def create_app(
         add_monai_label_routes(app, segmenter, bundle, results, limits, gate, transfers)
     install_error_handlers(app, max_upload_mb, logger)
     return app
+
+
+def _load_for_serving(bundle: str | Path, weights: str | Path | None, device_overrides: dict[str, Any] | None) -> tuple[Any, str]:
+    """``(segmenter, "")``, or ``(None, why)`` when the bundle cannot be loaded: the page then says so, never a 500."""
+    from medseg.inference.segmenter import load_segmenter
+
+    try:
+        segmenter, problem = load_segmenter(bundle, weights, device_overrides), ""
+    except (OSError, ValueError, RuntimeError) as err:
+        logger.error("Bundle %s could not be loaded: %s", bundle, err)
+        segmenter, problem = None, f"the bundle in {bundle} could not be loaded"
+    return segmenter, problem
+
+
+def _add_page_routes(app: Any, segmenter: Any, problem: str, limits: UploadLimits, max_upload_mb: float) -> None:
+    """``GET /`` (the page) and ``GET /api/health`` (model, labels, limits)."""
+    from flask import jsonify
+
+    page = resources.files("medseg").joinpath("web/index.html").read_text(encoding="utf-8")
+
+    @app.get("/")
+    def index() -> Any:
+        return page, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+    @app.get("/api/health")
+    def health() -> Any:
+        names = dict(segmenter.names) if segmenter else {}
+        return jsonify(
+            {
+                "status": "ok",
+                "model_loaded": segmenter is not None,
+                "labels": names,
+                "max_upload_mb": max_upload_mb,
+                "max_voxels": limits.max_voxels,
+                "problem": problem or None,
+            }
+        )
 
 
 def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8001, server: ServerOptions = ServerOptions(), **options: Any) -> None:

@@ -85,55 +85,14 @@ def test_the_bundle_trains_exactly_what_the_cli_trains(tmp_path: Path, tiny_vide
 
     bundle = tmp_path / "gru_action"
     shutil.copytree(CONFIGS, bundle / "configs")
+    settings = "--frames 8 --size [32,32] --sampling#decode_size [36,36] --options#max_epochs 1 --options#verbose False --seed 4"
     _bundle(
-        "run",
-        "--config_file",
-        bundle / "configs" / "train.json",
-        "--bundle_root",
-        bundle,
-        "--dataset_dir",
-        tiny_videos,
-        "--frames",
-        8,
-        "--size",
-        "[32,32]",
-        "--sampling#decode_size",
-        "[36,36]",
-        "--options#max_epochs",
-        1,
-        "--options#verbose",
-        "False",
-        "--seed",
-        4,
+        "run", "--config_file", bundle / "configs" / "train.json", "--bundle_root", bundle, "--dataset_dir", tiny_videos, *settings.split()
     )
     cli = tmp_path / "cli"
-    flags = [
-        "--data",
-        str(tiny_videos),
-        "--model",
-        "c3d_gru",
-        "--out",
-        str(cli),
-        "--frames",
-        "8",
-        "--size",
-        "32",
-        "--decode-size",
-        "36",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--lr",
-        "0.001",
-        "--val-fraction",
-        "0.1",
-        "--seed",
-        "4",
-        "--quiet",
-        "--model-options",
-        json.dumps({"hidden": 128, "dropout": 0.25, "reset_gate_mode": "after-multiplication"}),
-    ]
+    same = "--model c3d_gru --frames 8 --size 32 --decode-size 36 --epochs 1 --batch-size 8 --lr 0.001 --val-fraction 0.1 --seed 4 --quiet"
+    model_options = json.dumps({"hidden": 128, "dropout": 0.25, "reset_gate_mode": "after-multiplication"})
+    flags = ["--data", str(tiny_videos), "--out", str(cli), *same.split(), "--model-options", model_options]
     assert main(["train", *flags]) == 0
     assert json.loads((cli / "action_model.json").read_text()) == json.loads((bundle / "models" / "action_model.json").read_text())
     ours, theirs = torch.load(cli / "model.pt", weights_only=True), torch.load(bundle / "models" / "model.pt", weights_only=True)

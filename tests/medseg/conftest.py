@@ -74,7 +74,7 @@ def _write_dicom_slices(volume: np.ndarray, geometry: Geometry, folder, skip, of
 
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory):
-    from medseg.synthetic import make_dataset
+    from medseg.datasets.synthetic import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("medseg_demo"), n_train=4, n_test=2, seed=3).parent
 
@@ -83,6 +83,6 @@ def demo_dataset(tmp_path_factory):
 def untrained_bundle(tmp_path_factory):
     """A copy of the vnet_seg template with seeded, untrained weights: serving and export tests need a real network, not a good one."""
     from medact_bundles import template_dir
-    from medseg.bundle import copy_with_fresh_weights
+    from medseg.workflow import copy_with_fresh_weights
 
     return copy_with_fresh_weights(template_dir("vnet_seg"), tmp_path_factory.mktemp("bundle") / "vnet_seg")

@@ -24,11 +24,11 @@ def _bundle(*args, timeout=600):
 def test_inference_config_takes_the_model_settings_from_the_trained_record():
     """inference.json repeats no training value: the model ids are null (= as trained, models/model.json) and a value
     given for one reaches the factory, which compares it with the record; train.json records every one of them."""
-    from medseg.trained import MODEL_IDS
+    from medseg.model_record import MODEL_IDS
 
     train, infer = (json.loads((CONFIGS / name).read_text(encoding="utf-8")) for name in ("train.json", "inference.json"))
     assert all(infer[key] is None for key in MODEL_IDS)
-    assert infer["segmenter"]["_target_"] == "medseg.trained.trained_segmenter"
+    assert infer["segmenter"]["_target_"] == "medseg.inference.trained.trained_segmenter"
     assert infer["segmenter"]["settings"] == {key: f"@{key}" for key in MODEL_IDS}
     recorded = train["model_record"]["settings"]
     assert {key: recorded[key] for key in MODEL_IDS} == {key: f"@{key}" for key in MODEL_IDS}
@@ -45,10 +45,10 @@ def test_inference_config_takes_the_model_settings_from_the_trained_record():
         "run",
         "_comment",
     }  # overrides only
-    assert evaluate["segmenter"]["_target_"] == "medseg.trained.trained_segmenter"
-    # validation runs the inference path (medseg.infer.VolumeInferer) with inference's window settings
+    assert evaluate["segmenter"]["_target_"] == "medseg.inference.trained.trained_segmenter"
+    # validation runs the inference path (medseg.inference.inferer.VolumeInferer) with inference's window settings
     assert train["validate"]["inferer"] == {
-        "_target_": "medseg.infer.VolumeInferer",
+        "_target_": "medseg.inference.inferer.VolumeInferer",
         "roi_size": "@sw_roi_size",
         "sw_batch_size": "@sw_batch_size",
         "overlap": "@overlap",

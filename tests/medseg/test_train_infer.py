@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from medseg.cli import main
-from medseg.data import preprocessing
-from medseg.evaluation import dice
-from medseg.infer import load_segmenter
+from medseg.evaluation.metrics import dice
+from medseg.inference.segmenter import load_segmenter
 from medseg.io.volumes import Geometry, read_volume, write_volume
+from medseg.transforms import preprocessing
 from shared.metrics import largest_drop_after
 
 LABELS = (1, 2)
@@ -112,7 +112,7 @@ def trained(small_ct: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _training_case(data: Path) -> dict[str, str]:
-    from medseg.bundle import split_cases
+    from medseg.datasets.splits import split_cases
 
     return split_cases(data)[0][0]  # a training case, not the held-out one
 
@@ -126,7 +126,8 @@ def test_dice_through_infer_matches_dice_on_training_patches(small_ct: Path, tra
 
 @pytest.mark.slow
 def test_validation_scores_what_inference_reproduces_and_does_not_collapse(small_ct: Path, trained: Path, tmp_path: Path) -> None:
-    from medseg.bundle import evaluate_cases, split_cases
+    from medseg.datasets.splits import split_cases
+    from medseg.evaluation.report import evaluate_cases
 
     rows = json.loads((trained / "models" / "history.json").read_text(encoding="utf-8"))["rows"]
     curve = [row["val_dice"] for row in rows if row.get("val_dice") is not None]

@@ -12,7 +12,7 @@ import pytest
 import requests
 import slicerio
 
-from medseg.infer import load_segmenter
+from medseg.inference.segmenter import load_segmenter
 from medseg.io.volumes import read_header, read_volume
 from tests.action.web_server import Server
 from tests.medseg.conftest import OBLIQUE, random_labels, write_dicom_series
