@@ -12,12 +12,24 @@ PYTEST_ARGS ?=
 # no file is the long pole; each worker holds ~1.5 GB.
 PYTEST_WORKERS ?= auto
 
-.PHONY: demo demo-medseg demo-action demo-engine serve serve-scans test lint limits format docs tutorials install clean
+.PHONY: FORCE demo demo-medseg demo-action demo-engine serve serve-scans test lint limits format docs tutorials install clean
 
-$(STAMP): pyproject.toml
+# The install is editable in setuptools' strict mode: the venv sees a tree of links to the package files only
+# (build/__editable__.*), so a folder named shared/ or action/ in the working directory (a user's data) cannot shadow
+# medact's packages, as it does with the default editable finder (measured: tests/test_packaging.py). A link tree
+# does not see new files, so the install is redone when pyproject.toml or the list of package files changes.
+FILES := $(VENV)/.medact-files
+$(STAMP): pyproject.toml $(FILES)
 	@if ! $(PY) -c "import sys" >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' --config-settings editable_mode=strict
 	@touch $(STAMP)
+
+$(FILES): FORCE
+	@mkdir -p $(VENV)
+	@find shared medseg action bundles -type f -not -path '*/__pycache__/*' | sort > $@.new
+	@if ls -d build/__editable__.medact-* >/dev/null 2>&1 && cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+FORCE:
 
 install: $(STAMP)
 

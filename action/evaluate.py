@@ -142,6 +142,11 @@ def evaluate_model(
     return to_strict_json(report)
 
 
+def item_unit(report: dict[str, Any]) -> str:
+    """What the report's items are called: ``"recordings"`` for sequence models, else ``"videos"``."""
+    return "recordings" if MODELS[report["model"]].input == "sequence" else "videos"
+
+
 def write_reports(out: Path, report: dict[str, Any], dataset: Any, vprob: np.ndarray, vlabels: np.ndarray) -> None:
     """``summary.json``, ``per_class.csv``, ``predictions.csv``, ``confusion_chart.png`` in ``out``."""
     classes = report["classes"]
@@ -154,6 +159,6 @@ def write_reports(out: Path, report: dict[str, Any], dataset: Any, vprob: np.nda
         for i in range(len(vlabels))
     ]
     atomic_write_csv(out / "predictions.csv", rows, ["video", "true", "predicted", "confidence"])
-    unit = "recordings" if MODELS[report["model"]].input == "sequence" else "videos"
+    unit = item_unit(report)
     title = f"{report['model']}: accuracy {100 * report['accuracy']:.1f}% ({report['videos']} {unit})"
     save_figure(confusion_chart_figure(np.asarray(report["confusion"]), classes, title=title), out / "confusion_chart.png")

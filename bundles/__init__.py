@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 NAMES = ("vnet_seg", "gru_action")
 #: what a bundle folder holds besides its outputs (``models/``, ``eval/``)
@@ -92,3 +93,33 @@ def config_file(bundle: str | Path, name: str) -> Path:
             f'{path}: has no "bundle_root"; expected "bundle_root": "." (the bundle\'s folder, which medact passes as --bundle_root).'
         )
     return path
+
+
+def required(config_id: str, what: str) -> Any:
+    """The value of a config id that has no default (``"dataset_dir": "$medact_bundles.required('dataset_dir', ...)"``):
+    reached only when the id was not given, so it stops the run with one line naming the option, as a command line's
+    missing-argument error does (``SystemExit`` with the message: exit code 1, no traceback buried under MONAI's).
+
+    Args:
+        config_id: the id, as given on ``python -m monai.bundle run`` (``--dataset_dir DIR``).
+        what: what the value is, for the message.
+    """
+    raise SystemExit(f"error: the bundle needs --{config_id} ({what}); give it on the command line, e.g. --{config_id} DIR.")
+
+
+def check_shared_is_ours(package_file: str) -> None:
+    """Raise when ``import shared`` would give another package than the ``shared`` installed beside ``package_file``
+    (``medseg/__init__.py``, ``action/__init__.py``): a regular package named ``shared`` in the working directory of
+    ``python -m ...`` comes first on ``sys.path``. The console scripts (``medact-seg``, ``medact-action``) never
+    search the working directory; a plain data folder named ``shared`` does not hide an installed package."""
+    from importlib.util import find_spec
+
+    ours = Path(package_file).parent.parent / "shared"
+    found = find_spec("shared")
+    origin = Path(found.origin).parent if found is not None and found.origin else None
+    if origin is None or not (origin == ours or (origin.exists() and ours.exists() and origin.samefile(ours))):
+        where = origin or (list(found.submodule_search_locations or [])[:1] if found else None)
+        raise ImportError(
+            f"medact's package 'shared' is hidden by {where} (a package of that name in the working directory "
+            f"comes first on sys.path); run from another folder, or use the medact-seg / medact-action commands."
+        )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from monai.transforms import MapTransform, Transform
 
 from medseg.io.volumes import VolumeError
 
@@ -168,37 +169,55 @@ def _source(data: Any, key: str = "image") -> str:
     return str(meta.get("filename_or_obj", key))
 
 
-class ChannelNormalized:
-    """Normalise the channels of ``data["image"]`` (``(C, *spatial)``) whose recipe is ``scheme``, each on its own:
-    ``"minmax"`` with :class:`shared.MinMax` and the channel's window, ``"zscore"`` with :class:`BodyZScored`."""
+class ChannelNormalize(Transform):
+    """``(C, *spatial)`` -> the same, with each channel whose recipe is ``scheme`` normalised on its own:
+    ``"minmax"`` with :class:`shared.MinMax` and the channel's window, ``"zscore"`` with :class:`BodyZScore`.
+
+    Args:
+        recipe: each channel's normalisation and window.
+        scheme: which channels this step normalises (one of :data:`NORMALIZATIONS`); the others pass unchanged.
+    """
 
     def __init__(self, recipe: ChannelRecipe, scheme: str) -> None:
         self.recipe, self.scheme = recipe, scheme
 
     def _normalise(self, channel: Any, window: tuple[float, float] | None, c: int) -> Any:
         if self.scheme == "zscore":
-            return BodyZScored("image")({"image": channel})["image"]
+            return BodyZScore()(channel)
         from shared.transforms import MinMax
 
         lo, hi = window if window else (None, None)
         return MinMax(input_min=lo, input_max=hi)(channel, name=f"image channel {c}")
 
-    def __call__(self, data: Any) -> Any:
+    def __call__(self, image: Any, source: str = "image") -> Any:
+        """``source``: how a channel-count error names the image."""
         import torch
 
-        out, image = dict(data), data["image"]
-        recipes = self.recipe.channels(image.shape[0], _source(data))
+        recipes = self.recipe.channels(image.shape[0], source)
         if all(name != self.scheme for name, _ in recipes):
-            return out
+            return image
         parts = [
             self._normalise(image[c : c + 1], window, c) if name == self.scheme else image[c : c + 1]
             for c, (name, window) in enumerate(recipes)
         ]
-        out["image"] = parts[0] if len(parts) == 1 else torch.cat([torch.as_tensor(p, dtype=torch.float32) for p in parts])
+        return parts[0] if len(parts) == 1 else torch.cat([torch.as_tensor(p, dtype=torch.float32) for p in parts])
+
+
+class ChannelNormalized(MapTransform):
+    """Dictionary version of :class:`ChannelNormalize` on ``keys`` (default ``"image"``)."""
+
+    def __init__(self, recipe: ChannelRecipe, scheme: str, keys: Any = "image") -> None:
+        super().__init__(keys)
+        self.normalize = ChannelNormalize(recipe, scheme)
+
+    def __call__(self, data: Any) -> Any:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            out[key] = self.normalize(out[key], _source(data, key))
         return out
 
 
-class ChannelBody:
+class ChannelBody(Transform):
     """``(C, *spatial)`` -> boolean ``(C, *spatial)``: each channel's body (min-max channels, already rescaled: above 0;
     z-score channels: :class:`AboveOtsu`). ``CropForegroundd`` crops to their union."""
 
@@ -213,7 +232,7 @@ class ChannelBody:
         return masks[0] if len(masks) == 1 else torch.cat([torch.as_tensor(m) for m in masks])
 
 
-class AboveOtsu:
+class AboveOtsu(Transform):
     """``image -> image > t`` with ``t`` Otsu's threshold of the image: the body of an MR scan, background
     (zero, or noise of any level) below. A class, not a lambda, so cached datasets can pickle it."""
 
@@ -224,29 +243,33 @@ class AboveOtsu:
         return image > (threshold_otsu(values) if values.min() < values.max() else values.min())
 
 
-class BodyZScored:
+class BodyZScore(Transform):
     """MR z-score per scan: subtract the mean and divide by the standard deviation of the body voxels
-    (:class:`AboveOtsu`), applied to every voxel so the background lies far below the tissue.
+    (:class:`AboveOtsu`), applied to every voxel so the background lies far below the tissue. ``(C, *spatial)`` or any
+    array -> the same shape, float.
 
-    Not MONAI's ``NormalizeIntensityd(nonzero=True)``: it normalises only the non-zero voxels and leaves a
+    Not MONAI's ``NormalizeIntensity(nonzero=True)``: it normalises only the non-zero voxels and leaves a
     zero background at 0, which after the shift is the body's mean intensity. Measured on the MNI152 T1
     (a zero background): the network then labelled the background next to the brain as grey matter
     (unseen-hemisphere grey-matter precision 0.73), and on a copy with background noise (no zeros, so
     every voxel was "body") it put grey-matter blobs in the noise (precision 0.62).
-
-    Args:
-        keys: the image key(s).
     """
 
-    def __init__(self, keys: str | Sequence[str] = "image") -> None:
-        self.keys = [keys] if isinstance(keys, str) else list(keys)
+    def __call__(self, image: Any) -> Any:
+        body = np.asarray(AboveOtsu()(image), dtype=bool)
+        values = np.asarray(image, dtype=np.float64)[body] if body.any() else np.asarray(image, dtype=np.float64)
+        mean, sd = float(values.mean()), float(values.std())
+        return (image - mean) / (sd if sd > 0 else 1.0)
+
+
+class BodyZScored(MapTransform):
+    """Dictionary version of :class:`BodyZScore` on ``keys`` (default ``"image"``)."""
+
+    def __init__(self, keys: Any = "image") -> None:
+        super().__init__(keys)
 
     def __call__(self, data: Any) -> Any:
         out = dict(data)
-        for key in self.keys:
-            image = out[key]
-            body = np.asarray(AboveOtsu()(image), dtype=bool)
-            values = np.asarray(image, dtype=np.float64)[body] if body.any() else np.asarray(image, dtype=np.float64)
-            mean, sd = float(values.mean()), float(values.std())
-            out[key] = (image - mean) / (sd if sd > 0 else 1.0)
+        for key in self.key_iterator(out):
+            out[key] = BodyZScore()(out[key])
         return out

@@ -32,7 +32,7 @@ import torch
 from ignite.handlers import Checkpoint, DiskSaver
 
 from shared.io import atomic_path
-from shared.weights import CheckpointError, load_weights, read_state, save_weights  # noqa: F401 - re-exported
+from shared.weights import CheckpointError
 
 logger = logging.getLogger(__name__)
 

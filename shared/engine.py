@@ -48,6 +48,7 @@ from shared.ignite_metrics import RAW_LABEL_KEY, RAW_PRED_KEY, loss_metric
 from shared.options import TrainingOptions
 from shared.resume import attach_checkpoints, epoch_length
 from shared.schedules import build_scheduler, schedule_is_per_iteration
+from shared.weights import save_weights
 
 logger = logging.getLogger(__name__)
 _NORM_TYPES = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
@@ -428,6 +429,6 @@ def _attach_training_handlers(
             best.restore()
             engine.monitor.stop_reason += f"; weights of the best validation (iteration {best.iteration})"
         if output_dir is not None:
-            ckpt.save_weights(engine.network, Path(output_dir) / "model.pt")
+            save_weights(engine.network, Path(output_dir) / "model.pt")
 
     return to_save

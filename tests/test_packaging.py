@@ -117,3 +117,34 @@ def test_the_installed_wheel_trains_and_predicts_actions_from_an_empty_folder(in
         "from importlib import resources; print(len(resources.files('action.web').joinpath('index.html').read_text()), len(resources.files('medseg.web').joinpath('index.html').read_text()))",
     )
     assert all(int(n) > 1000 for n in page.stdout.split())
+
+
+def test_data_folders_named_like_the_packages_hide_nothing_in_the_readme_install(tmp_path: Path) -> None:
+    """The README's install (``make install``: editable, setuptools' strict mode) from a folder holding data folders
+    called ``shared/`` and ``action/``: the default editable finder let them shadow medact's packages (``Cannot locate
+    'shared.TrainingOptions'``); the link tree of the strict mode does not."""
+    for name in ("shared", "action", "medseg"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text("a user's data", encoding="utf-8")
+    code = "import shared, action, medseg.cli; from shared import TrainingOptions; print(shared.__file__, action.__file__)"
+    where = _run(Path(sys.executable), tmp_path, "-c", code).stdout
+    assert "None" not in where and str(tmp_path) not in where, where
+    assert _run(Path(sys.executable), tmp_path, "-m", "medseg", "--version").stdout.startswith("python -m medseg (medact ")
+
+
+def test_a_package_named_shared_in_the_working_folder_is_one_clear_error_and_the_commands_still_work(
+    installed: Path, tmp_path: Path
+) -> None:
+    """A user's own package ``shared/__init__.py`` comes first on ``sys.path`` for ``python -m``: refused in one line
+    naming it; the console scripts never search the working folder, so they are unaffected."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "__init__.py").write_text("USERS_OWN = True\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    done = subprocess.run([str(installed), "-m", "medseg", "--version"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("ImportError: medact's package 'shared' is hidden by") and str(tmp_path) in last
+    for script in ("medact-seg", "medact-action"):
+        ok = subprocess.run(
+            [str(installed.parent / script), "--version"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert ok.returncode == 0 and "(medact 0." in ok.stdout, ok.stderr

@@ -9,11 +9,13 @@ from action.video.layouts import LAYOUTS
 
 
 def parse_size(text: str) -> tuple[int, int]:
+    """``"64"`` or ``"112x96"`` -> ``(H, W)`` in pixels (argparse ``type`` of ``--size`` / ``--decode-size``)."""
     parts = [int(v) for v in text.lower().replace("x", ",").split(",")]
     return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 
 def sampling_from(args: argparse.Namespace) -> Any:
+    """The clip :class:`~action.video.sampling.Sampling` of ``--frames``, ``--size``, ``--decode-size``, ``--clip-duration``, ``--clips-per-video``."""
     from action.video.sampling import Sampling
 
     decode = args.decode_size or (args.size[0] + args.size[0] // 8, args.size[1] + args.size[1] // 8)
@@ -21,6 +23,7 @@ def sampling_from(args: argparse.Namespace) -> Any:
 
 
 def training_options_from(args: argparse.Namespace) -> Any:
+    """The :class:`~shared.TrainingOptions` of ``--options`` (a file) overridden by the flags given (``--epochs``, ``--lr``, ...)."""
     from action.models.factory import MODELS
     from action.train import default_options
     from shared.options import TrainingOptions
@@ -50,6 +53,7 @@ def training_options_from(args: argparse.Namespace) -> Any:
 
 
 def add_sampling(p: argparse.ArgumentParser) -> None:
+    """The clip-sampling flags of the commands that decode videos."""
     p.add_argument("--frames", type=int, default=20, help="frames per clip, spaced uniformly (default 20)")
     p.add_argument("--size", type=parse_size, default=(64, 64), help="model input HxW, e.g. 64 or 112x112 (default 64)")
     p.add_argument("--decode-size", type=parse_size, default=None, help="decode size before cropping (default size * 9/8)")
@@ -58,6 +62,7 @@ def add_sampling(p: argparse.ArgumentParser) -> None:
 
 
 def add_sequence_input(p: argparse.ArgumentParser) -> None:
+    """The flags that read sequence files (MATLAB variable names)."""
     p.add_argument(
         "--mat-x-var", help="sequences in a .mat: the variable holding the cell array of C x T recordings (default: found by shape)"
     )
@@ -65,6 +70,7 @@ def add_sequence_input(p: argparse.ArgumentParser) -> None:
 
 
 def add_sequence_options(p: argparse.ArgumentParser) -> None:
+    """MATLAB's sequence options (length, padding, normalisation) for sequence models."""
     from action.sequences.dataset import DEFAULT_NORMALIZATION, NORMALIZATIONS
 
     g = p.add_argument_group("sequence models (gru, lstm, bilstm, attention_gru on .npz/.csv/.mat/.ts files)")
@@ -86,6 +92,7 @@ def add_sequence_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_data(p: argparse.ArgumentParser) -> None:
+    """The dataset flags: layout, split, skipping undecodable videos."""
     p.add_argument("--layout", choices=LAYOUTS, default="auto", help="dataset layout (default: detected)")
     p.add_argument("--split", type=int, default=1, help="UCF101/HMDB51 split (1-3) or UCF50 test group (default 1)")
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable videos (listed in the report) instead of failing")

@@ -12,7 +12,7 @@ from action.cli.common import add_data, add_sequence_input
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``evaluate``: accuracy, top-5, precision/recall/F1 and reports of a model on a dataset's test split."""
-    from action.evaluate import evaluate_model
+    from action.evaluate import evaluate_model, item_unit
 
     report = evaluate_model(
         args.model,
@@ -30,7 +30,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: v for k, v in report.items() if k not in ("per_class", "confusion")}))
         return 0
-    print(f"{report['model']} on {report['videos']} videos ({report['clips']} clips, {len(report['skipped'])} skipped):")
+    print(f"{report['model']} on {report['videos']} {item_unit(report)} ({report['clips']} clips, {len(report['skipped'])} skipped):")
     for key in (
         "accuracy",
         "top5_accuracy",

@@ -50,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``train``: train a model through the shared engine; with ``--test-data``, evaluate it after."""
     import os
 
-    from action.evaluate import evaluate_model
+    from action.evaluate import evaluate_model, item_unit
     from shared.distributed import run_parallel
 
     distributed = (args.nproc_per_node or 1) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             precision=args.precision or "fp32",
         )
         print(
-            f"Test ({report['videos']} videos): accuracy {report['accuracy']:.4f}, macro F1 {report['f1_macro']:.4f}; reports in {Path(args.out) / 'test'}"
+            f"Test ({report['videos']} {item_unit(report)}): accuracy {report['accuracy']:.4f}, macro F1 {report['f1_macro']:.4f}; reports in {Path(args.out) / 'test'}"
         )
     return 0
 

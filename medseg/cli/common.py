@@ -10,6 +10,7 @@ from typing import Any
 
 
 def bundle_names(bundle: Path) -> dict[int, str]:
+    """The label names of a bundle\'s metadata (``channel_def`` of its ``pred`` output): value -> name."""
     from medact_bundles import config_file
 
     meta = json.loads(config_file(bundle, "metadata.json").read_text(encoding="utf-8"))

@@ -36,13 +36,30 @@ def cmd_infer(args: argparse.Namespace) -> int:
     segmenter = load_segmenter(args.bundle, args.weights, overrides, folds=args.folds)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     cases = cases_from_inputs(args.input, segmenter.in_channels)  # several channels: case_0000, case_0001, ... are one case
-    written = segmenter.segment_files(cases, args.output, formats, args.mat_image_var, with_probabilities=args.save_probabilities)
+    report = _progress_printer(args.json)
+    written = segmenter.segment_files(
+        cases, args.output, formats, args.mat_image_var, with_probabilities=args.save_probabilities, progress=report
+    )
     if args.json:
         print(json.dumps({src: [str(p) for p in files] for src, files in written.items()}))
     else:
-        for src, files in written.items():
-            print(f"{src} -> {', '.join(str(p) for p in files)}")
+        print(f"{len(written)} case(s) segmented into {args.output}")
     return 0
+
+
+def _progress_printer(as_json: bool) -> Any:
+    """Per-case progress: each written case on stdout as it is done (``case -> files (s)``, not with ``--json``), and
+    on a terminal the case being segmented on stderr (a pipe or a captured stderr keeps only errors)."""
+    import sys
+
+    def report(number: int, total: int, case: str, files: list[Path] | None, seconds: float) -> None:
+        if files is None:
+            if sys.stderr.isatty():
+                print(f"[{number}/{total}] {case}: segmenting ...", file=sys.stderr, flush=True)
+        elif not as_json:
+            print(f"[{number}/{total}] {case} -> {', '.join(str(p) for p in files)} ({seconds:.1f} s)", flush=True)
+
+    return report
 
 
 def add_infer_parser(sub: Any) -> None:

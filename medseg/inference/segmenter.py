@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,13 +195,15 @@ class Segmenter:
         formats: Sequence[str] = ("nifti", "seg.nrrd"),
         image_var: str | None = None,
         with_probabilities: bool = False,
+        progress: Callable[[int, int, str, list[Path] | None, float], None] | None = None,
     ) -> dict[str, list[Path]]:
         """Segment ``inputs`` (cases: a file, or a list of channel files) and export each as ``formats`` into
         ``output_dir``, named after the case (:func:`medseg.io.channels.case_name`).
 
         Returns ``{source_key(case): [written files]}`` (the case's channel 0 path). ``with_probabilities``: also
         ``<case>_probabilities.npz`` (:func:`save_probabilities`). Refuses before any work when an output would
-        overwrite an input, or when a case's channels do not match the model.
+        overwrite an input, or when a case's channels do not match the model. ``progress(i, n, case, files, seconds)``
+        is called as case ``i`` of ``n`` starts (``files`` ``None``) and when it is written (its files, its seconds).
         """
         output_dir = Path(output_dir)
         guard_outputs(inputs, output_dir)
@@ -213,15 +216,19 @@ class Segmenter:
 
                 require_dicom_source(path)
         written = {}
-        for path in inputs:
+        for number, path in enumerate(inputs, start=1):
+            stem, key, start = case_name(path), source_key(path), time.perf_counter()
+            if progress is not None:
+                progress(number, len(inputs), key, None, 0.0)
             kept: list[np.ndarray] | None = [] if with_probabilities else None
             mask, geometry = self.segment(path, image_var, kept)
-            stem, key = case_name(path), source_key(path)
             extra = {"source": path, "algorithm": self.algorithm, "segment_codes": self.segment_codes}
             written[key] = export_mask(mask, geometry, output_dir, stem, self.names, formats, self.colours, **extra)
             if kept is not None:
                 written[key].append(save_probabilities(output_dir / f"{stem}_probabilities.npz", kept, geometry, self.names))
             logger.info("%s -> %s", key, ", ".join(p.name for p in written[key]))
+            if progress is not None:
+                progress(number, len(inputs), key, written[key], time.perf_counter() - start)
         return written
 
 

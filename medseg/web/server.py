@@ -51,7 +51,7 @@ logger = logging.getLogger("medseg.web.server")
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
-def case_name(filename: str | None) -> str:
+def upload_case_name(filename: str | None) -> str:
     """A safe file stem from the client's file name (letters, digits, ``_-.``; at most 60), else ``"scan"``."""
     stem = strip_suffix(Path((filename or "").replace("\\", "/")).name)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem.removesuffix(".zip"))[:60].strip("._")
@@ -162,7 +162,7 @@ class Results:
 
 def segment_upload(segmenter: Any, upload: Any, folder: Path, limits: UploadLimits) -> dict[str, Any]:
     """Store, identify, (unzip,) segment and export one upload into ``folder``; returns the JSON answer's body."""
-    case = case_name(upload.filename)
+    case = upload_case_name(upload.filename)
     scan = store_upload(upload, folder, limits)
     mask, geometry = segmenter.segment(scan)
     image = read_channels(scan)[0][0]  # the views show channel 0 (a multi-channel bundle takes a 4D upload)

@@ -72,3 +72,28 @@ def test_every_config_has_the_device_keys_and_multi_gpu_initialises_a_process_gr
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name, config", [("vnet_seg", "train.json"), ("vnet_seg", "inference.json"), ("gru_action", "train.json")])
+def test_a_template_run_without_its_dataset_says_so_in_one_line(name: str, config: str, tmp_path: Path) -> None:
+    """No default dataset path (it would depend on the working folder): MONAI's own runner stops with one line naming
+    ``--dataset_dir``, not a traceback whose cause is buried."""
+    import subprocess
+    import sys
+
+    from medseg.workflow import copy_with_fresh_weights
+
+    # inference needs weights first (their absence is its own error): untrained ones
+    bundle = (
+        copy_with_fresh_weights(template_dir(name), tmp_path / name) if config == "inference.json" else init_bundle(name, tmp_path / name)
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config_file(bundle, config)), "--bundle_root", str(bundle)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("error: the bundle needs --dataset_dir (") and "Traceback" not in done.stderr
+    assert not (bundle / "eval").exists() and not (bundle / "models" / "checkpoints").exists()

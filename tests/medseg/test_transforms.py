@@ -153,3 +153,24 @@ def test_training_patches_are_drawn_anew_each_epoch_in_persistent_workers(demo_d
     two = sums(epoch_draws(data, workers=2))
     assert two[0] != two[1]
     assert two == sums(epoch_draws(data, workers=0))
+
+
+def test_array_and_dictionary_transforms_are_monai_pairs_that_agree():
+    """Each dictionary transform is a MONAI ``MapTransform`` over its array twin, and both give the same voxels."""
+    import torch
+    from monai.transforms import MapTransform, Transform
+
+    from medseg.transforms import BodyZScore, BodyZScored, ChannelNormalize, ChannelNormalized, ChannelRecipe
+
+    rng = np.random.default_rng(0)
+    image = torch.as_tensor(np.stack([rng.normal(100, 20, (8, 8, 8)), rng.normal(0, 5, (8, 8, 8))]).astype(np.float32))
+    recipe = ChannelRecipe(["minmax", "zscore"], [(0.0, 200.0), None])
+    for array, mapped in ((ChannelNormalize(recipe, "minmax"), ChannelNormalized(recipe, "minmax")), (BodyZScore(), BodyZScored())):
+        assert isinstance(array, Transform) and isinstance(mapped, MapTransform)
+        expected = array(image)
+        out = mapped({"image": image, "label": "untouched"})
+        torch.testing.assert_close(out["image"], expected)
+        assert out["label"] == "untouched"
+    minmax = ChannelNormalize(recipe, "minmax")(image)
+    assert float(minmax[0].min()) >= 0.0 and float(minmax[0].max()) <= 1.0  # channel 0 rescaled into its window
+    torch.testing.assert_close(minmax[1], image[1])  # the z-score channel is left to its own step

@@ -8,6 +8,7 @@ import torch
 from shared import checkpoint as ckpt
 from shared.engine import build_trainer
 from shared.options import TrainingOptions
+from shared.weights import load_weights, save_weights
 from tests.shared.conftest import TinyNet
 
 
@@ -67,7 +68,7 @@ def test_pickled_code_is_never_executed(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="cannot be read"):
         ckpt.read_checkpoint(tmp_path / "evil.pt")
     with pytest.raises(ckpt.CheckpointError, match="cannot be read"):
-        ckpt.load_weights(TinyNet(), tmp_path / "evil.pt")
+        load_weights(TinyNet(), tmp_path / "evil.pt")
 
 
 def test_failed_save_keeps_previous_files_and_leaves_no_partial(tmp_path, monkeypatch):
@@ -107,8 +108,8 @@ def test_rng_state_round_trip():
 
 def test_save_and_load_weights(tmp_path):
     net = TinyNet()
-    ckpt.save_weights(net, tmp_path / "model.pt")
-    other = ckpt.load_weights(TinyNet(), tmp_path / "model.pt")
+    save_weights(net, tmp_path / "model.pt")
+    other = load_weights(TinyNet(), tmp_path / "model.pt")
     torch.testing.assert_close(other.head.weight, net.head.weight)
     with pytest.raises(FileNotFoundError, match=r"Model weights not found: .*nope\.pt"):
-        ckpt.load_weights(TinyNet(), tmp_path / "nope.pt")
+        load_weights(TinyNet(), tmp_path / "nope.pt")

@@ -119,3 +119,18 @@ def test_every_command_that_runs_a_network_takes_device_and_precision() -> None:
         assert device_overrides(parser.parse_args(argv)) == {}, "without the flags the bundle's keys decide"
     args = parser.parse_args(["train", "--bundle", "b", "--data", "d", "--num-workers", "2", "--deterministic"])
     assert device_overrides(args) == {"num_workers": 2, "deterministic": True}
+
+
+def test_infer_reports_each_case_as_it_is_written(tmp_path, demo_dataset):
+    """Per-case progress: one ``[i/n] case -> files (s)`` line per case on stdout, in order, then the total."""
+    from medact_bundles import template_dir
+    from medseg.workflow import copy_with_fresh_weights
+
+    bundle = copy_with_fresh_weights(template_dir("vnet_seg"), tmp_path / "bundle")
+    images = sorted((demo_dataset / "imagesTs").iterdir())[:2]
+    done = _medseg("infer", "--bundle", bundle, "--input", *images, "--output", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert [line.split(" -> ")[0] for line in lines[:2]] == [f"[1/2] {images[0]}", f"[2/2] {images[1]}"]
+    assert all(line.endswith(" s)") and "_seg.nii.gz" in line for line in lines[:2])
+    assert lines[2] == f"2 case(s) segmented into {tmp_path / 'out'}" and done.stderr == ""
