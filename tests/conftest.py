@@ -70,3 +70,46 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     reference.mkdir()
     bad.nifti("case.nii.gz")(reference)
     return {"bundle": bundle, "clip": clip, "seq": seq, "labels": reference}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a fresh venv with the wheel built from this checkout installed in it."""
+    import shutil
+    import site
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("wheel")
+    checkout = Path(__file__).resolve().parents[1]
+    # built from a copy of the files git knows (committed or not): a build/ folder in the checkout may hold stale
+    # copies of modules since moved or deleted, which setuptools would put into the wheel
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=checkout, capture_output=True, text=True, check=True)
+    source = root / "source"
+    for name in listed.stdout.splitlines():
+        if (checkout / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(checkout / name, source / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(root / "dist")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = (root / "dist").glob("medact-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True, timeout=300)
+    python = root / "venv" / "bin" / "python"
+    purelib = Path(run_checked(python, root, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+    (purelib / "test-venv-dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n", encoding="utf-8")
+    run_checked(python, root, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q", wheel)
+    return python
+
+
+def run_checked(python: Path, cwd: Path, *args: object, timeout: float = 600):
+    """``python args`` in ``cwd`` without the test's PYTHONPATH / VIRTUAL_ENV; fails the test with its output unless it exits 0."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    done = subprocess.run([str(python), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{args}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done

@@ -34,6 +34,7 @@ def build_parser(prog: str = "medact-action") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in PARSERS:
         add(sub)
+    parser.set_defaults(prog=prog)  # what a command calls its program in the next steps it prints
     return parser
 
 

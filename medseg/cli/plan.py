@@ -24,7 +24,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         reason = plan["reasons"].get(key)
         print(f"  {key:<36} {json.dumps(value)}" + (f"   ({reason})" if reason else ""))
     print(
-        f"Bundle: {args.out} (fingerprint and reasons in {args.out / 'plan.json'}). Next: python -m medseg train --bundle {args.out} --data {args.data}"
+        f"Bundle: {args.out} (fingerprint and reasons in {args.out / 'plan.json'}). Next: {args.prog} train --bundle {args.out} --data {args.data}"
     )
     return 0
 
@@ -43,7 +43,7 @@ def cmd_init_bundle(args: argparse.Namespace) -> int:
             config["dataset_dir"] = str(args.data.resolve())
             path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     data = args.data or "DATA"
-    print(f"Bundle: {bundle} (the vnet_seg template). Next: python -m medseg train --bundle {bundle} --data {data}")
+    print(f"Bundle: {bundle} (the vnet_seg template). Next: {args.prog} train --bundle {bundle} --data {data}")
     return 0
 
 
