@@ -22,6 +22,9 @@ FILES := $(VENV)/.medact-files
 $(STAMP): pyproject.toml $(FILES)
 	@if ! $(PY) -c "import sys" >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' --config-settings editable_mode=strict
+	@# MONAI Label's real clients (its Python client and 3D Slicer's), for the annotation-loop tests: without its
+	@# dependencies, which pin a server stack medact does not use; the clients need only requests
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps 'monailabel==0.8.5'
 	@touch $(STAMP)
 
 $(FILES): FORCE

@@ -16,6 +16,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from medseg.web.server import serve
     from shared.web import server_options
 
+    if args.datastore is not None and not args.monai_label:
+        raise ValueError("--datastore serves MONAI Label's annotation loop: give --monai-label too.")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     serve(
         args.bundle,
@@ -30,6 +32,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         transfer_wait_s=args.transfer_wait,
         device_overrides=device_overrides(args),
         monai_label=args.monai_label,
+        datastore=args.datastore,
     )
     return 0
 
@@ -62,6 +65,12 @@ def add_serve_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--transfer-wait", type=float, default=10.0, help="seconds a request waits for a free transfer slot before 503 (default 10)"
+    )
+    p.add_argument(
+        "--datastore",
+        type=Path,
+        help="with --monai-label: a folder of images and saved labels (images/, labels/final/; made when missing, kept across "
+        "restarts) for 3D Slicer's annotation loop: save labels, next sample, sessions (docs/slicer-monailabel.md)",
     )
     add_device_arguments(p, inherited_from=BUNDLE_DEFAULT)
     add_server_arguments(p)

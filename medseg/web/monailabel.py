@@ -56,8 +56,10 @@ def model_name(bundle: str | Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(bundle).resolve().name) or "medact"
 
 
-def info(segmenter: Any, bundle: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """The ``/info/`` answer for one bundle."""
+def info(segmenter: Any, bundle: str | Path, meta: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
+    """The ``/info/`` answer for one bundle (with a datastore: its strategies and counts)."""
+    from medseg.web.annotation import STRATEGIES
+
     labels = {str(name): int(value) for value, name in sorted(segmenter.names.items()) if value}
     description = str(meta.get("description", ""))
     return {
@@ -67,10 +69,10 @@ def info(segmenter: Any, bundle: str | Path, meta: dict[str, Any]) -> dict[str, 
         "labels": labels,
         "models": {model_name(bundle): {"type": "segmentation", "labels": labels, "dimension": 3, "description": description}},
         "trainers": {},
-        "strategies": {},
+        "strategies": {k: {"description": v} for k, v in STRATEGIES.items()} if datastore is not None else {},
         "scoring": {},
         "train_stats": {},
-        "datastore": {"total": 0, "completed": 0},
+        "datastore": datastore.status() if datastore is not None else {"total": 0, "completed": 0},
     }
 
 
@@ -87,6 +89,13 @@ class ImageStore:
             old = self._ids.get(image_id)
             self._ids[image_id] = (token, scan.name)
         if old and old[0] != token:
+            self.results.retire(old[0])
+
+    def remove(self, image_id: str) -> None:
+        """Forget ``image_id``; its folder is removed once no inference reads it any more."""
+        with self._lock:
+            old = self._ids.pop(image_id, None)
+        if old:
             self.results.retire(old[0])
 
     def hold(self, image_id: str) -> tuple[str, Path] | None:
@@ -146,21 +155,58 @@ def write_result(segmenter: Any, scan: Path, image_id: str, folder: Path, extens
     return write_volume(np.asarray(mask).astype(dtype), geometry, path), seconds
 
 
-def add_monai_label_routes(app: Any, segmenter: Any, bundle: str | Path, results: Any, limits: Any, gate: Any, transfers: Any) -> None:
-    """The routes above, on the scan page's app, with its results folder, upload limits and gates."""
+def add_monai_label_routes(
+    app: Any, segmenter: Any, bundle: str | Path, results: Any, limits: Any, gate: Any, transfers: Any, datastore_dir: Any = None
+) -> None:
+    """The routes above, on the scan page's app, with its results folder, upload limits and gates; with ``datastore_dir``
+    also the annotation loop's (:mod:`medseg.web.annotation`) on a :class:`medseg.web.datastore.FolderDatastore` there."""
     from flask import jsonify, request
 
     from medact_bundles import config_file
-    from medseg.web.uploads import in_new_folder, store_upload
+    from medseg.web import annotation
 
     meta = json.loads(config_file(Path(bundle), "metadata.json").read_text(encoding="utf-8"))
-    name, images = model_name(bundle), ImageStore(results)
+    name, sessions = model_name(bundle), annotation.Sessions(results)
+    datastore = None
+    if datastore_dir is not None:
+        from medseg.web.datastore import FolderDatastore
+
+        values = [int(k) for k in meta["network_data_format"]["outputs"]["pred"]["channel_def"]]
+        datastore = FolderDatastore(datastore_dir, values)
 
     @app.get("/info/")
     def monai_label_info() -> Any:
         if segmenter is None:
             return _error(503, "No model loaded.")
-        return jsonify(info(segmenter, bundle, meta))
+        return jsonify(info(segmenter, bundle, meta, datastore))
+
+    if datastore is not None:
+        annotation.add_datastore_routes(app, datastore, results, limits, transfers)
+        annotation.add_active_learning_routes(app, datastore)
+        images = None
+    else:
+        images = ImageStore(results)
+        _add_expiring_upload_route(app, images, results, limits, transfers)
+    annotation.add_session_routes(app, sessions, results, limits, transfers)
+    resolve = _image_resolver(images, datastore, sessions, results)
+    _add_infer_route(app, segmenter, name, resolve, results, gate, transfers)
+    offered = "/info/, /datastore/, /infer/, /session/" + (
+        ", /activelearning/" if datastore is not None else " (labels and next samples: --datastore DIR)"
+    )
+
+    def not_offered(**_: Any) -> Any:
+        return _error(501, f"{request.path}: not offered by medact's MONAI Label endpoints ({offered}).")
+
+    rules = NOT_OFFERED if datastore is None else tuple(r for r in NOT_OFFERED if not r.startswith(("/datastore", "/activelearning")))
+    for n, rule in enumerate(r for r in rules if not r.startswith("/session")):
+        app.add_url_rule(rule, f"monai_label_not_offered_{n}", not_offered, methods=["GET", "POST", "PUT", "DELETE"])
+
+
+def _add_expiring_upload_route(app: Any, images: ImageStore, results: Any, limits: Any, transfers: Any) -> None:
+    """``PUT /datastore/?image=ID`` without a datastore: the upload kept in an expiring private folder."""
+    from flask import jsonify, request
+
+    from medseg.web.uploads import in_new_folder, store_upload
 
     @app.put("/datastore/")
     def monai_label_put_image() -> Any:
@@ -178,19 +224,37 @@ def add_monai_label_routes(app: Any, segmenter: Any, bundle: str | Path, results
 
             return in_new_folder(results, work, noun="volume", detail=True)
 
-    _add_infer_route(app, segmenter, name, images, results, gate, transfers)
 
-    def not_offered(**_: Any) -> Any:
-        return _error(
-            501, f"{request.path}: not offered by medact's MONAI Label endpoints (auto-segmentation only: /info/, /datastore/, /infer/)."
-        )
+def _image_resolver(images: ImageStore | None, datastore: Any, sessions: Any, results: Any) -> Any:
+    """``resolve(image_id, session_id) -> (token, scan) | None``: the image an inference reads, with its folder held
+    (give it back with ``results.done(token)``): a session's upload, a private copy of a datastore image (its folder
+    retired: removed when the inference is done), or an expiring upload."""
+    from medseg.web.annotation import copy_for_inference
+    from medseg.web.datastore import DatastoreError
 
-    for n, rule in enumerate(NOT_OFFERED):
-        app.add_url_rule(rule, f"monai_label_not_offered_{n}", not_offered, methods=["GET", "POST", "PUT", "DELETE"])
+    def resolve(image_id: str, session_id: str) -> tuple[str, Path] | None:
+        if session_id:
+            return sessions.images.hold(session_id)
+        if not IMAGE_ID.match(image_id):
+            return None
+        if datastore is None:
+            return images.hold(image_id)
+        token, folder = results.new()
+        try:
+            scan = copy_for_inference(datastore, image_id, folder)
+        except DatastoreError:
+            results.done(token)
+            results.retire(token)
+            return None
+        results.retire(token)
+        return token, scan
+
+    return resolve
 
 
-def _add_infer_route(app: Any, segmenter: Any, name: str, images: ImageStore, results: Any, gate: Any, transfers: Any) -> None:
-    """``POST /infer/<model>?image=ID&output=image|json|all``: segment a stored image, answer in MONAI Label's forms."""
+def _add_infer_route(app: Any, segmenter: Any, name: str, resolve: Any, results: Any, gate: Any, transfers: Any) -> None:
+    """``POST /infer/<model>?image=ID[&session_id=S]&output=image|json|all``: segment a stored image (or a session's),
+    answer in MONAI Label's forms."""
     from flask import jsonify, request
 
     @app.post("/infer/<model>")
@@ -205,9 +269,11 @@ def _add_infer_route(app: Any, segmenter: Any, name: str, images: ImageStore, re
                 extension, dtype = _result_options(request.form.get("params"))
             except ValueError as err:
                 return _error(400, str(err))
-            held = images.hold(image_id) if IMAGE_ID.match(image_id) else None
+            held = resolve(image_id, request.args.get("session_id", ""))
             if held is None:
-                return _error(404, f"No image {image_id!r} (PUT /datastore/?image=ID first; uploads are removed after a while).")
+                return _error(
+                    404, f"No image {image_id!r} (PUT /datastore/?image=ID or /session/ first; uploads are removed after a while)."
+                )
             token, scan = held
             folder = scan.parent
             try:

@@ -246,10 +246,12 @@ def create_app(
     transfer_wait_s: float = 10.0,
     device_overrides: dict[str, Any] | None = None,
     monai_label: bool = False,
+    datastore: str | Path | None = None,
 ) -> Any:
     """The Flask app; ``app.config["RESULTS"]`` holds the private result root.
 
-    ``monai_label``: also the MONAI Label endpoints 3D Slicer's MONAILabel module uses (:mod:`medseg.web.monailabel`).
+    ``monai_label``: also the MONAI Label endpoints 3D Slicer's MONAILabel module uses (:mod:`medseg.web.monailabel`);
+    ``datastore``: with them, the annotation loop's on a folder datastore there (:mod:`medseg.web.annotation`).
 
     ``device_overrides``: bundle ids such as ``{"device": "cuda", "precision": "bf16"}`` (``medseg serve --device``).
 
@@ -281,7 +283,7 @@ def create_app(
     if monai_label:
         from medseg.web.monailabel import add_monai_label_routes
 
-        add_monai_label_routes(app, segmenter, bundle, results, limits, gate, transfers)
+        add_monai_label_routes(app, segmenter, bundle, results, limits, gate, transfers, datastore)
     install_error_handlers(app, max_upload_mb, logger)
     return app
 
