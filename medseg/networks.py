@@ -189,6 +189,16 @@ def fold_batch_norm(network: torch.nn.Module) -> torch.nn.Module:
     return folded
 
 
+def with_initial_weights(network: torch.nn.Module, weights: str | None = None) -> torch.nn.Module:
+    """``network`` with the weights of ``weights`` (a ``model.pt`` of the same architecture: fine-tuning, as MONAI Label's
+    trainers start from the served model), or as initialised when ``None`` (the bundle's ``init_weights`` id)."""
+    if weights is None:
+        return network
+    from shared.weights import load_weights
+
+    return load_weights(network, weights)
+
+
 class PadToMultiple(torch.nn.Module):
     """Pad the input's spatial sizes up to a multiple of ``k``, run ``network``, crop back.
 

@@ -9,7 +9,8 @@ them (``monailabel/endpoints/datastore.py``, ``session.py``, ``activelearning.py
 - ``PUT /datastore/label?image=ID&tag=final`` (form file ``label``: refused with 422 unless it lies on the image's
   grid and holds only the bundle's label values), ``GET /datastore/label?label=ID&tag=final``,
   ``DELETE /datastore/label?id=ID&tag=final``;
-- ``POST /activelearning/{random|first}``: an image without a ``final`` label (``{}`` when every image has one);
+- ``POST /activelearning/{random|first|uncertainty}``: an image without a ``final`` label (``{}`` when every image
+  has one); ``uncertainty``: the one whose prediction is least certain (:class:`ActiveLearning`);
 - ``PUT /session/`` (form files ``files``), ``GET`` and ``DELETE /session/{id}``: an image kept for a while without
   entering the datastore, which ``POST /infer/{model}?session_id=ID`` segments.
 
@@ -30,6 +31,7 @@ from medseg.web.datastore import FINAL, DatastoreError, FolderDatastore, check_i
 STRATEGIES = {
     "random": "an image without a final label, chosen at random",
     "first": "the first image (by id) without a final label",
+    "uncertainty": "the image without a final label whose prediction is least certain (mean voxel entropy of the served model's probabilities)",
 }
 
 
@@ -39,16 +41,56 @@ def _error(status: int, message: str) -> Any:
     return json_error(status, message, detail=message)
 
 
-def next_sample(store: FolderDatastore, strategy: str, rng: random.Random) -> dict[str, Any]:
-    """``/activelearning/{strategy}``: ``{"id", "path", "strategy"}`` of the image to label next, ``{}`` when none is left."""
-    if strategy not in STRATEGIES:
-        raise DatastoreError(f"No strategy {strategy!r}; this server offers {', '.join(STRATEGIES)} (GET /info/).", 404)
-    labelled = set(store.labelled(FINAL))
-    left = [image_id for image_id in store.image_ids() if image_id not in labelled]
-    if not left:
-        return {}
-    chosen = left[0] if strategy == "first" else rng.choice(left)
-    return {"id": chosen, "path": str(store.image_file(chosen)), "strategy": strategy}
+class ActiveLearning:
+    """``/activelearning/{strategy}`` over a datastore's unlabelled images (those without a ``final`` label).
+
+    ``uncertainty`` segments each unlabelled image with the served model (its fold ensemble and mirroring, if any:
+    the probabilities the segmenter averages) and picks the highest mean voxel entropy ``-sum_c p_c log p_c``
+    (nats); scores are cached per image file and model version, so a second request segments only new images.
+    """
+
+    def __init__(self, store: FolderDatastore, served: Any, seed: int | None = None) -> None:
+        self.store, self.served = store, served
+        self.rng = random.Random(secrets.randbits(32) if seed is None else seed)
+        self._scores: dict[tuple[str, float, int], float] = {}
+
+    def sample(self, strategy: str) -> dict[str, Any]:
+        """``{"id", "path", "strategy"}`` (and ``"entropy"``) of the image to label next, ``{}`` when none is left."""
+        if strategy not in STRATEGIES:
+            raise DatastoreError(f"No strategy {strategy!r}; this server offers {', '.join(STRATEGIES)} (GET /info/).", 404)
+        labelled = set(self.store.labelled(FINAL))
+        left = [image_id for image_id in self.store.image_ids() if image_id not in labelled]
+        if not left:
+            return {}
+        extra: dict[str, Any] = {}
+        if strategy == "first":
+            chosen = left[0]
+        elif strategy == "random":
+            chosen = self.rng.choice(left)
+        else:
+            scores = {image_id: self.entropy(image_id) for image_id in left}
+            chosen = max(left, key=lambda i: scores[i])
+            extra = {"entropy": scores[chosen]}
+        return {"id": chosen, "path": str(self.store.image_file(chosen)), "strategy": strategy, **extra}
+
+    def entropy(self, image_id: str) -> float:
+        """Mean voxel entropy (nats) of the served model's class probabilities on ``image_id`` (cached)."""
+        import numpy as np
+
+        segmenter = self.served.segmenter
+        if segmenter is None:
+            raise DatastoreError("No model loaded: uncertainty needs one.", 503)
+        path = self.store.image_file(image_id)
+        key = (str(path), path.stat().st_mtime, self.served.version)
+        if key not in self._scores:
+            kept: list[Any] = []
+            segmenter.segment(path, None, kept)
+            total = 0.0
+            for channel in kept:  # one class at a time: float16 on the input grid
+                p = np.clip(np.asarray(channel, dtype=np.float32), 1e-7, 1.0)
+                total += float((-p * np.log(p)).mean())
+            self._scores[key] = total
+        return self._scores[key]
 
 
 def _send_file(app: Any, path: Path, name: str) -> Any:
@@ -123,15 +165,15 @@ def add_datastore_routes(app: Any, store: FolderDatastore, results: Any, limits:
         return _error(err.status, str(err))
 
 
-def add_active_learning_routes(app: Any, store: FolderDatastore) -> None:
+def add_active_learning_routes(app: Any, store: FolderDatastore, served: Any) -> None:
     """``POST /activelearning/{strategy}``."""
     from flask import jsonify
 
-    rng = random.Random(secrets.randbits(32))
+    learning = ActiveLearning(store, served)
 
     @app.post("/activelearning/<strategy>")
     def activelearning(strategy: str) -> Any:
-        return jsonify(next_sample(store, strategy, rng))
+        return jsonify(learning.sample(strategy))
 
 
 class Sessions:
@@ -194,3 +236,28 @@ def copy_for_inference(store: FolderDatastore, image_id: str, folder: Path) -> P
     """A private copy of a datastore image in ``folder`` (inference writes beside its input; never into the datastore)."""
     source = store.image_file(image_id)
     return Path(shutil.copy2(source, folder / source.name))
+
+
+def add_training_routes(app: Any, finetuner: Any, name: str) -> None:
+    """``POST /train/{model}`` (and ``/train/``), ``GET /train/`` (``?check_if_running=true``: 200 only while a run
+    goes on, as MONAI Label answers), ``DELETE /train/``."""
+    from flask import jsonify, request
+
+    def start(model: str = "") -> Any:
+        if model and model != name:
+            return _error(404, f"No model {model!r}; this server trains {name!r} (GET /info/).")
+        params = request.get_json(silent=True)
+        return jsonify(finetuner.start(params if isinstance(params, dict) else {}))
+
+    app.add_url_rule("/train/", "train_start_default", start, methods=["POST"])
+    app.add_url_rule("/train/<model>", "train_start", start, methods=["POST"])
+
+    @app.get("/train/")
+    def train_status() -> Any:
+        if request.args.get("check_if_running", "").lower() == "true" and not finetuner.running():
+            return _error(404, "No training run is going on.")
+        return jsonify(finetuner.status())
+
+    @app.delete("/train/")
+    def train_stop() -> Any:
+        return jsonify(finetuner.stop())

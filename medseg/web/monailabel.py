@@ -156,7 +156,15 @@ def write_result(segmenter: Any, scan: Path, image_id: str, folder: Path, extens
 
 
 def add_monai_label_routes(
-    app: Any, segmenter: Any, bundle: str | Path, results: Any, limits: Any, gate: Any, transfers: Any, datastore_dir: Any = None
+    app: Any,
+    served: Any,
+    bundle: str | Path,
+    results: Any,
+    limits: Any,
+    gate: Any,
+    transfers: Any,
+    datastore_dir: Any = None,
+    device_overrides: dict[str, Any] | None = None,
 ) -> None:
     """The routes above, on the scan page's app, with its results folder, upload limits and gates; with ``datastore_dir``
     also the annotation loop's (:mod:`medseg.web.annotation`) on a :class:`medseg.web.datastore.FolderDatastore` there."""
@@ -167,29 +175,31 @@ def add_monai_label_routes(
 
     meta = json.loads(config_file(Path(bundle), "metadata.json").read_text(encoding="utf-8"))
     name, sessions = model_name(bundle), annotation.Sessions(results)
-    datastore = None
-    if datastore_dir is not None:
-        from medseg.web.datastore import FolderDatastore
-
-        values = [int(k) for k in meta["network_data_format"]["outputs"]["pred"]["channel_def"]]
-        datastore = FolderDatastore(datastore_dir, values)
+    datastore = _folder_datastore(datastore_dir, meta) if datastore_dir is not None else None
 
     @app.get("/info/")
     def monai_label_info() -> Any:
-        if segmenter is None:
+        if served.segmenter is None:
             return _error(503, "No model loaded.")
-        return jsonify(info(segmenter, bundle, meta, datastore))
+        answer = info(served.segmenter, bundle, meta, datastore)
+        if finetuner is not None:
+            answer["trainers"] = {name: {"description": "fine-tune the served model on the datastore's final labels"}}
+            answer["train_stats"] = {name: finetuner.status()}
+        return jsonify(answer)
 
+    finetuner = None
     if datastore is not None:
         annotation.add_datastore_routes(app, datastore, results, limits, transfers)
-        annotation.add_active_learning_routes(app, datastore)
+        annotation.add_active_learning_routes(app, datastore, served)
+        finetuner = _finetuner(bundle, datastore, served, device_overrides or {})
+        annotation.add_training_routes(app, finetuner, name)
         images = None
     else:
         images = ImageStore(results)
         _add_expiring_upload_route(app, images, results, limits, transfers)
     annotation.add_session_routes(app, sessions, results, limits, transfers)
     resolve = _image_resolver(images, datastore, sessions, results)
-    _add_infer_route(app, segmenter, name, resolve, results, gate, transfers)
+    _add_infer_route(app, served, name, resolve, results, gate, transfers)
     offered = "/info/, /datastore/, /infer/, /session/" + (
         ", /activelearning/" if datastore is not None else " (labels and next samples: --datastore DIR)"
     )
@@ -197,9 +207,29 @@ def add_monai_label_routes(
     def not_offered(**_: Any) -> Any:
         return _error(501, f"{request.path}: not offered by medact's MONAI Label endpoints ({offered}).")
 
-    rules = NOT_OFFERED if datastore is None else tuple(r for r in NOT_OFFERED if not r.startswith(("/datastore", "/activelearning")))
+    rules = (
+        NOT_OFFERED if datastore is None else tuple(r for r in NOT_OFFERED if not r.startswith(("/datastore", "/activelearning", "/train")))
+    )
     for n, rule in enumerate(r for r in rules if not r.startswith("/session")):
         app.add_url_rule(rule, f"monai_label_not_offered_{n}", not_offered, methods=["GET", "POST", "PUT", "DELETE"])
+
+
+def _folder_datastore(folder: Any, meta: dict[str, Any]) -> Any:
+    """The :class:`medseg.web.datastore.FolderDatastore` in ``folder``, accepting the bundle's label values."""
+    from medseg.web.datastore import FolderDatastore
+
+    return FolderDatastore(folder, [int(k) for k in meta["network_data_format"]["outputs"]["pred"]["channel_def"]])
+
+
+def _finetuner(bundle: str | Path, datastore: Any, served: Any, device_overrides: dict[str, Any]) -> Any:
+    """The server's :class:`medseg.web.training.Finetuner`: better weights are served from the next request on."""
+    from medseg.inference.segmenter import load_segmenter
+    from medseg.web.training import Finetuner
+
+    flags = [arg for key in ("device", "precision") if device_overrides.get(key) for arg in (f"--{key}", str(device_overrides[key]))]
+    return Finetuner(
+        Path(bundle), datastore, lambda _weights: served.replace(load_segmenter(bundle, None, device_overrides)), device_flags=flags
+    )
 
 
 def _add_expiring_upload_route(app: Any, images: ImageStore, results: Any, limits: Any, transfers: Any) -> None:
@@ -252,13 +282,14 @@ def _image_resolver(images: ImageStore | None, datastore: Any, sessions: Any, re
     return resolve
 
 
-def _add_infer_route(app: Any, segmenter: Any, name: str, resolve: Any, results: Any, gate: Any, transfers: Any) -> None:
+def _add_infer_route(app: Any, served: Any, name: str, resolve: Any, results: Any, gate: Any, transfers: Any) -> None:
     """``POST /infer/<model>?image=ID[&session_id=S]&output=image|json|all``: segment a stored image (or a session's),
     answer in MONAI Label's forms."""
     from flask import jsonify, request
 
     @app.post("/infer/<model>")
     def monai_label_infer(model: str) -> Any:
+        segmenter = served.segmenter  # one model for the whole request
         if segmenter is None:
             return _error(503, "No model loaded.")
         if model != name:

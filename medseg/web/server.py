@@ -263,16 +263,17 @@ def create_app(
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 2**20)
     results = app.config["RESULTS"] = Results(keep_minutes * 60)
-    segmenter, problem = _load_for_serving(bundle, weights, device_overrides)
+    served = ServedModel(*_load_for_serving(bundle, weights, device_overrides))
     gate, transfers = threading.BoundedSemaphore(max(1, workers)), TransferGate(max_transfers, transfer_wait_s)
     limits = UploadLimits(int(max_upload_mb * 2**20), int(max_voxels))
     app.before_request(results.sweep)  # expired results go whatever the next request is
-    _add_page_routes(app, segmenter, problem, limits, max_upload_mb)
+    _add_page_routes(app, served, limits, max_upload_mb)
 
     @app.post("/api/segment")
     def segment() -> Any:
+        segmenter = served.segmenter  # one model for the whole request, even if fine-tuned weights replace it meanwhile
         if segmenter is None:
-            return json_error(503, f"No model loaded: {problem}.")
+            return json_error(503, f"No model loaded: {served.problem}.")
         with transfers.slot():  # before the body is parsed: Werkzeug spools uploads to disk on first access
             upload = request.files.get("file")
             if upload is None:
@@ -283,9 +284,24 @@ def create_app(
     if monai_label:
         from medseg.web.monailabel import add_monai_label_routes
 
-        add_monai_label_routes(app, segmenter, bundle, results, limits, gate, transfers, datastore)
+        add_monai_label_routes(app, served, bundle, results, limits, gate, transfers, datastore, device_overrides)
     install_error_handlers(app, max_upload_mb, logger)
     return app
+
+
+class ServedModel:
+    """The segmenter both pages answer with (``None`` with ``problem`` when the bundle could not be loaded).
+
+    Fine-tuned weights replace it whole (:meth:`replace`); a request reads :attr:`segmenter` once and keeps that model
+    to its end, so no request mixes two models.
+    """
+
+    def __init__(self, segmenter: Any, problem: str = "") -> None:
+        self.segmenter, self.problem, self.version = segmenter, problem, 0
+
+    def replace(self, segmenter: Any) -> None:
+        """Serve ``segmenter`` from the next request on (``version`` counts the replacements: caches key on it)."""
+        self.segmenter, self.problem, self.version = segmenter, "", self.version + 1
 
 
 def _load_for_serving(bundle: str | Path, weights: str | Path | None, device_overrides: dict[str, Any] | None) -> tuple[Any, str]:
@@ -300,7 +316,7 @@ def _load_for_serving(bundle: str | Path, weights: str | Path | None, device_ove
     return segmenter, problem
 
 
-def _add_page_routes(app: Any, segmenter: Any, problem: str, limits: UploadLimits, max_upload_mb: float) -> None:
+def _add_page_routes(app: Any, served: ServedModel, limits: UploadLimits, max_upload_mb: float) -> None:
     """``GET /`` (the page) and ``GET /api/health`` (model, labels, limits)."""
     from flask import jsonify
 
@@ -312,6 +328,7 @@ def _add_page_routes(app: Any, segmenter: Any, problem: str, limits: UploadLimit
 
     @app.get("/api/health")
     def health() -> Any:
+        segmenter = served.segmenter
         names = dict(segmenter.names) if segmenter else {}
         return jsonify(
             {
@@ -320,7 +337,7 @@ def _add_page_routes(app: Any, segmenter: Any, problem: str, limits: UploadLimit
                 "labels": names,
                 "max_upload_mb": max_upload_mb,
                 "max_voxels": limits.max_voxels,
-                "problem": problem or None,
+                "problem": served.problem or None,
             }
         )
 

@@ -68,7 +68,7 @@ def test_upload_list_save_a_label_and_ask_for_the_next_sample(
     assert client.next_sample("random", {})["id"] in ("case_0", "case_2")
     info = client.info()
     assert info["datastore"] == {"total": 3, "completed": 1, "label_tags": {"final": 1}}
-    assert set(info["strategies"]) == {"random", "first"}
+    assert set(info["strategies"]) == {"random", "first", "uncertainty"}
     saved = Path(client.download_label("case_1", "final"))
     back, geometry = read_volume(saved)
     expected, expected_geometry = read_volume(label)
@@ -147,3 +147,91 @@ def test_the_datastore_is_a_folder_that_survives_a_restart(
 
 def _label_for(scan: Path) -> Path:
     return scan.parent.parent / "labelsTr" / scan.name
+
+
+def _wait_until_done(client: MONAILabelClient, timeout_s: float = 600) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while client.train_status(check_if_running=True):
+        assert time.monotonic() < deadline, "training did not finish"
+        time.sleep(1)
+    return client.train_status()
+
+
+def test_training_on_saved_labels_serves_the_new_weights_only_when_they_are_not_worse(
+    server: Server, untrained_bundle: Path, store_dir: Path, scans: list[Path], tmp_path: Path
+) -> None:
+    """The loop: 3 images, 2 corrected labels saved, train, status until done, the served model replaced only when its
+    validation Dice is not lower (the previous one kept), and the next sample is the unlabelled image."""
+    import hashlib
+
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    for n, scan in enumerate(scans):
+        client.upload_image(str(scan), f"loop_{n}")
+    for n in (0, 1):
+        client.save_label(f"loop_{n}", str(_label_for(scans[n])), tag="final")
+    weights = untrained_bundle / "models" / "model.pt"
+    before = hashlib.sha256(weights.read_bytes()).hexdigest()
+    started = client.train_start("vnet_seg", {"max_epochs": 2})
+    assert started["state"] == "RUNNING" and started["cases"] >= 2
+    with pytest.raises(MONAILabelClientException, match="Status: 409"):
+        client.train_start("vnet_seg", {"max_epochs": 2})  # one run at a time
+    status = _wait_until_done(client)
+    assert status["state"] == "SUCCESS", status
+    new, served = status["dice"]["new"], status["dice"]["served"]
+    assert status["replaced"] == (new >= served) and status["epoch"] == 2
+    after = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (after != before) == status["replaced"]
+    assert (untrained_bundle / "models" / "previous" / "model.pt").is_file() == status["replaced"]
+    assert client.info()["train_stats"]["vnet_seg"]["state"] == "SUCCESS"
+    _the_most_uncertain_unlabelled_image_is_next(client, untrained_bundle, store_dir)
+
+
+def _the_most_uncertain_unlabelled_image_is_next(client: MONAILabelClient, bundle: Path, store_dir: Path) -> None:
+    """``next_sample("uncertainty")`` is the unlabelled image with the highest mean voxel entropy of the served model's
+    probabilities, recomputed here with the bundle's current weights (replaced or not by the training above)."""
+    from medseg.inference.segmenter import load_segmenter
+
+    objects = client.datastore()["objects"]
+    unlabelled = sorted(i for i, o in objects.items() if "final" not in o["labels"])
+    assert "loop_2" in unlabelled and "loop_0" not in unlabelled
+    chosen = client.next_sample("uncertainty", {})
+    segmenter, scores = load_segmenter(bundle), {}
+    for image_id in unlabelled:
+        kept: list = []
+        segmenter.segment(store_dir / "images" / f"{image_id}{objects[image_id]['image']['ext']}", None, kept)
+        scores[image_id] = sum(float((-(p := np.clip(np.asarray(c, np.float32), 1e-7, 1)) * np.log(p)).mean()) for c in kept)
+    assert chosen["id"] == max(scores, key=scores.get) and chosen["entropy"] == pytest.approx(scores[chosen["id"]], rel=1e-3)
+    assert client.next_sample("uncertainty", {}) == chosen  # cached per model version: the same answer
+
+
+def test_a_stopped_training_leaves_the_served_model_and_says_so(
+    server: Server, untrained_bundle: Path, scans: list[Path], tmp_path: Path
+) -> None:
+    import hashlib
+    import time
+
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    for n in (0, 1):
+        client.upload_image(str(scans[n]), f"stop_{n}")
+        client.save_label(f"stop_{n}", str(_label_for(scans[n])), tag="final")
+    weights = untrained_bundle / "models" / "model.pt"
+    before = hashlib.sha256(weights.read_bytes()).hexdigest()
+    client.train_start("vnet_seg", {"max_epochs": 500})
+    time.sleep(3)
+    stopped = client.train_stop()
+    assert stopped["state"] == "STOPPED" and "unchanged" in stopped["reason"]
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == before
+    assert not client.train_status(check_if_running=True)
+
+
+def test_training_needs_two_labelled_images_and_says_so(untrained_bundle: Path, tmp_path: Path) -> None:
+    from medseg.web.datastore import DatastoreError, FolderDatastore
+    from medseg.web.training import Finetuner
+
+    tuner = Finetuner(untrained_bundle, FolderDatastore(tmp_path / "empty", [0, 1, 2, 3]), on_better=lambda _: None)
+    with pytest.raises(DatastoreError, match=r"at least 2 images with a final label .* has 0") as refused:
+        tuner.start({"max_epochs": 1})
+    assert refused.value.status == 422 and tuner.status()["state"] == "NONE" and not tuner.running()
+    assert not list((tmp_path / "empty" / ".train").iterdir())  # nothing half-made
