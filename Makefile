@@ -63,6 +63,7 @@ format: $(STAMP)
 
 test: lint
 	@sh .ci/install-chromium
+	@sh .ci/install-orthanc
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # the documentation site, offline, into site/; any warning fails (mkdocs.yml: strict)

@@ -113,3 +113,16 @@ def run_checked(python: Path, cwd: Path, *args: object, timeout: float = 600):
     done = subprocess.run([str(python), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{args}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """A real Orthanc with DICOMweb on a free loopback port (tests/pacs.py); skipped with the reason when not installed."""
+    from tests.pacs import missing, start_orthanc
+
+    reason = missing()
+    if reason and os.environ.get("MEDACT_REQUIRE_PACS"):  # .ci/run: CI must run them
+        pytest.fail(f"{reason}; MEDACT_REQUIRE_PACS is set.")
+    if reason:
+        pytest.skip(reason)
+    yield from start_orthanc(tmp_path_factory.mktemp("orthanc"))

@@ -12,9 +12,12 @@ from medseg.cli.common import BUNDLE_DEFAULT, device_overrides, parse_overrides
 
 def cmd_infer(args: argparse.Namespace) -> int:
     """``infer``: segment volumes into masks on the inputs' own grids, in the requested formats."""
-    from medseg.inference.segmenter import load_segmenter
-    from medseg.io.channels import cases_from_inputs
-
+    if bool(args.input) == bool(args.dicomweb):
+        raise ValueError("Give the scans to segment: --input FILES, or --dicomweb URL --study UID (a series from a PACS).")
+    if args.dicomweb and not args.study:
+        raise ValueError("--dicomweb needs --study UID (and --series UID when the study holds several image series).")
+    if args.store and not args.dicomweb:
+        raise ValueError("--store sends the DICOM SEG back to the PACS the series came from: it needs --dicomweb.")
     overrides: dict[str, Any] = parse_overrides(args.set)  # model ids are checked against the model's record
     if args.keep_largest:
         overrides["keep_largest"] = True
@@ -28,9 +31,22 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.folds and args.weights:
         raise ValueError("--folds and --weights both name weights; give one of them.")
     from medact_bundles import config_file
-    from medseg.io.volumes import read_header
 
     config_file(args.bundle, "inference.json")  # a wrong --bundle first, in one line
+    if args.dicomweb:
+        return _infer_from_pacs(args, overrides)
+    written = _infer_files(args, overrides)
+    if args.json:
+        print(json.dumps({src: [str(p) for p in files] for src, files in written.items()}))
+    return 0
+
+
+def _infer_files(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, list[Path]]:
+    """Segment ``args.input`` into ``args.output``; returns the written files by case."""
+    from medseg.inference.segmenter import load_segmenter
+    from medseg.io.channels import cases_from_inputs
+    from medseg.io.volumes import read_header
+
     for path in args.input:  # then an unusable input (an RT plan, a lone DICOM slice, a bad header) fails before the model loads
         read_header(path, args.mat_image_var)
     segmenter = load_segmenter(args.bundle, args.weights, overrides, folds=args.folds)
@@ -40,10 +56,33 @@ def cmd_infer(args: argparse.Namespace) -> int:
     written = segmenter.segment_files(
         cases, args.output, formats, args.mat_image_var, with_probabilities=args.save_probabilities, progress=report
     )
-    if args.json:
-        print(json.dumps({src: [str(p) for p in files] for src, files in written.items()}))
-    else:
+    if not args.json:
         print(f"{len(written)} case(s) segmented into {args.output}")
+    return written
+
+
+def _infer_from_pacs(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    """``--dicomweb``: retrieve the series (WADO-RS) into a temporary folder named by its UID, segment it like a series
+    folder, and with ``--store`` send the DICOM SEG back into its study (STOW-RS)."""
+    import tempfile
+
+    from medseg.io.dicomweb import pacs_from_arguments, retrieve_series, store_instance
+
+    pacs = pacs_from_arguments(args.dicomweb, args.token, args.user)
+    if args.store and "dicom-seg" not in args.format.split(","):
+        args.format = f"{args.format},dicom-seg"
+    with tempfile.TemporaryDirectory(prefix="medact-dicomweb-") as folder:
+        series = retrieve_series(pacs, args.study, args.series, folder)
+        args.input = [str(series)]
+        (files,) = _infer_files(args, overrides).values()
+        stored = {}
+        if args.store:
+            seg = next(p for p in files if p.name.endswith("_seg.dcm"))
+            stored[str(seg)] = store_instance(pacs, seg)
+            if not args.json:
+                print(f"{seg.name} stored in study {args.study} at {args.dicomweb} (SOP Instance UID {stored[str(seg)]})")
+    if args.json:
+        print(json.dumps({"series": series.name, "written": [str(p) for p in files], "stored": stored}))
     return 0
 
 
@@ -71,7 +110,6 @@ def add_infer_parser(sub: Any) -> None:
     p.add_argument(
         "--input",
         nargs="+",
-        required=True,
         help="volume files or DICOM series folders; a model with several channels takes each case as one 4D file or as "
         "its channel files case_0000.nii.gz case_0001.nii.gz ... (grouped by name)",
     )
@@ -118,5 +156,17 @@ def add_infer_parser(sub: Any) -> None:
         help="also write <case>_probabilities.npz: float16 class probabilities (C, i, j, k) on the input grid, its ijk_to_lps and label names",
     )
     p.add_argument("--json", action="store_true", help="print written files as JSON")
+    _add_dicomweb_arguments(p)
     add_device_arguments(p, inherited_from=BUNDLE_DEFAULT)
     p.set_defaults(func=cmd_infer)
+
+
+def _add_dicomweb_arguments(p: Any) -> None:
+    """``--dicomweb`` and its companions: a series from a PACS instead of ``--input``."""
+    g = p.add_argument_group("a series from a PACS (DICOMweb: QIDO-RS, WADO-RS, STOW-RS) instead of --input")
+    g.add_argument("--dicomweb", metavar="URL", help="DICOMweb root of the PACS, e.g. http://pacs:8042/dicom-web (Orthanc)")
+    g.add_argument("--study", metavar="UID", help="Study Instance UID of the scan to segment")
+    g.add_argument("--series", metavar="UID", help="Series Instance UID (needed when the study holds several image series)")
+    g.add_argument("--store", action="store_true", help="send the DICOM SEG back into the study (STOW-RS); implies dicom-seg")
+    g.add_argument("--token", help="bearer token for the PACS (or the environment variable MEDACT_DICOMWEB_TOKEN)")
+    g.add_argument("--user", help="user for HTTP basic authentication; the password is read from MEDACT_DICOMWEB_PASSWORD")
