@@ -68,7 +68,7 @@ def _infer_from_pacs(args: argparse.Namespace, overrides: dict[str, Any]) -> int
 
     from medseg.io.dicomweb import pacs_from_arguments, retrieve_series, store_instance
 
-    pacs = pacs_from_arguments(args.dicomweb, args.token, args.user)
+    pacs = pacs_from_arguments(args.dicomweb, args.dicomweb_token, args.dicomweb_user)
     if args.store and "dicom-seg" not in args.format.split(","):
         args.format = f"{args.format},dicom-seg"
     with tempfile.TemporaryDirectory(prefix="medact-dicomweb-") as folder:
@@ -168,5 +168,5 @@ def _add_dicomweb_arguments(p: Any) -> None:
     g.add_argument("--study", metavar="UID", help="Study Instance UID of the scan to segment")
     g.add_argument("--series", metavar="UID", help="Series Instance UID (needed when the study holds several image series)")
     g.add_argument("--store", action="store_true", help="send the DICOM SEG back into the study (STOW-RS); implies dicom-seg")
-    g.add_argument("--token", help="bearer token for the PACS (or the environment variable MEDACT_DICOMWEB_TOKEN)")
-    g.add_argument("--user", help="user for HTTP basic authentication; the password is read from MEDACT_DICOMWEB_PASSWORD")
+    g.add_argument("--dicomweb-token", help="bearer token for the PACS (or the environment variable MEDACT_DICOMWEB_TOKEN)")
+    g.add_argument("--dicomweb-user", help="user for HTTP basic authentication; the password is read from MEDACT_DICOMWEB_PASSWORD")

@@ -16,8 +16,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from medseg.web.server import serve
     from shared.web import server_options
 
-    if args.datastore is not None and not args.monai_label:
-        raise ValueError("--datastore serves MONAI Label's annotation loop: give --monai-label too.")
+    if (args.datastore is not None or args.dicomweb) and not args.monai_label:
+        raise ValueError("--datastore and --dicomweb serve MONAI Label's annotation loop: give --monai-label too.")
+    pacs = None
+    if args.dicomweb:
+        from medseg.io.dicomweb import pacs_from_arguments
+
+        pacs = pacs_from_arguments(args.dicomweb, args.dicomweb_token, args.dicomweb_user)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     serve(
         args.bundle,
@@ -33,6 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         device_overrides=device_overrides(args),
         monai_label=args.monai_label,
         datastore=args.datastore,
+        dicomweb=pacs,
     )
     return 0
 
@@ -72,6 +78,15 @@ def add_serve_parser(sub: Any) -> None:
         help="with --monai-label: a folder of images and saved labels (images/, labels/final/; made when missing, kept across "
         "restarts) for 3D Slicer's annotation loop: save labels, next sample, sessions (docs/slicer-monailabel.md)",
     )
+    g = p.add_argument_group("the annotation loop on a PACS (DICOMweb) instead of a folder")
+    g.add_argument(
+        "--dicomweb",
+        metavar="URL",
+        help="with --monai-label: images are the PACS's image series (id: Series Instance UID), saved labels are stored there "
+        "as DICOM SEG; --datastore DIR then caches what was read (default: a temporary folder)",
+    )
+    g.add_argument("--dicomweb-token", help="bearer token for the PACS (or the environment variable MEDACT_DICOMWEB_TOKEN)")
+    g.add_argument("--dicomweb-user", help="user for HTTP basic authentication; the password is read from MEDACT_DICOMWEB_PASSWORD")
     add_device_arguments(p, inherited_from=BUNDLE_DEFAULT)
     add_server_arguments(p)
     p.set_defaults(func=cmd_serve)

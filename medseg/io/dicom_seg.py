@@ -118,6 +118,7 @@ def write_dicom_seg(
     colours: Mapping[int, Sequence[float]] | None = None,
     algorithm: Mapping[str, str] | None = None,
     segment_codes: Mapping[str, Any] | None = None,
+    series_description: str = "medact segmentation",
 ) -> Path:
     """Write ``mask`` (``[i, j, k]`` labels on the source series' grid) as a BINARY DICOM Segmentation at ``path``.
 
@@ -125,7 +126,8 @@ def write_dicom_seg(
         source: the DICOM series folder the mask was computed from.
         names: label value -> segment label (background 0 is no segment); a mask value without a name is refused.
         colours: label value -> RGB in [0, 1], written as CIELab (the exports' colours otherwise).
-        algorithm: ``{"name": ..., "version": ...}`` (the bundle's metadata).
+        algorithm: ``{"name": ..., "version": ...}`` (the bundle's metadata), and ``"type": "SEMIAUTOMATIC"`` for a
+            label a person corrected from the model's proposal (default ``AUTOMATIC``).
         segment_codes: label value (str) -> ``{"category": {...}, "type": {...}}`` overriding :func:`property_codes`.
     """
     import highdicom as hd
@@ -160,7 +162,7 @@ def write_dicom_seg(
         software_versions=str(algorithm["version"])[:64],
         device_serial_number="none",
         omit_empty_frames=True,
-        series_description="medact segmentation",
+        series_description=series_description[:64],
         pixel_measures=_pixel_measures(geometry),
     )
     with atomic_path(path) as tmp:
@@ -191,7 +193,7 @@ def _segment_descriptions(
                 segment_label=str(names[label])[:64],
                 segmented_property_category=category,
                 segmented_property_type=kind,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues[str(algorithm.get("type", "AUTOMATIC"))],
                 algorithm_identification=identification,
                 display_color=hd.color.CIELabColor.from_rgb(*(round(255 * c) for c in rgb[label])),
             )

@@ -70,7 +70,7 @@ class Pacs:
         except requests.HTTPError as err:
             code = err.response.status_code if err.response is not None else "?"
             detail = (err.response.text or "").strip().splitlines()[:1] if err.response is not None else []
-            hint = " (check --token, or --user and MEDACT_DICOMWEB_PASSWORD)" if code in (401, 403) else ""
+            hint = " (check --dicomweb-token, or --dicomweb-user and MEDACT_DICOMWEB_PASSWORD)" if code in (401, 403) else ""
             raise PacsError(f"{self.url}: {what} was refused with HTTP {code}{hint}{': ' + detail[0][:200] if detail else ''}.") from None
         except (requests.ConnectionError, requests.Timeout) as err:
             reason = type(err).__name__
@@ -178,11 +178,11 @@ def store_instance(pacs: Pacs, path: str | os.PathLike, client: Any = None) -> s
 
 
 def pacs_from_arguments(url: str, token: str | None, user: str | None) -> Pacs:
-    """The server of the CLI's ``--dicomweb``/``--token``/``--user``; the password comes from ``MEDACT_DICOMWEB_PASSWORD``
-    (never a command-line argument: those are visible to every user of the machine), the token from ``--token`` or
+    """The server of the CLI's ``--dicomweb``/``--dicomweb-token``/``--dicomweb-user``; the password comes from ``MEDACT_DICOMWEB_PASSWORD``
+    (never a command-line argument: those are visible to every user of the machine), the token from ``--dicomweb-token`` or
     ``MEDACT_DICOMWEB_TOKEN``."""
     token = token or os.environ.get("MEDACT_DICOMWEB_TOKEN") or None
     password = os.environ.get("MEDACT_DICOMWEB_PASSWORD")
     if user and not password and not token:
-        raise PacsError(f"--user {user}: set the password in the environment variable MEDACT_DICOMWEB_PASSWORD.")
+        raise PacsError(f"--dicomweb-user {user}: set the password in the environment variable MEDACT_DICOMWEB_PASSWORD.")
     return Pacs(url, token=token, user=user, password=password)

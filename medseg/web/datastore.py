@@ -67,6 +67,20 @@ def check_id(value: str, what: str = "image id") -> str:
     return value
 
 
+def check_label(label: Path, image: Path, label_values: set[int]) -> None:
+    """:class:`DatastoreError` (422) unless ``label`` lies on ``image``'s grid and holds only ``label_values``."""
+    try:
+        grid, on = read_header(image).geometry, read_header(label).geometry
+    except VolumeError as err:
+        raise DatastoreError(f"The label cannot be read: {err}") from None
+    differences = on.matches(grid, tol=1e-3)  # mm: what a viewer's rounding of a saved header leaves
+    if differences:
+        raise DatastoreError(f"The label is not on its image's grid ({'; '.join(differences)}); save it on the image it labels.")
+    values = {int(v) for v in np.unique(np.asarray(read_volume(label)[0]))}
+    if not values <= label_values:
+        raise DatastoreError(f"The label holds values {sorted(values - label_values)} the model does not know ({sorted(label_values)}).")
+
+
 class FolderDatastore:
     """Images and labels in a folder (see the module docstring).
 
@@ -170,18 +184,7 @@ class FolderDatastore:
 
     def check_label(self, label: Path, image: Path) -> None:
         """:class:`DatastoreError` (422) unless ``label`` lies on ``image``'s grid and holds only the bundle's values."""
-        try:
-            grid, on = read_header(image).geometry, read_header(label).geometry
-        except VolumeError as err:
-            raise DatastoreError(f"The label cannot be read: {err}") from None
-        differences = on.matches(grid, tol=1e-3)  # mm: what a viewer's rounding of a saved header leaves
-        if differences:
-            raise DatastoreError(f"The label is not on its image's grid ({'; '.join(differences)}); save it on the image it labels.")
-        values = {int(v) for v in np.unique(np.asarray(read_volume(label)[0]))}
-        if not values <= self.label_values:
-            raise DatastoreError(
-                f"The label holds values {sorted(values - self.label_values)} the model does not know ({sorted(self.label_values)})."
-            )
+        check_label(label, image, self.label_values)
 
     def delete_image(self, image_id: str) -> None:
         """Remove an image and every label saved for it."""

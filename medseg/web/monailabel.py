@@ -165,9 +165,12 @@ def add_monai_label_routes(
     transfers: Any,
     datastore_dir: Any = None,
     device_overrides: dict[str, Any] | None = None,
+    dicomweb: Any = None,
 ) -> None:
     """The routes above, on the scan page's app, with its results folder, upload limits and gates; with ``datastore_dir``
-    also the annotation loop's (:mod:`medseg.web.annotation`) on a :class:`medseg.web.datastore.FolderDatastore` there."""
+    also the annotation loop's (:mod:`medseg.web.annotation`) on a :class:`medseg.web.datastore.FolderDatastore` there;
+    with ``dicomweb`` (a :class:`medseg.io.dicomweb.Pacs`) on that PACS, ``datastore_dir`` caching what it reads
+    (:class:`medseg.web.dicomweb_datastore.DicomwebDatastore`)."""
     from flask import jsonify, request
 
     from medact_bundles import config_file
@@ -175,7 +178,7 @@ def add_monai_label_routes(
 
     meta = json.loads(config_file(Path(bundle), "metadata.json").read_text(encoding="utf-8"))
     name, sessions = model_name(bundle), annotation.Sessions(results)
-    datastore = _folder_datastore(datastore_dir, meta) if datastore_dir is not None else None
+    datastore = _datastore(datastore_dir, dicomweb, meta)
 
     @app.get("/info/")
     def monai_label_info() -> Any:
@@ -214,11 +217,19 @@ def add_monai_label_routes(
         app.add_url_rule(rule, f"monai_label_not_offered_{n}", not_offered, methods=["GET", "POST", "PUT", "DELETE"])
 
 
-def _folder_datastore(folder: Any, meta: dict[str, Any]) -> Any:
-    """The :class:`medseg.web.datastore.FolderDatastore` in ``folder``, accepting the bundle's label values."""
+def _datastore(folder: Any, dicomweb: Any, meta: dict[str, Any]) -> Any:
+    """The annotation datastore: on the PACS ``dicomweb`` (``folder``: its cache), else in ``folder``, else none;
+    accepting the bundle's label values."""
+    names = {int(k): str(v) for k, v in meta["network_data_format"]["outputs"]["pred"]["channel_def"].items()}
+    if dicomweb is not None:
+        from medseg.web.dicomweb_datastore import DicomwebDatastore
+
+        return DicomwebDatastore(dicomweb, folder, names, {"name": meta.get("name", "medact"), "version": meta.get("version", "0")})
+    if folder is None:
+        return None
     from medseg.web.datastore import FolderDatastore
 
-    return FolderDatastore(folder, [int(k) for k in meta["network_data_format"]["outputs"]["pred"]["channel_def"]])
+    return FolderDatastore(folder, names)
 
 
 def _finetuner(bundle: str | Path, datastore: Any, served: Any, device_overrides: dict[str, Any]) -> Any:

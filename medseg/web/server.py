@@ -247,11 +247,13 @@ def create_app(
     device_overrides: dict[str, Any] | None = None,
     monai_label: bool = False,
     datastore: str | Path | None = None,
+    dicomweb: Any = None,
 ) -> Any:
     """The Flask app; ``app.config["RESULTS"]`` holds the private result root.
 
     ``monai_label``: also the MONAI Label endpoints 3D Slicer's MONAILabel module uses (:mod:`medseg.web.monailabel`);
-    ``datastore``: with them, the annotation loop's on a folder datastore there (:mod:`medseg.web.annotation`).
+    ``datastore``: with them, the annotation loop's on a folder datastore there (:mod:`medseg.web.annotation`); ``dicomweb``
+    (a :class:`medseg.io.dicomweb.Pacs`): on that PACS instead, ``datastore`` caching what is read.
 
     ``device_overrides``: bundle ids such as ``{"device": "cuda", "precision": "bf16"}`` (``medseg serve --device``).
 
@@ -284,7 +286,7 @@ def create_app(
     if monai_label:
         from medseg.web.monailabel import add_monai_label_routes
 
-        add_monai_label_routes(app, served, bundle, results, limits, gate, transfers, datastore, device_overrides)
+        add_monai_label_routes(app, served, bundle, results, limits, gate, transfers, datastore, device_overrides, dicomweb)
     install_error_handlers(app, max_upload_mb, logger)
     return app
 

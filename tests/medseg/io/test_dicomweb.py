@@ -40,7 +40,7 @@ def ct_series(orthanc, tmp_path_factory) -> Path:
 @pytest.fixture
 def pacs_env(orthanc, monkeypatch):
     monkeypatch.setenv("MEDACT_DICOMWEB_PASSWORD", orthanc.password)
-    return ["--dicomweb", orthanc.url, "--user", orthanc.user]
+    return ["--dicomweb", orthanc.url, "--dicomweb-user", orthanc.user]
 
 
 def test_infer_from_the_pacs_stores_a_seg_equal_to_infer_on_the_files(ct_series, pacs_env, orthanc, untrained_bundle, tmp_path):

@@ -1,0 +1,111 @@
+"""MONAI Label's annotation loop with the datastore in a real PACS: ``medseg serve --monai-label --dicomweb URL`` against
+Orthanc with its DICOMweb plugin (tests/pacs.py), driven by ``monailabel.client.MONAILabelClient``.
+
+Three CT series go into the PACS (STOW-RS); the client lists them, saves two corrected labels (stored as DICOM SEGs
+in the scans' studies), reads one back, asks for the next sample, trains, and meets the refusals.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from medseg.io.volumes import read_volume
+from tests.action.web_server import Server
+from tests.medseg.conftest import write_dicom_series
+
+with warnings.catch_warnings():  # the client imports cgi, deprecated since Python 3.11
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from monailabel.client import MONAILabelClient
+    from monailabel.client.client import MONAILabelClientException
+
+ROOT_UID = "1.2.826.0.1.3680043.2.1125.50"
+
+
+def _series_uid(n: int) -> str:
+    return f"{ROOT_UID}.{n}.1"
+
+
+@pytest.fixture(scope="module")
+def pacs_scans(orthanc, demo_dataset: Path, tmp_path_factory) -> dict[str, Path]:
+    """Three demo training scans stored in the PACS as CT series, each in a study of its own: series uid -> its label."""
+    from medseg.io.dicomweb import Pacs
+
+    client = Pacs(orthanc.url, user=orthanc.user, password=orthanc.password).client()
+    labels = {}
+    for n, scan in enumerate(sorted((demo_dataset / "imagesTr").iterdir())[:3]):
+        volume, geometry = read_volume(scan)
+        folder = write_dicom_series(np.asarray(volume) * 1000, geometry, tmp_path_factory.mktemp("series") / "ct")
+        instances = []
+        for k, path in enumerate(sorted(folder.iterdir())):
+            ds = pydicom.dcmread(path)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = f"{ROOT_UID}.{n}", _series_uid(n)
+            ds.SOPInstanceUID = f"{_series_uid(n)}.{k + 1}"
+            instances.append(ds)
+        client.store_instances(instances)
+        labels[_series_uid(n)] = demo_dataset / "labelsTr" / scan.name
+    return labels
+
+
+@pytest.fixture(scope="module")
+def server(orthanc, pacs_scans, untrained_bundle: Path, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("dicomweb_cache")
+    extra = ("--monai-label", "--dicomweb", orthanc.url, "--dicomweb-user", orthanc.user, "--datastore", str(cache))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MEDACT_DICOMWEB_PASSWORD", orthanc.password)
+        running = Server(untrained_bundle, tmp_path_factory.mktemp("pacs_server"), max_upload_mb=4, module="medseg", extra=extra)
+    yield running
+    running.stop()
+
+
+def test_labels_saved_from_the_client_are_segs_in_the_pacs_and_come_back_equal(server, orthanc, pacs_scans, tmp_path) -> None:
+    from medseg.io.dicomweb import Pacs
+
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    assert sorted(client.datastore()["objects"]) == sorted(pacs_scans)
+    first, second, third = sorted(pacs_scans)
+    for image in (first, second):
+        assert client.save_label(image, str(pacs_scans[image]), tag="final")["image"] == image
+    pacs = Pacs(orthanc.url, user=orthanc.user, password=orthanc.password).client()
+    segs = [s for s in pacs.search_for_series(study_instance_uid=f"{ROOT_UID}.0") if s["00080060"]["Value"] == ["SEG"]]
+    assert len(segs) == 1 and segs[0]["0008103E"]["Value"] == ["medact label final"]  # in the scan's own study
+    back, _ = read_volume(client.download_label(first, "final"))
+    expected, _ = read_volume(pacs_scans[first])
+    np.testing.assert_array_equal(np.asarray(back), np.asarray(expected))
+    assert client.info()["datastore"]["completed"] == 2 and client.next_sample("first", {})["id"] == third
+
+    started = client.train_start("vnet_seg", {"max_epochs": 1})
+    assert started["state"] == "RUNNING" and started["cases"] == 2
+    status = _wait_until_done(client)
+    assert status["state"] == "SUCCESS" and status["epoch"] == 1, status
+
+
+def test_what_a_pacs_datastore_cannot_do_is_refused_in_one_line(server, pacs_scans, demo_dataset, tmp_path) -> None:
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    image = sorted(pacs_scans)[2]
+    label = pacs_scans[image]
+    with pytest.raises(MONAILabelClientException, match="Status: 405.*Images come from the PACS"):
+        client.upload_image(str(next((demo_dataset / "imagesTr").iterdir())), "new_case")
+    with pytest.raises(MONAILabelClientException, match=r"Status: 404.*No image series .*1\.2\.3\.4.* in the PACS"):
+        client.save_label("1.2.3.4", str(label), tag="final")
+    values, geometry = read_volume(label)
+    from medseg.io.volumes import write_volume
+
+    wrong = write_volume(np.where(np.asarray(values) > 0, 9, 0).astype(np.uint8), geometry, tmp_path / "wrong.nii.gz")
+    with pytest.raises(MONAILabelClientException, match=r"Status: 422.*values \[9\]"):
+        client.save_label(image, str(wrong), tag="final")
+    assert "final" not in client.datastore()["objects"][image]["labels"]  # nothing stored
+
+
+def _wait_until_done(client: MONAILabelClient, timeout_s: float = 600) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while client.train_status(check_if_running=True):
+        assert time.monotonic() < deadline, "training did not finish"
+        time.sleep(1)
+    return client.train_status()
