@@ -233,7 +233,10 @@ def add_session_routes(app: Any, sessions: Sessions, results: Any, limits: Any, 
 
 
 def copy_for_inference(store: FolderDatastore, image_id: str, folder: Path) -> Path:
-    """A private copy of a datastore image in ``folder`` (inference writes beside its input; never into the datastore)."""
+    """A private copy of a datastore image in ``folder`` (inference writes beside its input; never into the datastore):
+    for a PACS datastore its DICOM series (so that a DICOM SEG can reference it), else the image file."""
+    if hasattr(store, "dicom_source"):
+        return Path(shutil.copytree(store.dicom_source(image_id), folder / "series"))
     source = store.image_file(image_id)
     return Path(shutil.copy2(source, folder / source.name))
 

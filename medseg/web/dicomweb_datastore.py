@@ -19,10 +19,11 @@ through the datastore (405): they are the PACS's; a label cannot be deleted eith
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,17 @@ class DicomwebDatastore:
         self._seg_refs: dict[str, tuple[str, str, str]] = {}  # SEG series -> (image series, content date+time, SOP uid)
 
     # ---- what the PACS holds ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _calling(self, what: str) -> Iterator[None]:
+        """A PACS that cannot be reached or refuses: :class:`DatastoreError` 502 naming it (a route's JSON line, never a 500)."""
+        try:
+            with self.pacs.calling(what):
+                yield
+        except PacsError as err:
+            raise DatastoreError(str(err), 502) from None
+
     def _series(self) -> list[dict[str, Any]]:
-        with self.pacs.calling("list the series"):
+        with self._calling("list the series"):
             return self.client.search_for_series(fields=[MODALITY, DESCRIPTION, STUDY_UID])
 
     def _studies(self) -> dict[str, str]:
@@ -92,7 +102,7 @@ class DicomwebDatastore:
     def _reference(self, study: str, seg_series: str) -> tuple[str, str, str]:
         """``(referenced image series, content date+time, SOP instance uid)`` of a SEG series (its metadata, cached)."""
         if seg_series not in self._seg_refs:
-            with self.pacs.calling(f"read the metadata of SEG {seg_series}"):
+            with self._calling(f"read the metadata of SEG {seg_series}"):
                 (meta, *_) = self.client.retrieve_series_metadata(study, seg_series)
             referenced = _value(meta, "00081115", {})
             image = _value(referenced, SERIES_UID, "") if referenced else ""
@@ -125,16 +135,19 @@ class DicomwebDatastore:
         return {"name": self.pacs.url, "description": "medact DICOMweb datastore", "objects": objects}
 
     # ---- files the model reads -------------------------------------------------------------------------------------
-    def _series_folder(self, image_id: str) -> Path:
-        """The image series' DICOM files in the cache (retrieved once)."""
+    def dicom_source(self, image_id: str) -> Path:
+        """The image series' DICOM files in the cache (retrieved once); 404 when the PACS has no such series."""
         folder = self.root / "series" / check_id(image_id)
         if not folder.is_dir():
             study = self._studies().get(image_id)
             if study is None:
                 raise DatastoreError(f"No image series {image_id!r} in the PACS at {self.pacs.url}.", 404)
             with self._lock:
-                if not folder.is_dir():
-                    retrieve_series(self.pacs, study, image_id, self.root / "series")
+                try:
+                    if not folder.is_dir():
+                        retrieve_series(self.pacs, study, image_id, self.root / "series")
+                except PacsError as err:
+                    raise DatastoreError(str(err), 502) from None
         return folder
 
     def image_file(self, image_id: str) -> Path:
@@ -143,10 +156,7 @@ class DicomwebDatastore:
 
         target = self.root / "images" / f"{check_id(image_id)}.nii.gz"
         if not target.exists():
-            try:
-                volume, geometry = read_volume(self._series_folder(image_id))
-            except PacsError as err:
-                raise DatastoreError(str(err), 502) from None
+            volume, geometry = read_volume(self.dicom_source(image_id))
             write_volume(volume, geometry, target)  # atomic
         return target
 
@@ -161,11 +171,11 @@ class DicomwebDatastore:
         target = self.root / "labels" / f"{seg_series}.nii.gz"
         if not target.exists():
             study = self._studies()[image_id]
-            with self.pacs.calling(f"retrieve SEG {seg_series}"):
+            with self._calling(f"retrieve SEG {seg_series}"):
                 (seg, *_) = self.client.retrieve_series(study, seg_series)
             with tempfile.TemporaryDirectory(dir=self.root) as work:
                 seg.save_as(Path(work) / "seg.dcm", enforce_file_format=True)
-                series = self._series_folder(image_id)
+                series = self.dicom_source(image_id)
                 geometry = read_header(series).geometry
                 mask, _ = read_dicom_seg(Path(work) / "seg.dcm", series, geometry)
             write_volume(mask.astype("uint8"), geometry, target)
@@ -182,7 +192,7 @@ class DicomwebDatastore:
         if not TAG.match(tag or ""):
             raise DatastoreError(f"Tag {tag!r}: use letters, digits, _ and - (at most 32 characters).")
         check_label(stored, self.image_file(image_id), self.label_values)
-        series = self._series_folder(image_id)
+        series = self.dicom_source(image_id)
         mask, _ = read_volume(stored)
         with tempfile.TemporaryDirectory(dir=self.root) as work:
             seg = Path(work) / "label_seg.dcm"

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medseg.io.volumes import write_volume
+from medseg.io.volumes import is_dicom_input, write_volume
 
 IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".seg.nrrd")
@@ -150,6 +150,12 @@ def write_result(segmenter: Any, scan: Path, image_id: str, folder: Path, extens
     mask, geometry = segmenter.segment(scan)
     seconds = time.perf_counter() - start
     path = folder / f"{image_id}_seg-{secrets.token_hex(8)}{extension}"
+    if extension == ".dcm":  # output=dicom_seg: a DICOM SEG of the source series the scan is
+        from medseg.io.dicom_seg import write_dicom_seg
+
+        names = {v: n for v, n in segmenter.names.items() if v != 0}
+        extra = (segmenter.colours, segmenter.algorithm, segmenter.segment_codes)
+        return write_dicom_seg(np.asarray(mask), geometry, scan, path, names, *extra), seconds
     if extension == ".seg.nrrd":
         return write_seg_nrrd(mask.astype(dtype), geometry, path, segmenter.names, segmenter.colours), seconds
     return write_volume(np.asarray(mask).astype(dtype), geometry, path), seconds
@@ -294,9 +300,9 @@ def _image_resolver(images: ImageStore | None, datastore: Any, sessions: Any, re
 
 
 def _add_infer_route(app: Any, served: Any, name: str, resolve: Any, results: Any, gate: Any, transfers: Any) -> None:
-    """``POST /infer/<model>?image=ID[&session_id=S]&output=image|json|all``: segment a stored image (or a session's),
+    """``POST /infer/<model>?image=ID[&session_id=S]&output=image|json|all|dicom_seg``: segment a stored image (or a session's),
     answer in MONAI Label's forms."""
-    from flask import jsonify, request
+    from flask import request
 
     @app.post("/infer/<model>")
     def monai_label_infer(model: str) -> Any:
@@ -305,7 +311,7 @@ def _add_infer_route(app: Any, served: Any, name: str, resolve: Any, results: An
             return _error(503, "No model loaded.")
         if model != name:
             return _error(404, f"No model {model!r}; this server has {name!r} (GET /info/).")
-        image_id = request.args.get("image", "")
+        image_id, output = request.args.get("image", ""), request.args.get("output")
         with transfers.slot():
             try:
                 extension, dtype = _result_options(request.form.get("params"))
@@ -317,8 +323,10 @@ def _add_infer_route(app: Any, served: Any, name: str, resolve: Any, results: An
                     404, f"No image {image_id!r} (PUT /datastore/?image=ID or /session/ first; uploads are removed after a while)."
                 )
             token, scan = held
-            folder = scan.parent
+            folder, extension = scan.parent, ".dcm" if output == "dicom_seg" else extension
             try:
+                if extension == ".dcm" and not is_dicom_input(scan):
+                    raise ValueError(f"output=dicom_seg needs a DICOM image; {image_id!r} is not one (a PACS datastore's are: --dicomweb).")
                 with gate:
                     result, seconds = write_result(segmenter, scan, image_id, folder, extension, dtype)
                 try:
@@ -329,15 +337,20 @@ def _add_infer_route(app: Any, served: Any, name: str, resolve: Any, results: An
                 return _error(422, "Cannot segment the uploaded volume: " + re.sub(re.escape(str(folder)) + r"/\S*", "it", str(err)))
             finally:
                 results.done(token)  # the folder's use is given back: swept once expired and unused, removed now if retired
-        name_out = f"{image_id}_seg{extension}"  # the client's name for it
         labels = {str(n): int(v) for v, n in sorted(segmenter.names.items()) if v}
         params = {"label_names": labels, "image": image_id, "latencies": {"infer": round(seconds, 3)}}
-        output = request.args.get("output")
-        if output == "json":
-            return jsonify(params)
-        if output == "image":
-            return app.response_class(
-                data, mimetype="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{name_out}"'}
-            )
-        body, content_type = _multipart(params, name_out, data)
-        return app.response_class(body, content_type=content_type)
+        return _infer_answer(app, output, params, f"{image_id}_seg{extension}", data)
+
+
+def _infer_answer(app: Any, output: str | None, params: dict[str, Any], name: str, data: bytes) -> Any:
+    """``/infer/``'s answer in the form ``output`` asks: ``json`` (params), ``image`` or ``dicom_seg`` (the file), else
+    both as multipart (``all``, MONAI Label's default)."""
+    from flask import jsonify
+
+    if output == "json":
+        return jsonify(params)
+    if output in ("image", "dicom_seg"):
+        mimetype = "application/dicom" if output == "dicom_seg" else "application/octet-stream"
+        return app.response_class(data, mimetype=mimetype, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    body, content_type = _multipart(params, name, data)
+    return app.response_class(body, content_type=content_type)

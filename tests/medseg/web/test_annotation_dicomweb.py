@@ -109,3 +109,37 @@ def _wait_until_done(client: MONAILabelClient, timeout_s: float = 600) -> dict:
         assert time.monotonic() < deadline, "training did not finish"
         time.sleep(1)
     return client.train_status()
+
+
+def test_infer_answers_a_dicom_seg_of_a_pacs_image_and_refuses_one_of_a_nifti(server, pacs_scans, demo_dataset, tmp_path) -> None:
+    """``/infer/{model}?output=dicom_seg``: the SEG references the PACS series and holds the mask the client's
+    ``output=all`` answer holds; a session's NIfTI upload has no DICOM source: 422 in one line."""
+    import requests
+
+    from medseg.io.dicom_seg import read_dicom_seg
+
+    image = sorted(pacs_scans)[1]
+    answer = requests.post(f"{server.url}/infer/vnet_seg", params={"image": image, "output": "dicom_seg"}, timeout=120)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/dicom"
+    (tmp_path / "seg.dcm").write_bytes(answer.content)
+    seg = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == image
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    mask_file, _ = client.infer("vnet_seg", image, {"result_extension": ".nii.gz"})
+    expected, geometry = read_volume(mask_file)
+    series = tmp_path / "series"
+    series.mkdir()
+    for n, instance in enumerate(pydicom.dcmread(p) for p in sorted(_cached_series(server, image).iterdir())):
+        instance.save_as(series / f"{n}.dcm")
+    rebuilt, _ = read_dicom_seg(tmp_path / "seg.dcm", series, geometry)
+    np.testing.assert_array_equal(rebuilt, np.asarray(expected))
+
+    session = client.create_session(str(next((demo_dataset / "imagesTr").iterdir())))["session_id"]
+    refused = requests.post(f"{server.url}/infer/vnet_seg", params={"image": "", "session_id": session, "output": "dicom_seg"}, timeout=120)
+    assert refused.status_code == 422 and "output=dicom_seg needs a DICOM image" in refused.json()["error"]
+
+
+def _cached_series(server, image: str) -> Path:
+    """The server's cached copy of a PACS series (its --datastore folder)."""
+    args = server.process.args
+    return Path(args[args.index("--datastore") + 1]) / "series" / image
