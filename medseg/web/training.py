@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -154,6 +155,9 @@ class Finetuner:
     def _finish(self, run: Path, code: int) -> dict[str, Any]:
         if self._state.get("state") == "STOPPING":
             return {"state": "STOPPED", "reason": "stopped by DELETE /train/; the served model is unchanged"}
+        if code < 0:  # killed (out of memory, an operator): the log's last line is no reason
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            return {"state": "FAILED", "reason": f"training was killed by signal {name}; the served model is unchanged"}
         if code != 0:
             tail = (run / "train.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["no output"]
             return {"state": "FAILED", "reason": f"training exited with code {code}: {tail[0][:300]}; the served model is unchanged"}
