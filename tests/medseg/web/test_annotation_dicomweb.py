@@ -143,3 +143,19 @@ def _cached_series(server, image: str) -> Path:
     """The server's cached copy of a PACS series (its --datastore folder)."""
     args = server.process.args
     return Path(args[args.index("--datastore") + 1]) / "series" / image
+
+
+def test_a_pacs_that_cannot_be_reached_is_a_502_line_never_a_500(untrained_bundle: Path, tmp_path: Path) -> None:
+    """The server's side of an unreachable PACS (no Orthanc needed): every datastore route answers 502 naming it."""
+    from medseg.io.dicomweb import Pacs
+    from medseg.web.server import create_app
+
+    down = Pacs("http://127.0.0.1:9/dicom-web", timeout=5)
+    app = create_app(untrained_bundle, monai_label=True, datastore=tmp_path / "cache", dicomweb=down)
+    client = app.test_client()
+    for method, url in [("get", "/datastore/?output=stats"), ("get", "/info/"), ("post", "/activelearning/first")]:
+        answer = getattr(client, method)(url)
+        assert answer.status_code == 502, (url, answer.get_data(as_text=True))
+        assert "127.0.0.1:9/dicom-web: the PACS cannot be reached" in answer.json["error"]
+    answer = client.post("/infer/vnet_seg?image=1.2.3")
+    assert answer.status_code in (404, 502) and "error" in answer.json
