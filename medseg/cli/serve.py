@@ -21,8 +21,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pacs = None
     if args.dicomweb:
         from medseg.io.dicomweb import pacs_from_arguments
+        from medseg.web.dicomweb_datastore import PacsDatastoreSpec
 
-        pacs = pacs_from_arguments(args.dicomweb, args.dicomweb_token, args.dicomweb_user)
+        pacs = PacsDatastoreSpec(
+            pacs_from_arguments(args.dicomweb, args.dicomweb_token, args.dicomweb_user), _dicomweb_filters(args.dicomweb_filter)
+        )
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     serve(
         args.bundle,
@@ -41,6 +44,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         dicomweb=pacs,
     )
     return 0
+
+
+def _dicomweb_filters(pairs: list[str]) -> dict[str, str]:
+    """``["Modality=CT"]`` -> ``{"Modality": "CT"}``; a pair without ``=`` or a key: one line naming it."""
+    filters = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--dicomweb-filter expects KEY=VALUE (a DICOM keyword, e.g. Modality=CT); got {pair!r}.")
+        filters[key] = value
+    return filters
 
 
 def add_serve_parser(sub: Any) -> None:
@@ -84,6 +98,14 @@ def add_serve_parser(sub: Any) -> None:
         metavar="URL",
         help="with --monai-label: images are the PACS's image series (id: Series Instance UID), saved labels are stored there "
         "as DICOM SEG; --datastore DIR then caches what was read (default: a temporary folder)",
+    )
+    g.add_argument(
+        "--dicomweb-filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="QIDO-RS filter choosing the image series to label (repeatable), e.g. --dicomweb-filter Modality=CT "
+        "--dicomweb-filter StudyDescription='liver*' (default: every image series of the PACS)",
     )
     g.add_argument("--dicomweb-token", help="bearer token for the PACS (or the environment variable MEDACT_DICOMWEB_TOKEN)")
     g.add_argument("--dicomweb-user", help="user for HTTP basic authentication; the password is read from MEDACT_DICOMWEB_PASSWORD")

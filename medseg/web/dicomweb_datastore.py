@@ -24,6 +24,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,17 @@ from medseg.io.dicomweb import DESCRIPTION, MODALITY, NON_IMAGE_MODALITIES, SERI
 from medseg.web.datastore import FINAL, DatastoreError, check_id, check_label
 
 STUDY_UID = "0020000D"
+
+
+@dataclass(frozen=True)
+class PacsDatastoreSpec:
+    """What ``medseg serve --dicomweb URL [--dicomweb-filter KEY=VALUE ...]`` asks for: the server and the QIDO-RS
+    filters that choose the image series (see :class:`DicomwebDatastore`)."""
+
+    pacs: Pacs
+    filters: Mapping[str, str] = field(default_factory=dict)
+
+
 LABEL_PREFIX = "medact label "
 
 
@@ -54,10 +66,19 @@ class DicomwebDatastore:
         root: the local cache folder (made when missing); ``None``: a temporary folder.
         names: label value -> name (the bundle's; background 0 included): what a label may hold and the SEG's segments.
         algorithm: ``{"name", "version"}`` of the bundle, written into each SEG.
+        filters: QIDO-RS attribute filters choosing the image series (``{"Modality": "CT", "StudyDescription": "liver*"}``;
+            a real PACS holds far more series than one labelling project wants); labels are found whatever they say.
     """
 
-    def __init__(self, pacs: Pacs, root: str | os.PathLike | None, names: Mapping[int, str], algorithm: Mapping[str, str]) -> None:
-        self.pacs, self.client = pacs, pacs.client()
+    def __init__(
+        self,
+        pacs: Pacs,
+        root: str | os.PathLike | None,
+        names: Mapping[int, str],
+        algorithm: Mapping[str, str],
+        filters: Mapping[str, str] | None = None,
+    ) -> None:
+        self.pacs, self.client, self.filters = pacs, pacs.client(), dict(filters or {})
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="medact-dicomweb-datastore-"))
         for sub in ("series", "images", "labels"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -77,8 +98,12 @@ class DicomwebDatastore:
             raise DatastoreError(str(err), 502) from None
 
     def _series(self) -> list[dict[str, Any]]:
+        """The image series the filters choose, and every SEG series (QIDO-RS)."""
+        fields = [MODALITY, DESCRIPTION, STUDY_UID]
         with self._calling("list the series"):
-            return self.client.search_for_series(fields=[MODALITY, DESCRIPTION, STUDY_UID])
+            images = self.client.search_for_series(fields=fields, search_filters=self.filters or None, get_remaining=True)
+            segs = self.client.search_for_series(fields=fields, search_filters={"Modality": "SEG"}, get_remaining=True)
+        return [s for s in images if _value(s, MODALITY) != "SEG"] + segs
 
     def _studies(self) -> dict[str, str]:
         """Image series uid -> its study uid."""

@@ -175,7 +175,7 @@ def add_monai_label_routes(
 ) -> None:
     """The routes above, on the scan page's app, with its results folder, upload limits and gates; with ``datastore_dir``
     also the annotation loop's (:mod:`medseg.web.annotation`) on a :class:`medseg.web.datastore.FolderDatastore` there;
-    with ``dicomweb`` (a :class:`medseg.io.dicomweb.Pacs`) on that PACS, ``datastore_dir`` caching what it reads
+    with ``dicomweb`` (a :class:`medseg.web.dicomweb_datastore.PacsDatastoreSpec`) on that PACS, ``datastore_dir`` caching what it reads
     (:class:`medseg.web.dicomweb_datastore.DicomwebDatastore`)."""
     from flask import jsonify, request
 
@@ -230,7 +230,8 @@ def _datastore(folder: Any, dicomweb: Any, meta: dict[str, Any]) -> Any:
     if dicomweb is not None:
         from medseg.web.dicomweb_datastore import DicomwebDatastore
 
-        return DicomwebDatastore(dicomweb, folder, names, {"name": meta.get("name", "medact"), "version": meta.get("version", "0")})
+        algorithm = {"name": meta.get("name", "medact"), "version": meta.get("version", "0")}
+        return DicomwebDatastore(dicomweb.pacs, folder, names, algorithm, dicomweb.filters)
     if folder is None:
         return None
     from medseg.web.datastore import FolderDatastore

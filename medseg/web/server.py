@@ -253,7 +253,7 @@ def create_app(
 
     ``monai_label``: also the MONAI Label endpoints 3D Slicer's MONAILabel module uses (:mod:`medseg.web.monailabel`);
     ``datastore``: with them, the annotation loop's on a folder datastore there (:mod:`medseg.web.annotation`); ``dicomweb``
-    (a :class:`medseg.io.dicomweb.Pacs`): on that PACS instead, ``datastore`` caching what is read.
+    (a :class:`medseg.web.dicomweb_datastore.PacsDatastoreSpec`): on that PACS instead, ``datastore`` caching what is read.
 
     ``device_overrides``: bundle ids such as ``{"device": "cuda", "precision": "bf16"}`` (``medseg serve --device``).
 

@@ -148,9 +148,10 @@ def _cached_series(server, image: str) -> Path:
 def test_a_pacs_that_cannot_be_reached_is_a_502_line_never_a_500(untrained_bundle: Path, tmp_path: Path) -> None:
     """The server's side of an unreachable PACS (no Orthanc needed): every datastore route answers 502 naming it."""
     from medseg.io.dicomweb import Pacs
+    from medseg.web.dicomweb_datastore import PacsDatastoreSpec
     from medseg.web.server import create_app
 
-    down = Pacs("http://127.0.0.1:9/dicom-web", timeout=5)
+    down = PacsDatastoreSpec(Pacs("http://127.0.0.1:9/dicom-web", timeout=5))
     app = create_app(untrained_bundle, monai_label=True, datastore=tmp_path / "cache", dicomweb=down)
     client = app.test_client()
     for method, url in [("get", "/datastore/?output=stats"), ("get", "/info/"), ("post", "/activelearning/first")]:
@@ -159,3 +160,18 @@ def test_a_pacs_that_cannot_be_reached_is_a_502_line_never_a_500(untrained_bundl
         assert "127.0.0.1:9/dicom-web: the PACS cannot be reached" in answer.json["error"]
     answer = client.post("/infer/vnet_seg?image=1.2.3")
     assert answer.status_code in (404, 502) and "error" in answer.json
+
+
+def test_filters_choose_the_image_series_and_labels_are_still_found(orthanc, pacs_scans, tmp_path) -> None:
+    """``--dicomweb-filter``: QIDO filters narrow the images (a real PACS holds far more than one project wants)."""
+    from medseg.io.dicomweb import Pacs
+    from medseg.web.dicomweb_datastore import DicomwebDatastore
+
+    pacs = Pacs(orthanc.url, user=orthanc.user, password=orthanc.password)
+    one = sorted(pacs_scans)[0]
+    store = DicomwebDatastore(
+        pacs, tmp_path, {0: "background", 1: "liver", 2: "kidney", 3: "tumour"}, {"name": "t", "version": "1"}, {"SeriesInstanceUID": one}
+    )
+    assert store.image_ids() == [one] and store.labelled() == [one]  # its label (saved by the first test) found
+    everything = DicomwebDatastore(pacs, tmp_path / "all", {0: "background"}, {"name": "t", "version": "1"})
+    assert everything.image_ids() == sorted(pacs_scans)  # the SEGs in the same studies are labels, not images
