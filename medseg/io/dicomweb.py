@@ -39,7 +39,8 @@ class Pacs:
     Args:
         url: the DICOMweb root (QIDO, WADO and STOW under it, as Orthanc, dcm4chee and Google's Healthcare API serve).
         token: a bearer token (``Authorization: Bearer ...``).
-        user, password: HTTP basic authentication (ignored when ``token`` is given).
+        user: HTTP basic authentication's user (ignored when ``token`` is given).
+        password: its password.
         timeout: seconds to wait for one answer.
     """
 

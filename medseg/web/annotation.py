@@ -180,7 +180,7 @@ class Sessions:
     """Session id -> an uploaded image kept in a private results folder (expiring as results do)."""
 
     def __init__(self, results: Any) -> None:
-        from medseg.web.monailabel import ImageStore
+        from medseg.web.uploads import ImageStore
 
         self.images = ImageStore(results)
 

@@ -25,12 +25,12 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from medseg.io.volumes import is_dicom_input, write_volume
+from medseg.web.uploads import ImageStore
 
 IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".seg.nrrd")
@@ -74,41 +74,6 @@ def info(segmenter: Any, bundle: str | Path, meta: dict[str, Any], datastore: An
         "train_stats": {},
         "datastore": datastore.status() if datastore is not None else {"total": 0, "completed": 0},
     }
-
-
-class ImageStore:
-    """Image id -> the private result folder holding its upload (expiring with the server's results)."""
-
-    def __init__(self, results: Any) -> None:
-        self.results, self._ids, self._lock = results, {}, threading.Lock()
-
-    def put(self, image_id: str, token: str, scan: Path) -> None:
-        """``image_id`` is now the upload stored as ``scan`` in ``token``'s folder; an earlier upload of that id is retired:
-        removed once no inference reads it any more (never under a running one)."""
-        with self._lock:
-            old = self._ids.get(image_id)
-            self._ids[image_id] = (token, scan.name)
-        if old and old[0] != token:
-            self.results.retire(old[0])
-
-    def remove(self, image_id: str) -> None:
-        """Forget ``image_id``; its folder is removed once no inference reads it any more."""
-        with self._lock:
-            old = self._ids.pop(image_id, None)
-        if old:
-            self.results.retire(old[0])
-
-    def hold(self, image_id: str) -> tuple[str, Path] | None:
-        """``(token, scan)`` of a stored image with a use of its folder taken (give it back with ``results.done``), else ``None``."""
-        with self._lock:
-            token, name = self._ids.get(image_id, (None, None))
-            if token is None or not self.results.hold(token):
-                return None
-        scan = self.results.root / token / name
-        if not scan.exists():
-            self.results.done(token)
-            return None
-        return token, scan
 
 
 def _multipart(params: dict[str, Any], name: str, data: bytes) -> tuple[bytes, str]:
