@@ -17,6 +17,7 @@ import pytest
 from medseg.io.volumes import read_volume
 from tests.action.web_server import Server
 from tests.medseg.conftest import write_dicom_series
+from tests.medseg.web.test_annotation import _wait_until_done
 
 with warnings.catch_warnings():  # the client imports cgi, deprecated since Python 3.11
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -99,16 +100,6 @@ def test_what_a_pacs_datastore_cannot_do_is_refused_in_one_line(server, pacs_sca
     with pytest.raises(MONAILabelClientException, match=r"Status: 422.*values \[9\]"):
         client.save_label(image, str(wrong), tag="final")
     assert "final" not in client.datastore()["objects"][image]["labels"]  # nothing stored
-
-
-def _wait_until_done(client: MONAILabelClient, timeout_s: float = 600) -> dict:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while client.train_status(check_if_running=True):
-        assert time.monotonic() < deadline, "training did not finish"
-        time.sleep(1)
-    return client.train_status()
 
 
 def test_infer_answers_a_dicom_seg_of_a_pacs_image_and_refuses_one_of_a_nifti(server, pacs_scans, demo_dataset, tmp_path) -> None:
