@@ -5,8 +5,9 @@
 - ``--dist loadfile`` keeps each test file on one worker, in order: the tutorial pages of a file
   share one work folder and build on each other (tutorial 2 uses tutorial 1's model). (``loadgroup`` would
   be finer, but pytest-xdist 3.8 cannot tag node ids under pytest 9.2, so its groups are ignored.)
-- the tutorial files, then other ``slow`` tests, are scheduled first: the longest jobs start while the
-  short ones fill the gaps (with ``loadfile`` a worker takes a whole file; the tutorials are four files).
+- the tutorial files (``make test-docs``; ``make test`` deselects them), then other ``slow`` tests, are
+  scheduled first: the longest jobs start while the short ones fill the gaps (with ``loadfile`` a worker takes
+  a whole file; the tutorials are four files).
 """
 
 import os

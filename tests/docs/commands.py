@@ -100,7 +100,6 @@ def _trained_bundle_and_a_dicom_series(folder: Path, python: Path) -> None:
 
 #: what a page assumes the reader has before its first command
 SETUP: dict[str, Callable[[Path, Path], None]] = {
-    "README.md": _copy_japanese_vowels,
     "docs/action.md": _copy_japanese_vowels,
     "docs/scaling.md": _demo_data,
     "docs/slicer-monailabel.md": _trained_bundle_and_a_dicom_series,
@@ -130,17 +129,42 @@ def _torchrun_shim(folder: Path) -> Path:
     return shims
 
 
-#: the pages with commands, split over three test files so that pytest-xdist runs them side by side
+#: pages whose every command runs, as written, on the pages named (checked by a test), so they are not run twice:
+#: the README's quick start is the getting-started route and the action guide's commands (~3 minutes of the suite)
+RUN_ELSEWHERE = {"README.md": ("docs/getting-started.md", "docs/action.md")}
+
+#: the pages with commands, in three test files: the getting-started route (``make test``), and the guides of each
+#: task (``make test-docs``, with the tutorials: minutes each), which pytest-xdist runs side by side
 PAGE_GROUPS = {
-    "test_commands.py": ("README.md", "docs/getting-started.md", "docs/slicer-monailabel.md"),
-    "test_commands_medseg.py": ("docs/medseg.md", "bundles/vnet_seg/docs/README.md"),
+    "test_commands.py": ("docs/getting-started.md",),
+    "test_commands_medseg.py": ("docs/medseg.md", "bundles/vnet_seg/docs/README.md", "docs/slicer-monailabel.md"),
     "test_commands_action.py": ("docs/action.md", "bundles/gru_action/docs/README.md", "docs/scaling.md"),
 }
 
 
 def pages_with_commands() -> list[str]:
-    """Every page (path from the repository root) with a ```` ```bash ```` block that runs (not ``# not run ...``)."""
-    return [str(p.relative_to(ROOT)) for p in pages() if any(not b.startswith("# not run") for b in bash_blocks(p))]
+    """Every page (path from the repository root) with a ```` ```bash ```` block that runs (not ``# not run ...``),
+    but those of :data:`RUN_ELSEWHERE`."""
+    return [
+        str(p.relative_to(ROOT))
+        for p in pages()
+        if any(not b.startswith("# not run") for b in bash_blocks(p)) and str(p.relative_to(ROOT)) not in RUN_ELSEWHERE
+    ]
+
+
+def commands(page: str) -> list[str]:
+    """The commands of ``page``'s blocks that run, as :func:`shrink` makes them, one per ``&&`` part, comments and
+    repeated spaces dropped, ``python -m medseg`` / ``python -m action`` spelled as their console scripts."""
+    found = []
+    for block in bash_blocks(ROOT / page):
+        if block.startswith("# not run"):
+            continue
+        for line in shrink(block).splitlines():
+            for part in line.partition("  #")[0].split("&&"):
+                part = re.sub(r"python -m action\b", "medact-action", re.sub(r"python -m medseg\b", "medact-seg", " ".join(part.split())))
+                if part:
+                    found.append(part)
+    return found
 
 
 def run_page(page: str, installed: Path, tmp_path: Path) -> None:

@@ -7,7 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs.commands import NOT_RUN, PAGE_GROUPS, PLACEHOLDERS, ROOT, bash_blocks, pages, pages_with_commands, run_page, shrink
+from tests.docs.commands import (
+    NOT_RUN,
+    PAGE_GROUPS,
+    PLACEHOLDERS,
+    ROOT,
+    RUN_ELSEWHERE,
+    bash_blocks,
+    commands,
+    pages,
+    pages_with_commands,
+    run_page,
+    shrink,
+)
 
 
 def test_every_page_with_commands_is_checked_and_each_block_runs_or_says_why_not() -> None:
@@ -29,6 +41,14 @@ def test_shrinking_keeps_the_command_and_only_makes_it_tiny() -> None:
         "medact-seg make-demo-data data --train 5 --test 1  # twelve cases\n"
         "medact-action train --data v --model c3d_gru --out r --epochs 1 --frames 8 --size 32 && x\n"
     )
+
+
+@pytest.mark.parametrize("page", sorted(RUN_ELSEWHERE))
+def test_a_page_not_run_has_each_of_its_commands_run_as_written_on_another_page(page: str) -> None:
+    elsewhere = {command for other in RUN_ELSEWHERE[page] for command in commands(other)}
+    assert commands(page), f"{page}: no command found"
+    missing = [command for command in commands(page) if command not in elsewhere]
+    assert not missing, f"{page}: not run as written on {RUN_ELSEWHERE[page]}: {missing}"
 
 
 def test_every_page_with_commands_is_in_one_group() -> None:

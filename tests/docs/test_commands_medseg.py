@@ -1,4 +1,5 @@
-"""The commands of the segmentation pages, run as written from the installed wheel (:mod:`tests.docs.commands`)."""
+"""The commands of the segmentation pages, run as written from the installed wheel (:mod:`tests.docs.commands`);
+``make test-docs`` and CI (``make test`` runs the getting-started route only: ``test_commands.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from tests.docs.commands import PAGE_GROUPS, run_page
 
 
-@pytest.mark.slow
+@pytest.mark.docs
 @pytest.mark.parametrize("page", PAGE_GROUPS["test_commands_medseg.py"])
 def test_the_commands_of_a_page_run_as_written_from_the_wheel(page: str, installed: Path, tmp_path: Path) -> None:
     run_page(page, installed, tmp_path)

@@ -1,7 +1,7 @@
 """Every tutorial's code runs as its page shows it, and every number it quotes is what the run gives.
 
 The pages run in order in one work folder per test file, as a reader would run them. Four files,
-because ``make test`` keeps a file on one worker and each page costs minutes: this one has tutorials
+because ``make test-docs`` (pytest-xdist) keeps a file on one worker and each page costs minutes: this one has tutorials
 1, 2 and 6 (2 and 6 use 1's model), ``test_tutorials_mni.py`` tutorial 3 (it stands alone),
 ``test_tutorials_action.py`` tutorials 4, 5 and 7 (5 and 7 use 4's videos and model) and
 ``test_tutorials_sequences.py`` tutorial 8. (One file of all seven was the suite's long pole: 640 of 675 s.)
@@ -31,7 +31,7 @@ def test_every_tutorial_is_run_by_exactly_one_file():
     assert sorted(p.name for p in VNET_PAGES + MNI_PAGES + ACTION_PAGES + SEQUENCE_PAGES) == [p.name for p in PAGES]
 
 
-@pytest.mark.slow
+@pytest.mark.docs
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("page", VNET_PAGES, ids=[p.stem for p in VNET_PAGES])
 def test_tutorial_runs_and_its_numbers_hold(page, work):

@@ -8,7 +8,7 @@ tutorials = load_docs_module("tutorials")
 ACTION_PAGES = tutorials.pages(["04", "05", "07"])
 
 
-@pytest.mark.slow
+@pytest.mark.docs
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("page", ACTION_PAGES, ids=[p.stem for p in ACTION_PAGES])
 def test_action_tutorial_runs_and_its_numbers_hold(page, work):

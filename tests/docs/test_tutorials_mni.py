@@ -8,7 +8,7 @@ tutorials = load_docs_module("tutorials")
 MNI_PAGES = tutorials.pages(["03"])
 
 
-@pytest.mark.slow
+@pytest.mark.docs
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("page", MNI_PAGES, ids=[p.stem for p in MNI_PAGES])
 def test_mni_tutorial_runs_and_its_numbers_hold(page, work):

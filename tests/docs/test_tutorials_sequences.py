@@ -8,7 +8,7 @@ tutorials = load_docs_module("tutorials")
 SEQUENCE_PAGES = tutorials.pages(["08"])
 
 
-@pytest.mark.slow
+@pytest.mark.docs
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("page", SEQUENCE_PAGES, ids=[p.stem for p in SEQUENCE_PAGES])
 def test_sequence_tutorial_runs_and_its_numbers_hold(page, work):
