@@ -44,40 +44,9 @@ def test_readme_states_the_configured_recipe() -> None:
 
 
 @pytest.mark.slow
-def test_train_evaluate_infer_through_monai_cli(tmp_path: Path, tiny_videos: Path) -> None:
-    bundle = tmp_path / "gru_action"
-    shutil.copytree(CONFIGS, bundle / "configs")
-    tiny = [
-        "--bundle_root",
-        bundle,
-        "--dataset_dir",
-        tiny_videos,
-        "--frames",
-        8,
-        "--size",
-        "[32,32]",
-        "--sampling#decode_size",
-        "[36,36]",
-        "--options#max_epochs",
-        1,
-        "--options#verbose",
-        "False",
-    ]
-    _bundle("run", "--config_file", bundle / "configs" / "train.json", *tiny)
-    assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "action_model.json").is_file()
-    configs = f"['{bundle / 'configs' / 'train.json'}','{bundle / 'configs' / 'evaluate.json'}']"
-    done = _bundle("run", "--config_file", configs, *tiny)
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["videos"] == 16 and 0.0 <= report["accuracy"] <= 1.0
-    assert (bundle / "eval" / "confusion_chart.png").is_file()
-    video = sorted(tiny_videos.glob("Jump/*"))[0]
-    done = _bundle("run", "--config_file", bundle / "configs" / "inference.json", "--bundle_root", bundle, "--videos", f"['{video}']")
-    prediction = json.loads(done.stdout.strip().splitlines()[-1])[0]
-    assert prediction["video"] == str(video) and len(prediction["top_k"]) == 5
-
-
-def test_the_bundle_trains_exactly_what_the_cli_trains(tmp_path: Path, tiny_videos: Path) -> None:
-    """One seeded epoch through `python -m monai.bundle run` and through `python -m action train` with the same settings: equal weights."""
+def test_the_bundle_trains_what_the_cli_trains_then_evaluates_and_predicts(tmp_path: Path, tiny_videos: Path) -> None:
+    """One seeded epoch through `python -m monai.bundle run` and through `python -m action train` with the same settings:
+    equal weights; then the bundle's evaluate and inference configs, through MONAI's runner, on that model."""
     import torch
 
     from action.cli import main
@@ -101,3 +70,13 @@ def test_the_bundle_trains_exactly_what_the_cli_trains(tmp_path: Path, tiny_vide
         torch.testing.assert_close(theirs[name], value, rtol=0, atol=0, msg=name)
     untrained = ModelConfig.load(cli).build(seed=4).state_dict()  # the weights both started from
     assert not torch.equal(untrained["classifier.weight"], ours["classifier.weight"])  # and they did train
+
+    configs = f"['{bundle / 'configs' / 'train.json'}','{bundle / 'configs' / 'evaluate.json'}']"
+    done = _bundle("run", "--config_file", configs, "--bundle_root", bundle, "--dataset_dir", tiny_videos, *settings.split())
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["videos"] == 16 and 0.0 <= report["accuracy"] <= 1.0
+    assert (bundle / "eval" / "confusion_chart.png").is_file()
+    video = sorted(tiny_videos.glob("Jump/*"))[0]
+    done = _bundle("run", "--config_file", bundle / "configs" / "inference.json", "--bundle_root", bundle, "--videos", f"['{video}']")
+    prediction = json.loads(done.stdout.strip().splitlines()[-1])[0]
+    assert prediction["video"] == str(video) and len(prediction["top_k"]) == 5

@@ -130,8 +130,8 @@ def _torchrun_shim(folder: Path) -> Path:
 
 
 #: pages whose every command runs, as written, on the pages named (checked by a test), so they are not run twice:
-#: the README's quick start is the getting-started route and the action guide's commands (~3 minutes of the suite)
-RUN_ELSEWHERE = {"README.md": ("docs/getting-started.md", "docs/action.md")}
+#: the README's quick start is the getting-started route, the action guide's and the action bundle's commands
+RUN_ELSEWHERE = {"README.md": ("docs/getting-started.md", "docs/action.md", "bundles/gru_action/docs/README.md")}
 
 #: the pages with commands, in three test files: the getting-started route (``make test``), and the guides of each
 #: task (``make test-docs``, with the tutorials: minutes each), which pytest-xdist runs side by side
