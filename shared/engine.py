@@ -43,7 +43,7 @@ from monai.utils import CommonKeys, set_determinism
 from shared import checkpoint as ckpt
 from shared import devices
 from shared.data import EpochSampler, make_loader, set_data_epoch, world
-from shared.handlers import GradientClipping, PeriodicValidation, TrainingMonitor, loss_value, total_iterations
+from shared.handlers import GradientClipping, PeriodicValidation, TrainingMonitor, attach_time_budget, loss_value, total_iterations
 from shared.ignite_metrics import RAW_LABEL_KEY, RAW_PRED_KEY, loss_metric
 from shared.options import TrainingOptions
 from shared.resume import attach_checkpoints, epoch_length
@@ -418,6 +418,8 @@ def _attach_training_handlers(
     )
     trainer.monitor.attach(trainer)
     to_save["history"] = trainer.monitor
+    if math.isfinite(options.max_minutes):
+        attach_time_budget(trainer, options.max_minutes)
     scheduler = build_scheduler(trainer.optimizer, options, epoch_length(trainer))
     if scheduler is not None:
         LrScheduleHandler(scheduler, print_lr=False, epoch_level=not schedule_is_per_iteration(options)).attach(trainer)

@@ -37,6 +37,26 @@ def loss_value(output: Any) -> float:
     return float(item["loss"])
 
 
+def attach_time_budget(trainer: Engine, minutes: float) -> None:
+    """Stop ``trainer`` once training has run ``minutes`` (``TrainingOptions.max_minutes``), validation included.
+
+    The clock is the training monitor's (``trainer.monitor``, attached before), whose elapsed time checkpoints keep:
+    a resumed run counts the minutes it already spent, and one resumed past its budget stops before its first
+    iteration. (Ignite's ``TimeLimit`` counts from its own attachment, so a resumed run would get its whole budget again.)
+    """
+    limit = minutes * 60.0
+
+    def stop(engine: Engine) -> None:
+        if engine.monitor.elapsed() >= limit and engine.state.iteration < total_iterations(engine):
+            engine.monitor.stop_reason = (
+                f"Time budget of {minutes:g} min reached at iteration {engine.state.iteration} of {total_iterations(engine)}"
+            )
+            engine.terminate()
+
+    trainer.add_event_handler(Events.STARTED, stop)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, stop)
+
+
 class GradientClipping:
     """MATLAB ``GradientThreshold`` / ``GradientThresholdMethod``, applied between backward and step.
 

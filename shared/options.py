@@ -72,6 +72,9 @@ class TrainingOptions:
             epoch, whatever its length (the video and feature models' default).
         validation_patience: stop after this many validations without improving the objective
             (default ``inf``: never stop early).
+        max_minutes: stop after this many minutes of training, validation included and a resumed run counted from
+            its first start (default ``inf``). Not in MATLAB: ``medseg plan --train-minutes`` fits the iterations to
+            a time budget from a probe of this machine and sets this as the stop when the machine is slower than probed.
         objective_metric_name: what validation patience and ``output_network="best-validation"``
             watch: ``"loss"`` (MATLAB default, lower is better) or the key metric's name (higher is better).
         output_network: ``"last-iteration"`` or ``"best-validation"`` weights after training.
@@ -117,6 +120,7 @@ class TrainingOptions:
     shuffle: str = "once"
     validation_frequency: int | str = 50
     validation_patience: float = math.inf
+    max_minutes: float = math.inf
     objective_metric_name: str = "loss"
     output_network: str = "last-iteration"
     l2_regularization: float = 1e-4
@@ -392,6 +396,7 @@ _VALIDATORS = {
     "shuffle": _choice(SHUFFLE),
     "validation_frequency": _positive_int(also="epoch"),
     "validation_patience": _positive_int(allow_inf=True),
+    "max_minutes": _real(0.0, math.inf, low_open=True, high_open=True, allow_inf=True),
     "objective_metric_name": _metric_name,
     "output_network": _choice(OUTPUT_NETWORK),
     "l2_regularization": _real(0.0, math.inf, high_open=True),

@@ -280,6 +280,36 @@ def test_resuming_a_finished_run_does_not_restart_it(tmp_path, train_data):
     assert longer.state.iteration == 12
 
 
+class SlowNet(TinyNet):
+    """TinyNet whose forward takes at least 20 ms: a time budget of a fraction of a second stops it mid-run."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(0.02)
+        return super().forward(x)
+
+
+def test_a_time_budget_stops_training_and_a_resumed_run_counts_the_time_spent(tmp_path, train_data):
+    options = _options(max_epochs=20, max_minutes=0.5 / 60, checkpoint_path=str(tmp_path / "ck"), verbose=False)
+    trainer = build_trainer(SlowNet(), torch.nn.CrossEntropyLoss(), options, train_data, output_dir=tmp_path)
+    trainer.run()
+    stopped_at = trainer.state.iteration
+    assert 1 <= stopped_at < 80, stopped_at  # 20 epochs x 4 iterations would take 1.6 s at 20 ms each
+    assert trainer.monitor.stop_reason == f"Time budget of 0.00833333 min reached at iteration {stopped_at} of 80"
+    history = json.loads((tmp_path / "history.json").read_text(encoding="utf-8"))
+    assert history["stop_reason"] == trainer.monitor.stop_reason and history["rows"][-1]["time_elapsed_s"] >= 0.5
+    assert (tmp_path / "model.pt").is_file()
+    again = build_trainer(SlowNet(), torch.nn.CrossEntropyLoss(), options, train_data, output_dir=tmp_path, resume=True)
+    again.run()  # the budget is spent: no iteration more
+    assert again.state.iteration == stopped_at and again.monitor.stop_reason.startswith("Time budget of")
+    longer = build_trainer(
+        SlowNet(), torch.nn.CrossEntropyLoss(), options.replace(max_minutes=math.inf), train_data, output_dir=tmp_path, resume=True
+    )
+    longer.run()
+    assert longer.state.iteration == 80
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
