@@ -43,11 +43,11 @@ from monai.utils import CommonKeys, set_determinism
 from shared import checkpoint as ckpt
 from shared import devices
 from shared.data import EpochSampler, make_loader, set_data_epoch, world
-from shared.handlers import GradientClipping, PeriodicValidation, TrainingMonitor, attach_time_budget, loss_value, total_iterations
+from shared.handlers import GradientClipping, PeriodicValidation, TimeBudget, TrainingMonitor, loss_value, total_iterations
 from shared.ignite_metrics import RAW_LABEL_KEY, RAW_PRED_KEY, loss_metric
 from shared.options import TrainingOptions
 from shared.resume import attach_checkpoints, epoch_length
-from shared.schedules import build_scheduler, schedule_is_per_iteration
+from shared.schedules import build_scheduler, refit_schedule, schedule_is_per_iteration
 from shared.weights import save_weights
 
 logger = logging.getLogger(__name__)
@@ -418,12 +418,18 @@ def _attach_training_handlers(
     )
     trainer.monitor.attach(trainer)
     to_save["history"] = trainer.monitor
-    if math.isfinite(options.max_minutes):
-        attach_time_budget(trainer, options.max_minutes)
     scheduler = build_scheduler(trainer.optimizer, options, epoch_length(trainer))
     if scheduler is not None:
         LrScheduleHandler(scheduler, print_lr=False, epoch_level=not schedule_is_per_iteration(options)).attach(trainer)
         to_save["lr_scheduler"] = scheduler
+    if math.isfinite(options.max_minutes):
+
+        def refit(epochs: int) -> None:  # the run's new length, and the schedule fitted to it
+            trainer.state.max_epochs = epochs
+            if scheduler is not None:
+                refit_schedule(scheduler, options.replace(max_epochs=epochs), epoch_length(trainer))
+
+        TimeBudget(options.max_minutes, refit).attach(trainer)
 
     @trainer.on(Events.COMPLETED)
     def _finish(engine: Trainer) -> None:

@@ -37,24 +37,61 @@ def loss_value(output: Any) -> float:
     return float(item["loss"])
 
 
-def attach_time_budget(trainer: Engine, minutes: float) -> None:
-    """Stop ``trainer`` once training has run ``minutes`` (``TrainingOptions.max_minutes``), validation included.
+class TimeBudget:
+    """Fit a run to ``minutes`` of training (``TrainingOptions.max_minutes``), validation included, and stop it there.
 
-    The clock is the training monitor's (``trainer.monitor``, attached before), whose elapsed time checkpoints keep:
-    a resumed run counts the minutes it already spent, and one resumed past its budget stops before its first
-    iteration. (Ignite's ``TimeLimit`` counts from its own attachment, so a resumed run would get its whole budget again.)
+    - The run's length: from the end of this process's first epoch (start-up and the validation at iteration 1
+      behind it), every :data:`REFIT_SHARE` of the budget, the seconds per iteration so far (periodic validations
+      included) give the whole epochs left; ``refit(max_epochs)`` sets the new length and fits the learning-rate schedule
+      to it (the polynomial decay ends at the new last iteration). A machine slower or faster than ``plan`` probed, or
+      busy with other work, still ends its schedule within the budget (give or take the final validation pass).
+    - The stop: the training monitor's clock (``trainer.monitor``, attached before), which checkpoints keep, so a resumed
+      run counts the minutes it spent and one resumed past its budget stops before its first iteration. (Ignite's
+      ``TimeLimit`` counts from its own attachment: a resumed run would get its whole budget again.)
     """
-    limit = minutes * 60.0
 
-    def stop(engine: Engine) -> None:
-        if engine.monitor.elapsed() >= limit and engine.state.iteration < total_iterations(engine):
+    #: refit the length at most once per this share of the budget
+    REFIT_SHARE = 0.1
+
+    def __init__(self, minutes: float, refit: Callable[[int], None] | None = None) -> None:
+        self.minutes, self.limit, self.refit = minutes, minutes * 60.0, refit
+        self._mark: tuple[float, int] | None = None
+        self._last_fit = -math.inf
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.STARTED, self._stop_if_spent)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._stop_if_spent)
+        if self.refit is not None:
+            trainer.add_event_handler(Events.EPOCH_COMPLETED, self._fit_length)
+
+    def _stop_if_spent(self, engine: Engine) -> None:
+        if engine.state.iteration >= total_iterations(engine):
+            if self._mark is not None and self._last_fit > -math.inf:
+                engine.monitor.stop_reason = (
+                    f"Time budget of {self.minutes:g} min: the run was fitted to {engine.state.iteration} iterations"
+                )
+            return
+        if engine.monitor.elapsed() >= self.limit:
             engine.monitor.stop_reason = (
-                f"Time budget of {minutes:g} min reached at iteration {engine.state.iteration} of {total_iterations(engine)}"
+                f"Time budget of {self.minutes:g} min reached at iteration {engine.state.iteration} of {total_iterations(engine)}"
             )
             engine.terminate()
 
-    trainer.add_event_handler(Events.STARTED, stop)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, stop)
+    def _fit_length(self, engine: Engine) -> None:
+        elapsed, iteration = engine.monitor.elapsed(), engine.state.iteration
+        if self._mark is None:
+            self._mark = (elapsed, iteration)
+            return
+        if elapsed - self._last_fit < self.REFIT_SHARE * self.limit or iteration <= self._mark[1]:
+            return
+        per_iteration = (elapsed - self._mark[0]) / (iteration - self._mark[1])
+        epochs_left = int(max(0.0, self.limit - elapsed) / per_iteration) // engine.state.epoch_length
+        epochs = engine.state.epoch + epochs_left
+        if epochs != engine.state.max_epochs:
+            self.refit(epochs)
+        if epochs == engine.state.epoch:  # nothing more fits: the run ends here
+            engine.monitor.stop_reason = f"Time budget of {self.minutes:g} min: the run was fitted to {engine.state.iteration} iterations"
+        self._last_fit = elapsed
 
 
 class GradientClipping:

@@ -4,6 +4,7 @@ adapts to a changed process count (epoch length) or a longer run (the learning-r
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,8 @@ def _resume(trainer: Any, options: TrainingOptions, to_save: dict[str, Any], che
     Checkpoint.load_objects(to_load=to_load, checkpoint=state)
     done_epochs = trainer.state.iteration // trainer.state.epoch_length
     _adapt_epoch_length(trainer, path, done_epochs)
+    if math.isfinite(options.max_minutes):  # a time budget sets the run's length as it goes (shared.handlers.TimeBudget)
+        return
     if options.max_epochs < done_epochs:
         raise ckpt.CheckpointError(f"Checkpoint {path} is at epoch {done_epochs}, beyond max_epochs={options.max_epochs}.")
     if trainer.state.max_epochs != options.max_epochs and "lr_scheduler" in to_save:

@@ -14,12 +14,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from medseg.planning.planner import plan_dataset
 
     budget = parse_budget(args.budget)
-    plan = plan_dataset(args.data, args.out, **({"iterations": args.iterations} if args.iterations else {}), budget=budget)
+    if args.iterations and args.train_minutes is not None:
+        raise ValueError("give --iterations or --train-minutes, not both (--train-minutes chooses the iterations).")
+    chosen = {"iterations": args.iterations} if args.iterations else {}
+    plan = plan_dataset(args.data, args.out, **chosen, budget=budget, train_minutes=args.train_minutes)
     if args.json:
         print(json.dumps(plan, default=str))
         return 0
     print(f"Planned a V-Net bundle for {args.data} ({plan['modality']}, labels {', '.join(plan['labels'].values())}):")
     print(f"  budget: {plan['budget']}")
+    if "probe" in plan:
+        found = plan["probe"]
+        print(
+            f"  probe: training step {found['step_s']:.3f} s, sliding-window batch {found['window_batch_s']:.3f} s, "
+            f"validation pass {found['validation_s']:.1f} s ({found['threads']} threads) "
+            f"-> {found['iterations']} iterations in {plan['values']['options#max_minutes']:g} minutes"
+        )
     for key, value in plan["values"].items():
         reason = plan["reasons"].get(key)
         print(f"  {key:<36} {json.dumps(value)}" + (f"   ({reason})" if reason else ""))
@@ -57,6 +67,14 @@ def add_plan_parser(sub: Any) -> None:
         type=int,
         default=None,
         help="training iterations the bundle runs (default: the plan's, see medseg.planning.planner.ITERATIONS)",
+    )
+    p.add_argument(
+        "--train-minutes",
+        type=float,
+        default=None,
+        metavar="M",
+        help="fit training to M minutes of this machine: a probe of a few seconds times the planned network here and "
+        "sets the iterations, the validation cadence and a stop at M minutes (default: a fixed number of iterations)",
     )
     p.add_argument(
         "--budget",

@@ -45,14 +45,15 @@ def write_bundle(plan: dict[str, Any], out: str | Path, fingerprint_: dict[str, 
 
 
 def set_config_values(config_file: Path, values: dict[str, Any]) -> None:
-    """Set ``id#sub#key`` values that exist in ``config_file``; others are skipped."""
+    """Set ``id#sub#key`` values that exist in ``config_file``; others are skipped, but for ``options#<name>``, added
+    when missing (``TrainingOptions`` takes any of its options: ``options#max_minutes`` of a time-budget plan)."""
     config = json.loads(config_file.read_text(encoding="utf-8"))
     for key, value in values.items():
         *path, last = key.split("#")
         node = config
         for part in path:
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and last in node:
+        if isinstance(node, dict) and (last in node or path == ["options"]):
             node[last] = value
     config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 

@@ -212,11 +212,16 @@ def channel_normalization(print_: dict[str, Any]) -> tuple[Any, Any, str]:
     return names, (None if all(w is None for w in windows) else windows), reason
 
 
-def plan_dataset(data: str | Path, out: str | Path, iterations: int = ITERATIONS, budget: Budget | None = None) -> dict[str, Any]:
+def plan_dataset(
+    data: str | Path, out: str | Path, iterations: int = ITERATIONS, budget: Budget | None = None, train_minutes: float | None = None
+) -> dict[str, Any]:
     """Validate, fingerprint, plan for ``budget`` (``None``: this machine) and write; returns the plan.
 
-    Raises :class:`PlanError` / ``VolumeError``.
+    ``train_minutes``: fit the iterations to that many minutes of this machine (:mod:`medseg.planning.time_budget`)
+    instead of ``iterations``. Raises :class:`PlanError` / ``VolumeError``.
     """
+    if train_minutes is not None and not (math.isfinite(train_minutes) and train_minutes > 0):
+        raise PlanError(f"--train-minutes {train_minutes:g}: expected a positive number of minutes.")
     budget = budget or detect_budget()
     from medseg.datasets.validate import validate
 
@@ -233,5 +238,9 @@ def plan_dataset(data: str | Path, out: str | Path, iterations: int = ITERATIONS
             raise PlanError(f"{first.path}: {first.message} ({len(errors)} error(s); python -m medseg validate {data} lists them all)")
     print_ = fingerprint(source)
     plan = make_plan(print_, iterations, budget=budget)
+    if train_minutes is not None:
+        from medseg.planning.time_budget import fit_to_minutes, probe_plan
+
+        plan = fit_to_minutes(plan, print_, train_minutes, probe_plan(plan), VALIDATIONS)
     write_bundle(plan, out, print_, source)
     return plan
