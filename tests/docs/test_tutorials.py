@@ -32,7 +32,7 @@ def test_every_tutorial_is_run_by_exactly_one_file():
 
 
 @pytest.mark.docs
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("page", VNET_PAGES, ids=[p.stem for p in VNET_PAGES])
 def test_tutorial_runs_and_its_numbers_hold(page, work):
     run_tutorial_and_check_its_numbers(tutorials, page, work)

@@ -9,7 +9,7 @@ ACTION_PAGES = tutorials.pages(["04", "05", "07"])
 
 
 @pytest.mark.docs
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("page", ACTION_PAGES, ids=[p.stem for p in ACTION_PAGES])
 def test_action_tutorial_runs_and_its_numbers_hold(page, work):
     run_tutorial_and_check_its_numbers(tutorials, page, work)

@@ -9,7 +9,7 @@ MNI_PAGES = tutorials.pages(["03"])
 
 
 @pytest.mark.docs
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("page", MNI_PAGES, ids=[p.stem for p in MNI_PAGES])
 def test_mni_tutorial_runs_and_its_numbers_hold(page, work):
     run_tutorial_and_check_its_numbers(tutorials, page, work)

@@ -9,7 +9,7 @@ SEQUENCE_PAGES = tutorials.pages(["08"])
 
 
 @pytest.mark.docs
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize("page", SEQUENCE_PAGES, ids=[p.stem for p in SEQUENCE_PAGES])
 def test_sequence_tutorial_runs_and_its_numbers_hold(page, work):
     run_tutorial_and_check_its_numbers(tutorials, page, work)
