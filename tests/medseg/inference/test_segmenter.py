@@ -213,7 +213,7 @@ def test_tta_and_ensembles_average_the_probabilities_of_every_pass() -> None:
     torch.testing.assert_close(oracle_tta.probabilities(image), oracle.probabilities(image), rtol=1e-5, atol=1e-6)
 
 
-def test_infer_with_folds_ensembles_them_and_refuses_a_fold_not_trained(tmp_path: Path, untrained_bundle: Path, capfd) -> None:
+def test_infer_with_folds_ensembles_them_and_refuses_a_fold_not_trained(tmp_path: Path, untrained_bundle: Path, capfd, caplog) -> None:
     import shutil
 
     from medseg.cli import main
@@ -238,7 +238,8 @@ def test_infer_with_folds_ensembles_them_and_refuses_a_fold_not_trained(tmp_path
     assert main(tta) == 2  # trained without mirroring (mirror_axes []): no axes to mirror at test time
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trained without mirroring (mirror_axes [])" in err[0] and not (tmp_path / "out").exists()
-    assert main([*tta[:-1], "--tta-axes", "0"]) == 0  # the user's axes, whatever the training was
+    assert main([*tta[:-1], "--tta-axes", "0"]) == 0  # the user's axes, whatever the training was, but said
+    assert "--tta-axes mirrors along axis 0, which the model never saw mirrored in training (its mirror_axes [])" in caplog.text
     record = json.loads((bundle / "models" / "model.json").read_text(encoding="utf-8"))  # as if both folds trained mirrored
     record["settings"]["mirror_axes"] = [0, 1, 2]
     for k in (0, 1):
