@@ -64,8 +64,8 @@ format: $(STAMP)
 PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 # every test but the documentation pages run as a reader would (tutorials at full size, to reach the numbers they
-# quote; the guides' commands from the wheel): 27 of the suite's 41 minutes on this 2-core machine. make test-docs
-# runs those (CI runs both); the getting-started route from the wheel stays here.
+# quote; every page's commands from the wheel): 27 of the suite's 41 minutes on this 2-core machine. make test-docs
+# runs those (CI runs both); tests/test_packaging.py keeps the installed wheel here.
 test: lint
 	@sh .ci/install-chromium
 	@sh .ci/install-orthanc

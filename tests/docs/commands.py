@@ -133,8 +133,8 @@ def _torchrun_shim(folder: Path) -> Path:
 #: the README's quick start is the getting-started route, the action guide's and the action bundle's commands
 RUN_ELSEWHERE = {"README.md": ("docs/getting-started.md", "docs/action.md", "bundles/gru_action/docs/README.md")}
 
-#: the pages with commands, in three test files: the getting-started route (``make test``), and the guides of each
-#: task (``make test-docs``, with the tutorials: minutes each), which pytest-xdist runs side by side
+#: the pages with commands, in three test files that pytest-xdist runs side by side (``make test-docs``, with the
+#: tutorials: minutes a page): the getting-started route, and the guides of each task
 PAGE_GROUPS = {
     "test_commands.py": ("docs/getting-started.md",),
     "test_commands_medseg.py": ("docs/medseg.md", "bundles/vnet_seg/docs/README.md", "docs/slicer-monailabel.md"),

@@ -1,5 +1,6 @@
 """Every shell command of the README and the docs runs as written, from the installed wheel, in an empty folder
-(:mod:`tests.docs.commands` says how); this file: the pages of the two routes, and the checks of the harness."""
+(:mod:`tests.docs.commands` says how); this file: the getting-started route (``make test-docs`` and CI), and the
+checks of the harness (``make test``)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_every_page_with_commands_is_in_one_group() -> None:
     assert sorted(grouped) == sorted(pages_with_commands()) and len(set(grouped)) == len(grouped)
 
 
-@pytest.mark.slow
+@pytest.mark.docs
 @pytest.mark.parametrize("page", PAGE_GROUPS["test_commands.py"])
 def test_the_commands_of_a_page_run_as_written_from_the_wheel(page: str, installed: Path, tmp_path: Path) -> None:
     run_page(page, installed, tmp_path)

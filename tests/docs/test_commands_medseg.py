@@ -1,5 +1,5 @@
 """The commands of the segmentation pages, run as written from the installed wheel (:mod:`tests.docs.commands`);
-``make test-docs`` and CI (``make test`` runs the getting-started route only: ``test_commands.py``)."""
+``make test-docs`` and CI."""
 
 from __future__ import annotations
 
