@@ -30,6 +30,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"validation pass {found['validation_s']:.1f} s ({found['threads']} threads) "
             f"-> {found['iterations']} iterations in {plan['values']['options#max_minutes']:g} minutes"
         )
+        for trial in found.get("candidates", []):
+            timing = f"step {trial['step_s']:.3f} s, {trial['iterations']} iterations" if "step_s" in trial else ""
+            mark = "*" if trial["candidate"] == found.get("chosen") else " "
+            print(f"   {mark} {trial['candidate']:<32} {timing or trial['outcome']}")
     for key, value in plan["values"].items():
         reason = plan["reasons"].get(key)
         print(f"  {key:<36} {json.dumps(value)}" + (f"   ({reason})" if reason else ""))

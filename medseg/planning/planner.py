@@ -92,12 +92,15 @@ def anisotropic_axis(spacing: Sequence[float], median_size: Sequence[float]) -> 
     return worst if thick and few else None
 
 
-def patch_size(spacing: Sequence[float], spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[float]]) -> list[int]:
-    """:data:`PATCH_EDGE` per axis, capped by the median case size at ``spacing`` (rounded up to 16), at least
-    :data:`MIN_PATCH_EDGE` (instance norm needs more than one voxel per channel at V-Net's deepest, 1/16, level)."""
+def patch_size(
+    spacing: Sequence[float], spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[float]], edge: int = PATCH_EDGE
+) -> list[int]:
+    """``edge`` (default :data:`PATCH_EDGE`) per axis, capped by the median case size at ``spacing`` (rounded up to
+    16), at least :data:`MIN_PATCH_EDGE` (instance norm needs more than one voxel per channel at V-Net's deepest,
+    1/16, level)."""
     extent = np.median(np.asarray(shapes) * np.asarray(spacings), axis=0)
     median_voxels = extent / np.asarray(spacing)
-    return [int(max(MIN_PATCH_EDGE, min(PATCH_EDGE, math.ceil(n / 16) * 16))) for n in median_voxels]
+    return [int(max(MIN_PATCH_EDGE, min(edge, math.ceil(n / 16) * 16))) for n in median_voxels]
 
 
 def fit_to_budget(print_: dict[str, Any], spacing: Sequence[float], budget: Budget, mini_batch_size: int) -> tuple[dict[str, Any], str]:
@@ -239,8 +242,30 @@ def plan_dataset(
     print_ = fingerprint(source)
     plan = make_plan(print_, iterations, budget=budget)
     if train_minutes is not None:
-        from medseg.planning.time_budget import fit_to_minutes, probe_plan
-
-        plan = fit_to_minutes(plan, print_, train_minutes, probe_plan(plan), VALIDATIONS)
+        plan = plan_minutes(plan, print_, train_minutes, budget)
     write_bundle(plan, out, print_, source)
     return plan
+
+
+def plan_minutes(plan: dict[str, Any], print_: dict[str, Any], minutes: float, budget: Budget) -> dict[str, Any]:
+    """``plan`` with the patch, width, precision and iterations the probe of this machine finds best for ``minutes``
+    (:mod:`medseg.planning.candidates`). A GPU budget is probed on the GPU, so it needs one here."""
+    import torch
+
+    from medseg.planning.candidates import cpu_candidates, gpu_candidates, plan_for_minutes
+
+    values = plan["values"]
+    if budget.kind == "gpu":
+        if not torch.cuda.is_available():
+            raise PlanError(
+                f"--train-minutes {minutes:g} with a GPU budget: the probe times the GPU that trains, and this machine has "
+                "no CUDA device; plan on the GPU machine, or use --iterations."
+            )
+        candidates = gpu_candidates(values["roi_size"], values["width"], MIN_PATCH_EDGE, torch.cuda.is_bf16_supported())
+        return plan_for_minutes(plan, print_, minutes, candidates, VALIDATIONS, device="cuda")
+    from medseg.planning.candidates import CPU_EDGES
+    from shared.devices import cpu_bf16_is_faster
+
+    rois = [patch_size(values["pixdim"], print_["spacings"], print_["shapes"], edge) for edge in CPU_EDGES]
+    candidates = cpu_candidates(rois, len(plan["channels"]), cpu_bf16_is_faster())
+    return plan_for_minutes(plan, print_, minutes, candidates, VALIDATIONS)

@@ -47,23 +47,43 @@ class Probe:
         return f"training step {self.step_s:.3f} s, sliding-window batch {self.window_batch_s:.3f} s ({self.threads} threads)"
 
 
-def _best_of(run: Any, repeats: int) -> float:
-    run()  # warm-up: allocator, kernels chosen
-    times = []
-    for _ in range(repeats):
+def _best_of(run: Any, repeats: int, device: Any = None) -> float:
+    import torch
+
+    def timed() -> float:
         start = time.perf_counter()
         run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        if device is not None and device.type == "cuda":  # kernels are queued: wait for them
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    timed()  # warm-up: allocator, kernels chosen
+    return min(timed() for _ in range(repeats))
 
 
-def probe(values: dict[str, Any], classes: int, in_channels: int, patches: int, repeats: int = 2) -> Probe:
-    """Time the plan's network (``values``: ``width``, ``roi_size``, ``sw_roi_size``, ``sw_batch_size``) here, fp32."""
+def probe(
+    values: dict[str, Any],
+    classes: int,
+    in_channels: int,
+    patches: int,
+    repeats: int = 2,
+    device: Any = None,
+    precision: str = "fp32",
+) -> Probe:
+    """Time the plan's network (``values``: ``width``, ``roi_size``, ``sw_roi_size``, ``sw_batch_size``) on ``device``
+    (default: the CPU) at ``precision`` (``fp32`` or ``bf16``, as ``train`` runs it: autocast).
+
+    Out of memory is not caught here: ``torch.OutOfMemoryError`` on CUDA, ``RuntimeError`` ("can't allocate memory")
+    or ``MemoryError`` on the CPU (:func:`medseg.planning.candidates.is_out_of_memory` tells them apart).
+    """
     import torch
     from monai.losses import DiceCELoss
 
     from medseg.networks import VNet
+    from shared.devices import autocast
 
+    device = torch.device(device or "cpu")
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
     network = VNet(
         in_channels=in_channels,
         out_channels=classes,
@@ -71,27 +91,29 @@ def probe(values: dict[str, Any], classes: int, in_channels: int, patches: int, 
         norm="instance",
         dropout_prob_down=0.0,
         dropout_prob_up=(0.0, 0.0),
-    )
+    ).to(device)
     optimizer = torch.optim.Adam(network.parameters(), 1e-3)
     loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
-    x = torch.rand(patches, in_channels, *values["roi_size"])
-    y = torch.randint(0, classes, (patches, 1, *values["roi_size"]))
+    x = torch.rand(patches, in_channels, *values["roi_size"], device=device)
+    y = torch.randint(0, classes, (patches, 1, *values["roi_size"]), device=device)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss(network(x), y).backward()
+        with autocast(device, dtype):
+            out = network(x)
+        loss(out.float(), y).backward()
         optimizer.step()
 
-    windows = torch.rand(values.get("sw_batch_size", 16), in_channels, *values["sw_roi_size"])
+    windows = torch.rand(values.get("sw_batch_size", 16), in_channels, *values["sw_roi_size"], device=device)
 
     def window_batch() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, dtype):
             network(windows)
 
     network.train()
-    step_s = _best_of(step, repeats)
+    step_s = _best_of(step, repeats, device)
     network.eval()
-    return Probe(step_s, _best_of(window_batch, repeats), torch.get_num_threads())
+    return Probe(step_s, _best_of(window_batch, repeats, device), torch.get_num_threads())
 
 
 def windows_per_case(shape: Sequence[float], roi: Sequence[int], overlap: float) -> int:
@@ -111,13 +133,6 @@ def validation_seconds(print_: dict[str, Any], values: dict[str, Any], found: Pr
     batches = math.ceil(windows / values.get("sw_batch_size", 16))
     held_out = max(1, print_["cases"] - print_["training_cases"])
     return held_out * batches * found.window_batch_s
-
-
-def probe_plan(plan: dict[str, Any]) -> Probe:
-    """:func:`probe` with the plan's network and batch: ``mini_batch_size`` cases x ``num_samples`` patches (2 by default)."""
-    values = plan["values"]
-    patches = values["options#mini_batch_size"] * values.get("train#preprocessing#num_samples", 2)
-    return probe(values, len(plan["labels"]), len(plan["channels"]), patches)
 
 
 def fit_to_minutes(plan: dict[str, Any], print_: dict[str, Any], minutes: float, found: Probe, validations: int) -> dict[str, Any]:

@@ -72,9 +72,13 @@ def test_plan_probes_this_machine_and_writes_the_budget_into_the_bundle(demo_dat
     recorded = json.loads((tmp_path / "b" / "plan.json").read_text(encoding="utf-8"))["plan"]
     found = recorded["probe"]
     assert found["step_s"] > 0 and found["window_batch_s"] > 0 and found["threads"] >= 1
-    options = json.loads((tmp_path / "b" / "configs" / "train.json").read_text(encoding="utf-8"))["options"]
+    config = json.loads((tmp_path / "b" / "configs" / "train.json").read_text(encoding="utf-8"))
+    options = config["options"]
     assert options["max_minutes"] == 2 and options["max_epochs"] == recorded["values"]["options#max_epochs"]
     assert found["iterations"] == options["max_epochs"] * math.ceil(3 / 2)  # 4 cases: 3 train, 1 validates
+    chosen = [t for t in found["candidates"] if t["candidate"] == found["chosen"]]
+    assert chosen and chosen[0]["outcome"] == "probed" and "* " + found["chosen"] in out
+    assert config["precision"] == chosen[0]["precision"] and recorded["values"]["roi_size"] == chosen[0]["roi_size"]
 
 
 def test_iterations_and_minutes_together_are_refused(demo_dataset: Path, tmp_path: Path, capsys) -> None:
