@@ -13,6 +13,7 @@ from medseg.datasets.datalists import channel_names, datalist, dataset_descripti
 from medseg.datasets.splits import validation_count
 from medseg.io.channels import read_channels
 from medseg.io.volumes import read_volume
+from medseg.planning.symmetry import MAX_CASES, mirror_scores, normalised_map, ras_order
 
 #: Decathlon / nnU-Net spellings of CT; any other modality is planned as MR-like (no absolute scale)
 CT_NAMES = ("ct",)
@@ -90,20 +91,26 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
     Returns a dict: ``modality`` (the channels' names, joined), ``channels`` (one modality per input channel),
     ``labels`` (value -> name), ``colours``, ``cases``, ``spacings`` / ``shapes`` (per case, RAS order, mm / voxels of
     the non-zero bounding box), ``foreground`` (channel 0's foreground intensity percentiles 0.5/50/99.5, mean, sd),
-    ``foreground_per_channel`` (the same for each channel), ``label_volume_ml`` (per label, mean over cases).
+    ``foreground_per_channel`` (the same for each channel), ``label_volume_ml`` (per label, mean over cases),
+    ``mirror_scores`` (per RAS axis: how alike the labels flipped along it are to the labels,
+    :mod:`medseg.planning.symmetry`).
     """
     description_path, items, training_cases = _planned_cases(data)
     rng = np.random.default_rng(seed)
     channels = modalities(description_path)
     spacings, shapes, samples, volumes = [], [], [[] for _ in channels], []
     names = label_names(description_path)
-    for item in items:
+    compared = set(rng.permutation(len(items))[:MAX_CASES].tolist())  # the symmetry measure is pairwise: a sample
+    maps = []
+    for index, item in enumerate(items):
         image, geometry = read_channels(item["image"])
         if len(image) != len(channels):
             raise PlanError(
                 f"{item['image']}: {len(image)} channel(s); {description_path} declares {len(channels)} ({', '.join(channels)})."
             )
-        label, _ = read_volume(item["label"])
+        label, label_geometry = read_volume(item["label"])
+        if index in compared:
+            maps.append(normalised_map(ras_order(label, label_geometry.ras_affine)))
         spacing, shape = _ras_spacing_and_shape(geometry.ras_affine, _body_shape(image))
         spacings.append(spacing.tolist())
         shapes.append(shape.tolist())
@@ -132,6 +139,7 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
         "foreground": per_channel[0],
         "foreground_per_channel": per_channel,
         "label_volume_ml": {names[v]: float(np.mean([c[i] for c in volumes])) for i, v in enumerate(sorted(names))},
+        "mirror_scores": mirror_scores([m for m in maps if m is not None]),
     }
 
 

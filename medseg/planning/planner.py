@@ -32,6 +32,8 @@ from medseg.datasets.datalists import channel_names, datalist, dataset_descripti
 from medseg.planning.budget import CPU_WIDTH, Budget, detect_budget, gpu_patch
 from medseg.planning.bundle_writer import write_bundle
 from medseg.planning.fingerprint import MAX_VOXELS_PER_CASE, PlanError, fingerprint, is_ct
+from medseg.planning.symmetry import axes_to_mirror
+from medseg.planning.symmetry import describe as describe_symmetry
 
 MIN_PATCH_EDGE = 32
 
@@ -151,9 +153,11 @@ def make_plan(
     per_epoch = math.ceil(print_["training_cases"] / mini_batch_size)
     epochs = max(1, math.ceil(iterations / per_epoch))
     colours = {str(v): print_["colours"].get(str(v), PALETTE[(v - 1) % len(PALETTE)]) for v in labels if v}
+    mirror = {"mirror_axes": axes_to_mirror(print_["mirror_scores"])} if "mirror_scores" in print_ else {}
     values = {
         "pixdim": spacing,
         **fitted,
+        **mirror,
         "normalization": normalization,
         "window": window,
         "colours": colours,
@@ -175,6 +179,7 @@ def make_plan(
             + (" x 2 patches each" if budget.kind == "cpu" else ", one patch each (nnU-Net: at least 2 samples per batch)")
         ),
         "normalization": norm_reason,
+        **({"mirror_axes": describe_symmetry(print_["mirror_scores"])} if mirror else {}),
         "train#preprocessing#class_ratios": "patch centres drawn equally from each label (small structures seen as often as large ones)",
         "options#max_epochs": f"{epochs} epochs x {per_epoch} iterations = about {epochs * per_epoch} iterations",
     }

@@ -66,6 +66,10 @@ def test_mr_dataset_gets_zscore_and_its_labels(tmp_path: Path) -> None:
     assert train["normalization"] == "zscore" and train["window"] is None
     assert train["pixdim"] == [2.0, 2.0, 2.0]  # the median spacing of 2 mm cases that fit the CPU budget as they are
     assert train["train"]["preprocessing"]["class_ratios"] == [1, 1, 1]
+    # a left hemisphere and its mirror: flipped left-right the labels look like the training labels, not front-back
+    assert train["mirror_axes"] == [0]
+    reason = json.loads((tmp_path / "mr" / "plan.json").read_text(encoding="utf-8"))["plan"]["reasons"]["mirror_axes"]
+    assert reason.startswith("mirrored along R:") and "R 1.00" in reason
     meta = json.loads((tmp_path / "mr" / "configs" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "grey_matter", "2": "white_matter"}
     assert meta["network_data_format"]["inputs"]["image"]["modality"] == "T1"
@@ -81,6 +85,7 @@ def test_large_scans_get_a_coarser_spacing_than_their_median() -> None:
 
 def test_iterations_set_the_epochs(demo_dataset: Path) -> None:
     print_ = fingerprint(demo_dataset)
+    assert make_plan(print_)["values"]["mirror_axes"] == []  # the demo's liver is on one side, its tumour anywhere
     plan = make_plan(print_, iterations=60)
     per_epoch = int(np.ceil(print_["training_cases"] / 2))
     assert plan["values"]["options#max_epochs"] == int(np.ceil(60 / per_epoch))
