@@ -67,7 +67,13 @@ class Trial:
 
     def record(self) -> dict[str, Any]:
         found = dataclasses.asdict(self.found) if self.found else {}
-        return {"candidate": self.candidate.describe(), **self.candidate.values(), "outcome": self.outcome, **found, "iterations": self.iterations}
+        return {
+            "candidate": self.candidate.describe(),
+            **self.candidate.values(),
+            "outcome": self.outcome,
+            **found,
+            "iterations": self.iterations,
+        }
 
 
 def is_out_of_memory(error: BaseException) -> bool:

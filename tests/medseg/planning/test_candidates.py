@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +17,14 @@ from medseg.planning.time_budget import Probe
 
 
 def _plan_and_print() -> tuple[dict, dict]:
-    values = {"pixdim": [2.0] * 3, "roi_size": [32] * 3, "sw_roi_size": [32] * 3, "options#mini_batch_size": 2, "width": 4, "sw_batch_size": 4}
+    values = {
+        "pixdim": [2.0] * 3,
+        "roi_size": [32] * 3,
+        "sw_roi_size": [32] * 3,
+        "options#mini_batch_size": 2,
+        "width": 4,
+        "sw_batch_size": 4,
+    }
     plan = {"values": values, "reasons": {}, "labels": {0: "background", 1: "organ"}, "channels": ["CT"]}
     print_ = {"shapes": [[128] * 3] * 10, "spacings": [[2.0] * 3] * 10, "cases": 10, "training_cases": 8}
     return plan, print_
@@ -43,7 +49,12 @@ def test_candidates_are_cheapest_first_without_duplicates() -> None:
     assert len(found) == len(set(found)) == 2 * 2 * 2  # 2 patches x widths 6, 9 (multiples of 3 channels) x 2 precisions
     assert {c.width for c in found} == {6, 9}
     assert found[0] == Candidate((32, 32, 32), 6, "fp32")
-    assert [c.roi for c in gpu_candidates([128, 128, 64], 16, 32, bf16=False)] == [(48, 48, 32), (64, 64, 32), (96, 96, 48), (128, 128, 64)]  # x0.8, multiples of 16, at least 32
+    assert [c.roi for c in gpu_candidates([128, 128, 64], 16, 32, bf16=False)] == [
+        (48, 48, 32),
+        (64, 64, 32),
+        (96, 96, 48),
+        (128, 128, 64),
+    ]  # x0.8, multiples of 16, at least 32
 
 
 def test_the_most_context_that_fits_the_minimum_iterations_is_chosen() -> None:
