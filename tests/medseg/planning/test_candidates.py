@@ -70,6 +70,25 @@ def test_the_most_context_that_fits_the_minimum_iterations_is_chosen() -> None:
     assert all(t.outcome.startswith("not probed") for t in trials if t.candidate not in probed)
 
 
+# step times (s) measured on the demo by `medseg plan --train-minutes 60` (2-core AMD EPYC, fp32): a larger patch
+# costs less per voxel than 32^3 (48^3 width 4: 0.82 s, where 32^3 scaled by voxels says 0.95 s)
+MEASURED_STEP_S = {(32, 4): 0.28, (32, 8): 0.88, (48, 4): 0.82, (48, 8): 2.23, (64, 4): 2.19, (64, 8): 4.5}
+
+
+def test_a_larger_patch_cheaper_per_voxel_than_scaled_is_still_probed_and_chosen() -> None:
+    plan, print_ = _plan_and_print()
+
+    def run(candidate: Candidate) -> Probe:
+        step_s = MEASURED_STEP_S[(candidate.roi[0], candidate.width)]
+        return Probe(step_s, step_s * 1.1, 2)
+
+    trials = try_candidates(plan, print_, 20, cpu_candidates([[32] * 3, [48] * 3, [64] * 3], 1, bf16=False), 10, run)
+    chosen, _ = choose(trials)
+    # 20 minutes fit 1000 iterations of 48^3 at its measured 0.82 s, not at the 0.95 s that voxels alone predict
+    assert chosen.candidate == Candidate((48, 48, 48), 4) and chosen.iterations >= MIN_ITERATIONS
+    assert all(t.outcome.startswith("not probed") for t in trials if t.candidate.roi[0] == 64)
+
+
 def test_without_a_candidate_that_fits_the_minimum_the_fastest_is_chosen_bf16_where_faster() -> None:
     plan, print_ = _plan_and_print()
     run, _ = _timed_by_cost(2.0 / (32**3 * 4))  # 2 s a step at the smallest: 2 minutes fit ~40
