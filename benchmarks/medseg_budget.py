@@ -1,0 +1,119 @@
+"""Context or iterations: for the same minutes of training, which patch and width train the better model here.
+
+    python benchmarks/medseg_budget.py [--task demo|mni] [--minutes 20] [--candidates 32x4 48x4 32x8]
+                                       [--seeds 0] [--threads 2] [--work DIR]
+
+``medseg plan DATA --train-minutes M`` chooses the most context (patch voxels), then width, among the candidates
+that fit 1000 iterations in M minutes (``medseg/planning/candidates.py``); that a larger patch at fewer iterations
+beats a smaller one at more is the rule's assumption. This measures it: the plan for M minutes, then for each
+candidate (``EDGExWIDTH``) and seed the same bundle trained with that patch and width for the same M minutes (the run
+fits its iterations and learning-rate decay to the budget itself, ``TrainingOptions.max_minutes``), inferred on the
+test images and scored by ``medseg evaluate``. One JSON line per run, then one per candidate (mean ± sd over seeds),
+the plan's own choice marked. Each run is its own process with ``--threads`` threads; the machine should be idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.medseg_recipe import prepare_data  # noqa: E402
+from benchmarks.peers_nnunet import _run, _scores, _test_images  # noqa: E402
+
+MEDSEG = [sys.executable, "-m", "medseg"]
+
+
+def train_candidate(plan_bundle: Path, data: Path, work: Path, edge: int, width: int, seed: int, env: dict[str, str]) -> dict[str, Any]:
+    """Copy of the planned bundle trained with a ``edge``^3 patch at ``width`` for the plan's minutes; the record."""
+    tag = f"{edge}x{width}_s{seed}"
+    bundle = work / tag / "bundle"
+    shutil.rmtree(work / tag, ignore_errors=True)
+    shutil.copytree(plan_bundle, bundle, ignore=shutil.ignore_patterns("models"))
+    roi = json.dumps([edge] * 3)
+    sets = [f"roi_size={roi}", f"sw_roi_size={roi}", f"width={width}", f"seed={seed}"]
+    train = [*MEDSEG, "train", "--bundle", str(bundle), "--data", str(data)]
+    train_s = _run([*train, *(x for s in sets for x in ("--set", s))], env, work / tag / "train.log")
+    images = [str(p) for p in _test_images(data)]
+    masks = work / tag / "masks"
+    _run(
+        [*MEDSEG, "infer", "--bundle", str(bundle), "--input", *images, "--output", str(masks), "--format", "nifti"],
+        env,
+        work / tag / "infer.log",
+    )
+    history = (bundle / "models" / "history.csv").read_text(encoding="utf-8").strip().splitlines()
+    return {
+        "candidate": f"{edge}x{width}",
+        "seed": seed,
+        "iterations": int(history[-1].split(",")[1]) if len(history) > 1 else 0,
+        "train_command_seconds": round(train_s, 1),
+        **_scores(masks, data, work / tag / "report", env),
+    }
+
+
+def summarise(records: list[dict[str, Any]], chosen: str) -> list[dict[str, Any]]:
+    """Per candidate: mean ± sd of the mean Dice and of each structure's, over the seeds."""
+    rows = []
+    for candidate in dict.fromkeys(r["candidate"] for r in records):
+        runs = [r for r in records if r["candidate"] == candidate]
+
+        def spread(values: list[float]) -> list[float]:
+            return [round(statistics.mean(values), 4), round(statistics.stdev(values), 4) if len(values) > 1 else 0.0]
+
+        rows.append(
+            {
+                "candidate": candidate,
+                "chosen_by_plan": candidate == chosen,
+                "seeds": len(runs),
+                "iterations": spread([r["iterations"] for r in runs]),
+                "mean_dice": spread([r["mean_dice"] for r in runs]),
+                "dice": {k: spread([r["dice"][k] for r in runs]) for k in runs[0]["dice"]},
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="demo", choices=["demo", "mni"])
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--candidates", nargs="+", default=["32x4", "48x4", "32x8"], help="EDGExWIDTH, e.g. 48x4")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mni-resolution", type=int, default=1, choices=[1, 2])
+    parser.add_argument("--work", default=str(ROOT / "work" / "budget"))
+    args = parser.parse_args(argv)
+    work = Path(args.work).resolve()
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), PYTHONHASHSEED="0")
+    data = prepare_data(args.task, work / "data", args.mni_resolution)
+    plan_bundle = work / "plan"
+    shutil.rmtree(plan_bundle, ignore_errors=True)
+    _run([*MEDSEG, "plan", str(data), "--out", str(plan_bundle), "--train-minutes", f"{args.minutes:g}"], env, work / "plan.log")
+    values = json.loads((plan_bundle / "plan.json").read_text(encoding="utf-8"))["plan"]["values"]
+    chosen = f"{values['roi_size'][0]}x{values['width']}"
+    common = {
+        "figure": f"{args.task}: test Dice after {args.minutes:g} minutes of training",
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+    }
+    records = []
+    for seed in args.seeds:
+        for candidate in args.candidates:
+            edge, width = (int(x) for x in candidate.split("x"))
+            records.append(train_candidate(plan_bundle, data, work, edge, width, seed, env))
+            print(json.dumps({**common, **records[-1], "chosen_by_plan": candidate == chosen}), flush=True)
+    for row in summarise(records, chosen):
+        print(json.dumps({**common, **row}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
