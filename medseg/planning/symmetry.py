@@ -50,14 +50,10 @@ def normalised_map(label: np.ndarray, grid: int = GRID) -> np.ndarray | None:
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Mean Dice over the foreground labels present in either map (1 when neither has any)."""
-    values = [v for v in np.union1d(np.unique(a), np.unique(b)) if v > 0]
-    if not values:
-        return 1.0
-    dices = []
-    for v in values:
-        x, y = a == v, b == v
-        dices.append(2.0 * np.logical_and(x, y).sum() / (x.sum() + y.sum()))
-    return float(np.mean(dices))
+    from medseg.evaluation.metrics import dice
+
+    per_label = dice(a, b)  # the labels present in either; none is NaN (both have the label)
+    return float(np.mean(list(per_label.values()))) if per_label else 1.0
 
 
 def mirror_scores(maps: Sequence[np.ndarray]) -> list[float]:
