@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.medseg_recipe import prepare_data  # noqa: E402
+from benchmarks.medseg_recipe import TASKS, prepare_data  # noqa: E402
 from benchmarks.peers_nnunet import _run, _scores, _test_images  # noqa: E402
 
 MEDSEG = [sys.executable, "-m", "medseg"]
@@ -83,7 +83,7 @@ def summarise(records: list[dict[str, Any]], chosen: str) -> list[dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="demo", choices=["demo", "mni"])
+    parser.add_argument("--task", default="demo", choices=TASKS)
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--candidates", nargs="+", default=["32x4", "48x4", "32x8"], help="EDGExWIDTH, e.g. 48x4")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])

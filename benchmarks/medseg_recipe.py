@@ -55,18 +55,23 @@ def validation_curve(history_json: Path) -> list[tuple[int, float]]:
     return [(row["iteration"], row["val_dice"]) for row in rows if row.get("val_dice") is not None]
 
 
+#: the tasks: the demo (synthetic CT), the MNI152 hemispheres' grey/white matter, the same divided into regions
+TASKS = ("demo", "mni", "mni-structures")
+
+
 def prepare_data(task: str, root: Path, resolution: int) -> Path:
     """The task's dataset under ``root`` (written once, reused by every run)."""
-    folder = root / (task if task == "demo" else f"mni{resolution}")
+    folder = root / (task if task == "demo" else f"{task}{resolution}")
     if not (folder / "dataset.json").is_file():
         if task == "demo":
             from medseg.datasets.synthetic import make_dataset
         else:
             from functools import partial
 
-            from medseg.datasets.mni152 import make_hemisphere_dataset
+            from medseg.datasets import mni152
 
-            make_dataset = partial(make_hemisphere_dataset, resolution=resolution)
+            maker = mni152.make_hemisphere_dataset if task == "mni" else mni152.make_structures_dataset
+            make_dataset = partial(maker, resolution=resolution)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         make_dataset(tmp)
@@ -229,7 +234,7 @@ def summarise(task: str, records: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run every (task, seed, threads) in its own process, then print the per-task summaries."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=["demo", "mni"], choices=["demo", "mni"])
+    parser.add_argument("--tasks", nargs="+", default=["demo", "mni"], choices=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--epochs", type=int, help="override the bundle's max_epochs")

@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.medseg_recipe import prepare_data  # noqa: E402
+from benchmarks.medseg_recipe import TASKS, prepare_data  # noqa: E402
 
 NNUNET_ITERATIONS_PER_EPOCH = 10
 NNUNET_VAL_ITERATIONS = 2
@@ -259,7 +259,7 @@ def train_and_predict_nnunet(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="demo", choices=["demo", "mni"])
+    parser.add_argument("--task", default="demo", choices=TASKS)
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget of each system (wall clock)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--configurations", nargs="+", default=["3d_fullres", "2d"])
