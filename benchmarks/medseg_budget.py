@@ -1,7 +1,7 @@
 """Context or iterations: for the same minutes of training, which patch and width train the better model here.
 
-    python benchmarks/medseg_budget.py [--task demo|mni] [--minutes 20] [--candidates 32x4 48x4 32x8]
-                                       [--seeds 0] [--threads 2] [--work DIR]
+    python benchmarks/medseg_budget.py [--task demo|mni|mni-structures] [--minutes 20] [--candidates 32x4 48x4 32x8]
+                                       [--seeds 0] [--threads 2] [--cascade off|on|auto] [--work DIR]
 
 ``medseg plan DATA --train-minutes M`` chooses the most context (patch voxels), then width, among the candidates
 that fit 1000 iterations in M minutes (``medseg/planning/candidates.py``); that a larger patch at fewer iterations
@@ -10,6 +10,8 @@ candidate (``EDGExWIDTH``) and seed the same bundle trained with that patch and 
 fits its iterations and learning-rate decay to the budget itself, ``TrainingOptions.max_minutes``), inferred on the
 test images and scored by ``medseg evaluate``. One JSON line per run, then one per candidate (mean ± sd over seeds),
 the plan's own choice marked. Each run is its own process with ``--threads`` threads; the machine should be idle.
+``--cascade on`` plans two stages (``medseg plan --cascade``): both are trained within the same minutes, and the
+candidate's patch and width apply to both.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mni-resolution", type=int, default=1, choices=[1, 2])
+    parser.add_argument("--cascade", default="off", choices=["off", "on", "auto"], help="medseg plan --cascade")
     parser.add_argument("--work", default=str(ROOT / "work" / "budget"))
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
@@ -96,13 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_data(args.task, work / "data", args.mni_resolution)
     plan_bundle = work / "plan"
     shutil.rmtree(plan_bundle, ignore_errors=True)
-    _run([*MEDSEG, "plan", str(data), "--out", str(plan_bundle), "--train-minutes", f"{args.minutes:g}"], env, work / "plan.log")
+    plan = [*MEDSEG, "plan", str(data), "--out", str(plan_bundle), "--train-minutes", f"{args.minutes:g}", "--cascade", args.cascade]
+    _run(plan, env, work / "plan.log")
     values = json.loads((plan_bundle / "plan.json").read_text(encoding="utf-8"))["plan"]["values"]
     chosen = f"{values['roi_size'][0]}x{values['width']}"
     common = {
         "figure": f"{args.task}: test Dice after {args.minutes:g} minutes of training",
         "threads": args.threads,
         "cpus": os.cpu_count(),
+        "two_stages": (plan_bundle / "coarse").is_dir(),
     }
     records = []
     for seed in args.seeds:

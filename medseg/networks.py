@@ -25,13 +25,36 @@ from monai.networks.nets import vnet as monai_vnet
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
+class TiledInputTransition(monai_vnet.InputTransition):
+    """MONAI's V-Net input block (5x5x5 convolution plus the input tiled to ``out_channels``), for any channel counts.
+
+    MONAI refuses an ``out_channels`` that is not a multiple of ``in_channels``; a cascade's fine stage takes the image
+    and one coarse probability per label (8 channels for 7 labels), and a width-4 V-Net must still take them. The
+    tiled input is cut at ``out_channels``: the same tensor as MONAI's when the counts divide, so are its layers,
+    state-dict keys and outputs; otherwise the residual carries the first channels (the image comes first).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, act: tuple[str, dict] | str, bias: bool = False) -> None:
+        super().__init__(spatial_dims, 1, out_channels, act, bias=bias)  # 1 divides anything: MONAI's check passes
+        self.in_channels = in_channels
+        self.conv_block = Convolution(spatial_dims, in_channels, out_channels, kernel_size=5, act=None, norm="batch", bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_channels, *spatial)`` -> ``(B, out_channels, *spatial)``."""
+        out = self.conv_block(x)
+        repeats = (self.out_channels + self.in_channels - 1) // self.in_channels
+        tiled = x.repeat([1, repeats, 1, 1, 1][: self.spatial_dims + 2])[:, : self.out_channels]
+        return self.act_function(torch.add(out, tiled))
+
+
 class VNet(monai_vnet.VNet):
     """MONAI ``VNet`` whose base width is a parameter (MONAI's network when ``width=16``).
 
     Args:
         spatial_dims: 2 or 3.
-        in_channels: input channels; ``width`` must be a multiple of it (the input is
-            tiled to ``width`` channels for the first residual connection).
+        in_channels: input channels; the input is tiled to ``width`` channels for the first residual
+            connection (MONAI's rule, which needs ``width`` to be a multiple of it; here any width: the tiling is
+            cut at ``width`` channels, :class:`TiledInputTransition`).
         out_channels: output channels (number of labels including background).
         width: channels of the first stage; stages have ``width * (1, 2, 4, 8, 16)``.
         act: activation, as MONAI's ``VNet``.
@@ -83,11 +106,11 @@ class VNet(monai_vnet.VNet):
         }
         if spatial_dims not in (2, 3):
             raise ValueError(f"VNet: spatial_dims must be 2 or 3, got {spatial_dims}.")
-        if width < 1 or width % in_channels:
-            raise ValueError(f"VNet: width={width} must be a positive multiple of in_channels={in_channels}.")
+        if width < 1 or in_channels < 1:
+            raise ValueError(f"VNet: width={width} and in_channels={in_channels} must be positive.")
         w, M = width, monai_vnet
         self.width, self.in_channels, self.out_channels = width, in_channels, out_channels
-        self.in_tr = M.InputTransition(spatial_dims, in_channels, w, act, bias=bias)
+        self.in_tr = TiledInputTransition(spatial_dims, in_channels, w, act, bias=bias)
         self.down_tr32 = M.DownTransition(spatial_dims, w, 1, act, dropout_dim=dropout_dim, bias=bias)
         self.down_tr64 = M.DownTransition(spatial_dims, 2 * w, 2, act, dropout_dim=dropout_dim, bias=bias)
         self.down_tr128 = M.DownTransition(spatial_dims, 4 * w, 3, act, dropout_prob=dropout_prob_down, dropout_dim=dropout_dim, bias=bias)

@@ -17,7 +17,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.iterations and args.train_minutes is not None:
         raise ValueError("give --iterations or --train-minutes, not both (--train-minutes chooses the iterations).")
     chosen = {"iterations": args.iterations} if args.iterations else {}
-    plan = plan_dataset(args.data, args.out, **chosen, budget=budget, train_minutes=args.train_minutes)
+    plan = plan_dataset(args.data, args.out, **chosen, budget=budget, train_minutes=args.train_minutes, cascade=args.cascade)
     if args.json:
         print(json.dumps(plan, default=str))
         return 0
@@ -37,6 +37,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for key, value in plan["values"].items():
         reason = plan["reasons"].get(key)
         print(f"  {key:<36} {json.dumps(value)}" + (f"   ({reason})" if reason else ""))
+    print(f"  {'cascade':<36} {plan['cascade']['reason']}")
+    if "coarse" in plan:
+        coarse = plan["coarse"]["values"]
+        print(
+            f"  coarse stage ({args.out / 'coarse'}): pixdim {json.dumps(coarse['pixdim'])}, patch {json.dumps(coarse['roi_size'])}, "
+            f"width {coarse['width']}, {coarse['options#max_epochs']} epochs"
+            + (f", {coarse['options#max_minutes']:g} minutes" if "options#max_minutes" in coarse else "")
+        )
     print(
         f"Bundle: {args.out} (fingerprint and reasons in {args.out / 'plan.json'}). Next: {args.prog} train --bundle {args.out} --data {args.data}"
     )
@@ -85,6 +93,13 @@ def add_plan_parser(sub: Any) -> None:
         default=None,
         help="the machine to plan for: cpu (the 2-core step-time budget) or gpu:<GiB> (the largest patch that fits; e.g. gpu:24) "
         "(default: this machine)",
+    )
+    p.add_argument(
+        "--cascade",
+        choices=["auto", "on", "off"],
+        default="off",
+        help="two stages: a coarse V-Net whose probabilities the planned one takes as extra channels (nnU-Net's cascade): "
+        "auto plans it when the patch covers under a quarter of the median case (default: off)",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)

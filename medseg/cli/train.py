@@ -25,6 +25,34 @@ def _train_process(local_rank: int, args: argparse.Namespace) -> None:
     run_workflow(args.bundle, ["train.json"], overrides)
 
 
+def _train_cascade(args: argparse.Namespace, parallel: bool) -> None:
+    """A cascade bundle (``medseg plan --cascade``): the coarse stage on the data, its probabilities of every case
+    written beside the images (``BUNDLE/coarse_channels``), then the fine stage on those. ``--set`` and ``--epochs``
+    apply to both stages."""
+    import json
+
+    from medact_bundles import config_file
+    from medseg.inference.cascade import coarse_bundle_of, write_coarse_dataset
+
+    unsupported = [
+        flag for flag, given in (("--resume", args.resume), ("--fold", args.fold is not None), ("--nproc-per-node", parallel)) if given
+    ]
+    if unsupported:
+        raise ValueError(
+            f"{args.bundle}: a two-stage (cascade) bundle; {' and '.join(unsupported)} cannot be used with it yet (train it whole, "
+            "in one process, or plan it with --cascade off)."
+        )
+    coarse = coarse_bundle_of(args.bundle)
+    print(f"Stage 1 of 2: the coarse stage ({coarse})")
+    _train_process(0, argparse.Namespace(**{**vars(args), "bundle": coarse}))
+    meta = json.loads(config_file(args.bundle, "metadata.json").read_text(encoding="utf-8"))
+    channel_def = meta["network_data_format"]["inputs"]["image"]["channel_def"]
+    channels = [channel_def[k] for k in sorted(channel_def, key=int)]
+    data = write_coarse_dataset(coarse, args.data, args.bundle / "coarse_channels", channels)
+    print(f"Stage 2 of 2: the fine stage, on the images and the coarse stage's probabilities ({data})")
+    _train_process(0, argparse.Namespace(**{**vars(args), "data": data}))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``train``: run the bundle's train.json (in one process or ``--nproc-per-node`` DDP processes)."""
     import os
@@ -34,7 +62,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config_file(args.bundle, "train.json")  # a wrong --bundle fails here, before any process starts
 
-    if (args.nproc_per_node or 1) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from medseg.inference.cascade import coarse_bundle_of
+
+    parallel = (args.nproc_per_node or 1) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if coarse_bundle_of(args.bundle) is not None:
+        _train_cascade(args, parallel)
+    elif parallel:
         run_parallel(_train_process, args, args.nproc_per_node)
     else:
         _train_process(0, args)

@@ -259,7 +259,7 @@ def load_segmenter(
         values["folds"] = [int(k) for k in folds]
     parser.update(values)
     try:
-        return parser.get_parsed_content("segmenter")
+        segmenter = parser.get_parsed_content("segmenter")
     except RuntimeError as err:  # MONAI wraps the factory's own error in "Failed to instantiate ..."
         from shared.errors import unwrap
 
@@ -267,6 +267,10 @@ def load_segmenter(
         if inner is not err and isinstance(inner, (ValueError, FileNotFoundError, RuntimeError)):
             raise inner from None
         raise
+    from medseg.inference.cascade import CascadeSegmenter, coarse_bundle_of
+
+    coarse = coarse_bundle_of(bundle_dir)
+    return CascadeSegmenter(load_segmenter(coarse, None, overrides), segmenter) if coarse else segmenter
 
 
 def run_inference(

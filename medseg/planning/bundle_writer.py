@@ -11,30 +11,29 @@ from typing import Any
 from medseg.planning.fingerprint import PlanError, is_ct
 
 
-def write_bundle(plan: dict[str, Any], out: str | Path, fingerprint_: dict[str, Any], dataset_dir: str | Path | None = None) -> Path:
+def write_bundle(
+    plan: dict[str, Any],
+    out: str | Path,
+    fingerprint_: dict[str, Any],
+    dataset_dir: str | Path | None = None,
+    coarse: dict[str, Any] | None = None,
+) -> Path:
     """Write the planned bundle to ``out`` (all files first to a temporary folder, then renamed: nothing partial).
 
     ``bundle_root`` stays ``"."`` (the bundle can be moved); ``dataset_dir`` becomes the planned data's absolute path.
+    ``coarse``: a cascade's coarse stage, written as a bundle of its own in ``out/coarse``.
     """
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise PlanError(f"{out}: exists and is not empty; plan writes a new bundle (choose another --out or remove it).")
-    from medact_bundles import template_dir
-
-    template = template_dir("vnet_seg")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".plan-", dir=out.parent))
     try:
-        shutil.copytree(template / "configs", tmp / "configs")
-        shutil.copytree(template / "docs", tmp / "docs")
-        shutil.copy2(template / "LICENSE", tmp / "LICENSE")
-        # the plan goes into train.json only: a trained model carries its settings (models/model.json), which
-        # inference.json reads; bundle_root stays ".": the bundle can be moved
-        data_dir = {"dataset_dir": str(Path(dataset_dir).resolve())} if dataset_dir else {}
-        set_config_values(tmp / "configs" / "train.json", {**plan["values"], **data_dir})
-        set_config_values(tmp / "configs" / "inference.json", data_dir)
-        _write_metadata(tmp / "configs" / "metadata.json", plan)
-        (tmp / "plan.json").write_text(json.dumps({"plan": plan, "fingerprint": fingerprint_}, indent=1, default=str), encoding="utf-8")
+        _write_into(tmp, plan, fingerprint_, dataset_dir)
+        if coarse is not None:
+            from medseg.planning.cascade import COARSE_DIR
+
+            _write_into(tmp / COARSE_DIR, {**coarse, "cascade": {"stage": "coarse of the bundle above"}}, fingerprint_, dataset_dir)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()
@@ -42,6 +41,23 @@ def write_bundle(plan: dict[str, Any], out: str | Path, fingerprint_: dict[str, 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_into(folder: Path, plan: dict[str, Any], fingerprint_: dict[str, Any], dataset_dir: str | Path | None) -> None:
+    """The template's configs with the plan's values, its metadata and ``plan.json`` in ``folder``."""
+    from medact_bundles import template_dir
+
+    template = template_dir("vnet_seg")
+    shutil.copytree(template / "configs", folder / "configs")
+    shutil.copytree(template / "docs", folder / "docs")
+    shutil.copy2(template / "LICENSE", folder / "LICENSE")
+    # the plan goes into train.json only: a trained model carries its settings (models/model.json), which
+    # inference.json reads; bundle_root stays ".": the bundle can be moved
+    data_dir = {"dataset_dir": str(Path(dataset_dir).resolve())} if dataset_dir else {}
+    set_config_values(folder / "configs" / "train.json", {**plan["values"], **data_dir})
+    set_config_values(folder / "configs" / "inference.json", data_dir)
+    _write_metadata(folder / "configs" / "metadata.json", plan)
+    (folder / "plan.json").write_text(json.dumps({"plan": plan, "fingerprint": fingerprint_}, indent=1, default=str), encoding="utf-8")
 
 
 def set_config_values(config_file: Path, values: dict[str, Any]) -> None:

@@ -135,15 +135,23 @@ def fit_to_budget(print_: dict[str, Any], spacing: Sequence[float], budget: Budg
 
 
 def make_plan(
-    print_: dict[str, Any], iterations: int = ITERATIONS, mini_batch_size: int = 2, budget: Budget | None = None
+    print_: dict[str, Any],
+    iterations: int = ITERATIONS,
+    mini_batch_size: int = 2,
+    budget: Budget | None = None,
+    spacing_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Config values (ids of ``train.json``) and the reason for each, from a :func:`fingerprint`.
 
     ``budget``: the machine the plan is for (:func:`medseg.planning.budget.parse_budget`; ``None``: the CPU).
+    ``spacing_scale``: the target spacing times this (a cascade's coarse stage, :mod:`medseg.planning.cascade`).
     """
     budget = budget or Budget("cpu", source="default")
     labels = print_["labels"]
     spacing, spacing_reason = target_spacing(print_["spacings"], print_["shapes"], MAX_VOXELS_PER_CASE if budget.kind == "cpu" else None)
+    if spacing_scale != 1.0:
+        spacing = [round(s * spacing_scale, 4) for s in spacing]
+        spacing_reason += f", x{spacing_scale:.2f}: the coarse stage of a cascade"
     fitted, fit_reason = fit_to_budget(print_, spacing, budget, mini_batch_size)
     mini_batch_size = fitted["options#mini_batch_size"]
     normalization, window, norm_reason = channel_normalization(print_)
@@ -221,13 +229,24 @@ def channel_normalization(print_: dict[str, Any]) -> tuple[Any, Any, str]:
 
 
 def plan_dataset(
-    data: str | Path, out: str | Path, iterations: int = ITERATIONS, budget: Budget | None = None, train_minutes: float | None = None
+    data: str | Path,
+    out: str | Path,
+    iterations: int = ITERATIONS,
+    budget: Budget | None = None,
+    train_minutes: float | None = None,
+    cascade: str = "off",
 ) -> dict[str, Any]:
     """Validate, fingerprint, plan for ``budget`` (``None``: this machine) and write; returns the plan.
 
     ``train_minutes``: fit the iterations to that many minutes of this machine (:mod:`medseg.planning.time_budget`)
-    instead of ``iterations``. Raises :class:`PlanError` / ``VolumeError``.
+    instead of ``iterations``. ``cascade``: ``auto``, ``on`` or ``off``, a coarse stage whose probabilities the
+    planned network takes as extra channels (:mod:`medseg.planning.cascade`; the plan's ``cascade`` and ``coarse``
+    record it). Raises :class:`PlanError` / ``VolumeError``.
     """
+    from medseg.planning import cascade as two_stage
+
+    if cascade not in two_stage.MODES:
+        raise PlanError(f"--cascade {cascade}: expected one of {', '.join(two_stage.MODES)}.")
     if train_minutes is not None and not (math.isfinite(train_minutes) and train_minutes > 0):
         raise PlanError(f"--train-minutes {train_minutes:g}: expected a positive number of minutes.")
     budget = budget or detect_budget()
@@ -246,9 +265,19 @@ def plan_dataset(
             raise PlanError(f"{first.path}: {first.message} ({len(errors)} error(s); python -m medseg validate {data} lists them all)")
     print_ = fingerprint(source)
     plan = make_plan(print_, iterations, budget=budget)
+    wanted, scale, why = two_stage.decide(cascade, print_, plan["values"])
+    coarse = None
+    if wanted:
+        coarse = make_plan(print_, iterations, budget=budget, spacing_scale=scale)
+        plan = two_stage.with_coarse_channels(plan)
+    minutes = two_stage.split_minutes(train_minutes) if coarse and train_minutes is not None else (None, train_minutes)
     if train_minutes is not None:
-        plan = plan_minutes(plan, print_, train_minutes, budget)
-    write_bundle(plan, out, print_, source)
+        plan = plan_minutes(plan, print_, minutes[1], budget)
+        coarse = plan_minutes(coarse, print_, minutes[0], budget) if coarse else None
+    plan["cascade"] = {"reason": why, **(two_stage.describe(scale, two_stage.COARSE_SHARE if train_minutes else None) if coarse else {})}
+    if coarse is not None:
+        plan["coarse"] = {k: coarse[k] for k in ("values", "reasons", "probe") if k in coarse}
+    write_bundle(plan, out, print_, source, coarse=coarse)
     return plan
 
 
@@ -272,5 +301,5 @@ def plan_minutes(plan: dict[str, Any], print_: dict[str, Any], minutes: float, b
     from shared.devices import cpu_bf16_is_faster
 
     rois = [patch_size(values["pixdim"], print_["spacings"], print_["shapes"], edge) for edge in CPU_EDGES]
-    candidates = cpu_candidates(rois, len(plan["channels"]), cpu_bf16_is_faster())
+    candidates = cpu_candidates(rois, plan.get("image_channels", len(plan["channels"])), cpu_bf16_is_faster())
     return plan_for_minutes(plan, print_, minutes, candidates, VALIDATIONS)

@@ -32,9 +32,25 @@ def test_padding_is_cropped_back_exactly():
     torch.testing.assert_close(PadToMultiple(torch.nn.Identity())(x), x)
 
 
-def test_width_must_divide_by_input_channels():
-    with pytest.raises(ValueError, match=r"width=6 must be a positive multiple of in_channels=4"):
-        VNet(in_channels=4, width=6)
+def test_any_width_takes_any_input_channels_with_the_tiled_input_cut_at_the_width():
+    """A cascade's fine stage: 8 inputs into width 4. The residual is the first 4 input channels, so a network whose
+    convolution is zeroed passes exactly those through the input block (ELU of the input)."""
+    net = VNet(in_channels=8, out_channels=3, width=4).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 8, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+        for p in net.in_tr.conv_block.parameters():
+            p.zero_()
+        net.in_tr.conv_block.adn.N.running_mean.zero_()
+        x = torch.randn(1, 8, 4, 4, 4)
+        torch.testing.assert_close(net.in_tr(x), torch.nn.functional.elu(x[:, :4]))
+        x = torch.randn(1, 3, 4, 4, 4)  # 3 inputs into 4: the tiling wraps round to channel 0
+        three = VNet(in_channels=3, out_channels=2, width=4).in_tr.eval()
+        for p in three.conv_block.parameters():
+            p.zero_()
+        three.conv_block.adn.N.running_mean.zero_()
+        torch.testing.assert_close(three(x), torch.nn.functional.elu(x[:, [0, 1, 2, 0]]))
+    with pytest.raises(ValueError, match=r"width=0 and in_channels=1 must be positive"):
+        VNet(in_channels=1, width=0)
 
 
 def _with_trained_statistics(net: torch.nn.Module) -> torch.nn.Module:

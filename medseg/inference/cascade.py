@@ -1,0 +1,129 @@
+"""Both stages of a cascade (:mod:`medseg.planning.cascade`): the coarse stage's probabilities as the fine stage's
+extra input channels, for training (:func:`write_coarse_dataset`) and inference (:class:`CascadeSegmenter`).
+
+The probabilities go through files, as any other channel: written on each image's own grid (NIfTI, float32), they
+pass the same grid check, resampling, normalisation and crop as the image, so training and inference cannot
+disagree about them. Probabilities under :data:`PROBABILITY_FLOOR` are written as 0: min-max channels count as body
+where they are above 0, and a softmax is above 0 everywhere, which would stretch the crop to the whole volume.
+
+The coarse stage's probabilities of its own training cases are better than those of unseen cases (nnU-Net uses
+five-fold cross-validation predictions instead; on a CPU budget there is no time for five coarse models): the
+coarse stage is small and trained briefly, and the fine stage is validated and tested on cases neither stage saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.inference.segmenter import Segmenter
+from medseg.io.channels import ImageSource, case_name, channel_paths
+from medseg.io.volumes import Geometry, VolumeError, write_volume
+from medseg.planning.cascade import COARSE_DIR
+
+logger = logging.getLogger(__name__)
+
+#: probabilities below this are written as 0 (see the module docstring)
+PROBABILITY_FLOOR = 1e-3
+
+
+def coarse_bundle_of(bundle: str | os.PathLike) -> Path | None:
+    """The coarse stage's bundle folder of a cascade bundle, or ``None`` for a one-stage bundle."""
+    folder = Path(bundle) / COARSE_DIR
+    return folder if (folder / "configs" / "train.json").is_file() else None
+
+
+def write_coarse_channels(coarse: Segmenter, image: ImageSource, folder: Path, stem: str, image_var: str | None = None) -> list[Path]:
+    """Segment ``image`` with the coarse stage; write its foreground probabilities on the image's grid as
+    ``folder/<stem>_coarse_<k>.nii.gz`` (one per label ``k`` > 0, float32); returns the files in label order."""
+    kept: list[np.ndarray] = []
+    _, geometry = coarse.segment(image, image_var, kept)
+    return [_write_probability(prob, geometry, folder / f"{stem}_coarse_{k}.nii.gz") for k, prob in enumerate(kept) if k > 0]
+
+
+def _write_probability(prob: np.ndarray, geometry: Geometry, path: Path) -> Path:
+    values = np.asarray(prob, dtype=np.float32)
+    return write_volume(np.where(values >= PROBABILITY_FLOOR, values, 0).astype(np.float32), geometry, path)
+
+
+class CascadeSegmenter:
+    """A coarse :class:`Segmenter` whose probabilities the fine one takes beside the image: ``segment`` and
+    ``segment_files`` as :class:`Segmenter`'s (names, colours, exports and the rest are the fine stage's)."""
+
+    def __init__(self, coarse: Segmenter, fine: Segmenter) -> None:
+        self.coarse, self.fine = coarse, fine
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("coarse", "fine"):  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.fine, name)
+
+    @property
+    def in_channels(self) -> int:
+        """The image channels a case has (the coarse stage's input)."""
+        return self.coarse.in_channels
+
+    def check_channels(self, image: ImageSource, image_var: str | None = None) -> Geometry:
+        """The case's grid after checking its channels against the coarse stage's (raises naming the file)."""
+        return self.coarse.check_channels(image, image_var)
+
+    def segment(
+        self, path: ImageSource, image_var: str | None = None, probabilities: list[np.ndarray] | None = None
+    ) -> tuple[np.ndarray, Geometry]:
+        """Both stages on one case: ``(mask[i, j, k], geometry)`` on the input's grid (see :meth:`Segmenter.segment`)."""
+        with tempfile.TemporaryDirectory(prefix="medact-cascade-") as folder:
+            extra = write_coarse_channels(self.coarse, path, Path(folder), "case", image_var)
+            return self.fine.segment([*map(str, channel_paths(path)), *map(str, extra)], image_var, probabilities)
+
+    segment_files = Segmenter.segment_files
+
+
+def write_coarse_dataset(coarse_bundle: Path, data: str | os.PathLike, out: Path, channels: Sequence[str]) -> Path:
+    """The dataset the fine stage trains on: every training and validation case of ``data`` with the coarse stage's
+    probabilities as extra channel files; ``out/dataset.json`` (written whole, then renamed into place; its path).
+
+    The cases keep their order and the ``validation`` list is kept, so the fine stage holds out the cases the coarse
+    stage held out. ``channels``: the fine stage's channel names (image channels, then one per label).
+    """
+    from medseg.datasets.datalists import datalist, dataset_description, load_dataset_json
+    from medseg.inference.segmenter import load_segmenter
+
+    coarse = load_segmenter(coarse_bundle)
+    description_path = dataset_description(data)
+    described = load_dataset_json(description_path) if description_path else {}
+    splits = ["training"] + (["validation"] if "validation" in described else [])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".coarse-", dir=out.parent))
+    try:
+        lists: dict[str, list[dict[str, Any]]] = {}
+        for split in splits:
+            lists[split] = []
+            for number, item in enumerate(datalist(data, split)):
+                if "label" not in item:
+                    raise VolumeError(f"{channel_paths(item['image'])[0]}: a {split} case without a label in {data}.")
+                stem = f"{split}_{number:04d}_{case_name(item['image'])}"
+                extra = write_coarse_channels(coarse, item["image"], tmp, stem)
+                image = [str(p.resolve()) for p in channel_paths(item["image"])] + [str(out.resolve() / p.name) for p in extra]
+                lists[split].append({"image": image, "label": str(Path(item["label"]).resolve())})
+            logger.info("Coarse stage: %d %s case(s) with probabilities", len(lists[split]), split)
+        description = {
+            "name": f"{described.get('name', Path(data).name)} with the coarse stage's probabilities",
+            "labels": {str(k): v for k, v in coarse.names.items()},
+            "channel_names": {str(c): name for c, name in enumerate(channels)},
+            **lists,
+        }
+        (tmp / "dataset.json").write_text(json.dumps(description, indent=1), encoding="utf-8")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / "dataset.json"

@@ -1,0 +1,109 @@
+"""A two-stage plan, nnU-Net's cascade on CPU terms: a coarse stage sees the anatomy, the fine stage the detail.
+
+On a CPU the patch is small (32^3 voxels: 3.2 cm at 1 mm), so a patch often cannot tell which of several similar
+structures it is in (cortex of one lobe or the next, one kidney or the other). The coarse stage is the same V-Net
+trained at a coarser spacing (:func:`coarse_scale`: its patch covers a quarter of the median case, nnU-Net's
+``lowres_creation_threshold``); its class probabilities, resampled to each image's grid, enter the fine stage as
+extra input channels (:func:`with_coarse_channels`), so the fine stage sees, at every voxel, what the whole
+neighbourhood looks like. ``medseg plan --cascade auto`` plans it when the fine patch covers less than a quarter of
+the median case and the coarse stage would have at least half as many voxels less (nnU-Net's two conditions);
+``on`` always, ``off`` never. ``medseg train`` trains both stages, ``medseg infer`` runs both
+(:mod:`medseg.inference.cascade`).
+
+With ``--train-minutes M`` the coarse stage gets :data:`COARSE_SHARE` of the minutes and the fine stage the rest;
+each probes its own candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: nnU-Net's threshold: a fine patch covering less than this share of the median case's voxels gets a coarse stage
+LOWRES_COVERAGE = 0.25
+#: nnU-Net drops the low-resolution stage when it has fewer than 2x fewer voxels than the full-resolution one
+MIN_VOXEL_REDUCTION = 2.0
+#: the coarse spacing is at most this many times the fine one per axis (a 32^3 patch then spans 128 fine voxels)
+MAX_SCALE = 4.0
+#: the share of a time budget the coarse stage trains for (it learns where things are, not their edges)
+COARSE_SHARE = 1 / 3
+#: the folder of a fine bundle that holds its coarse stage
+COARSE_DIR = "coarse"
+MODES = ("auto", "on", "off")
+
+
+def median_voxels(print_: dict[str, Any], pixdim: Sequence[float]) -> float:
+    """Voxels of the median training case at ``pixdim`` (mm)."""
+    extent = np.median(np.asarray(print_["shapes"], float) * np.asarray(print_["spacings"], float), axis=0)
+    return float(np.prod(extent / np.asarray(pixdim, float)))
+
+
+def coarse_scale(print_: dict[str, Any], values: dict[str, Any]) -> float:
+    """Factor on the fine spacing at which the fine patch covers :data:`LOWRES_COVERAGE` of the median case
+    (at most :data:`MAX_SCALE`); 1.0 when it already does."""
+    coverage = float(np.prod(values["roi_size"])) / median_voxels(print_, values["pixdim"])
+    return float(min(MAX_SCALE, max(1.0, (LOWRES_COVERAGE / coverage) ** (1 / 3))))
+
+
+def decide(mode: str, print_: dict[str, Any], values: dict[str, Any]) -> tuple[bool, float, str]:
+    """``(two stages?, coarse spacing factor, reason)`` for ``--cascade mode``."""
+    if mode not in MODES:
+        raise ValueError(f"--cascade {mode!r}: expected one of {', '.join(MODES)}.")
+    coverage = float(np.prod(values["roi_size"])) / median_voxels(print_, values["pixdim"])
+    scale = coarse_scale(print_, values)
+    facts = (
+        f"the {'x'.join(map(str, values['roi_size']))} patch covers {coverage:.1%} of the median case; a coarse stage at "
+        f"{scale:.2f}x the spacing has {scale**3:.1f}x fewer voxels"
+    )
+    if mode == "off":
+        return False, scale, f"one stage (--cascade off); {facts}"
+    if mode == "on":
+        if scale**3 < 1.01:
+            return False, scale, f"one stage although --cascade on: {facts}, so there is nothing coarser to see"
+        return True, max(scale, 2 ** (1 / 3)), f"two stages (--cascade on); {facts}"
+    wanted = coverage < LOWRES_COVERAGE and scale**3 >= MIN_VOXEL_REDUCTION
+    rule = f"nnU-Net's rule: a patch under {LOWRES_COVERAGE:.0%} of the case, a coarse stage at least {MIN_VOXEL_REDUCTION:g}x smaller"
+    return wanted, scale, f"{'two stages' if wanted else 'one stage'} ({rule}): {facts}"
+
+
+def with_coarse_channels(plan: dict[str, Any]) -> dict[str, Any]:
+    """The fine stage's plan: the image channels, then one coarse probability per foreground label (a new dict).
+
+    The probabilities lie in [0, 1] already: min-max with the window [0, 1] leaves them as they are. ``image_channels``
+    records how many channels are images (the width rule of multi-channel images counts only those).
+    """
+    values = dict(plan["values"])
+    images = list(plan["channels"])
+    labels = [name for value, name in sorted(plan["labels"].items(), key=lambda kv: int(kv[0])) if int(value) != 0]
+    names = values["normalization"] if isinstance(values["normalization"], list) else [values["normalization"]] * len(images)
+    windows = values["window"] if len(images) > 1 else [values["window"]]
+    windows = windows if windows is not None else [None] * len(images)
+    values["normalization"] = [*names, *(["minmax"] * len(labels))]
+    values["window"] = [*windows, *([[0.0, 1.0]] * len(labels))]
+    reasons = dict(plan["reasons"])
+    reasons["normalization"] = (
+        f"{reasons.get('normalization', '')}; then {len(labels)} coarse-stage probabilities (one per label), already in [0, 1]"
+    )
+    return {
+        **plan,
+        "values": values,
+        "reasons": reasons,
+        "channels": [*images, *(f"coarse {n}" for n in labels)],
+        "image_channels": len(images),
+    }
+
+
+def split_minutes(minutes: float) -> tuple[float, float]:
+    """``(coarse, fine)`` minutes of a budget."""
+    coarse = minutes * COARSE_SHARE
+    return coarse, minutes - coarse
+
+
+def describe(scale: float, share: float | None) -> dict[str, Any]:
+    """What ``plan.json`` records of the cascade."""
+    record: dict[str, Any] = {"coarse": COARSE_DIR, "spacing_scale": round(scale, 3)}
+    if share is not None:
+        record["coarse_share"] = round(share, 3)
+    return record
