@@ -16,6 +16,13 @@ def cmd_cross_validate(args: argparse.Namespace) -> int:
     from medseg.evaluation.crossval import cross_validate
 
     config_file(args.bundle, "train.json")  # a wrong --bundle fails here, before any training
+    from medseg.inference.cascade import coarse_bundle_of
+
+    if coarse_bundle_of(args.bundle) is not None:
+        raise ValueError(
+            f"{args.bundle}: a two-stage (cascade) bundle; cross-validate cannot be used with it yet (each fold would need "
+            "its own coarse stage): train it whole, or plan it with --cascade off."
+        )
     overrides = {**parse_overrides(args.set), **device_overrides(args)}
     if args.epochs is not None:
         overrides["options#max_epochs"] = args.epochs

@@ -59,10 +59,9 @@ def decide(mode: str, print_: dict[str, Any], values: dict[str, Any]) -> tuple[b
     )
     if mode == "off":
         return False, scale, f"one stage (--cascade off); {facts}"
-    if mode == "on":
-        if scale**3 < 1.01:
-            return False, scale, f"one stage although --cascade on: {facts}, so there is nothing coarser to see"
-        return True, max(scale, 2 ** (1 / 3)), f"two stages (--cascade on); {facts}"
+    if mode == "on":  # at least half the voxels, even where the patch sees the whole case: the user asked for two stages
+        scale = max(scale, MIN_VOXEL_REDUCTION ** (1 / 3))
+        return True, scale, f"two stages (--cascade on); {facts}; the coarse stage at {scale:.2f}x"
     wanted = coverage < LOWRES_COVERAGE and scale**3 >= MIN_VOXEL_REDUCTION
     rule = f"nnU-Net's rule: a patch under {LOWRES_COVERAGE:.0%} of the case, a coarse stage at least {MIN_VOXEL_REDUCTION:g}x smaller"
     return wanted, scale, f"{'two stages' if wanted else 'one stage'} ({rule}): {facts}"
