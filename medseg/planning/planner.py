@@ -135,11 +135,7 @@ def fit_to_budget(print_: dict[str, Any], spacing: Sequence[float], budget: Budg
 
 
 def make_plan(
-    print_: dict[str, Any],
-    iterations: int = ITERATIONS,
-    mini_batch_size: int = 2,
-    budget: Budget | None = None,
-    spacing_scale: float = 1.0,
+    print_: dict[str, Any], iterations: int = ITERATIONS, mini_batch_size: int = 2, budget: Budget | None = None, spacing_scale: float = 1.0
 ) -> dict[str, Any]:
     """Config values (ids of ``train.json``) and the reason for each, from a :func:`fingerprint`.
 
@@ -148,10 +144,7 @@ def make_plan(
     """
     budget = budget or Budget("cpu", source="default")
     labels = print_["labels"]
-    spacing, spacing_reason = target_spacing(print_["spacings"], print_["shapes"], MAX_VOXELS_PER_CASE if budget.kind == "cpu" else None)
-    if spacing_scale != 1.0:
-        spacing = [round(s * spacing_scale, 4) for s in spacing]
-        spacing_reason += f", x{spacing_scale:.2f}: the coarse stage of a cascade"
+    spacing, spacing_reason = _planned_spacing(print_, budget, spacing_scale)
     fitted, fit_reason = fit_to_budget(print_, spacing, budget, mini_batch_size)
     mini_batch_size = fitted["options#mini_batch_size"]
     normalization, window, norm_reason = channel_normalization(print_)
@@ -199,6 +192,14 @@ def make_plan(
         "channels": channels,
         "budget": budget.describe(),
     }
+
+
+def _planned_spacing(print_: dict[str, Any], budget: Budget, spacing_scale: float) -> tuple[list[float], str]:
+    """:func:`target_spacing` for ``budget``, times ``spacing_scale`` (a cascade's coarse stage), and the reason."""
+    spacing, reason = target_spacing(print_["spacings"], print_["shapes"], MAX_VOXELS_PER_CASE if budget.kind == "cpu" else None)
+    if spacing_scale == 1.0:
+        return spacing, reason
+    return [round(s * spacing_scale, 4) for s in spacing], reason + f", x{spacing_scale:.2f}: the coarse stage of a cascade"
 
 
 def channel_normalization(print_: dict[str, Any]) -> tuple[Any, Any, str]:
