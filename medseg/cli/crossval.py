@@ -16,7 +16,7 @@ def cmd_cross_validate(args: argparse.Namespace) -> int:
     from medseg.evaluation.crossval import cross_validate
 
     config_file(args.bundle, "train.json")  # a wrong --bundle fails here, before any training
-    from medseg.inference.cascade import coarse_bundle_of
+    from medseg.planning.cascade import coarse_bundle_of
 
     if coarse_bundle_of(args.bundle) is not None:
         raise ValueError(

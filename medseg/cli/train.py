@@ -32,7 +32,8 @@ def _train_cascade(args: argparse.Namespace, parallel: bool) -> None:
     import json
 
     from medact_bundles import config_file
-    from medseg.inference.cascade import coarse_bundle_of, write_coarse_dataset
+    from medseg.inference.cascade import write_coarse_dataset  # a cascade only: its training runs the coarse stage's inference
+    from medseg.planning.cascade import coarse_bundle_of
 
     unsupported = [
         flag for flag, given in (("--resume", args.resume), ("--fold", args.fold is not None), ("--nproc-per-node", parallel)) if given
@@ -62,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config_file(args.bundle, "train.json")  # a wrong --bundle fails here, before any process starts
 
-    from medseg.inference.cascade import coarse_bundle_of
+    from medseg.planning.cascade import coarse_bundle_of
 
     parallel = (args.nproc_per_node or 1) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
     if coarse_bundle_of(args.bundle) is not None:

@@ -22,68 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from medseg.inference.segmenter import Segmenter
-from medseg.io.channels import ImageSource, case_name, channel_paths
-from medseg.io.volumes import Geometry, VolumeError, write_volume
-from medseg.planning.cascade import COARSE_DIR
+from medseg.inference.segmenter import PROBABILITY_FLOOR, CascadeSegmenter, write_coarse_channels
+from medseg.io.channels import case_name, channel_paths
+from medseg.io.volumes import VolumeError
+from medseg.planning.cascade import coarse_bundle_of
 
 logger = logging.getLogger(__name__)
 
-#: probabilities below this are written as 0 (see the module docstring)
-PROBABILITY_FLOOR = 1e-3
-
-
-def coarse_bundle_of(bundle: str | os.PathLike) -> Path | None:
-    """The coarse stage's bundle folder of a cascade bundle, or ``None`` for a one-stage bundle."""
-    folder = Path(bundle) / COARSE_DIR
-    return folder if (folder / "configs" / "train.json").is_file() else None
-
-
-def write_coarse_channels(coarse: Segmenter, image: ImageSource, folder: Path, stem: str, image_var: str | None = None) -> list[Path]:
-    """Segment ``image`` with the coarse stage; write its foreground probabilities on the image's grid as
-    ``folder/<stem>_coarse_<k>.nii.gz`` (one per label ``k`` > 0, float32); returns the files in label order."""
-    kept: list[np.ndarray] = []
-    _, geometry = coarse.segment(image, image_var, kept)
-    return [_write_probability(prob, geometry, folder / f"{stem}_coarse_{k}.nii.gz") for k, prob in enumerate(kept) if k > 0]
-
-
-def _write_probability(prob: np.ndarray, geometry: Geometry, path: Path) -> Path:
-    values = np.asarray(prob, dtype=np.float32)
-    return write_volume(np.where(values >= PROBABILITY_FLOOR, values, 0).astype(np.float32), geometry, path)
-
-
-class CascadeSegmenter:
-    """A coarse :class:`Segmenter` whose probabilities the fine one takes beside the image: ``segment`` and
-    ``segment_files`` as :class:`Segmenter`'s (names, colours, exports and the rest are the fine stage's)."""
-
-    def __init__(self, coarse: Segmenter, fine: Segmenter) -> None:
-        self.coarse, self.fine = coarse, fine
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("coarse", "fine"):  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.fine, name)
-
-    @property
-    def in_channels(self) -> int:
-        """The image channels a case has (the coarse stage's input)."""
-        return self.coarse.in_channels
-
-    def check_channels(self, image: ImageSource, image_var: str | None = None) -> Geometry:
-        """The case's grid after checking its channels against the coarse stage's (raises naming the file)."""
-        return self.coarse.check_channels(image, image_var)
-
-    def segment(
-        self, path: ImageSource, image_var: str | None = None, probabilities: list[np.ndarray] | None = None
-    ) -> tuple[np.ndarray, Geometry]:
-        """Both stages on one case: ``(mask[i, j, k], geometry)`` on the input's grid (see :meth:`Segmenter.segment`)."""
-        with tempfile.TemporaryDirectory(prefix="medact-cascade-") as folder:
-            extra = write_coarse_channels(self.coarse, path, Path(folder), "case", image_var)
-            return self.fine.segment([*map(str, channel_paths(path)), *map(str, extra)], image_var, probabilities)
-
-    segment_files = Segmenter.segment_files
+__all__ = ["PROBABILITY_FLOOR", "CascadeSegmenter", "coarse_bundle_of", "write_coarse_channels", "write_coarse_dataset"]
 
 
 def write_coarse_dataset(coarse_bundle: Path, data: str | os.PathLike, out: Path, channels: Sequence[str]) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,9 +23,9 @@ from monai import transforms as T
 from medseg.inference.inferer import VolumeInferer, accumulation_device, inference_network, mirror_subsets
 from medseg.inference.outputs import guard_outputs, save_probabilities
 from medseg.inference.resample import argmax_on_grid, resample_labels
-from medseg.io.channels import ImageSource, case_name, channel_headers, source_key
+from medseg.io.channels import ImageSource, case_name, channel_headers, channel_paths, source_key
 from medseg.io.export import export_mask, mask_dtype
-from medseg.io.volumes import Geometry, VolumeError
+from medseg.io.volumes import Geometry, VolumeError, write_volume
 from medseg.transforms import preprocessing
 from shared.devices import resolve_device, resolve_precision
 
@@ -232,6 +233,55 @@ class Segmenter:
         return written
 
 
+#: probabilities below this are written as 0 (see the module docstring)
+PROBABILITY_FLOOR = 1e-3
+
+
+def write_coarse_channels(coarse: Segmenter, image: ImageSource, folder: Path, stem: str, image_var: str | None = None) -> list[Path]:
+    """Segment ``image`` with the coarse stage; write its foreground probabilities on the image's grid as
+    ``folder/<stem>_coarse_<k>.nii.gz`` (one per label ``k`` > 0, float32); returns the files in label order."""
+    kept: list[np.ndarray] = []
+    _, geometry = coarse.segment(image, image_var, kept)
+    return [_write_probability(prob, geometry, folder / f"{stem}_coarse_{k}.nii.gz") for k, prob in enumerate(kept) if k > 0]
+
+
+def _write_probability(prob: np.ndarray, geometry: Geometry, path: Path) -> Path:
+    values = np.asarray(prob, dtype=np.float32)
+    return write_volume(np.where(values >= PROBABILITY_FLOOR, values, 0).astype(np.float32), geometry, path)
+
+
+class CascadeSegmenter:
+    """A coarse :class:`Segmenter` whose probabilities the fine one takes beside the image: ``segment`` and
+    ``segment_files`` as :class:`Segmenter`'s (names, colours, exports and the rest are the fine stage's)."""
+
+    def __init__(self, coarse: Segmenter, fine: Segmenter) -> None:
+        self.coarse, self.fine = coarse, fine
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("coarse", "fine"):  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.fine, name)
+
+    @property
+    def in_channels(self) -> int:
+        """The image channels a case has (the coarse stage's input)."""
+        return self.coarse.in_channels
+
+    def check_channels(self, image: ImageSource, image_var: str | None = None) -> Geometry:
+        """The case's grid after checking its channels against the coarse stage's (raises naming the file)."""
+        return self.coarse.check_channels(image, image_var)
+
+    def segment(
+        self, path: ImageSource, image_var: str | None = None, probabilities: list[np.ndarray] | None = None
+    ) -> tuple[np.ndarray, Geometry]:
+        """Both stages on one case: ``(mask[i, j, k], geometry)`` on the input's grid (see :meth:`Segmenter.segment`)."""
+        with tempfile.TemporaryDirectory(prefix="medact-cascade-") as folder:
+            extra = write_coarse_channels(self.coarse, path, Path(folder), "case", image_var)
+            return self.fine.segment([*map(str, channel_paths(path)), *map(str, extra)], image_var, probabilities)
+
+    segment_files = Segmenter.segment_files
+
+
 def load_segmenter(
     bundle_dir: str | os.PathLike,
     weights: str | os.PathLike | None = None,
@@ -267,7 +317,7 @@ def load_segmenter(
         if inner is not err and isinstance(inner, (ValueError, FileNotFoundError, RuntimeError)):
             raise inner from None
         raise
-    from medseg.inference.cascade import CascadeSegmenter, coarse_bundle_of
+    from medseg.planning.cascade import coarse_bundle_of
 
     coarse = coarse_bundle_of(bundle_dir)
     return CascadeSegmenter(load_segmenter(coarse, None, overrides), segmenter) if coarse else segmenter

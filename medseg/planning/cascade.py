@@ -16,7 +16,9 @@ each probes its own candidates.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,3 +108,9 @@ def describe(scale: float, share: float | None) -> dict[str, Any]:
     if share is not None:
         record["coarse_share"] = round(share, 3)
     return record
+
+
+def coarse_bundle_of(bundle: str | os.PathLike) -> Path | None:
+    """The coarse stage's bundle folder of a cascade bundle, or ``None`` for a one-stage bundle."""
+    folder = Path(bundle) / COARSE_DIR
+    return folder if (folder / "configs" / "train.json").is_file() else None
