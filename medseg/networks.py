@@ -35,9 +35,15 @@ class TiledInputTransition(monai_vnet.InputTransition):
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, act: tuple[str, dict] | str, bias: bool = False) -> None:
-        super().__init__(spatial_dims, 1, out_channels, act, bias=bias)  # 1 divides anything: MONAI's check passes
-        self.in_channels = in_channels
-        self.conv_block = Convolution(spatial_dims, in_channels, out_channels, kernel_size=5, act=None, norm="batch", bias=bias)
+        divides = out_channels % in_channels == 0
+        # When the counts divide, MONAI's own constructor runs unchanged: one convolution drawn from the random
+        # stream, so a seed gives the same initial weights as before this class existed (a second draw shifted every
+        # later layer's weights and moved the seeded tutorial runs). Otherwise 1 passes MONAI's check and the
+        # convolution is replaced by one that takes every input channel.
+        super().__init__(spatial_dims, in_channels if divides else 1, out_channels, act, bias=bias)
+        if not divides:
+            self.in_channels = in_channels
+            self.conv_block = Convolution(spatial_dims, in_channels, out_channels, kernel_size=5, act=None, norm="batch", bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, *spatial)`` -> ``(B, out_channels, *spatial)``."""

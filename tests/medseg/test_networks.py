@@ -16,6 +16,17 @@ def test_width_16_is_monais_vnet():
         torch.testing.assert_close(ours(x), theirs(x))
 
 
+@pytest.mark.parametrize("in_channels", [1, 2])
+def test_a_seed_gives_monais_initial_weights(in_channels):
+    """Seeded recipes were measured on MONAI's initialisation: the same seed must draw the same weights."""
+    torch.manual_seed(3)
+    ours = VNet(in_channels=in_channels, out_channels=3, width=16).state_dict()
+    torch.manual_seed(3)
+    theirs = MonaiVNet(in_channels=in_channels, out_channels=3).state_dict()
+    for key, value in theirs.items():
+        torch.testing.assert_close(ours[key], value, msg=key)
+
+
 def test_width_scales_parameters_quadratically():
     count = lambda w: sum(p.numel() for p in VNet(out_channels=2, width=w).parameters())
     assert 3.8 < count(16) / count(8) < 4.2
