@@ -15,7 +15,7 @@ from medseg.evaluation.metrics import dice
 from medseg.inference.cascade import PROBABILITY_FLOOR, CascadeSegmenter, write_coarse_channels, write_coarse_dataset
 from medseg.inference.segmenter import Segmenter, load_segmenter
 from medseg.io.volumes import read_volume, write_volume
-from tests.medseg.conftest import OBLIQUE, random_labels
+from tests.medseg.conftest import OBLIQUE, random_labels, write_dicom_series
 from tests.medseg.inference.test_segmenter import NAMES, IntensityOracle
 from tests.medseg.test_train_infer import write_small_ct
 
@@ -74,6 +74,18 @@ def test_the_fine_stage_receives_the_coarse_probabilities_on_its_own_grid(tmp_pa
         assert cascade.in_channels == 1 and cascade.names == NAMES
         with pytest.raises(Exception, match=r"1 channel\(s\); the model takes 4"):
             fine.segment(image)
+
+
+def test_a_dicom_series_reaches_the_fine_stage_with_its_probabilities_on_the_series_grid(tmp_path: Path) -> None:
+    """A series folder is channel 0 of the fine stage beside NIfTI probabilities written on the series' own grid."""
+    labels = random_labels()
+    folder = write_dicom_series(labels.astype(np.int16), OBLIQUE, tmp_path / "series")
+    coarse, fine = _stages(2.0, 1.0)
+    coarse_mask, _ = coarse.segment(folder)
+    mask, geometry = CascadeSegmenter(coarse, fine).segment(folder)
+    series, series_geometry = read_volume(folder)  # stacked by slice position: k may run the other way
+    assert np.allclose(geometry.ijk_to_lps, series_geometry.ijk_to_lps, atol=1e-3)
+    assert (mask == coarse_mask).mean() > 0.97 and 0.5 < (coarse_mask == np.asarray(series)).mean() < 0.99
 
 
 def test_segment_files_of_a_cascade_exports_the_fine_stages_labels(tmp_path: Path) -> None:
@@ -162,3 +174,42 @@ def test_the_coarse_dataset_keeps_the_validation_list_and_names_a_case_without_l
     with pytest.raises(Exception, match=r"case0.nii.gz: a training case without a label"):
         write_coarse_dataset(cascade_bundle / "coarse", unlabelled, tmp_path / "c2", ["CT", "a", "b"])
     assert not (tmp_path / "c2").exists() and not list(tmp_path.glob(".coarse-*"))  # nothing partial left behind
+
+
+def test_a_served_cascade_answers_the_scan_page_and_monai_label_with_the_cli_mask(cascade_bundle: Path, tmp_path: Path) -> None:
+    """``medseg serve`` (scan page and MONAI Label's protocol, as 3D Slicer drives it) runs both stages: the same mask
+    as ``load_segmenter`` gives, for a zipped DICOM series and for a NIfTI volume."""
+    import io
+    import zipfile
+
+    import requests
+    import slicerio
+
+    from tests.action.web_server import Server
+    from tests.medseg.web import slicer_client as slicer
+
+    new = write_small_ct(tmp_path / "new", cases=1, seed=8)
+    volume, geometry = read_volume(new / "imagesTr" / "case0.nii.gz")
+    folder = write_dicom_series(np.asarray(volume).astype(np.int16), geometry, tmp_path / "series")
+    expected, _ = load_segmenter(cascade_bundle).segment(folder)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.iterdir()):
+            zf.write(path, f"series/{path.name}")
+    (tmp_path / "srv").mkdir()
+    running = Server(cascade_bundle, tmp_path / "srv", max_upload_mb=20, module="medseg", extra=("--monai-label",))
+    try:
+        files = {"file": ("case9.zip", archive.getvalue(), "application/octet-stream")}
+        answer = requests.post(running.url + "/api/segment", files=files, timeout=300)
+        assert answer.status_code == 200, answer.text
+        (tmp_path / "s.seg.nrrd").write_bytes(requests.get(running.url + answer.json()["downloads"]["seg_nrrd"], timeout=60).content)
+        np.testing.assert_array_equal(slicerio.read_segmentation(str(tmp_path / "s.seg.nrrd"))["voxels"], expected)
+        scan = new / "imagesTr" / "case0.nii.gz"
+        assert slicer.upload_image(running.url, scan, "case_0") == (200, {"image": "case_0"})
+        status, params, answered = slicer.infer(running.url, next(iter(slicer.info(running.url)[1]["models"])), "case_0", {})
+        assert status == 200, params
+        ((name, data),) = answered.items()
+        (tmp_path / name).write_bytes(data)
+        np.testing.assert_array_equal(read_volume(tmp_path / name)[0], load_segmenter(cascade_bundle).segment(scan)[0])
+    finally:
+        running.stop()
