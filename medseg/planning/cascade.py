@@ -42,10 +42,15 @@ def median_voxels(print_: dict[str, Any], pixdim: Sequence[float]) -> float:
     return float(np.prod(extent / np.asarray(pixdim, float)))
 
 
-def coarse_scale(print_: dict[str, Any], values: dict[str, Any]) -> float:
+def patch_coverage(print_: dict[str, Any], values: dict[str, Any]) -> float:
+    """Share of the median case's voxels that the planned patch covers (above 1 when the patch is larger)."""
+    return float(np.prod(values["roi_size"])) / median_voxels(print_, values["pixdim"])
+
+
+def coarse_scale(print_: dict[str, Any], values: dict[str, Any], coverage: float | None = None) -> float:
     """Factor on the fine spacing at which the fine patch covers :data:`LOWRES_COVERAGE` of the median case
-    (at most :data:`MAX_SCALE`); 1.0 when it already does."""
-    coverage = float(np.prod(values["roi_size"])) / median_voxels(print_, values["pixdim"])
+    (at most :data:`MAX_SCALE`); 1.0 when it already does. ``coverage``: :func:`patch_coverage`, if known."""
+    coverage = patch_coverage(print_, values) if coverage is None else coverage
     return float(min(MAX_SCALE, max(1.0, (LOWRES_COVERAGE / coverage) ** (1 / 3))))
 
 
@@ -53,8 +58,8 @@ def decide(mode: str, print_: dict[str, Any], values: dict[str, Any]) -> tuple[b
     """``(two stages?, coarse spacing factor, reason)`` for ``--cascade mode``."""
     if mode not in MODES:
         raise ValueError(f"--cascade {mode!r}: expected one of {', '.join(MODES)}.")
-    coverage = float(np.prod(values["roi_size"])) / median_voxels(print_, values["pixdim"])
-    scale = coarse_scale(print_, values)
+    coverage = patch_coverage(print_, values)
+    scale = coarse_scale(print_, values, coverage)
     facts = (
         f"the {'x'.join(map(str, values['roi_size']))} patch covers {coverage:.1%} of the median case; a coarse stage at "
         f"{scale:.2f}x the spacing has {scale**3:.1f}x fewer voxels"
