@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mni-resolution", type=int, default=1, choices=[1, 2])
-    parser.add_argument("--cascade", default="off", choices=["off", "on", "auto"], help="medseg plan --cascade")
+    parser.add_argument("--cascade", default="auto", choices=["off", "on", "auto"], help="medseg plan --cascade")
     parser.add_argument("--work", default=str(ROOT / "work" / "budget"))
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()

@@ -97,9 +97,10 @@ def add_plan_parser(sub: Any) -> None:
     p.add_argument(
         "--cascade",
         choices=["auto", "on", "off"],
-        default="off",
+        default="auto",
         help="two stages: a coarse V-Net whose probabilities the planned one takes as extra channels (nnU-Net's cascade): "
-        "auto plans it when the patch covers under a quarter of the median case (default: off)",
+        "auto plans it when the patch covers under a quarter of the median case and two labels look alike, so that only "
+        "where they lie tells them apart (default: auto)",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)

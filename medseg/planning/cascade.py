@@ -6,8 +6,9 @@ trained at a coarser spacing (:func:`coarse_scale`: its patch covers a quarter o
 ``lowres_creation_threshold``); its class probabilities, resampled to each image's grid, enter the fine stage as
 extra input channels (:func:`with_coarse_channels`), so the fine stage sees, at every voxel, what the whole
 neighbourhood looks like. ``medseg plan --cascade auto`` plans it when the fine patch covers less than a quarter of
-the median case and the coarse stage would have at least half as many voxels less (nnU-Net's two conditions);
-``on`` always, ``off`` never. ``medseg train`` trains both stages, ``medseg infer`` runs both
+the median case and the coarse stage would have at least half as many voxels less (nnU-Net's two conditions), and
+two foreground labels look alike voxel by voxel (:data:`ALIKE_OVERLAP`: only where they lie tells them apart; a
+cascade did not help labels that intensity separates, the demo's organs); ``on`` always, ``off`` never. ``medseg train`` trains both stages, ``medseg infer`` runs both
 (:mod:`medseg.inference.cascade`).
 
 With ``--train-minutes M`` the coarse stage gets :data:`COARSE_SHARE` of the minutes and the fine stage the rest;
@@ -29,6 +30,10 @@ LOWRES_COVERAGE = 0.25
 MIN_VOXEL_REDUCTION = 2.0
 #: the coarse spacing is at most this many times the fine one per axis (a 32^3 patch then spans 128 fine voxels)
 MAX_SCALE = 4.0
+#: two foreground labels whose intensity histograms overlap this much look alike voxel by voxel
+#: (:func:`medseg.planning.fingerprint.label_intensity_overlap`); measured on the MNI152 tasks with their bias-field
+#: variant: grey-matter regions 0.71-0.90 against each other, grey against white 0.46-0.57; the demo's organs 0.00-0.10
+ALIKE_OVERLAP = 0.65
 #: the share of a time budget the coarse stage trains for (it learns where things are, not their edges)
 COARSE_SHARE = 1 / 3
 #: the folder of a fine bundle that holds its coarse stage
@@ -69,9 +74,20 @@ def decide(mode: str, print_: dict[str, Any], values: dict[str, Any]) -> tuple[b
     if mode == "on":  # at least half the voxels, even where the patch sees the whole case: the user asked for two stages
         scale = max(scale, MIN_VOXEL_REDUCTION ** (1 / 3))
         return True, scale, f"two stages (--cascade on); {facts}; the coarse stage at {scale:.2f}x"
-    wanted = coverage < LOWRES_COVERAGE and scale**3 >= MIN_VOXEL_REDUCTION
-    rule = f"nnU-Net's rule: a patch under {LOWRES_COVERAGE:.0%} of the case, a coarse stage at least {MIN_VOXEL_REDUCTION:g}x smaller"
-    return wanted, scale, f"{'two stages' if wanted else 'one stage'} ({rule}): {facts}"
+    alike = most_alike_labels(print_)
+    wanted = coverage < LOWRES_COVERAGE and scale**3 >= MIN_VOXEL_REDUCTION and alike is not None and alike["overlap"] >= ALIKE_OVERLAP
+    rule = (
+        f"nnU-Net's rule: a patch under {LOWRES_COVERAGE:.0%} of the case, a coarse stage at least {MIN_VOXEL_REDUCTION:g}x "
+        f"smaller; and labels that look alike (intensity overlap >= {ALIKE_OVERLAP:g}), told apart only by where they lie"
+    )
+    looks = "one foreground label" if alike is None else f"most alike: {' and '.join(alike['labels'])}, overlap {alike['overlap']:.2f}"
+    return wanted, scale, f"{'two stages' if wanted else 'one stage'} ({rule}): {facts}; {looks}"
+
+
+def most_alike_labels(print_: dict[str, Any]) -> dict[str, Any] | None:
+    """The fingerprint's most alike pair of foreground labels (``{"labels": [a, b], "overlap": x}``), or ``None``."""
+    pairs = print_.get("label_overlap") or []
+    return max(pairs, key=lambda p: p["overlap"]) if pairs else None
 
 
 def with_coarse_channels(plan: dict[str, Any]) -> dict[str, Any]:

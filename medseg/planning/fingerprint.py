@@ -93,12 +93,13 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
     the non-zero bounding box), ``foreground`` (channel 0's foreground intensity percentiles 0.5/50/99.5, mean, sd),
     ``foreground_per_channel`` (the same for each channel), ``label_volume_ml`` (per label, mean over cases),
     ``mirror_scores`` (per RAS axis: how alike the labels flipped along it are to the labels,
-    :mod:`medseg.planning.symmetry`).
+    :mod:`medseg.planning.symmetry`), ``label_overlap`` (:func:`label_intensity_overlap`).
     """
     description_path, items, training_cases = _planned_cases(data)
     rng = np.random.default_rng(seed)
     channels = modalities(description_path)
     spacings, shapes, samples, volumes = [], [], [[] for _ in channels], []
+    by_label: dict[int, list[list[np.ndarray]]] = {}
     names = label_names(description_path)
     compared = set(rng.permutation(len(items))[:MAX_CASES].tolist())  # the symmetry measure is pairwise: a sample
     maps = []
@@ -119,6 +120,7 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
             foreground = channel[inside]
             if foreground.size:
                 samples[c].append(rng.choice(foreground, min(SAMPLES_PER_CASE, foreground.size), replace=False))
+        _sample_each_label(image, label, names, rng, by_label)
         voxel_ml = float(np.prod(geometry.spacing)) / 1000.0
         counts = np.bincount(np.asarray(label, dtype=np.int64).ravel(), minlength=max(names) + 1)
         volumes.append([float(counts[v]) * voxel_ml for v in sorted(names)])
@@ -140,7 +142,51 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
         "foreground_per_channel": per_channel,
         "label_volume_ml": {names[v]: float(np.mean([c[i] for c in volumes])) for i, v in enumerate(sorted(names))},
         "mirror_scores": mirror_scores([m for m in maps if m is not None]),
+        "label_overlap": label_intensity_overlap(by_label, names),
     }
+
+
+def _sample_each_label(image: np.ndarray, label: np.ndarray, names: dict[int, str], rng: np.random.Generator, into: dict) -> None:
+    """Append up to ``SAMPLES_PER_CASE / labels`` intensities of each foreground label, per channel, to ``into[value]``."""
+    foreground = [v for v in sorted(names) if v]
+    per_label = max(1, SAMPLES_PER_CASE // max(1, len(foreground)))
+    flat = np.asarray(label).ravel()
+    for value in foreground:
+        where = np.flatnonzero(flat == value)
+        if where.size:
+            chosen = rng.choice(where, min(per_label, where.size), replace=False)
+            into.setdefault(value, [[] for _ in image])
+            for c, channel in enumerate(image):
+                into[value][c].append(np.asarray(channel).ravel()[chosen])
+
+
+def label_intensity_overlap(by_label: dict[int, list[list[np.ndarray]]], names: dict[int, str]) -> list[dict[str, Any]]:
+    """How alike two foreground labels look voxel by voxel: for each pair, the overlap of their intensity histograms
+    (sum of the bin-wise minimum of the two normalised 64-bin histograms over the labels' common 0.5-99.5 percentile
+    range; 1 = the same distribution, 0 = apart), the smallest over the channels (one channel that tells them apart
+    is enough). Pairs sorted from most alike; ``[{"labels": [a, b], "overlap": x}, ...]``.
+
+    Labels that look the same (grey-matter regions) can only be told apart by where they lie, which a small patch does
+    not see: :func:`medseg.planning.cascade.decide` gives those a coarse stage.
+    """
+    values = {v: [np.concatenate(c).astype(np.float64) for c in chans] for v, chans in by_label.items() if chans and chans[0]}
+    pairs = []
+    keys = sorted(values)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            overlap = min(_histogram_overlap(x, y) for x, y in zip(values[a], values[b], strict=True))
+            pairs.append({"labels": [names[a], names[b]], "overlap": round(overlap, 3)})
+    return sorted(pairs, key=lambda p: -p["overlap"])
+
+
+def _histogram_overlap(x: np.ndarray, y: np.ndarray, bins: int = 64) -> float:
+    lo, hi = np.percentile(np.concatenate([x, y]), [0.5, 99.5])
+    if hi <= lo:
+        return 1.0  # both constant at one value: alike
+    edges = np.linspace(lo, hi, bins + 1)
+    hx = np.histogram(np.clip(x, lo, hi), edges)[0] / x.size
+    hy = np.histogram(np.clip(y, lo, hi), edges)[0] / y.size
+    return float(np.minimum(hx, hy).sum())
 
 
 def _intensity_summary(values: np.ndarray) -> dict[str, float]:

@@ -235,7 +235,7 @@ def plan_dataset(
     iterations: int = ITERATIONS,
     budget: Budget | None = None,
     train_minutes: float | None = None,
-    cascade: str = "off",
+    cascade: str = "auto",
 ) -> dict[str, Any]:
     """Validate, fingerprint, plan for ``budget`` (``None``: this machine) and write; returns the plan.
 

@@ -13,8 +13,9 @@ from medseg.planning.planner import plan_dataset
 from tests.medseg.planning.test_planner import _verify_with_monai
 
 
-def _print(shape: int, cases: int = 3) -> dict:
-    return {"spacings": [[1.0, 1.0, 1.0]] * cases, "shapes": [[shape] * 3] * cases}
+def _print(shape: int, cases: int = 3, overlap: float = 0.9) -> dict:
+    pairs = [{"labels": ["left", "right"], "overlap": overlap}, {"labels": ["left", "lesion"], "overlap": 0.1}]
+    return {"spacings": [[1.0, 1.0, 1.0]] * cases, "shapes": [[shape] * 3] * cases, "label_overlap": pairs}
 
 
 def test_auto_plans_two_stages_only_when_the_patch_sees_under_a_quarter_of_the_case() -> None:
@@ -31,6 +32,18 @@ def test_auto_plans_two_stages_only_when_the_patch_sees_under_a_quarter_of_the_c
     assert not cascade.decide("off", _print(128), values)[0]
     with pytest.raises(ValueError, match=r"--cascade 'maybe': expected one of auto, on, off"):
         cascade.decide("maybe", _print(128), values)
+
+
+def test_auto_plans_one_stage_where_intensity_tells_the_labels_apart() -> None:
+    """The demo's organs (overlap 0.00-0.10) gained nothing from a cascade in 3 minutes; grey-matter regions (0.71-0.90)
+    did, in 15. A small patch over a large case is not enough: some labels must look alike."""
+    values = {"roi_size": [32, 32, 32], "pixdim": [1.0, 1.0, 1.0]}
+    one, scale, why = cascade.decide("auto", _print(128, overlap=0.5), values)
+    assert not one and scale > 2 and why.startswith("one stage") and "most alike: left and right, overlap 0.50" in why
+    assert cascade.decide("auto", _print(128, overlap=cascade.ALIKE_OVERLAP), values)[0]
+    single = {**_print(128), "label_overlap": []}  # one foreground label: nothing to tell apart
+    assert not cascade.decide("auto", single, values)[0] and "one foreground label" in cascade.decide("auto", single, values)[2]
+    assert cascade.decide("on", single, values)[0]
 
 
 @pytest.mark.parametrize(
