@@ -100,6 +100,7 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
     channels = modalities(description_path)
     spacings, shapes, samples, volumes = [], [], [[] for _ in channels], []
     by_label: dict[int, list[list[np.ndarray]]] = {}
+    label_rng = np.random.default_rng([seed, 1])  # its own stream: the intensity percentiles draw what they drew before
     names = label_names(description_path)
     compared = set(rng.permutation(len(items))[:MAX_CASES].tolist())  # the symmetry measure is pairwise: a sample
     maps = []
@@ -120,7 +121,7 @@ def fingerprint(data: str | Path, seed: int = 0) -> dict[str, Any]:
             foreground = channel[inside]
             if foreground.size:
                 samples[c].append(rng.choice(foreground, min(SAMPLES_PER_CASE, foreground.size), replace=False))
-        _sample_each_label(image, label, names, rng, by_label)
+        _sample_each_label(image, label, names, label_rng, by_label)
         voxel_ml = float(np.prod(geometry.spacing)) / 1000.0
         counts = np.bincount(np.asarray(label, dtype=np.int64).ravel(), minlength=max(names) + 1)
         volumes.append([float(counts[v]) * voxel_ml for v in sorted(names)])
