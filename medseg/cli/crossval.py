@@ -34,8 +34,9 @@ def cmd_cross_validate(args: argparse.Namespace) -> int:
         print(f"fold {fold} ({entry['status']}): mean Dice {entry['mean_dice']:.4f} on {entry['cases']} cases")
     pooled = ", ".join(f"{k} {v:.4f}" for k, v in result["pooled_dice"].items())
     print(f"pooled over every held-out case: mean Dice {result['pooled_mean_dice']:.4f} ({pooled})")
-    kept = result["postprocessing"]["keep_largest"]
-    print(f"post-processing: keep the largest component of labels {kept or 'none'} ({args.bundle / 'postprocessing.json'})")
+    from medseg.evaluation.decide import describe
+
+    print(f"{describe(result['postprocessing'], {})} ({args.bundle / 'postprocessing.json'})")
     return 0
 
 

@@ -19,8 +19,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.store and not args.dicomweb:
         raise ValueError("--store sends the DICOM SEG back to the PACS the series came from: it needs --dicomweb.")
     overrides: dict[str, Any] = parse_overrides(args.set)  # model ids are checked against the model's record
+    if args.keep_largest and args.no_postprocessing:
+        raise ValueError("--keep-largest and --no-postprocessing contradict each other; give one of them.")
     if args.keep_largest:
         overrides["keep_largest"] = True
+    if args.no_postprocessing:  # the raw argmax, whatever postprocessing.json decided
+        overrides.update(keep_largest=False, remove_small={})
     if args.overlap is not None:
         overrides["overlap"] = args.overlap
     overrides.update(device_overrides(args))
@@ -131,6 +135,12 @@ def add_infer_parser(sub: Any) -> None:
         "...) come from models/model.json and a value that contradicts them is refused",
     )
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest connected component of each label")
+    p.add_argument(
+        "--no-postprocessing",
+        action="store_true",
+        help="the network's argmax as it is: none of the post-processing the bundle's postprocessing.json chose "
+        "(decided on validation cases at the end of train, or by cross-validate)",
+    )
     p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the bundle's)")
     p.add_argument("--mat-image-var", help="variable holding the image in MATLAB .mat inputs")
     p.add_argument(

@@ -7,9 +7,10 @@ cross-validation continues where it stopped. Each fold's model segments that fol
 ``crossval/fold_K`` with a report; ``crossval/summary.json`` has the per-fold and the pooled Dice (all validation
 cases together, each predicted by the one model that never saw it).
 
-Post-processing: for each label, "keep the largest connected component" is scored on the pooled predictions and
-kept only if it raises that label's mean Dice (``postprocessing.json``: ``keep_largest`` labels and both scores).
-``medseg infer`` applies it; ``--keep-largest`` forces it for every label.
+Post-processing: for each label, "keep the largest connected component" and "remove parts far smaller than any
+in the training labels" are scored on the pooled predictions (:func:`medseg.inference.postprocessing.decide_postprocessing`;
+``postprocessing.json``: the chosen labels and every score). ``medseg infer --folds`` applies it; ``--keep-largest``
+forces keep-largest for every label, ``--no-postprocessing`` turns both off.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from medseg.datasets.datalists import datalist
 from medseg.datasets.splits import FOLDS
+from medseg.evaluation.decide import smallest_training_parts
 from medseg.inference.postprocessing import POSTPROCESSING, decide_postprocessing
 
 logger = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ def cross_validate(
         status = train_fold(bundle, data, fold, overrides)
         _, val = split_cases(data, fold=fold, splits_file=bundle / "splits.json", check=False)
         segmenter = load_segmenter(bundle, bundle / "models" / f"fold_{fold}" / "model.pt", device)
-        segmenter.keep_largest = False  # scored raw: the post-processing is decided from these
+        segmenter.keep_largest, segmenter.remove_small = False, {}  # scored raw: the post-processing is decided from these
         out = bundle / "crossval" / f"fold_{fold}"
         summary = evaluate_cases(segmenter, val, out)
         per_fold[str(fold)] = {
@@ -71,7 +74,8 @@ def cross_validate(
         pairs += _prediction_pairs(out / "pred", val)
         logger.info("Fold %d (%s): mean Dice %.4f on %d cases", fold, status, summary["mean_dice"], summary["cases"])
     labels = [v for v in segmenter.names if v]
-    decision = decide_postprocessing(_read_pairs(pairs), labels)  # one case in memory at a time
+    smallest = smallest_training_parts(datalist(data, "training"), labels)  # every case trains some fold
+    decision = decide_postprocessing(_read_pairs(pairs), labels, smallest)  # one case in memory at a time
     atomic_write_json(bundle / POSTPROCESSING, decision)
     pooled = {str(k): v for k, v in decision["dice_without"].items()}
     result = {
@@ -90,8 +94,10 @@ def _prediction_pairs(pred_dir: Path, items: Sequence[dict]) -> list[tuple[Path,
     return [(pred_dir / f"{case_name(i['image'])}_seg.nii.gz", Path(i["label"])) for i in items]
 
 
-def _read_pairs(pairs: Sequence[tuple[Path, Path]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _read_pairs(pairs: Sequence[tuple[Path, Path]]) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
+    """``(prediction, reference, ml per voxel)``, one case at a time."""
     from medseg.io.volumes import read_volume
 
     for pred, ref in pairs:
-        yield np.asarray(read_volume(pred)[0]), np.asarray(read_volume(ref)[0])
+        reference, geometry = read_volume(ref)
+        yield np.asarray(read_volume(pred)[0]), np.asarray(reference), float(np.prod(geometry.spacing)) / 1000

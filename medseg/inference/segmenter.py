@@ -49,7 +49,10 @@ class Segmenter:
             windows 1 is fastest (4: 16% slower); for the bundle's width-4 V-Net on 32^3 windows
             16 is about 1.3x faster than 1 (each layer call is too small to keep both cores busy).
         keep_largest: keep only the largest connected component of each label (``True``), of the labels listed,
-            or none (``False``); bundles with a ``postprocessing.json`` (``medseg cross-validate``) list their labels.
+            or none (``False``); bundles with a ``postprocessing.json`` (``medseg train``, ``medseg cross-validate``)
+            list their labels.
+        remove_small: label value -> ml: that label's connected parts smaller than this are removed (background),
+            before keep-largest; ``postprocessing.json`` gives it (:mod:`medseg.inference.postprocessing`).
         colours: label value -> RGB (0-1) for the Slicer exports.
         device: where the network runs: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (:mod:`shared.devices`).
         precision: ``fp32``, ``bf16``, ``fp16`` (CUDA) or ``auto`` (autocast of the forward passes).
@@ -74,6 +77,7 @@ class Segmenter:
     overlap: float = 0.5
     sw_batch_size: int = 1
     keep_largest: bool | Sequence[int] = False
+    remove_small: Mapping[int, float] = dataclasses.field(default_factory=dict)
     colours: Mapping[int, Sequence[float]] | None = None
     device: str | torch.device = "auto"
     normalization: str = "minmax"
@@ -183,10 +187,11 @@ class Segmenter:
         else:
             mask = argmax_on_grid(prob.numpy(), grid, geometry, probabilities)
         mask = mask.astype(mask_dtype(len(self.names)), copy=False)
-        if self.keep_largest:  # on the input grid, where the mask is delivered
-            from medseg.inference.postprocessing import keep_largest
+        if self.keep_largest or self.remove_small:  # on the input grid, where the mask is delivered
+            from medseg.inference.postprocessing import apply_postprocessing
 
-            mask = keep_largest(mask, [v for v in self.names if v] if self.keep_largest is True else list(self.keep_largest))
+            keep = [v for v in self.names if v] if self.keep_largest is True else list(self.keep_largest or [])
+            mask = apply_postprocessing(mask, keep, self.remove_small, float(np.prod(geometry.spacing)) / 1000)
         return mask, geometry
 
     def segment_files(

@@ -86,6 +86,7 @@ def trained_segmenter(
     device: str = "auto",
     precision: str = "fp32",
     keep_largest: bool | Sequence[int] | None = None,
+    remove_small: Mapping[Any, float] | None = None,
     tta: bool = False,
     tta_axes: Sequence[int] | None = None,
     colours: Mapping[Any, Sequence[float]] | None = None,
@@ -104,7 +105,9 @@ def trained_segmenter(
         device: where the network runs.
         precision: at what precision it runs.
         keep_largest: ``True`` (every label), a list of labels, ``False``, or ``None``: what ``postprocessing.json``
-            (``medseg cross-validate``) decided, if anything.
+            decided, if anything (:func:`decided_postprocessing`).
+        remove_small: label -> ml, the connected parts under it removed; ``{}``: none; ``None``: what
+            ``postprocessing.json`` decided.
         tta: mirror along the axes the model was trained mirrored along (refused for a model trained without).
         tta_axes: mirror along these axes whatever the training did.
         colours: Slicer colours (``None``: the training run's).
@@ -112,7 +115,6 @@ def trained_segmenter(
         algorithm: ``{"name", "version"}`` written into DICOM SEG exports.
         resample: how masks return to the input grid (:class:`medseg.inference.segmenter.Segmenter`).
     """
-    from medseg.inference.postprocessing import read_postprocessing
     from medseg.inference.segmenter import Segmenter
 
     bundle_root = Path(bundle_root)
@@ -122,12 +124,16 @@ def trained_segmenter(
     check_settings(record, settings or {}, str(record_path(files[0][1])))
     mirror_axes = _tta_axes(bundle_root, record["settings"].get("mirror_axes") or [], tta, tta_axes)
     networks = _trained_networks(files, records, parser)
-    if keep_largest is None:  # what cross-validation found to help, if it ran
-        keep_largest = read_postprocessing(bundle_root) or False
+    decision = decided_postprocessing(bundle_root, files) if keep_largest is None or remove_small is None else None
+    if keep_largest is None:  # what validation or cross-validation found to help, if either ran
+        keep_largest = (decision or {}).get("keep_largest") or False
+    if remove_small is None:
+        remove_small = (decision or {}).get("remove_smaller_than_ml", {})
     return Segmenter(
         networks[0],
         {int(k): v for k, v in record["labels"].items()},
         keep_largest=keep_largest,
+        remove_small={int(k): float(v) for k, v in remove_small.items()},
         device=device,
         precision=precision,
         ensemble=networks[1:],
@@ -136,6 +142,15 @@ def trained_segmenter(
         resample=resample,
         **_recorded_settings(record, overlap=overlap, sw_batch_size=sw_batch_size, colours=colours, segment_codes=segment_codes),
     )
+
+
+def decided_postprocessing(bundle_root: Path, files: Sequence[tuple[str, Path]]) -> dict[str, Any] | None:
+    """The ``postprocessing.json`` that goes with these weights: one model's own (beside its ``model.pt``, written
+    at the end of ``medseg train``), else the bundle's (``medseg cross-validate``, pooled over the folds)."""
+    from medseg.inference.postprocessing import POSTPROCESSING, read_postprocessing_file
+
+    own = read_postprocessing_file(files[0][1].parent / POSTPROCESSING) if len(files) == 1 else None
+    return own if own is not None else read_postprocessing_file(Path(bundle_root) / POSTPROCESSING)
 
 
 def _recorded_settings(record: Mapping[str, Any], **given: Any) -> dict[str, Any]:

@@ -78,7 +78,8 @@ def training_and_inference_dice(bundle: Path, item: dict[str, str]) -> tuple[flo
     """Mean Dice of ``item`` on training patches (the training transform, the network in training mode,
     batches of 4 as the engine forms them) and through inference on the whole volume."""
     train = json.loads((bundle / "configs" / "train.json").read_text(encoding="utf-8"))
-    segmenter = load_segmenter(bundle)  # the model's record says which norm it trained with
+    # the model's record says which norm it trained with; the raw argmax: the network is compared, not its post-processing
+    segmenter = load_segmenter(bundle, overrides={"keep_largest": False, "remove_small": {}})
     sampler = preprocessing(
         train["pixdim"],
         train["window"],
@@ -153,3 +154,30 @@ def test_bf16_inference_agrees_with_fp32_on_a_trained_model(small_ct: Path, trai
     assert np.nanmean(list(dice(masks["fp32"], label, LABELS).values())) > 0.7  # a model worth comparing
     agreement = dice(masks["bf16"], masks["fp32"], LABELS)
     assert min(agreement.values()) >= 0.98, agreement
+
+
+@pytest.mark.slow
+def test_training_decides_postprocessing_on_its_validation_case_and_infer_applies_it(
+    small_ct: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``train`` ends by choosing the post-processing on its validation case (``models/postprocessing.json``);
+    ``medseg infer`` applies it to the raw argmax that ``--no-postprocessing`` gives."""
+    from medseg.inference.postprocessing import apply_postprocessing
+
+    decision = json.loads((trained / "models" / "postprocessing.json").read_text(encoding="utf-8"))
+    assert decision["decided_on"] == "1 validation case(s)"
+    # the smallest training part of each organ: a sphere of radius 14 mm (11.5 ml) and 8 mm (2.14 ml), voxelised at 2 mm
+    assert decision["smallest_training_part_ml"] == pytest.approx({"1": 11.5, "2": 2.14}, rel=0.15)
+    assert decision["remove_smaller_than_ml"] == pytest.approx({"1": 2.3, "2": 0.43}, rel=0.15)  # nothing contradicts it
+    case = _training_case(small_ct)["image"]
+    masks = {}
+    for name, extra in (("decided", []), ("raw", ["--no-postprocessing"])):
+        argv = ["infer", "--bundle", str(trained), "--input", case, "--output", str(tmp_path / name), "--format", "nifti"]
+        assert main([*argv, "--device", "cpu", *extra]) == 0
+        masks[name], geometry = read_volume(next((tmp_path / name).glob("*_seg.nii.gz")))
+    limits = {int(k): v for k, v in decision["remove_smaller_than_ml"].items()}
+    expected = apply_postprocessing(np.asarray(masks["raw"]), decision["keep_largest"], limits, float(np.prod(geometry.spacing)) / 1000)
+    np.testing.assert_array_equal(np.asarray(masks["decided"]), expected)
+    capsys.readouterr()
+    both = ["infer", "--bundle", str(trained), "--input", case, "--output", str(tmp_path / "x"), "--keep-largest", "--no-postprocessing"]
+    assert main(both) == 2 and "contradict each other" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -62,6 +62,18 @@ def test_largest_component_option(tmp_path):
     assert kept[0, 0, 0] == 0 and (kept == 1).sum() == (labels == 1).sum() - 1
 
 
+def test_small_parts_are_measured_in_ml_on_the_input_grid(tmp_path):
+    labels = np.zeros((20, 18, 12), np.int16)
+    labels[2:10, 2:10, 2:8] = 3
+    labels[15, 15, 2:4] = 3  # 2 voxels of 2 ul (1 x 1 x 2 mm): 0.004 ml
+    labels[15, 2, 6:9] = 3  # 3 voxels: 0.006 ml
+    geometry = Geometry(labels.shape, (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), tuple(np.eye(3).reshape(-1)))
+    write_volume(labels, geometry, tmp_path / "c.nii.gz")
+    cleaned, _ = _segmenter((1.0, 1.0, 2.0), remove_small={3: 0.005}).segment(tmp_path / "c.nii.gz")
+    assert (cleaned[15, 15, 2:4] == 0).all()
+    np.testing.assert_array_equal(cleaned[labels != 0][cleaned[labels != 0] == 0].size, 2)  # only those 2 voxels went
+
+
 def test_output_that_would_overwrite_an_input_is_refused(tmp_path):
     image = write_volume(random_labels().astype(np.int16), OBLIQUE, tmp_path / "a.nii.gz")
     victim = write_volume(random_labels().astype(np.int16), OBLIQUE, tmp_path / "a_seg.nii.gz")

@@ -1,0 +1,83 @@
+"""The post-processing of one trained model, decided on its validation cases at the end of ``medseg train``.
+
+``train.json`` runs :func:`decide_after_training` after the trainer: the saved model segments the validation cases
+(raw argmax, as ``medseg infer --no-postprocessing``), :func:`medseg.inference.postprocessing.decide_postprocessing`
+scores keep-largest and small-part removal per label against their references, and the choice goes to
+``postprocessing.json`` beside ``model.pt``, where ``medseg infer``, the bundle's ``inference.json``, ``evaluate.json``
+and ``medseg serve`` read it. nnU-Net decides the same on its pooled cross-validation folds (``medseg
+cross-validate`` still does that, for the fold ensemble); a single training run has only its validation cases, so
+the evidence is thinner, and each step is kept only where those cases do not contradict it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def label_volumes(items: Iterable[Mapping[str, Any]]) -> Iterator[tuple[np.ndarray, float]]:
+    """``(label map, ml per voxel)`` of each item's ``"label"`` file, one at a time."""
+    from medseg.io.volumes import read_volume
+
+    for item in items:
+        labels, geometry = read_volume(item["label"])
+        yield np.asarray(labels), float(np.prod(geometry.spacing)) / 1000
+
+
+def smallest_training_parts(items: Sequence[Mapping[str, Any]], labels: Sequence[int]) -> dict[int, float]:
+    """Each label's smallest connected part (ml) over the training references."""
+    from medseg.inference.postprocessing import smallest_parts_ml
+
+    return smallest_parts_ml(label_volumes(items), labels)
+
+
+def _is_first_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def decide_after_training(
+    bundle_root: str | Path,
+    models_dir: str | Path,
+    train_items: Sequence[Mapping[str, Any]],
+    val_items: Sequence[Mapping[str, Any]],
+    device: str = "auto",
+    precision: str = "fp32",
+) -> dict[str, Any] | None:
+    """Decide and write ``models_dir/postprocessing.json`` for ``models_dir/model.pt``; returns the decision
+    (``None`` in the other processes of a distributed run, or when the run saved no model)."""
+    from medseg.inference.postprocessing import POSTPROCESSING, decide_postprocessing
+    from medseg.inference.segmenter import load_segmenter
+    from shared.io import atomic_write_json
+
+    weights = Path(models_dir) / "model.pt"
+    if not _is_first_process() or not weights.is_file():
+        return None
+    segmenter = load_segmenter(bundle_root, weights, {"device": device, "precision": precision, "keep_largest": False, "remove_small": {}})
+    labels = [v for v in segmenter.names if v]
+    smallest = smallest_training_parts(train_items, labels)
+    pairs = []
+    for item, (ref, voxel_ml) in zip(val_items, label_volumes(val_items)):
+        mask, _ = segmenter.segment(item["image"])
+        pairs.append((mask, ref, voxel_ml))
+    decision = {**decide_postprocessing(pairs, labels, smallest), "decided_on": f"{len(pairs)} validation case(s)"}
+    atomic_write_json(Path(models_dir) / POSTPROCESSING, decision)
+    print(describe(decision, segmenter.names), flush=True)
+    return decision
+
+
+def describe(decision: Mapping[str, Any], names: Mapping[int, str]) -> str:
+    """One line: what was chosen and the validation Dice it moved."""
+    kept = [names.get(int(k), f"label {k}") for k in decision["keep_largest"]]
+    small = [f"{names.get(int(k), f'label {k}')} < {v:.3g} ml" for k, v in decision["remove_smaller_than_ml"].items()]
+    steps = "; ".join(
+        filter(None, [f"keep the largest part of {', '.join(kept)}" if kept else "", f"remove parts {', '.join(small)}" if small else ""])
+    )
+    return f"Post-processing, decided on {decision.get('decided_on', 'held-out cases')}: {steps or 'none'}."
