@@ -34,14 +34,17 @@ from benchmarks.peers_nnunet import _run, _scores, _test_images  # noqa: E402
 MEDSEG = [sys.executable, "-m", "medseg"]
 
 
-def train_candidate(plan_bundle: Path, data: Path, work: Path, edge: int, width: int, seed: int, env: dict[str, str]) -> dict[str, Any]:
-    """Copy of the planned bundle trained with a ``edge``^3 patch at ``width`` for the plan's minutes; the record."""
+def train_candidate(
+    plan_bundle: Path, data: Path, work: Path, edge: int, width: int, seed: int, env: dict[str, str], extra: list[str] = ()
+) -> dict[str, Any]:
+    """Copy of the planned bundle trained with a ``edge``^3 patch at ``width`` for the plan's minutes (``extra``: more
+    ``--set ID=VALUE`` overrides, a recipe being measured); the record."""
     tag = f"{edge}x{width}_s{seed}"
     bundle = work / tag / "bundle"
     shutil.rmtree(work / tag, ignore_errors=True)
     shutil.copytree(plan_bundle, bundle, ignore=shutil.ignore_patterns("models"))
     roi = json.dumps([edge] * 3)
-    sets = [f"roi_size={roi}", f"sw_roi_size={roi}", f"width={width}", f"seed={seed}"]
+    sets = [f"roi_size={roi}", f"sw_roi_size={roi}", f"width={width}", f"seed={seed}", *extra]
     train = [*MEDSEG, "train", "--bundle", str(bundle), "--data", str(data)]
     train_s = _run([*train, *(x for s in sets for x in ("--set", s))], env, work / tag / "train.log")
     images = [str(p) for p in _test_images(data)]
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mni-resolution", type=int, default=1, choices=[1, 2])
     parser.add_argument("--cascade", default="auto", choices=["off", "on", "auto"], help="medseg plan --cascade")
     parser.add_argument("--work", default=str(ROOT / "work" / "budget"))
+    parser.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="more train overrides for every run (a recipe)")
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), PYTHONHASHSEED="0")
@@ -108,12 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "cpus": os.cpu_count(),
         "two_stages": (plan_bundle / "coarse").is_dir(),
+        "overrides": args.set,
     }
     records = []
     for seed in args.seeds:
         for candidate in args.candidates:
             edge, width = (int(x) for x in candidate.split("x"))
-            records.append(train_candidate(plan_bundle, data, work, edge, width, seed, env))
+            records.append(train_candidate(plan_bundle, data, work, edge, width, seed, env, args.set))
             print(json.dumps({**common, **records[-1], "chosen_by_plan": candidate == chosen}), flush=True)
     for row in summarise(records, chosen):
         print(json.dumps({**common, **row}), flush=True)

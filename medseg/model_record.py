@@ -52,7 +52,18 @@ MODEL_IDS = (
 
 
 #: config ids inference may set freely (default: the training run's, where it has one)
-FREE_IDS = ("overlap", "sw_batch_size", "device", "precision", "keep_largest", "tta", "tta_axes", "colours", "segment_codes")
+FREE_IDS = (
+    "overlap",
+    "sw_batch_size",
+    "device",
+    "precision",
+    "keep_largest",
+    "remove_small",
+    "tta",
+    "tta_axes",
+    "colours",
+    "segment_codes",
+)
 
 
 class ModelRecordError(ValueError):

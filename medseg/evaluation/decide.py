@@ -54,13 +54,16 @@ def decide_after_training(
     """Decide and write ``models_dir/postprocessing.json`` for ``models_dir/model.pt``; returns the decision
     (``None`` in the other processes of a distributed run, or when the run saved no model)."""
     from medseg.inference.postprocessing import POSTPROCESSING, decide_postprocessing
-    from medseg.inference.segmenter import load_segmenter
+    from medseg.inference.segmenter import CascadeSegmenter, load_segmenter
     from shared.io import atomic_write_json
 
     weights = Path(models_dir) / "model.pt"
     if not _is_first_process() or not weights.is_file():
         return None
-    segmenter = load_segmenter(bundle_root, weights, {"device": device, "precision": precision, "keep_largest": False, "remove_small": {}})
+    raw = {"device": device, "precision": precision, "keep_largest": False, "remove_small": {}}
+    segmenter = load_segmenter(bundle_root, weights, raw)
+    if isinstance(segmenter, CascadeSegmenter):  # a fine stage: its validation items already carry the coarse probabilities
+        segmenter = segmenter.fine
     labels = [v for v in segmenter.names if v]
     smallest = smallest_training_parts(train_items, labels)
     pairs = []

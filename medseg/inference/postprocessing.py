@@ -8,7 +8,7 @@ Two steps per label, each kept only where it raised that label's mean Dice on ca
   training references go. nnU-Net has no such step; we add it because a short CPU training run leaves single
   stray voxels of a small structure, and in a case without that structure one voxel scores Dice 0 (measured on the
   demo after 3 minutes: a tumour-free case got 1-14 stray tumour voxels, 0.008-0.112 ml, in 2 of 3 seeds; the
-  smallest training tumour is 2.5 ml). The threshold comes from the training labels, so a dataset of tiny
+  smallest training tumour is 1.6 ml). The threshold comes from the training labels, so a dataset of tiny
   lesions gets a tiny threshold.
 
 Components are 26-connected (MONAI's ``KeepLargestConnectedComponent`` default); volumes are in ml so that one

@@ -120,6 +120,10 @@ def test_a_planned_cascade_trains_both_stages_and_infer_runs_both(small_ct: Path
     assert all(len(case["image"]) == 3 and Path(case["image"][1]).is_file() for case in described["training"])
     segmenter = load_segmenter(cascade_bundle)
     assert isinstance(segmenter, CascadeSegmenter) and segmenter.fine.network.in_channels == 3
+    for stage in (cascade_bundle / "coarse", cascade_bundle):  # each decided on its validation case, the fine one on 3 channels
+        decision = json.loads((stage / "models" / "postprocessing.json").read_text(encoding="utf-8"))
+        assert decision["decided_on"] == "1 validation case(s)" and set(decision["dice_without"]) == {"1", "2"}
+    assert segmenter.fine.remove_small == {int(k): v for k, v in decision["remove_smaller_than_ml"].items()}
     new = write_small_ct(tmp_path / "new", cases=1, seed=7)  # a case neither stage saw
     assert (
         main(

@@ -75,7 +75,8 @@ def test_plan_probes_this_machine_and_writes_the_budget_into_the_bundle(demo_dat
     config = json.loads((tmp_path / "b" / "configs" / "train.json").read_text(encoding="utf-8"))
     options = config["options"]
     assert options["max_minutes"] == 2 and options["max_epochs"] == recorded["values"]["options#max_epochs"]
-    assert found["iterations"] == options["max_epochs"] * math.ceil(3 / 2)  # 4 cases: 3 train, 1 validates
+    assert options["mini_batch_size"] == 1 and "more, smaller steps" in recorded["reasons"]["options#mini_batch_size"]
+    assert found["iterations"] == options["max_epochs"] * 3  # 4 cases: 3 train (one per step), 1 validates
     chosen = [t for t in found["candidates"] if t["candidate"] == found["chosen"]]
     assert chosen and chosen[0]["outcome"] == "probed" and "* " + found["chosen"] in out
     assert config["precision"] == chosen[0]["precision"] and recorded["values"]["roi_size"] == chosen[0]["roi_size"]
