@@ -6,7 +6,8 @@ bf16 autocast is faster here; :func:`gpu_candidates`: the memory-planned patch a
 the cheapest up (:func:`medseg.planning.time_budget.probe`, seconds each) and chooses:
 
 - the candidate with the most context (patch voxels), then the widest, then the fastest, among those that fit at
-  least :data:`MIN_ITERATIONS` iterations in the minutes (the iterations the shipped CPU recipe needs to converge:
+  least :data:`MIN_ITERATIONS` iterations in the minutes (on a CPU, of :data:`RECIPE_PATCHES` patches: a plan of 2 per
+  step must fit 2000) (the iterations the shipped CPU recipe needs to converge:
   the demo and the MNI152 hemispheres, ``benchmarks/medseg_recipe.py``); a larger patch sees more of the anatomy
   around a small structure, but a network that has not converged is worse whatever it sees;
 - when none fits that many, the fastest candidate (the most iterations).
@@ -30,6 +31,9 @@ from medseg.planning.time_budget import Probe, fit_to_minutes, probe
 
 #: iterations a candidate must fit in the budget to be preferred for its larger patch or width
 MIN_ITERATIONS = 1000
+#: patches per step of the recipe that needed MIN_ITERATIONS (2 cases x 2 patches): on a CPU a plan with fewer patches
+#: per step must fit proportionally more steps, so that a candidate still sees the training patches the recipe needed
+RECIPE_PATCHES = 4
 CPU_EDGES = (32, 48, 64)
 CPU_WIDTHS = (4, 8)
 #: smaller patches tried on a GPU when the memory-planned one runs out of memory (each axis x this, per step)
@@ -140,8 +144,9 @@ def try_candidates(
     candidates: Sequence[Candidate],
     validations: int,
     run_probe: Callable[[Candidate], Probe],
+    min_iterations: int = MIN_ITERATIONS,
 ) -> list[Trial]:
-    """Probe ``candidates`` cheapest first (``run_probe``), skipping those that cannot fit :data:`MIN_ITERATIONS`
+    """Probe ``candidates`` cheapest first (``run_probe``), skipping those that cannot fit ``min_iterations``
     and those at least as large as one that ran out of memory."""
     trials: list[Trial] = []
     base: Trial | None = None
@@ -153,8 +158,8 @@ def try_candidates(
         with_values = {**plan, "values": {**plan["values"], **candidate.values()}}
         if base is not None and candidate.cost > base.candidate.cost:  # a precision twin of the cheapest is always probed
             bound = _lower_bound(candidate, base.candidate, base.found)
-            if _iterations(with_values, print_, minutes, bound, validations) < MIN_ITERATIONS:
-                trials.append(Trial(candidate, f"not probed: at {bound.step_s:.2f} s a step or more, under {MIN_ITERATIONS} iterations"))
+            if _iterations(with_values, print_, minutes, bound, validations) < min_iterations:
+                trials.append(Trial(candidate, f"not probed: at {bound.step_s:.2f} s a step or more, under {min_iterations} iterations"))
                 continue
         try:
             found = run_probe(candidate)
@@ -171,18 +176,18 @@ def try_candidates(
     return trials
 
 
-def choose(trials: Sequence[Trial]) -> tuple[Trial, str]:
+def choose(trials: Sequence[Trial], min_iterations: int = MIN_ITERATIONS) -> tuple[Trial, str]:
     """The chosen trial and why (module docstring's rule). Raises :class:`PlanError` when none could be probed."""
     probed = [t for t in trials if t.found is not None]
     if not probed:
         smallest = trials[0].candidate.describe() if trials else "none"
         raise PlanError(f"every candidate network ran out of memory on this machine, the smallest too ({smallest}).")
-    enough = [t for t in probed if t.iterations >= MIN_ITERATIONS]
+    enough = [t for t in probed if t.iterations >= min_iterations]
     if enough:
         best = max(enough, key=lambda t: (np.prod(t.candidate.roi), t.candidate.width, -t.found.step_s))
-        return best, f"the most context, then width, of the {len(probed)} probed that fit {MIN_ITERATIONS} iterations or more"
+        return best, f"the most context, then width, of the {len(probed)} probed that fit {min_iterations} iterations or more"
     best = max(probed, key=lambda t: (t.iterations, -t.found.step_s))
-    return best, f"none of the {len(probed)} probed fits {MIN_ITERATIONS} iterations: the one that fits the most"
+    return best, f"none of the {len(probed)} probed fits {min_iterations} iterations: the one that fits the most"
 
 
 def plan_for_minutes(
@@ -203,8 +208,10 @@ def plan_for_minutes(
         repeats = 2 if candidate == candidates[0] else 1  # the larger ones cost seconds per step
         return probe(values, classes, channels, patches, repeats=repeats, device=device, precision=candidate.precision)
 
-    trials = try_candidates(plan, print_, minutes, candidates, validations, run_probe)
-    chosen, why = choose(trials)
+    # a CPU plan of fewer patches per step than the recipe's needs more steps for the same patches (a GPU plan: as it is)
+    needed = MIN_ITERATIONS if device is not None else math.ceil(MIN_ITERATIONS * max(1.0, RECIPE_PATCHES / patches))
+    trials = try_candidates(plan, print_, minutes, candidates, validations, run_probe, needed)
+    chosen, why = choose(trials, needed)
     with_values = {**plan, "values": {**plan["values"], **chosen.candidate.values()}}
     fitted = fit_to_minutes(with_values, print_, minutes, chosen.found, validations)
     failed = [t.candidate.describe() for t in trials if t.outcome == "out of memory"]

@@ -143,3 +143,23 @@ def test_a_gpu_budget_is_probed_on_the_gpu() -> None:
     fitted = plan_minutes(plan, print_, 30, Budget("gpu", 24.0))
     assert fitted["probe"]["candidates"][0]["outcome"] in ("probed", "out of memory")
     assert fitted["values"]["options#max_minutes"] == 30
+
+
+def test_a_cpu_plan_of_two_patches_a_step_must_fit_twice_the_steps(monkeypatch) -> None:
+    """1 case x 2 patches a step (``plan --train-minutes`` on a CPU) needs 2000 steps where the recipe's 4 patches
+    needed 1000: the same patches seen, so the faster step does not buy a larger patch that trains on fewer."""
+    from medseg.planning import candidates as module
+
+    plan, print_ = _plan_and_print()
+    plan["values"]["options#mini_batch_size"] = 1
+    # at half the recipe's patches a step costs about half: 32^3 0.15 s, 48^3 0.42 s (the measured 4-patch times / 2)
+    monkeypatch.setattr(
+        module, "probe", lambda values, *a, **k: Probe(MEASURED_STEP_S[(values["roi_size"][0], values["width"])] / 2, 0.1, 2)
+    )
+    fitted = module.plan_for_minutes(plan, print_, 20, cpu_candidates([[32] * 3, [48] * 3, [64] * 3], 1, bf16=False), 10)
+    # 48^3 fits about 2400 steps of 2 patches (1200 of 4: as before) and 32^3 width 8 about 2300
+    assert (
+        fitted["probe"]["chosen"].startswith("48x48x48 patch, width 4") and "fit 2000 iterations or more" in fitted["reasons"]["roi_size"]
+    )
+    fitted = module.plan_for_minutes(plan, print_, 15, cpu_candidates([[32] * 3, [48] * 3, [64] * 3], 1, bf16=False), 10)
+    assert fitted["probe"]["chosen"].startswith("32x32x32 patch, width 4"), fitted["probe"]["candidates"]  # 48^3: about 1800 of 2000
