@@ -97,6 +97,11 @@ def test_segmentation_training_never_imports_the_export_dicom_seg_or_web_stack()
     # A cascade bundle's training runs its coarse stage's inference (medseg.inference.cascade, imported only then,
     # inside medseg.cli.train._train_cascade): a one-stage bundle's training, which this guards, never takes that edge.
     graph = {**graph, "medseg.cli.train": graph["medseg.cli.train"] - {"medseg.inference.cascade"}}
+    # Training's last step (medseg.evaluation.decide) segments its validation cases with Segmenter.segment; only
+    # Segmenter.segment_files imports the export stack, inside itself (the test below runs that import for real).
+    inside_segment_files = {"medseg.io.export", "medseg.io.dicom_seg"}
+    graph["medseg.inference.segmenter"] = graph["medseg.inference.segmenter"] - inside_segment_files
+    imports = {**imports, "medseg.inference.segmenter": imports["medseg.inference.segmenter"] - inside_segment_files}
     starts = training_modules()
     assert {"medseg.networks", "medseg.transforms", "medseg.inference.inferer", "medseg.model_record"} <= starts
     loaded = set().union(*(reachable(graph, s) | {s} for s in starts))
@@ -104,3 +109,14 @@ def test_segmentation_training_never_imports_the_export_dicom_seg_or_web_stack()
     assert "medseg.io.reader" in loaded and "monai.inferers" in names  # the walk sees real edges and third-party names
     offending = sorted(n for n in names | loaded if any(n == bad or n.startswith(bad + ".") for bad in EXPORT_STACK))
     assert offending == [], f"training reaches the export stack: {offending}"
+
+
+def test_the_post_processing_decision_of_training_loads_no_export_module() -> None:
+    """What the graph above leaves out, checked by importing: the decision's modules load no export stack."""
+    import subprocess
+    import sys
+
+    modules = "medseg.evaluation.decide, medseg.inference.segmenter, medseg.inference.trained"
+    code = f"import sys, {modules}; print(sorted(m for m in sys.modules if any(m == b or m.startswith(b + '.') for b in {EXPORT_STACK!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out

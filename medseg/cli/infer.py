@@ -135,12 +135,7 @@ def add_infer_parser(sub: Any) -> None:
         "...) come from models/model.json and a value that contradicts them is refused",
     )
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest connected component of each label")
-    p.add_argument(
-        "--no-postprocessing",
-        action="store_true",
-        help="the network's argmax as it is: none of the post-processing the bundle's postprocessing.json chose "
-        "(decided on validation cases at the end of train, or by cross-validate)",
-    )
+    p.add_argument("--no-postprocessing", action="store_true", help="the raw argmax: none of the post-processing training chose")
     p.add_argument("--overlap", type=float, help="sliding-window overlap (default: the bundle's)")
     p.add_argument("--mat-image-var", help="variable holding the image in MATLAB .mat inputs")
     p.add_argument(

@@ -24,8 +24,7 @@ from medseg.inference.inferer import VolumeInferer, accumulation_device, inferen
 from medseg.inference.outputs import guard_outputs, save_probabilities
 from medseg.inference.resample import argmax_on_grid, resample_labels
 from medseg.io.channels import ImageSource, case_name, channel_headers, channel_paths, source_key
-from medseg.io.export import export_mask, mask_dtype
-from medseg.io.volumes import Geometry, VolumeError, write_volume
+from medseg.io.volumes import Geometry, VolumeError, mask_dtype, write_volume
 from medseg.transforms import preprocessing
 from shared.devices import resolve_device, resolve_precision
 
@@ -211,6 +210,8 @@ class Segmenter:
         overwrite an input, or when a case's channels do not match the model. ``progress(i, n, case, files, seconds)``
         is called as case ``i`` of ``n`` starts (``files`` ``None``) and when it is written (its files, its seconds).
         """
+        from medseg.io.export import export_mask  # the Slicer/DICOM stack: training's post-processing decision never loads it
+
         output_dir = Path(output_dir)
         guard_outputs(inputs, output_dir)
         if with_probabilities and self.resample != "probabilities":

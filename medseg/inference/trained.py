@@ -104,10 +104,8 @@ def trained_segmenter(
         sw_batch_size: windows per pass (``None``: the training run's).
         device: where the network runs.
         precision: at what precision it runs.
-        keep_largest: ``True`` (every label), a list of labels, ``False``, or ``None``: what ``postprocessing.json``
-            decided, if anything (:func:`decided_postprocessing`).
-        remove_small: label -> ml, the connected parts under it removed; ``{}``: none; ``None``: what
-            ``postprocessing.json`` decided.
+        keep_largest: ``True`` (every label), a list of labels, ``False``; ``remove_small``: label -> ml, smaller parts
+            removed, or ``{}``. ``None``: what ``postprocessing.json`` decided (:func:`decided_postprocessing`).
         tta: mirror along the axes the model was trained mirrored along (refused for a model trained without).
         tta_axes: mirror along these axes whatever the training did.
         colours: Slicer colours (``None``: the training run's).
@@ -124,16 +122,12 @@ def trained_segmenter(
     check_settings(record, settings or {}, str(record_path(files[0][1])))
     mirror_axes = _tta_axes(bundle_root, record["settings"].get("mirror_axes") or [], tta, tta_axes)
     networks = _trained_networks(files, records, parser)
-    decision = decided_postprocessing(bundle_root, files) if keep_largest is None or remove_small is None else None
-    if keep_largest is None:  # what validation or cross-validation found to help, if either ran
-        keep_largest = (decision or {}).get("keep_largest") or False
-    if remove_small is None:
-        remove_small = (decision or {}).get("remove_smaller_than_ml", {})
+    keep_largest, remove_small = _postprocessing(bundle_root, files, keep_largest, remove_small)
     return Segmenter(
         networks[0],
         {int(k): v for k, v in record["labels"].items()},
         keep_largest=keep_largest,
-        remove_small={int(k): float(v) for k, v in remove_small.items()},
+        remove_small=remove_small,
         device=device,
         precision=precision,
         ensemble=networks[1:],
@@ -142,6 +136,18 @@ def trained_segmenter(
         resample=resample,
         **_recorded_settings(record, overlap=overlap, sw_batch_size=sw_batch_size, colours=colours, segment_codes=segment_codes),
     )
+
+
+def _postprocessing(
+    bundle_root: Path, files: Sequence[tuple[str, Path]], keep_largest: Any, remove_small: Mapping[Any, float] | None
+) -> tuple[Any, dict[int, float]]:
+    """``(keep_largest, remove_small)`` as given, each ``None`` replaced by what ``postprocessing.json`` decided."""
+    decision = decided_postprocessing(bundle_root, files) if keep_largest is None or remove_small is None else None
+    if keep_largest is None:  # what validation or cross-validation found to help, if either ran
+        keep_largest = (decision or {}).get("keep_largest") or False
+    if remove_small is None:
+        remove_small = (decision or {}).get("remove_smaller_than_ml", {})
+    return keep_largest, {int(k): float(v) for k, v in remove_small.items()}
 
 
 def decided_postprocessing(bundle_root: Path, files: Sequence[tuple[str, Path]]) -> dict[str, Any] | None:

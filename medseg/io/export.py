@@ -17,17 +17,10 @@ import numpy as np
 import slicerio
 
 from medseg.io.colours import label_colours
-from medseg.io.volumes import Geometry, write_volume
+from medseg.io.volumes import Geometry, mask_dtype, write_volume  # mask_dtype: re-exported, its old home
 from shared.io import atomic_path, atomic_write_text
 
 FORMATS = ("nifti", "seg.nrrd", "nrrd", "mat", "dicom-seg")
-
-
-def mask_dtype(num_labels: int) -> type:
-    """uint8 up to 255 labels, else uint16 (nnU-Net's rule)."""
-    if num_labels > 65535:
-        raise ValueError(f"{num_labels} labels do not fit a uint16 label map.")
-    return np.uint8 if num_labels <= 255 else np.uint16
 
 
 def write_seg_nrrd(

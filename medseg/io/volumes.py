@@ -409,3 +409,10 @@ def write_volume(array: np.ndarray, geometry: Geometry, path: str | os.PathLike)
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
     return path
+
+
+def mask_dtype(num_labels: int) -> type:
+    """uint8 up to 255 labels, else uint16 (nnU-Net's rule)."""
+    if num_labels > 65535:
+        raise ValueError(f"{num_labels} labels do not fit a uint16 label map.")
+    return np.uint8 if num_labels <= 255 else np.uint16

@@ -53,12 +53,9 @@ VALIDATIONS = 10  # validation passes over a training run
 # Cases per step when a CPU plan is fitted to minutes (--train-minutes): 1 case x 2 patches. For the same minutes a
 # step of 2 patches (0.18 s here) allows 1.6-1.8x the steps of one of 4 (0.32 s), and more, smaller steps trained the
 # better model: demo, 3 minutes, seeds 0-2, 2 threads: 0.970 +- 0.002 mean Dice (about 617 iterations) against
-# 0.936 +- 0.031 (about 367) with 2 cases x 2 patches. A fixed iteration count (--iterations) keeps MINI_BATCH: there
-# each step's patches are what is bought.
+# 0.936 +- 0.031 (about 367) with 2 cases x 2 patches. A fixed iteration count (--iterations) keeps 2 cases a step:
+# there each step's patches are what is bought.
 BUDGET_MINI_BATCH = 1
-
-
-MINI_BATCH = 2
 
 
 PALETTE = ([0.86, 0.55, 0.40], [0.72, 0.30, 0.27], [0.95, 0.85, 0.20], [0.55, 0.55, 0.85], [0.45, 0.75, 0.45], [0.80, 0.45, 0.80])
@@ -146,11 +143,7 @@ def fit_to_budget(print_: dict[str, Any], spacing: Sequence[float], budget: Budg
 
 
 def make_plan(
-    print_: dict[str, Any],
-    iterations: int = ITERATIONS,
-    mini_batch_size: int = MINI_BATCH,
-    budget: Budget | None = None,
-    spacing_scale: float = 1.0,
+    print_: dict[str, Any], iterations: int = ITERATIONS, mini_batch_size: int = 2, budget: Budget | None = None, spacing_scale: float = 1.0
 ) -> dict[str, Any]:
     """Config values (ids of ``train.json``) and the reason for each, from a :func:`fingerprint`.
 
