@@ -11,14 +11,11 @@ the evidence is thinner, and each step is kept only where those cases do not con
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 
 def label_volumes(items: Iterable[Mapping[str, Any]]) -> Iterator[tuple[np.ndarray, float]]:
@@ -37,12 +34,6 @@ def smallest_training_parts(items: Sequence[Mapping[str, Any]], labels: Sequence
     return smallest_parts_ml(label_volumes(items), labels)
 
 
-def _is_first_process() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def decide_after_training(
     bundle_root: str | Path,
     models_dir: str | Path,
@@ -53,12 +44,14 @@ def decide_after_training(
 ) -> dict[str, Any] | None:
     """Decide and write ``models_dir/postprocessing.json`` for ``models_dir/model.pt``; returns the decision
     (``None`` in the other processes of a distributed run, or when the run saved no model)."""
+    import ignite.distributed as idist  # the rank as the engine and checkpoints see it (0 outside a distributed run)
+
     from medseg.inference.postprocessing import POSTPROCESSING, decide_postprocessing
     from medseg.inference.segmenter import CascadeSegmenter, load_segmenter
     from shared.io import atomic_write_json
 
     weights = Path(models_dir) / "model.pt"
-    if not _is_first_process() or not weights.is_file():
+    if idist.get_rank() != 0 or not weights.is_file():
         return None
     raw = {"device": device, "precision": precision, "keep_largest": False, "remove_small": {}}
     segmenter = load_segmenter(bundle_root, weights, raw)

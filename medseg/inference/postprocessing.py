@@ -57,9 +57,9 @@ def remove_small_parts(mask: np.ndarray, min_ml: Mapping[int, float], voxel_ml: 
     out = np.array(mask, copy=True)
     for label, least in min_ml.items():
         components, volumes = part_volumes_ml(out, int(label), voxel_ml)
-        small = np.flatnonzero(volumes < float(least)) + 1
-        if small.size:
-            out[np.isin(components, small)] = 0
+        small = np.concatenate([[False], volumes < float(least)])  # by component number (0: not this label)
+        if small.any():
+            out[small[components]] = 0
     return out
 
 
