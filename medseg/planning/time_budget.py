@@ -7,7 +7,8 @@ cross-entropy, backward, Adam) and one sliding-window batch in inference mode. F
 
 - one validation pass = the windows of the validation cases at the planned spacing (``overlap`` as planned) x the
   window time;
-- validations: up to :data:`~medseg.planning.planner.VALIDATIONS`, at most a fifth of the budget;
+- validations: up to :data:`~medseg.planning.planner.VALIDATIONS`, at most a fifth of the budget, counting the pass at
+  iteration 1 that ``TrainingOptions`` runs before any training (MATLAB's cadence);
 - iterations: what is left, at :data:`DATA_SHARE` more per step than the probe (the data pipeline: random crops,
   collation), rounded down to whole epochs.
 
@@ -145,30 +146,32 @@ def fit_to_minutes(plan: dict[str, Any], print_: dict[str, Any], minutes: float,
     per_epoch = math.ceil(print_["training_cases"] / values["options#mini_batch_size"])
     iteration_s = found.step_s * DATA_SHARE
     validation_s = validation_seconds(print_, values, found)
-    least = validation_s + per_epoch * iteration_s
+    least = 2 * validation_s + per_epoch * iteration_s  # the passes at iteration 1 and at the end
     if not math.isfinite(minutes) or minutes * 60 < least:
         needed = math.ceil(least / 6) / 10  # minutes, rounded up to a tenth
         raise PlanError(
             f"--train-minutes {minutes:g}: here one validation pass takes about {validation_s:.0f} s and an epoch "
-            f"{per_epoch * iteration_s:.0f} s, so a run needs at least {needed:g} minutes (one epoch and one validation)."
+            f"{per_epoch * iteration_s:.0f} s, so a run needs at least {needed:g} minutes (one epoch and two validation passes)."
         )
     budget_s = minutes * 60
-    passes = int(max(1, min(validations, VALIDATION_SHARE * budget_s // max(validation_s, 1e-9))))
-    epochs = max(1, int((budget_s - passes * validation_s) // (per_epoch * iteration_s)))
+    # periodic passes; the one at iteration 1 comes on top (shared.handlers.PeriodicValidation)
+    passes = int(max(1, min(validations, VALIDATION_SHARE * budget_s // max(validation_s, 1e-9) - 1)))
+    epochs = max(1, int((budget_s - (passes + 1) * validation_s) // (per_epoch * iteration_s)))
     iterations = epochs * per_epoch
+    frequency = max(1, math.ceil(iterations / passes))  # at most `passes` after iteration 1, the last one included
     fitted = {
         **values,
         "options#max_epochs": epochs,
-        "options#validation_frequency": max(1, iterations // passes),
-        "options#verbose_frequency": max(1, iterations // passes),
+        "options#validation_frequency": frequency,
+        "options#verbose_frequency": frequency,
         "options#max_minutes": minutes,
     }
     reasons = {
         **plan["reasons"],
         "options#max_epochs": (
             f"{epochs} epochs x {per_epoch} iterations = {iterations} iterations fit {minutes:g} minutes here: "
-            f"{found.describe()}; an iteration {iteration_s:.3f} s (data pipeline included), {passes} validation pass(es) "
-            f"of about {validation_s:.1f} s"
+            f"{found.describe()}; an iteration {iteration_s:.3f} s (data pipeline included), {passes + 1} validation pass(es) "
+            f"of about {validation_s:.1f} s (one at iteration 1)"
         ),
         "options#max_minutes": "stops the run at the budget when training is slower than probed (another load on the machine)",
     }

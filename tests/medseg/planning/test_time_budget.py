@@ -36,17 +36,20 @@ def test_iterations_fill_the_minutes_left_after_validation() -> None:
     values = fitted["values"]
     iterations = values["options#max_epochs"] * 4  # 8 training cases, 2 per step
     assert fitted["probe"]["iterations"] == iterations and values["options#max_minutes"] == 10
-    used = iterations * 0.5 * DATA_SHARE + VALIDATIONS * validation_s
+    used = iterations * 0.5 * DATA_SHARE + (VALIDATIONS + 1) * validation_s  # + the pass at iteration 1
     assert 600 - 4 * 0.5 * DATA_SHARE < used <= 600  # within one epoch of the budget
-    assert values["options#validation_frequency"] == iterations // VALIDATIONS
+    frequency = values["options#validation_frequency"]
+    periodic = {i for i in range(1, iterations + 1) if i % frequency == 0} | {iterations}  # PeriodicValidation's cadence
+    assert len(periodic) == VALIDATIONS
     assert plan["values"].get("options#max_minutes") is None  # the plan given is not changed
 
 
 def test_validation_never_takes_more_than_a_fifth_of_a_short_budget() -> None:
     plan, print_ = _plan_and_print()
     fitted = fit_to_minutes(plan, print_, 1, Probe(step_s=0.5, window_batch_s=1.0, threads=2), VALIDATIONS)
-    passes = fitted["probe"]["iterations"] // fitted["values"]["options#validation_frequency"]
-    assert passes * 4.0 <= 0.2 * 60 + 4.0, passes  # 4 s a pass: 3 passes in 60 s, not 10
+    iterations, frequency = fitted["probe"]["iterations"], fitted["values"]["options#validation_frequency"]
+    passes = 1 + len({i for i in range(frequency, iterations + 1, frequency)} | {iterations})  # iteration 1, periodic, last
+    assert passes * 4.0 <= 0.2 * 60, passes  # 4 s a pass: 3 passes in 60 s, not 11
 
 
 @pytest.mark.parametrize("minutes", [0, -5, math.nan, math.inf])
@@ -56,11 +59,11 @@ def test_minutes_that_are_not_a_positive_number_are_refused_before_reading_anyth
     assert not (tmp_path / "b").exists()
 
 
-def test_a_budget_below_one_epoch_and_one_validation_says_the_minimum() -> None:
+def test_a_budget_below_one_epoch_and_two_validations_says_the_minimum() -> None:
     plan, print_ = _plan_and_print()
     found = Probe(step_s=0.5, window_batch_s=1.0, threads=2)
-    least = (4.0 + 4 * 0.5 * DATA_SHARE) / 60  # 0.105 minutes, said rounded up to a tenth
-    with pytest.raises(PlanError, match=r"--train-minutes 0.05: .* a run needs at least 0.2 minutes \(one epoch and one validation\)"):
+    least = (2 * 4.0 + 4 * 0.5 * DATA_SHARE) / 60  # 0.172 minutes, said rounded up to a tenth
+    with pytest.raises(PlanError, match=r"--train-minutes 0.05: .* at least 0.2 minutes \(one epoch and two validation passes\)"):
         fit_to_minutes(plan, print_, 0.05, found, VALIDATIONS)
     assert fit_to_minutes(plan, print_, least + 0.01, found, VALIDATIONS)["values"]["options#max_epochs"] >= 1
 
