@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 #: modalities whose "images" are not pictures of the patient's anatomy
 NOT_ANATOMY = {"RTDOSE": "an RT dose grid (radiation dose, not an image of the patient)"}
+#: modalities whose objects hold no image to segment (a SEG is a result, an SR a report, ...), pixel data or not;
+#: a SEG's frames are masks drawn on another series: segmenting them would segment a segmentation
+NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "PR", "KO", "DOC", "REG", "OT_DOC"})
 PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
@@ -100,12 +103,25 @@ def _read_headers(path: Path, files: list[Path]) -> list[tuple[Path, Any]]:
     return found
 
 
+def _modality(ds: Any) -> str:
+    return str(getattr(ds, "Modality", "")).strip().upper()
+
+
 def _refuse_non_images(datasets: list[tuple[Path, Any]]) -> list[tuple[Path, Any]]:
-    """The objects with grayscale pixel data; one line for the first that has none (when none has), or is in colour."""
+    """The objects with grayscale pixel data, results (SEG: masks) left out; one line for the first that has none
+    (when none has), is a result alone, or is in colour. A SEG or a structure set beside its series is left out."""
     images = [(f, ds) for f, ds in datasets if any(t in ds for t in PIXEL_TAGS)]
     if not images:
         file, ds = datasets[0]
         raise DicomInputError(f"{file}: {_kind(ds)}, no pixel data (not an image to segment).")
+    results = NON_IMAGE_MODALITIES - NOT_ANATOMY.keys()  # an RT dose grid is refused below, by name
+    scans = [(f, ds) for f, ds in images if _modality(ds) not in results]
+    if not scans:
+        file, ds = images[0]
+        raise DicomInputError(
+            f"{file}: {_kind(ds)} ({_modality(ds)}: a result drawn on another series), not a scan; give the image series it was drawn on."
+        )
+    images = scans
     for file, ds in images:
         photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip()
         samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
@@ -114,7 +130,7 @@ def _refuse_non_images(datasets: list[tuple[Path, Any]]) -> list[tuple[Path, Any
             raise DicomInputError(
                 f"{file}: {colour} {_kind(ds)}, not a scan (a colour picture; segmentation takes grayscale CT/MR images)."
             )
-        modality = str(getattr(ds, "Modality", "")).upper()
+        modality = _modality(ds)
         if modality in NOT_ANATOMY:
             raise DicomInputError(f"{file}: {NOT_ANATOMY[modality]}; segmentation takes CT/MR images.")
     return images

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: modalities whose series hold no image to segment (a SEG is a result, an SR a report, ...)
-NON_IMAGE_MODALITIES = frozenset({"SEG", "SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "PR", "KO", "DOC", "REG", "OT_DOC"})
+from medseg.io.dicom_read import NON_IMAGE_MODALITIES
+
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 #: DICOM JSON tags (QIDO-RS answers)
 SERIES_UID, MODALITY, INSTANCES, DESCRIPTION = "0020000E", "00080060", "00201209", "0008103E"

@@ -21,8 +21,9 @@ from tests.action.web_server import Server
 PYDICOM = Path(pydicom.__file__).parent / "data" / "test_files"
 DATA_STORE = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "data_store" / "data"
 CORPUS = sorted(PYDICOM.glob("*.dcm")) + sorted(DATA_STORE.glob("*.dcm"))
-#: the volumes of the corpus (enhanced multi-frame CT placed by per-frame positions); every other file is refused
-SEGMENTS = {"eCT_Supplemental.dcm", "liver.dcm", "liver_expb.dcm"}
+#: the volumes of the corpus (enhanced multi-frame CT placed by per-frame positions); every other file is refused,
+#: liver.dcm and liver_expb.dcm too: they are DICOM SEGs (masks), not CT
+SEGMENTS = {"eCT_Supplemental.dcm"}
 #: what each refusal must say, by a word of its reason
 REASONS = ("no pixel data", "not a scan", "not a volume", "dose grid", "cannot be placed", "truncated", "damaged", "no SOP class", "decode")
 #: an upload whose first bytes are no known format at all (a DICOM fragment without preamble or group 0008) is refused as such

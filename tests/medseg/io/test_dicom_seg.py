@@ -144,12 +144,26 @@ def test_a_series_without_optional_geometry_still_gets_its_seg(tmp_path: Path, d
 def test_an_enhanced_multiframe_source_round_trips(tmp_path: Path) -> None:
     """pydicom-data's enhanced CT (frames placed by their per-frame positions): the SEG references its frames."""
     data_store = pytest.importorskip("data_store")
-    source = Path(data_store.__file__).parent / "data" / "liver.dcm"
+    source = Path(data_store.__file__).parent / "data" / "eCT_Supplemental.dcm"
     image, geometry = read_volume(source)
     mask = (image > np.percentile(image, 60)).astype(np.uint8)
     back, seg = _round_trip(mask, source, geometry, tmp_path / "seg.dcm")
     np.testing.assert_array_equal(back, mask)
     assert seg.FrameOfReferenceUID == pydicom.dcmread(source, stop_before_pixels=True).FrameOfReferenceUID
+
+
+def test_a_seg_is_not_an_image_alone_and_is_left_out_beside_its_series(tmp_path: Path) -> None:
+    """A SEG's frames are masks: alone it is refused in one line; in an exported study folder beside the series it was
+    drawn on, the series is read as if the SEG were not there (pydicom-data's liver.dcm is such a SEG)."""
+    series = _series(tmp_path / "ct")
+    image, geometry = read_volume(series)
+    _round_trip(random_labels(geometry.shape, seed=2), series, geometry, tmp_path / "seg.dcm")
+    with pytest.raises(VolumeError, match=r"seg\.dcm: Segmentation \(SEG: a result drawn on another series\), not a scan; give the image"):
+        read_volume(tmp_path / "seg.dcm")
+    shutil.copy(tmp_path / "seg.dcm", series / "zz_seg.dcm")
+    again, same = read_volume(series)
+    np.testing.assert_array_equal(again, image)
+    assert same.shape == geometry.shape and np.allclose(same.ijk_to_lps, geometry.ijk_to_lps)
 
 
 def test_a_seg_that_cannot_be_written_leaves_no_other_format_either(tmp_path: Path, untrained_bundle: Path) -> None:
