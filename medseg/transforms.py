@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from monai.transforms import MapTransform, Transform
+from monai.transforms import MapTransform, RandomizableTransform, Transform
 
 from medseg.io.volumes import VolumeError
 
@@ -29,6 +29,7 @@ def preprocessing(
     label_var: str | None = None,
     normalization: str | Sequence[str] = "minmax",
     mirror_axes: Sequence[int] = (),
+    intensity_augmentation: bool = False,
 ) -> Any:
     """The MONAI transform chain for training (``roi_size`` given) or validation/inference (``None``).
 
@@ -50,6 +51,8 @@ def preprocessing(
         label_var: variable holding the label in MATLAB ``.mat`` inputs.
         mirror_axes: training only: each patch is flipped along each of these spatial axes (0, 1, 2 = RAS x, y, z)
             with probability 0.5, nnU-Net's mirroring augmentation; the axes a bundle may use for test-time mirroring.
+        intensity_augmentation: training only: nnU-Net's intensity augmentations on each normalised image patch
+            (:func:`intensity_augmentations`): noise, blur, brightness, contrast, lower resolution, gamma.
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
@@ -72,7 +75,35 @@ def preprocessing(
     ]
     if roi_size is not None:
         steps += _patch_steps(keys, roi_size, pos_neg, num_samples, class_ratios, mirror_axes)
+        if intensity_augmentation:
+            steps += intensity_augmentations("image")
     return T.Compose(steps)
+
+
+def intensity_augmentations(key: str) -> list[Any]:
+    """nnU-Net v2's default intensity augmentations (``nnUNetTrainer.get_training_transforms``), as MONAI transforms,
+    with its probabilities and ranges, for a normalised image patch (``key``; each channel alike):
+
+    - Gaussian noise, p 0.1, standard deviation drawn from [0, 0.1] of the normalised scale;
+    - Gaussian blur, p 0.2, sigma 0.5-1 voxel;
+    - brightness x 0.75-1.25, p 0.15;
+    - contrast x 0.75-1.25 about the patch's mean, range kept, p 0.15;
+    - lower resolution: down by 0.5-1 (nearest) and back up (trilinear), p 0.25;
+    - gamma 0.7-1.5 on the patch rescaled to [0, 1], mean and sd kept, p 0.3, and the same on the inverted patch, p 0.1.
+
+    A smooth MR bias field is about a constant gain over a patch of a few cm, which brightness and contrast cover.
+    """
+    from monai import transforms as T
+
+    return [
+        T.RandGaussianNoised(keys=key, prob=0.1, std=0.1, sample_std=True),
+        RandGaussianBlurd(key, sigma=(0.5, 1.0), prob=0.2),
+        T.RandScaleIntensityd(keys=key, factors=0.25, prob=0.15),
+        T.RandScaleIntensityFixedMeand(keys=key, factors=0.25, fixed_mean=True, preserve_range=True, prob=0.15),
+        T.RandSimulateLowResolutiond(keys=key, zoom_range=(0.5, 1.0), prob=0.25),
+        T.RandAdjustContrastd(keys=key, gamma=(0.7, 1.5), invert_image=True, retain_stats=True, prob=0.1),
+        T.RandAdjustContrastd(keys=key, gamma=(0.7, 1.5), invert_image=False, retain_stats=True, prob=0.3),
+    ]
 
 
 def _patch_steps(
@@ -273,3 +304,43 @@ class BodyZScored(MapTransform):
         for key in self.key_iterator(out):
             out[key] = BodyZScore()(out[key])
         return out
+
+
+class RandGaussianBlurd(RandomizableTransform, MapTransform):
+    """Gaussian blur of ``keys`` with one sigma (voxels) drawn from ``sigma`` per call, with probability ``prob``;
+    each channel on its own, spatial axes only.
+
+    Written here because MONAI's ``RandGaussianSmoothd`` (torch convolutions with a kernel built for each sigma drawn)
+    was measurably slow on CPU patches: at p 0.2 on 32^3 patches it cost 15 ms a patch on average (about 75 ms a blur),
+    this 0.23 ms (SciPy's separable filter), measured side by side (MONAI 1.6.1, 2 threads, a busy machine).
+    """
+
+    def __init__(self, keys: Any, sigma: tuple[float, float] = (0.5, 1.0), prob: float = 0.2) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob)
+        self.sigma_range = sigma
+        self.sigma = float(sigma[0])
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        if self._do_transform:
+            self.sigma = float(self.R.uniform(*self.sigma_range))
+
+    def __call__(self, data: Any) -> Any:
+        import torch
+        from scipy import ndimage
+
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            image = d[key]
+            array = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
+            blurred = np.stack([ndimage.gaussian_filter(channel, self.sigma, mode="nearest") for channel in array])
+            if isinstance(image, torch.Tensor):
+                out = torch.as_tensor(blurred, dtype=image.dtype)
+                d[key] = image.clone().copy_(out) if hasattr(image, "meta") else out
+            else:
+                d[key] = blurred.astype(image.dtype, copy=False)
+        return d

@@ -125,6 +125,44 @@ def test_mirror_augmentation_flips_image_and_label_together():
     assert seen == {0.0, 4.0}  # flipped along x in some draws, not in others
 
 
+def test_intensity_augmentation_changes_images_only_and_keeps_every_patch_finite(demo_dataset):
+    """``intensity_augmentation``: nnU-Net's intensity transforms after the crops; the same seed draws the same patches
+    and labels with and without them, and some images (not all: each transform has its probability) change."""
+    item = datalist(demo_dataset)[0]
+    chains = [
+        preprocessing((2, 2, 2), (-200, 300), (32, 32, 32), num_samples=4, class_ratios=[1, 1, 1, 1], intensity_augmentation=on)
+        for on in (False, True)
+    ]
+    changed = 0
+    for seed in range(5):
+        plain, augmented = (chain.set_random_state(seed)(dict(item)) for chain in chains)
+        for p, a in zip(plain, augmented):
+            np.testing.assert_array_equal(np.asarray(p["label"]), np.asarray(a["label"]))
+            assert a["image"].shape == p["image"].shape and np.isfinite(np.asarray(a["image"])).all()
+            changed += not np.allclose(np.asarray(p["image"]), np.asarray(a["image"]))
+    assert 0 < changed < 20  # P(no transform fires) = 0.9 x 0.8 x 0.85^2 x 0.75 x 0.9 x 0.7 = 0.22 a patch
+
+
+def test_gaussian_blur_is_scipys_filter_at_the_drawn_sigma_on_each_channel():
+    import torch
+    from monai.data import MetaTensor
+    from scipy import ndimage
+
+    from medseg.transforms import RandGaussianBlurd
+
+    image = MetaTensor(torch.rand(2, 12, 10, 8), affine=torch.diag(torch.tensor([2.0, 2.0, 3.0, 1.0])))
+    blur = RandGaussianBlurd("image", sigma=(0.5, 1.0), prob=1.0)
+    blur.set_random_state(3)
+    out = blur({"image": image, "label": "untouched"})
+    assert 0.5 <= blur.sigma <= 1.0 and out["label"] == "untouched"
+    assert isinstance(out["image"], MetaTensor) and torch.equal(out["image"].affine, image.affine)
+    for c in range(2):
+        expected = ndimage.gaussian_filter(image.numpy()[c], blur.sigma, mode="nearest")
+        np.testing.assert_allclose(out["image"].numpy()[c], expected, rtol=1e-5, atol=1e-6)
+    never = RandGaussianBlurd("image", prob=0.0)
+    assert torch.equal(never({"image": image})["image"], image)
+
+
 @pytest.mark.parametrize(
     ("normalization", "window", "message"),
     [
