@@ -51,8 +51,7 @@ def preprocessing(
         label_var: variable holding the label in MATLAB ``.mat`` inputs.
         mirror_axes: training only: each patch is flipped along each of these spatial axes (0, 1, 2 = RAS x, y, z)
             with probability 0.5, nnU-Net's mirroring augmentation; the axes a bundle may use for test-time mirroring.
-        intensity_augmentation: training only: nnU-Net's intensity augmentations on each normalised image patch
-            (:func:`intensity_augmentations`): noise, blur, brightness, contrast, lower resolution, gamma.
+        intensity_augmentation: training only: nnU-Net's intensity augmentations of each patch (:func:`intensity_augmentations`).
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
