@@ -326,7 +326,7 @@ class RandGaussianBlurd(RandomizableTransform, MapTransform):
             self.sigma = float(self.R.uniform(*self.sigma_range))
 
     def __call__(self, data: Any) -> Any:
-        import torch
+        from monai.utils import convert_to_dst_type, convert_to_numpy
         from scipy import ndimage
 
         d = dict(data)
@@ -334,12 +334,7 @@ class RandGaussianBlurd(RandomizableTransform, MapTransform):
         if not self._do_transform:
             return d
         for key in self.key_iterator(d):
-            image = d[key]
-            array = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
+            array = convert_to_numpy(d[key], dtype=np.float32)
             blurred = np.stack([ndimage.gaussian_filter(channel, self.sigma, mode="nearest") for channel in array])
-            if isinstance(image, torch.Tensor):
-                out = torch.as_tensor(blurred, dtype=image.dtype)
-                d[key] = image.clone().copy_(out) if hasattr(image, "meta") else out
-            else:
-                d[key] = blurred.astype(image.dtype, copy=False)
+            d[key] = convert_to_dst_type(blurred, d[key])[0]  # the input's type, dtype, device and MetaTensor metadata
         return d
