@@ -30,6 +30,7 @@ def preprocessing(
     normalization: str | Sequence[str] = "minmax",
     mirror_axes: Sequence[int] = (),
     intensity_augmentation: bool = False,
+    scan_gain_augmentation: bool = False,
 ) -> Any:
     """The MONAI transform chain for training (``roi_size`` given) or validation/inference (``None``).
 
@@ -52,6 +53,8 @@ def preprocessing(
         mirror_axes: training only: each patch is flipped along each of these spatial axes (0, 1, 2 = RAS x, y, z)
             with probability 0.5, nnU-Net's mirroring augmentation; the axes a bundle may use for test-time mirroring.
         intensity_augmentation: training only: nnU-Net's intensity augmentations of each patch (:func:`intensity_augmentations`).
+        scan_gain_augmentation: training only: z-score channels of a patch as a smooth MR bias field shows them
+            (:class:`RandScanGaind`).
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
@@ -70,12 +73,12 @@ def preprocessing(
         T.EnsureChannelFirstd(keys=keys, channel_dim=None),  # the reader says: no channel axis (3D), or channels first
         T.Orientationd(keys=keys, axcodes="RAS", labels=None),
         T.Spacingd(keys=keys, pixdim=tuple(pixdim), mode=modes, dtype=np.float32),
-        *_intensity_steps(keys, normalization, window),
+        *_intensity_steps(keys, normalization, window, record_raw_zero=scan_gain_augmentation and roi_size is not None),
     ]
     if roi_size is not None:
         steps += _patch_steps(keys, roi_size, pos_neg, num_samples, class_ratios, mirror_axes)
-        if intensity_augmentation:
-            steps += intensity_augmentations("image")
+        steps += [RandScanGaind("image")] if scan_gain_augmentation else []
+        steps += intensity_augmentations("image") if intensity_augmentation else []
     return T.Compose(steps)
 
 
@@ -137,9 +140,11 @@ def _patch_steps(
 
 #: intensity normalisations of :func:`preprocessing`
 NORMALIZATIONS = ("minmax", "zscore")
+#: the data key beside an image that holds where each channel's raw 0 lies after its z-score (``ChannelNormalized``)
+RAW_ZERO_SUFFIX = "_raw_zero"
 
 
-def _intensity_steps(keys: list[str], normalization: str | Sequence[str], window: Any) -> list[Any]:
+def _intensity_steps(keys: list[str], normalization: str | Sequence[str], window: Any, record_raw_zero: bool = False) -> list[Any]:
     """Intensity normalisation of each channel and the crop to the body, in the order each needs.
 
     The crop happens in training AND inference: a network trained on cropped volumes never sees
@@ -148,12 +153,13 @@ def _intensity_steps(keys: list[str], normalization: str | Sequence[str], window
     of the channels' bodies: min-max channels are rescaled first and their body is what lies above the window's
     floor; z-score channels are cropped first (their body: above Otsu's threshold) and normalised inside the crop.
     With one channel this is exactly the single-modality chain the measured recipes were chosen with.
+    ``record_raw_zero``: the z-score step also stores where each channel's raw 0 lies (:class:`RandScanGaind` needs it).
     """
     from monai import transforms as T
 
     recipe = ChannelRecipe(normalization, window)
     crop = T.CropForegroundd(keys=keys, source_key="image", select_fn=ChannelBody(recipe), margin=2, allow_smaller=True)
-    return [ChannelNormalized(recipe, "minmax"), crop, ChannelNormalized(recipe, "zscore")]
+    return [ChannelNormalized(recipe, "minmax"), crop, ChannelNormalized(recipe, "zscore", record_raw_zero=record_raw_zero)]
 
 
 class ChannelRecipe:
@@ -211,39 +217,51 @@ class ChannelNormalize(Transform):
     def __init__(self, recipe: ChannelRecipe, scheme: str) -> None:
         self.recipe, self.scheme = recipe, scheme
 
-    def _normalise(self, channel: Any, window: tuple[float, float] | None, c: int) -> Any:
+    def _normalise(self, channel: Any, window: tuple[float, float] | None, c: int, raw_zeros: list[float]) -> Any:
         if self.scheme == "zscore":
-            return BodyZScore()(channel)
+            mean, sd = BodyZScore.stats(channel)
+            raw_zeros[c] = -mean / sd
+            return (channel - mean) / sd
         from shared.transforms import MinMax
 
         lo, hi = window if window else (None, None)
         return MinMax(input_min=lo, input_max=hi)(channel, name=f"image channel {c}")
 
-    def __call__(self, image: Any, source: str = "image") -> Any:
-        """``source``: how a channel-count error names the image."""
+    def __call__(self, image: Any, source: str = "image", raw_zeros: list[float] | None = None) -> Any:
+        """``source``: how a channel-count error names the image; ``raw_zeros``: a list that receives, per channel,
+        the value a raw 0 takes after a z-score (NaN for the channels this step leaves alone)."""
         import torch
 
         recipes = self.recipe.channels(image.shape[0], source)
+        zeros = [float("nan")] * len(recipes)
+        if raw_zeros is not None:
+            raw_zeros[:] = zeros
         if all(name != self.scheme for name, _ in recipes):
             return image
         parts = [
-            self._normalise(image[c : c + 1], window, c) if name == self.scheme else image[c : c + 1]
+            self._normalise(image[c : c + 1], window, c, zeros) if name == self.scheme else image[c : c + 1]
             for c, (name, window) in enumerate(recipes)
         ]
+        if raw_zeros is not None:
+            raw_zeros[:] = zeros
         return parts[0] if len(parts) == 1 else torch.cat([torch.as_tensor(p, dtype=torch.float32) for p in parts])
 
 
 class ChannelNormalized(MapTransform):
     """Dictionary version of :class:`ChannelNormalize` on ``keys`` (default ``"image"``)."""
 
-    def __init__(self, recipe: ChannelRecipe, scheme: str, keys: Any = "image") -> None:
+    def __init__(self, recipe: ChannelRecipe, scheme: str, keys: Any = "image", record_raw_zero: bool = False) -> None:
         super().__init__(keys)
         self.normalize = ChannelNormalize(recipe, scheme)
+        self.record_raw_zero = record_raw_zero
 
     def __call__(self, data: Any) -> Any:
         out = dict(data)
         for key in self.key_iterator(out):
-            out[key] = self.normalize(out[key], _source(data, key))
+            zeros: list[float] = []
+            out[key] = self.normalize(out[key], _source(data, key), zeros)
+            if self.record_raw_zero:  # ``KEY_raw_zero``: (C,) float32, for RandScanGaind after the crops
+                out[f"{key}{RAW_ZERO_SUFFIX}"] = np.asarray(zeros, dtype=np.float32)
         return out
 
 
@@ -285,11 +303,17 @@ class BodyZScore(Transform):
     every voxel was "body") it put grey-matter blobs in the noise (precision 0.62).
     """
 
-    def __call__(self, image: Any) -> Any:
+    @staticmethod
+    def stats(image: Any) -> tuple[float, float]:
+        """``(mean, sd)`` of the body voxels (all voxels when none is above Otsu's threshold; sd 1 when flat)."""
         body = np.asarray(AboveOtsu()(image), dtype=bool)
         values = np.asarray(image, dtype=np.float64)[body] if body.any() else np.asarray(image, dtype=np.float64)
         mean, sd = float(values.mean()), float(values.std())
-        return (image - mean) / (sd if sd > 0 else 1.0)
+        return mean, (sd if sd > 0 else 1.0)
+
+    def __call__(self, image: Any) -> Any:
+        mean, sd = self.stats(image)
+        return (image - mean) / sd
 
 
 class BodyZScored(MapTransform):
@@ -337,4 +361,42 @@ class RandGaussianBlurd(RandomizableTransform, MapTransform):
             array = convert_to_numpy(d[key], dtype=np.float32)
             blurred = np.stack([ndimage.gaussian_filter(channel, self.sigma, mode="nearest") for channel in array])
             d[key] = convert_to_dst_type(blurred, d[key])[0]  # the input's type, dtype, device and MetaTensor metadata
+        return d
+
+
+class RandScanGaind(RandomizableTransform, MapTransform):
+    """A z-scored MR patch as a smooth bias field shows it: with probability ``prob`` each z-score channel of ``keys``
+    is multiplied by one gain drawn from ``gains`` about the value its raw 0 takes (``KEY_raw_zero``, written by
+    ``ChannelNormalized(..., record_raw_zero=True)``): ``z' = z0 + g * (z - z0)``. Channels without a raw zero
+    (min-max: CT) pass unchanged; the ``KEY_raw_zero`` entry is removed, so batches carry only images and labels.
+
+    Why not nnU-Net's brightness (which scales the normalised value about 0, the body's mean): an MR bias field
+    multiplies the signal, about no signal, and a smooth one is nearly constant over a 3 cm patch. The per-scan
+    z-score removes the scan's mean gain, not a region's departure from it, which both scales the region's tissue
+    contrast and shifts it by ``(g - 1) * mean / sd`` in z units.
+    """
+
+    def __init__(self, keys: Any, gains: tuple[float, float] = (0.7, 1.3), prob: float = 0.5) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob)
+        self.gains = gains
+        self.gain = np.ones(1)
+
+    def randomize(self, data: Any = None, channels: int = 1) -> None:
+        super().randomize(None)
+        self.gain = self.R.uniform(*self.gains, size=channels) if self._do_transform else np.ones(channels)
+
+    def __call__(self, data: Any) -> Any:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if f"{key}{RAW_ZERO_SUFFIX}" not in d:
+                raise KeyError(f"RandScanGaind: no '{key}{RAW_ZERO_SUFFIX}'; normalise with ChannelNormalized(..., record_raw_zero=True)")
+            zeros = np.asarray(d.pop(f"{key}{RAW_ZERO_SUFFIX}"), dtype=np.float32).reshape(-1)
+            self.randomize(channels=len(zeros))
+            channels = np.flatnonzero(np.isfinite(zeros) & (self.gain != 1.0))
+            if len(channels):  # a copy: a crop may be a view of the cached volume, which must not change
+                image = d[key].clone() if hasattr(d[key], "clone") else np.array(d[key], copy=True)
+                for c in channels:
+                    image[c] = float(zeros[c]) + float(self.gain[c]) * (image[c] - float(zeros[c]))
+                d[key] = image
         return d
