@@ -53,8 +53,7 @@ def preprocessing(
         mirror_axes: training only: each patch is flipped along each of these spatial axes (0, 1, 2 = RAS x, y, z)
             with probability 0.5, nnU-Net's mirroring augmentation; the axes a bundle may use for test-time mirroring.
         intensity_augmentation: training only: nnU-Net's intensity augmentations of each patch (:func:`intensity_augmentations`).
-        scan_gain_augmentation: training only: z-score channels of a patch as a smooth MR bias field shows them
-            (:class:`RandScanGaind`).
+        scan_gain_augmentation: training only: each patch's z-score channels under a bias field (:class:`RandScanGaind`).
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
@@ -66,9 +65,7 @@ def preprocessing(
     # converting at load time doubles the memory of a full-resolution volume. Spacingd resamples in
     # float32, not MONAI's default float64: on a 512x512x300 int16 CT the float64 copy alone is
     # 600 MiB (measured peak RSS growth 1023 -> 593 MiB, and 0.9 -> 0.4 s for that step).
-    steps: list[Any] = [LoadVolumed("image", image_var)]
-    if with_label:
-        steps.append(LoadVolumed("label", label_var))
+    steps: list[Any] = [LoadVolumed("image", image_var), *([LoadVolumed("label", label_var)] if with_label else [])]
     steps += [
         T.EnsureChannelFirstd(keys=keys, channel_dim=None),  # the reader says: no channel axis (3D), or channels first
         T.Orientationd(keys=keys, axcodes="RAS", labels=None),
