@@ -53,7 +53,7 @@ def preprocessing(
         mirror_axes: training only: each patch is flipped along each of these spatial axes (0, 1, 2 = RAS x, y, z)
             with probability 0.5, nnU-Net's mirroring augmentation; the axes a bundle may use for test-time mirroring.
         intensity_augmentation: training only: nnU-Net's intensity augmentations of each patch (:func:`intensity_augmentations`).
-        scan_gain_augmentation: training only: each patch's z-score channels under a bias field (:class:`RandScanGaind`).
+        scan_gain_augmentation: training only: each patch's z-score channels under a gain on the raw signal (:class:`RandScanGaind`).
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
