@@ -40,6 +40,7 @@ from benchmarks.medseg_recipe import TASKS, prepare_data  # noqa: E402
 
 NNUNET_ITERATIONS_PER_EPOCH = 10
 NNUNET_VAL_ITERATIONS = 2
+BUDGET_LOG_LINE = "training iterations within the budget:"
 DATASET_ID = 501
 
 
@@ -188,12 +189,41 @@ def _budget_trainer(base: type, seconds: float) -> type:
             self.iterations_done += 1
             return super().train_step(batch)
 
+        def on_train_end(self) -> None:
+            self.print_to_log_file(f"{BUDGET_LOG_LINE} {self.iterations_done}")  # for --predict-only
+            super().on_train_end()
+
         def on_epoch_end(self) -> None:
             super().on_epoch_end()
             per_epoch = (time.perf_counter() - self.budget_start) / self.current_epoch
             self.lr_scheduler.max_steps = max(self.current_epoch + 1, int(np.ceil(seconds / per_epoch)))  # as medact refits
 
     return BudgetTrainer
+
+
+def _train_or_load(trainer: Any, predict_only: bool) -> tuple[float | None, int | None]:
+    """Train ``trainer`` for its budget, or (``predict_only``) load the ``checkpoint_final.pth`` an earlier run of the
+    same work folder left, e.g. one stopped while predicting. ``(training seconds, iterations)``; an earlier run's
+    come from its training log (``None`` where the log does not say)."""
+    if not predict_only:
+        start = time.perf_counter()
+        try:
+            trainer.run_training()
+        except TimeoutError:
+            trainer.on_train_end()
+        return round(time.perf_counter() - start, 1), trainer.iterations_done
+    folder = Path(trainer.output_folder)
+    checkpoint = folder / "checkpoint_final.pth"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no trained model to predict with (train without --predict-only first)")
+    trainer.initialize()
+    trainer.load_checkpoint(str(checkpoint))
+    iterations = None
+    for log in sorted(folder.glob("training_log_*.txt")):
+        for line in log.read_text(encoding="utf-8").splitlines():
+            if BUDGET_LOG_LINE in line:
+                iterations = int(line.rsplit(" ", 1)[-1])
+    return None, iterations
 
 
 def train_and_predict_nnunet(args: argparse.Namespace) -> dict[str, Any]:
@@ -216,12 +246,7 @@ def train_and_predict_nnunet(args: argparse.Namespace) -> dict[str, Any]:
     )
     trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = NNUNET_ITERATIONS_PER_EPOCH, NNUNET_VAL_ITERATIONS
     trainer.num_epochs = 100_000  # the budget stops it
-    start = time.perf_counter()
-    try:
-        trainer.run_training()
-    except TimeoutError:
-        trainer.on_train_end()
-    train_s = time.perf_counter() - start
+    train_s, iterations = _train_or_load(trainer, args.predict_only)
     tag = f"{args.plans}_{args.configuration}"
     inputs, masks = work / "nnunet" / "test_images", work / "nnunet" / f"masks_{tag}"
     inputs.mkdir(parents=True, exist_ok=True)
@@ -250,11 +275,40 @@ def train_and_predict_nnunet(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": configuration.batch_size,
             "spacing": list(configuration.spacing),
         },
-        "iterations": trainer.iterations_done,
-        "train_seconds": round(train_s, 1),
+        "iterations": iterations,
+        "train_seconds": train_s,
+        **({"scored_from": "checkpoint_final.pth of an earlier run"} if args.predict_only else {}),
         "predict_seconds_per_case": round((time.perf_counter() - begin) / max(1, cases), 2),
         **_scores(masks, data, work / "nnunet" / f"report_{tag}", dict(os.environ)),
     }
+
+
+def _run_one(args: argparse.Namespace, run: tuple[str, str, str], data: Path, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """``run`` = (dataset name, plans, configuration) trained (or, ``--predict-only``, loaded) and scored in a process of
+    its own (its thread count set before torch starts); its record."""
+    name, plans, configuration = run
+    command = [sys.executable, __file__, "--one", name, plans, configuration, "--data", str(data), "--work", str(work)]
+    command += ["--minutes", str(args.minutes), "--threads", str(args.threads)]
+    command += ["--predict-only"] if args.predict_only else []
+    log = work / "nnunet" / f"{'predict' if args.predict_only else 'train'}_{plans}_{configuration}.log"
+    _run(command, env, log)
+    return json.loads(log.read_text(encoding="utf-8").strip().splitlines()[-1])
+
+
+def predict_earlier_runs(args: argparse.Namespace, data: Path, work: Path, env: dict[str, str], common: dict[str, Any]) -> None:
+    """``--predict-only``: score every nnU-Net model of ``args.configurations`` an earlier run in ``work`` trained
+    (its ``checkpoint_final.pth``) and did not score, e.g. one whose prediction was cut off; nothing is planned or
+    trained again."""
+    results = Path(env["nnUNet_results"])
+    found = 0
+    for folder in sorted(results.glob("Dataset*/*__*__*/fold_0")):
+        _, plans, configuration = folder.parent.name.split("__")
+        scored = work / "nnunet" / f"report_{plans}_{configuration}" / "summary.json"
+        if configuration in args.configurations and (folder / "checkpoint_final.pth").is_file() and not scored.is_file():
+            found += 1
+            print(json.dumps({**common, **_run_one(args, (folder.parents[1].name, plans, configuration), data, work, env)}), flush=True)
+    if not found:
+        raise SystemExit(f"{results}: no trained, unscored nnU-Net model of {' '.join(args.configurations)} to predict with")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mni-resolution", type=int, default=1, choices=[1, 2])
     parser.add_argument("--work", default=str(ROOT / "work" / "peers"))
     parser.add_argument("--skip-medact", action="store_true", help="only nnU-Net (medact's record from an earlier run)")
+    parser.add_argument(
+        "--predict-only", action="store_true", help="score the nnU-Net models an earlier run in --work trained (its prediction cut off)"
+    )
     parser.add_argument("--one", nargs=3, metavar=("NAME", "PLANS", "CONFIGURATION"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -282,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "cpus": os.cpu_count(),
     }
+    if args.predict_only:
+        predict_earlier_runs(args, data, work, env, common)
+        return 0
     if not args.skip_medact:
         print(json.dumps({**common, **run_medact(data, work, args.minutes, env)}), flush=True)
     for folder in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -303,11 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 continue
             default_plans.setdefault(configuration, shape)
-            command = [sys.executable, __file__, "--one", name, plans, configuration, "--data", str(data), "--work", str(work)]
-            command += ["--minutes", str(args.minutes), "--threads", str(args.threads)]
-            log = work / "nnunet" / f"train_{plans}_{configuration}.log"
-            _run(command, env, log)
-            record = json.loads(log.read_text(encoding="utf-8").strip().splitlines()[-1])
+            record = _run_one(args, (name, plans, configuration), data, work, env)
             print(json.dumps({**common, **record, "preprocess_seconds": round(preprocess_s, 1)}), flush=True)
     return 0
 

@@ -12,6 +12,7 @@ from medseg.datasets.mni152 import (
     LABELS,
     STRUCTURE_LABELS,
     make_structures_dataset,
+    scanner_variant,
     structure_labels,
     template_and_labels,
 )
@@ -68,3 +69,17 @@ def test_structures_dataset_is_a_hemisphere_split_with_the_region_labels(tmp_pat
     assert np.allclose(right.affine, image.affine) and right.shape == image.shape
     assert set(np.unique(np.asarray(right.dataobj))) == set(STRUCTURE_LABELS.values())
     assert (right.affine @ [0, 0, 0, 1])[0] >= 0  # the test hemisphere is the right one (x >= 0 mm)
+
+
+def test_scanner_variant_applies_each_part_alone_with_the_same_draws() -> None:
+    """The parts of the test hemisphere's corruption one at a time: the same seed gives the same field, gain and noise."""
+    data = np.full((20, 24, 16), 0.5)
+    whole = scanner_variant(data, seed=3)
+    bias, gain, noise = (scanner_variant(data, seed=3, parts=(part,)) for part in ("bias", "gain", "noise"))
+    assert np.array_equal(scanner_variant(data, seed=3, parts=()), data)
+    assert 0.015 < np.std(noise - data) < 0.025  # noise alone: sd 0.02, no trend
+    assert np.ptp(gain) == 0 and 0.4 <= gain[0, 0, 0] <= 0.6 and gain[0, 0, 0] != 0.5  # one gain 0.8-1.2 everywhere
+    field = bias / data
+    assert 0.55 <= field.min() < 1 < field.max() <= 1.45  # a linear field of +-15% per axis, no noise on it
+    assert np.allclose(field[1:] - field[:-1], field[1, 0, 0] - field[0, 0, 0])  # linear along each axis
+    assert np.allclose(whole, np.clip(bias * (gain / data) + (noise - data), 0, None))  # the parts make the whole
