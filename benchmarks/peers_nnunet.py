@@ -3,6 +3,7 @@
     pip install '.[peers]'      # nnunetv2 (not needed by medact itself)
     python benchmarks/peers_nnunet.py [--task demo|mni] [--minutes 3] [--threads 2]
                                       [--configurations 3d_fullres 2d] [--memory-target 2] [--work DIR]
+    python benchmarks/peers_nnunet.py --task mni --work DIR --predict-only   # score models a cut-off run trained
 
 What runs, each in its own process with ``--threads`` threads:
 
