@@ -85,7 +85,7 @@ def _per_case_dice(table: Path) -> dict[str, dict[str, float]]:
     with table.open(encoding="utf-8") as f:
         for row in csv.DictReader(f):
             case = Path(row["case"]).name.split(".")[0]
-            scores.setdefault(case, {})[row["label"]] = round(float(row["dice"]), 4)
+            scores.setdefault(case, {})[row["name"]] = round(float(row["dice"]), 4)
     return scores
 
 
