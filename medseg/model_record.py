@@ -41,6 +41,7 @@ MODEL_IDS = (
     "pixdim",
     "window",
     "normalization",
+    "bias_correction",
     "sw_roi_size",
     "roi_size",
     "mirror_axes",

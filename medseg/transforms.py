@@ -31,6 +31,7 @@ def preprocessing(
     mirror_axes: Sequence[int] = (),
     intensity_augmentation: bool = False,
     scan_gain_augmentation: bool = False,
+    bias_correction: bool = False,
 ) -> Any:
     """The MONAI transform chain for training (``roi_size`` given) or validation/inference (``None``).
 
@@ -54,9 +55,12 @@ def preprocessing(
             with probability 0.5, nnU-Net's mirroring augmentation; the axes a bundle may use for test-time mirroring.
         intensity_augmentation: training only: nnU-Net's intensity augmentations of each patch (:func:`intensity_augmentations`).
         scan_gain_augmentation: training only: each patch's z-score channels under a gain on the raw signal (:class:`RandScanGaind`).
+        bias_correction: N4 bias-field correction of the z-score (MR) channels after resampling, before the
+            normalisation, in training and inference alike (:class:`medseg.bias_field.N4Corrected`).
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
+    from medseg.bias_field import N4Corrected
     from medseg.io.reader import LoadVolumed
 
     keys = ["image", "label"] if with_label else ["image"]
@@ -70,6 +74,7 @@ def preprocessing(
         T.EnsureChannelFirstd(keys=keys, channel_dim=None),  # the reader says: no channel axis (3D), or channels first
         T.Orientationd(keys=keys, axcodes="RAS", labels=None),
         T.Spacingd(keys=keys, pixdim=tuple(pixdim), mode=modes, dtype=np.float32),
+        *([N4Corrected(ChannelRecipe(normalization, window))] if bias_correction else []),
         *_intensity_steps(keys, normalization, window, record_raw_zero=scan_gain_augmentation and roi_size is not None),
     ]
     if roi_size is not None:

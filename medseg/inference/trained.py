@@ -171,6 +171,7 @@ def _recorded_settings(record: Mapping[str, Any], **given: Any) -> dict[str, Any
         "window": trained.get("window"),
         "roi_size": trained["sw_roi_size"],
         "normalization": trained.get("normalization", "minmax"),
+        "bias_correction": bool(trained.get("bias_correction", False)),
         "channel_names": record.get("channels"),
         "overlap": float(chosen("overlap", trained.get("overlap", 0.5))),
         "sw_batch_size": int(chosen("sw_batch_size", trained.get("sw_batch_size", 1))),

@@ -29,10 +29,11 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``medseg plan`` on the phantom, then ``medseg train`` for 2 epochs (the paths must work, not the model)."""
+    """``medseg plan`` on the phantom, then ``medseg train`` for 2 epochs with N4 bias correction of both MR channels
+    (the paths must work, not the model)."""
     out = tmp_path_factory.mktemp("bundles") / "two"
     assert run_main(main, "plan", phantom, "--out", out).returncode == 0
-    result = run_main(main, "train", "--bundle", out, "--data", phantom, "--epochs", "2")
+    result = run_main(main, "train", "--bundle", out, "--data", phantom, "--epochs", "2", "--set", "bias_correction=true")
     assert result.returncode == 0, result.stderr
     return out
 
@@ -88,6 +89,17 @@ def test_a_ct_channel_gets_its_window_and_width_is_a_multiple_of_the_channels() 
     values = make_plan(print_)["values"]
     assert values["normalization"] == ["minmax", "zscore", "zscore"] and values["window"] == [[-100.0, 250.0], None, None]
     assert values["width"] % 3 == 0 and values["width"] >= 4
+
+
+def test_bias_correction_is_recorded_and_inference_applies_it(bundle: Path) -> None:
+    """The model was trained on N4-corrected channels: its record says so, and the segmenter rebuilt from it corrects."""
+    from medseg.bias_field import N4Corrected
+    from medseg.inference.trained import trained_segmenter
+
+    assert json.loads((bundle / "models" / "model.json").read_text())["settings"]["bias_correction"] is True
+    segmenter = trained_segmenter(bundle, device="cpu")
+    assert segmenter.bias_correction is True
+    assert any(isinstance(t, N4Corrected) for t in segmenter._transforms(None).transforms)
 
 
 def test_trained_two_channel_bundle_infers_channel_files_onto_the_input_grid(bundle: Path, phantom: Path, tmp_path: Path) -> None:
