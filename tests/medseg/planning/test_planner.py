@@ -21,12 +21,13 @@ def test_ct_dataset_gets_a_foreground_percentile_window(demo_dataset: Path, tmp_
     plan = plan_dataset(demo_dataset, tmp_path / "ct")
     values = plan["values"]
     assert values["normalization"] == "minmax" and plan["modality"] == "CT"
+    assert values["bias_correction"] is False  # no MR channel: nothing for N4 to correct
     low, high = values["window"]
     # the synthetic organs are 35-200 HU (+-18 HU noise): the window spans them, not the -1000 HU air
     assert -60 < low < 40 and 180 < high < 300
     train = json.loads((tmp_path / "ct" / "configs" / "train.json").read_text(encoding="utf-8"))
     infer = json.loads((tmp_path / "ct" / "configs" / "inference.json").read_text(encoding="utf-8"))
-    for key in ("pixdim", "window", "normalization", "roi_size", "sw_roi_size", "colours"):
+    for key in ("pixdim", "window", "normalization", "bias_correction", "roi_size", "sw_roi_size", "colours"):
         assert train[key] == values[key], key
         assert infer[key] is None, key  # inference takes what the model trained with (models/model.json)
     meta = json.loads((tmp_path / "ct" / "configs" / "metadata.json").read_text(encoding="utf-8"))
@@ -64,6 +65,7 @@ def test_mr_dataset_gets_zscore_and_its_labels(tmp_path: Path) -> None:
     assert main(["plan", str(data), "--out", str(tmp_path / "mr")]) == 0
     train = json.loads((tmp_path / "mr" / "configs" / "train.json").read_text(encoding="utf-8"))
     assert train["normalization"] == "zscore" and train["window"] is None
+    assert train["bias_correction"] is True  # MR: N4 before the z-score, in training and inference alike
     assert train["pixdim"] == [2.0, 2.0, 2.0]  # the median spacing of 2 mm cases that fit the CPU budget as they are
     assert train["train"]["preprocessing"]["class_ratios"] == [1, 1, 1]
     # a left hemisphere and its mirror: flipped left-right the labels look like the training labels, not front-back
