@@ -41,12 +41,13 @@ class N4Correct(Transform):
 
     def field(self, values: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
         """The multiplicative bias field N4 fits to ``values`` (``(X, Y, Z)`` float32, ``spacing`` mm): same shape,
-        positive, 1 where there is nothing to fit (a flat or empty image)."""
+        positive; 1 where there is nothing to fit: a flat or empty image, or one under 4 voxels along an axis (a single
+        slice: ITK's 3D filter cannot fit a field along an axis it has no extent on)."""
         import SimpleITK as sitk
         import torch
 
         body = np.asarray(AboveOtsu()(values), dtype=bool) & (values > 0)
-        if body.sum() < 64 or values.min() == values.max():
+        if body.sum() < 64 or values.min() == values.max() or min(values.shape) < 4:
             return np.ones_like(values)
         image = sitk.GetImageFromArray(np.ascontiguousarray(values.transpose(2, 1, 0)))  # ITK's x is the last array axis
         image.SetSpacing([float(s) for s in spacing])

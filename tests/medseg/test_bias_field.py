@@ -42,10 +42,13 @@ def test_n4_removes_most_of_a_linear_bias_field_from_a_real_t1(mni) -> None:
     assert _spread(fixed_variant[white]) < _spread(plain[white])
 
 
-def test_n4_leaves_a_flat_image_alone_and_keeps_the_type() -> None:
+def test_n4_leaves_a_flat_image_and_a_single_slice_alone_and_keeps_the_type() -> None:
     flat = np.full((1, 16, 16, 16), 5.0, dtype=np.float32)
     out = N4Correct()(flat)
     assert isinstance(out, np.ndarray) and np.array_equal(out, flat)
+    rng = np.random.default_rng(0)
+    one_slice = (rng.random((1, 64, 64, 1)) * 100 + 100).astype(np.float32)  # ITK's 3D filter refuses zero extent
+    assert np.array_equal(N4Correct()(one_slice), one_slice)
 
 
 def test_n4_corrects_only_the_mr_channels(mni) -> None:
