@@ -53,7 +53,11 @@ def make_dataset(
     if cache == "disk":
         if cache_dir is None:
             raise ValueError("cache='disk' needs cache_dir.")
-        return PersistentDataset(list(items), transform, cache_dir=cache_dir)
+        from monai.data.utils import pickle_hashing
+
+        # the cache's names hash the deterministic transforms too (MONAI's default hashes the items only): a cache_dir
+        # reused after a preprocessing setting changed (spacing, window, bias_correction) must not serve the old volumes
+        return PersistentDataset(list(items), transform, cache_dir=cache_dir, hash_transform=pickle_hashing)
     if cache == "none":
         return Dataset(list(items), transform)
     raise ValueError(f"cache={cache!r} is invalid; expected 'auto', 'ram', 'disk' or 'none'.")

@@ -78,6 +78,17 @@ def test_cache_choice_respects_the_ram_budget(tmp_path, demo_dataset):
         make_dataset(items, transform, "disk")
 
 
+def test_a_disk_cache_reused_after_the_preprocessing_changed_serves_the_new_volumes(tmp_path, demo_dataset):
+    """One cache_dir, the same case, a 2 mm then a 4 mm spacing: the second reads its own volume, not the first's."""
+    items = datalist(demo_dataset)[:1]
+    shapes = [
+        tuple(make_dataset(items, preprocessing(pixdim, with_label=False), "disk", cache_dir=tmp_path)[0]["image"].shape)
+        for pixdim in ((2.0, 2.0, 2.0), (4.0, 4.0, 4.0), (2.0, 2.0, 2.0))
+    ]
+    assert shapes[0] == shapes[2] and shapes[1] != shapes[0], shapes
+    assert len(list(tmp_path.glob("*.pt"))) == 2  # one entry per preprocessing, the 2 mm one reused
+
+
 def test_dataset_description_is_the_one_answer_to_folder_or_json(tmp_path) -> None:
     from medseg.datasets.datalists import dataset_description
 
