@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 from monai.transforms import MapTransform, Transform
 
-from medseg.transforms import AboveOtsu, ChannelRecipe
-
 
 class N4Correct(Transform):
     """``(1, X, Y, Z)`` MR channel (raw intensities, any scale) -> the same divided by N4's estimate of its bias field.
@@ -45,9 +43,12 @@ class N4Correct(Transform):
         slice: ITK's 3D filter cannot fit a field along an axis it has no extent on)."""
         import SimpleITK as sitk
         import torch
+        from skimage.filters import threshold_otsu  # the body as medseg.transforms.AboveOtsu finds it (not imported: it imports this)
 
-        body = np.asarray(AboveOtsu()(values), dtype=bool) & (values > 0)
-        if body.sum() < 64 or values.min() == values.max() or min(values.shape) < 4:
+        if values.min() == values.max() or min(values.shape) < 4:
+            return np.ones_like(values)
+        body = (values > threshold_otsu(values)) & (values > 0)
+        if body.sum() < 64:
             return np.ones_like(values)
         image = sitk.GetImageFromArray(np.ascontiguousarray(values.transpose(2, 1, 0)))  # ITK's x is the last array axis
         image.SetSpacing([float(s) for s in spacing])
@@ -81,7 +82,8 @@ class N4Corrected(MapTransform):
     """N4 on the z-score (MR) channels of ``keys`` (default ``"image"``); min-max (CT) channels pass unchanged.
     ``(C, X, Y, Z)`` -> the same, float32 where corrected."""
 
-    def __init__(self, recipe: ChannelRecipe, keys: Any = "image", **n4: Any) -> None:
+    def __init__(self, recipe: Any, keys: Any = "image", **n4: Any) -> None:
+        """``recipe``: each channel's normalisation (a :class:`medseg.transforms.ChannelRecipe`); ``n4``: :class:`N4Correct`'s arguments."""
         super().__init__(keys)
         self.recipe, self.n4 = recipe, N4Correct(**n4)
 

@@ -49,33 +49,28 @@ def preprocessing(
             the ``pos_neg`` ratio, or, with ``class_ratios`` (one weight per label, background
             first), on each label at those ratios: small structures then get seen as often as large ones.
         with_label: whether the items carry a ``"label"``.
-        image_var: variable holding the image in MATLAB ``.mat`` inputs.
-        label_var: variable holding the label in MATLAB ``.mat`` inputs.
+        image_var, label_var: variables holding the image and the label in MATLAB ``.mat`` inputs.
         mirror_axes: training only: each patch is flipped along each of these spatial axes (0, 1, 2 = RAS x, y, z)
             with probability 0.5, nnU-Net's mirroring augmentation; the axes a bundle may use for test-time mirroring.
         intensity_augmentation: training only: nnU-Net's intensity augmentations of each patch (:func:`intensity_augmentations`).
         scan_gain_augmentation: training only: each patch's z-score channels under a gain on the raw signal (:class:`RandScanGaind`).
-        bias_correction: N4 bias-field correction of the z-score (MR) channels after resampling, before the
-            normalisation, in training and inference alike (:class:`medseg.bias_field.N4Corrected`).
+        bias_correction: N4 on the z-score (MR) channels before normalising, training and inference alike (:mod:`medseg.bias_field`).
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
-    from medseg.bias_field import N4Corrected
     from medseg.io.reader import LoadVolumed
 
     keys = ["image", "label"] if with_label else ["image"]
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
-    # dtype=None keeps the file's type (int16 CT) until Spacingd resamples at the target spacing:
-    # converting at load time doubles the memory of a full-resolution volume. Spacingd resamples in
-    # float32, not MONAI's default float64: on a 512x512x300 int16 CT the float64 copy alone is
-    # 600 MiB (measured peak RSS growth 1023 -> 593 MiB, and 0.9 -> 0.4 s for that step).
+    # dtype=None keeps the file's type (int16 CT) until Spacingd resamples at the target spacing: converting at load time
+    # doubles the memory of a full-resolution volume. Spacingd resamples in float32, not MONAI's default float64: on a
+    # 512x512x300 int16 CT the float64 copy alone is 600 MiB (measured peak RSS growth 1023 -> 593 MiB, 0.9 -> 0.4 s).
     steps: list[Any] = [LoadVolumed("image", image_var), *([LoadVolumed("label", label_var)] if with_label else [])]
     steps += [
         T.EnsureChannelFirstd(keys=keys, channel_dim=None),  # the reader says: no channel axis (3D), or channels first
         T.Orientationd(keys=keys, axcodes="RAS", labels=None),
         T.Spacingd(keys=keys, pixdim=tuple(pixdim), mode=modes, dtype=np.float32),
-        *([N4Corrected(ChannelRecipe(normalization, window))] if bias_correction else []),
-        *_intensity_steps(keys, normalization, window, record_raw_zero=scan_gain_augmentation and roi_size is not None),
+        *_intensity_steps(keys, normalization, window, scan_gain_augmentation and roi_size is not None, bias_correction),
     ]
     if roi_size is not None:
         steps += _patch_steps(keys, roi_size, pos_neg, num_samples, class_ratios, mirror_axes)
@@ -146,7 +141,9 @@ NORMALIZATIONS = ("minmax", "zscore")
 RAW_ZERO_SUFFIX = "_raw_zero"
 
 
-def _intensity_steps(keys: list[str], normalization: str | Sequence[str], window: Any, record_raw_zero: bool = False) -> list[Any]:
+def _intensity_steps(
+    keys: list[str], normalization: str | Sequence[str], window: Any, record_raw_zero: bool = False, bias_correction: bool = False
+) -> list[Any]:
     """Intensity normalisation of each channel and the crop to the body, in the order each needs.
 
     The crop happens in training AND inference: a network trained on cropped volumes never sees
@@ -156,12 +153,16 @@ def _intensity_steps(keys: list[str], normalization: str | Sequence[str], window
     floor; z-score channels are cropped first (their body: above Otsu's threshold) and normalised inside the crop.
     With one channel this is exactly the single-modality chain the measured recipes were chosen with.
     ``record_raw_zero``: the z-score step also stores where each channel's raw 0 lies (:class:`RandScanGaind` needs it).
+    ``bias_correction``: N4 on the z-score channels first (:class:`medseg.bias_field.N4Corrected`).
     """
     from monai import transforms as T
 
+    from medseg.bias_field import N4Corrected
+
     recipe = ChannelRecipe(normalization, window)
     crop = T.CropForegroundd(keys=keys, source_key="image", select_fn=ChannelBody(recipe), margin=2, allow_smaller=True)
-    return [ChannelNormalized(recipe, "minmax"), crop, ChannelNormalized(recipe, "zscore", record_raw_zero=record_raw_zero)]
+    corrected = [N4Corrected(recipe)] if bias_correction else []
+    return [*corrected, ChannelNormalized(recipe, "minmax"), crop, ChannelNormalized(recipe, "zscore", record_raw_zero=record_raw_zero)]
 
 
 class ChannelRecipe:
