@@ -49,7 +49,8 @@ def preprocessing(
             the ``pos_neg`` ratio, or, with ``class_ratios`` (one weight per label, background
             first), on each label at those ratios: small structures then get seen as often as large ones.
         with_label: whether the items carry a ``"label"``.
-        image_var, label_var: variables holding the image and the label in MATLAB ``.mat`` inputs.
+        image_var: variable holding the image in MATLAB ``.mat`` inputs.
+        label_var: variable holding the label in MATLAB ``.mat`` inputs.
         mirror_axes: training only: each patch is flipped along each of these spatial axes (0, 1, 2 = RAS x, y, z)
             with probability 0.5, nnU-Net's mirroring augmentation; the axes a bundle may use for test-time mirroring.
         intensity_augmentation: training only: nnU-Net's intensity augmentations of each patch (:func:`intensity_augmentations`).
@@ -62,9 +63,8 @@ def preprocessing(
 
     keys = ["image", "label"] if with_label else ["image"]
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
-    # dtype=None keeps the file's type (int16 CT) until Spacingd resamples at the target spacing: converting at load time
-    # doubles the memory of a full-resolution volume. Spacingd resamples in float32, not MONAI's default float64: on a
-    # 512x512x300 int16 CT the float64 copy alone is 600 MiB (measured peak RSS growth 1023 -> 593 MiB, 0.9 -> 0.4 s).
+    # dtype=None keeps the file's type (int16 CT) until Spacingd resamples, in float32 (MONAI's float64 doubles memory:
+    # on a 512x512x300 int16 CT the float64 copy alone is 600 MiB; measured peak RSS growth 1023 -> 593 MiB, 0.9 -> 0.4 s).
     steps: list[Any] = [LoadVolumed("image", image_var), *([LoadVolumed("label", label_var)] if with_label else [])]
     steps += [
         T.EnsureChannelFirstd(keys=keys, channel_dim=None),  # the reader says: no channel axis (3D), or channels first
