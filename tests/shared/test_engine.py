@@ -306,7 +306,9 @@ def test_a_time_budget_fits_the_run_and_its_schedule_and_a_resumed_run_counts_th
     epoch_s = 4 * last["time_elapsed_s"] / stopped_at
     assert 0.5 <= last["time_elapsed_s"] <= 1.0 + epoch_s, last
     if trainer.monitor.stop_reason == f"Time budget of 0.0166667 min: the run was fitted to {stopped_at} iterations":
-        assert last["learn_rate"] <= 0.2 * 0.01, last  # the schedule ended with the fitted run, not at iteration 160
+        # the schedule ended with the fitted run (refitted once an epoch, so within about an epoch and a half of it:
+        # 0.0021 seen on a loaded machine), not at iteration 160 (there: (1 - 24/160)^0.9 x 0.01 = 0.0086)
+        assert last["learn_rate"] <= (6 / stopped_at) ** 0.9 * 0.01, last
     else:  # slower than its own measure (a loaded machine): the clock stopped it mid-epoch
         assert (
             trainer.monitor.stop_reason
