@@ -266,3 +266,69 @@ def test_scan_gain_augmentation_changes_mr_patches_only(demo_dataset):
         assert (0 < changed < 12) if expect_changes else changed == 0
     with pytest.raises(KeyError, match="no 'image_raw_zero'; normalise with ChannelNormalized"):
         RandScanGaind("image", prob=1.0)({"image": np.zeros((1, 2, 2, 2))})
+
+
+def _air_and_body(rng):
+    """``(image, label, body)`` ``(1, 40, 40, 40)``: air (-1000) around a ball of body tissue (radius 9 voxels, 20-40 HU)
+    holding an organ (label 1, 100 HU), and a label-2 blob drawn in the air (no body there)."""
+    grid = np.stack(np.meshgrid(*[np.arange(40)] * 3, indexing="ij"))
+    body = (((grid - 20) ** 2).sum(0) <= 81)[None]
+    image = np.where(body, rng.uniform(20, 40, body.shape), -1000.0).astype(np.float32)
+    label = np.zeros((1, 40, 40, 40), np.uint8)
+    image[:, 17:23, 17:23, 17:23], label[:, 17:23, 17:23, 17:23] = 100.0, 1
+    label[:, 1:4, 1:4, 1:4] = 2
+    return image, label, body
+
+
+def test_centres_in_body_keep_background_centres_out_of_the_air():
+    from medseg.transforms import BodyClassIndicesd, ChannelRecipe
+
+    image, label, body = _air_and_body(np.random.default_rng(0))
+    normalised = np.clip((image - 10.0) / 90.0, 0, 1)  # the min-max window (10, 100): air at the floor, body above it
+    indices = BodyClassIndicesd(ChannelRecipe("minmax", (10, 100)), 3)({"image": normalised, "label": label})[BodyClassIndicesd.KEY]
+    background = np.asarray(indices[0])
+    assert len(background) == body.sum() - 6**3  # background centres: the body around the organ, none of the air
+    assert body.reshape(-1)[background].all()
+    assert len(indices[1]) == 6**3
+    assert len(indices[2]) == 27  # a label with no voxel in the body keeps all of its voxels
+
+
+def test_centres_are_at_most_per_class_spread_over_the_label():
+    from medseg.transforms import BodyClassIndicesd, ChannelRecipe
+
+    step = BodyClassIndicesd(ChannelRecipe("minmax", (0, 1)), 1)
+    label, image = np.zeros((1, 50, 60, 200), np.uint8), np.ones((1, 50, 60, 200), np.float32)
+    (indices,) = step({"image": image, "label": label})[BodyClassIndicesd.KEY]
+    coords = np.stack(np.unravel_index(np.asarray(indices), label.shape[1:]), -1)
+    assert len(np.unique(np.asarray(indices))) == BodyClassIndicesd.PER_CLASS
+    assert [len(np.unique(c)) for c in coords.T] == [50, 60, 200]  # every row, column and slice holds centres
+
+
+@pytest.mark.parametrize("centres_in_body", [False, True])
+def test_training_patches_centred_in_the_body_only_with_the_option(tmp_path, centres_in_body):
+    image, label, _ = _air_and_body(np.random.default_rng(1))
+    from medseg.io.volumes import Geometry
+
+    geometry = Geometry((40, 40, 40), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    item = {
+        "image": str(write_volume(image[0].astype(np.int16), geometry, tmp_path / "image.nii.gz")),
+        "label": str(write_volume(label[0], geometry, tmp_path / "label.nii.gz")),
+    }
+    chain = preprocessing((2, 2, 2), (10, 100), (3, 3, 3), num_samples=40, class_ratios=[1, 0, 0], centres_in_body=centres_in_body)
+    chain.set_random_state(0)
+    centres = [float(p["image"][0, 1, 1, 1]) for p in chain(item)]  # background patches: is the centre voxel air?
+    in_air = sum(c == 0.0 for c in centres)  # the cropped volume's background is about 70% air (a ball in its box)
+    assert (in_air == 0) if centres_in_body else (in_air > 15)
+
+
+def test_centres_in_body_leave_mr_inputs_alone():
+    """Only min-max (CT) inputs get body-centred patches: z-score (MR) channels, alone or with a CT channel, centre
+    anywhere (on the MNI152 brain the Otsu body kept background patches off the tissue around the brain)."""
+
+    def steps(normalization, window):
+        chain = preprocessing((2, 2, 2), window, (16, 16, 16), class_ratios=[1, 1], normalization=normalization, centres_in_body=True)
+        return [type(t).__name__ for t in chain.transforms]
+
+    assert "BodyClassIndicesd" in steps("minmax", (0, 100))
+    assert "BodyClassIndicesd" not in steps("zscore", None)
+    assert "BodyClassIndicesd" not in steps(["zscore", "minmax"], [None, (0, 100)])
