@@ -68,7 +68,6 @@ def test_mr_dataset_gets_zscore_and_its_labels(tmp_path: Path) -> None:
     assert train["bias_correction"] is True  # MR: N4 before the z-score, in training and inference alike
     assert train["pixdim"] == [2.0, 2.0, 2.0]  # the median spacing of 2 mm cases that fit the CPU budget as they are
     assert train["train"]["preprocessing"]["class_ratios"] == [1, 1, 1]
-    assert train["train"]["preprocessing"]["centres_in_body"] is False  # MR: patch centres anywhere (the brain's Otsu body hurt)
     # a left hemisphere and its mirror: flipped left-right the labels look like the training labels, not front-back
     assert train["mirror_axes"] == [0]
     reason = json.loads((tmp_path / "mr" / "plan.json").read_text(encoding="utf-8"))["plan"]["reasons"]["mirror_axes"]
