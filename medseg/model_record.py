@@ -60,6 +60,7 @@ FREE_IDS = (
     "precision",
     "keep_largest",
     "remove_small",
+    "remove_detached",
     "tta",
     "tta_axes",
     "colours",

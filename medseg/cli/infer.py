@@ -24,7 +24,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.keep_largest:
         overrides["keep_largest"] = True
     if args.no_postprocessing:  # the raw argmax, whatever postprocessing.json decided
-        overrides.update(keep_largest=False, remove_small={})
+        overrides.update(keep_largest=False, remove_small={}, remove_detached={})
     if args.overlap is not None:
         overrides["overlap"] = args.overlap
     overrides.update(device_overrides(args))

@@ -24,7 +24,7 @@ import numpy as np
 
 from medseg.datasets.datalists import datalist
 from medseg.datasets.splits import FOLDS
-from medseg.evaluation.decide import smallest_training_parts
+from medseg.evaluation.decide import enclosing_training_labels, smallest_training_parts
 from medseg.inference.postprocessing import POSTPROCESSING, decide_postprocessing
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,11 @@ def cross_validate(
         status = train_fold(bundle, data, fold, overrides)
         _, val = split_cases(data, fold=fold, splits_file=bundle / "splits.json", check=False)
         segmenter = load_segmenter(bundle, bundle / "models" / f"fold_{fold}" / "model.pt", device)
-        segmenter.keep_largest, segmenter.remove_small = False, {}  # scored raw: the post-processing is decided from these
+        segmenter.keep_largest, segmenter.remove_small, segmenter.remove_detached = (
+            False,
+            {},
+            {},
+        )  # scored raw: the post-processing is decided from these
         out = bundle / "crossval" / f"fold_{fold}"
         summary = evaluate_cases(segmenter, val, out)
         per_fold[str(fold)] = {
@@ -74,8 +78,9 @@ def cross_validate(
         pairs += _prediction_pairs(out / "pred", val)
         logger.info("Fold %d (%s): mean Dice %.4f on %d cases", fold, status, summary["mean_dice"], summary["cases"])
     labels = [v for v in segmenter.names if v]
-    smallest = smallest_training_parts(datalist(data, "training"), labels)  # every case trains some fold
-    decision = decide_postprocessing(_read_pairs(pairs), labels, smallest)  # one case in memory at a time
+    training = datalist(data, "training")  # every case trains some fold
+    smallest, enclosing = smallest_training_parts(training, labels), enclosing_training_labels(training, labels)
+    decision = decide_postprocessing(_read_pairs(pairs), labels, smallest, enclosing)  # one case in memory at a time
     atomic_write_json(bundle / POSTPROCESSING, decision)
     pooled = {str(k): v for k, v in decision["dice_without"].items()}
     result = {

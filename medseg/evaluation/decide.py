@@ -2,7 +2,7 @@
 
 ``train.json`` runs :func:`decide_after_training` after the trainer: the saved model segments the validation cases
 (raw argmax, as ``medseg infer --no-postprocessing``), :func:`medseg.inference.postprocessing.decide_postprocessing`
-scores keep-largest and small-part removal per label against their references, and the choice goes to
+scores keep-largest, small-part and detached-part removal per label against their references, and the choice goes to
 ``postprocessing.json`` beside ``model.pt``, where ``medseg infer``, the bundle's ``inference.json``, ``evaluate.json``
 and ``medseg serve`` read it. nnU-Net decides the same on its pooled cross-validation folds (``medseg
 cross-validate`` still does that, for the fold ensemble); a single training run has only its validation cases, so
@@ -34,6 +34,13 @@ def smallest_training_parts(items: Sequence[Mapping[str, Any]], labels: Sequence
     return smallest_parts_ml(label_volumes(items), labels)
 
 
+def enclosing_training_labels(items: Sequence[Mapping[str, Any]], labels: Sequence[int]) -> dict[int, list[int]]:
+    """Each label's enclosing labels in the training references (:func:`medseg.inference.postprocessing.enclosing_labels`)."""
+    from medseg.inference.postprocessing import enclosing_labels
+
+    return enclosing_labels(label_volumes(items), labels)
+
+
 def decide_after_training(
     bundle_root: str | Path,
     models_dir: str | Path,
@@ -53,17 +60,17 @@ def decide_after_training(
     weights = Path(models_dir) / "model.pt"
     if idist.get_rank() != 0 or not weights.is_file():
         return None
-    raw = {"device": device, "precision": precision, "keep_largest": False, "remove_small": {}}
+    raw = {"device": device, "precision": precision, "keep_largest": False, "remove_small": {}, "remove_detached": {}}
     segmenter = load_segmenter(bundle_root, weights, raw)
     if isinstance(segmenter, CascadeSegmenter):  # a fine stage: its validation items already carry the coarse probabilities
         segmenter = segmenter.fine
     labels = [v for v in segmenter.names if v]
-    smallest = smallest_training_parts(train_items, labels)
+    smallest, enclosing = smallest_training_parts(train_items, labels), enclosing_training_labels(train_items, labels)
     pairs = []
     for item, (ref, voxel_ml) in zip(val_items, label_volumes(val_items)):
         mask, _ = segmenter.segment(item["image"])
         pairs.append((mask, ref, voxel_ml))
-    decision = {**decide_postprocessing(pairs, labels, smallest), "decided_on": f"{len(pairs)} validation case(s)"}
+    decision = {**decide_postprocessing(pairs, labels, smallest, enclosing), "decided_on": f"{len(pairs)} validation case(s)"}
     atomic_write_json(Path(models_dir) / POSTPROCESSING, decision)
     print(describe(decision, segmenter.names), flush=True)
     return decision
@@ -72,8 +79,20 @@ def decide_after_training(
 def describe(decision: Mapping[str, Any], names: Mapping[int, str]) -> str:
     """One line: what was chosen and the validation Dice it moved."""
     kept = [names.get(int(k), f"label {k}") for k in decision["keep_largest"]]
-    small = [f"{names.get(int(k), f'label {k}')} < {v:.3g} ml" for k, v in decision["remove_smaller_than_ml"].items()]
+
+    def name(label: Any) -> str:
+        return names.get(int(label), f"label {label}")
+
+    small = [f"{name(k)} < {v:.3g} ml" for k, v in decision["remove_smaller_than_ml"].items()]
+    detached = [f"{name(k)} touching no {' or '.join(name(p) for p in v)}" for k, v in decision.get("remove_detached", {}).items()]
     steps = "; ".join(
-        filter(None, [f"keep the largest part of {', '.join(kept)}" if kept else "", f"remove parts {', '.join(small)}" if small else ""])
+        filter(
+            None,
+            [
+                f"keep the largest part of {', '.join(kept)}" if kept else "",
+                f"remove parts {', '.join(small)}" if small else "",
+                f"remove parts of {', '.join(detached)}" if detached else "",
+            ],
+        )
     )
     return f"Post-processing, decided on {decision.get('decided_on', 'held-out cases')}: {steps or 'none'}."

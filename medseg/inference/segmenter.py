@@ -53,6 +53,8 @@ class Segmenter:
             list their labels.
         remove_small: label value -> ml: that label's connected parts smaller than this are removed (background),
             before keep-largest; ``postprocessing.json`` gives it (:mod:`medseg.inference.postprocessing`).
+        remove_detached: label value -> the labels it lies within: its parts touching none of them are removed
+            (background), after the small parts and before keep-largest; ``postprocessing.json`` gives it.
         colours: label value -> RGB (0-1) for the Slicer exports.
         device: where the network runs: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (:mod:`shared.devices`).
         precision: ``fp32``, ``bf16``, ``fp16`` (CUDA) or ``auto`` (autocast of the forward passes).
@@ -78,6 +80,7 @@ class Segmenter:
     sw_batch_size: int = 1
     keep_largest: bool | Sequence[int] = False
     remove_small: Mapping[int, float] = dataclasses.field(default_factory=dict)
+    remove_detached: Mapping[int, Sequence[int]] = dataclasses.field(default_factory=dict)
     colours: Mapping[int, Sequence[float]] | None = None
     device: str | torch.device = "auto"
     normalization: str = "minmax"
@@ -194,11 +197,12 @@ class Segmenter:
         else:
             mask = argmax_on_grid(prob.numpy(), grid, geometry, probabilities)
         mask = mask.astype(mask_dtype(len(self.names)), copy=False)
-        if self.keep_largest or self.remove_small:  # on the input grid, where the mask is delivered
+        if self.keep_largest or self.remove_small or self.remove_detached:  # on the input grid, where the mask is delivered
             from medseg.inference.postprocessing import apply_postprocessing
 
             keep = [v for v in self.names if v] if self.keep_largest is True else list(self.keep_largest or [])
-            mask = apply_postprocessing(mask, keep, self.remove_small, float(np.prod(geometry.spacing)) / 1000)
+            voxel_ml = float(np.prod(geometry.spacing)) / 1000
+            mask = apply_postprocessing(mask, keep, self.remove_small, voxel_ml, self.remove_detached)
         return mask, geometry
 
     def segment_files(

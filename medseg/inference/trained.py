@@ -87,6 +87,7 @@ def trained_segmenter(
     precision: str = "fp32",
     keep_largest: bool | Sequence[int] | None = None,
     remove_small: Mapping[Any, float] | None = None,
+    remove_detached: Mapping[Any, Sequence[int]] | None = None,
     tta: bool = False,
     tta_axes: Sequence[int] | None = None,
     colours: Mapping[Any, Sequence[float]] | None = None,
@@ -100,12 +101,12 @@ def trained_segmenter(
         bundle_root: the bundle folder.
         weights: weights file (default ``models/model.pt``); ``folds``: an ensemble of ``models/fold_K/model.pt`` instead.
         settings: model ids (:data:`medseg.model_record.MODEL_IDS`) given for this run (``None``: not given); one that differs is refused.
-        overlap: sliding-window overlap (``None``: the training run's).
-        sw_batch_size: windows per pass (``None``: the training run's).
+        overlap: sliding-window overlap; ``sw_batch_size``: windows per pass (``None``: the training run's).
         device: where the network runs.
         precision: at what precision it runs.
         keep_largest: ``True`` (every label), a list of labels, ``False``; ``remove_small``: label -> ml, smaller parts
-            removed, or ``{}``. ``None``: what ``postprocessing.json`` decided (:func:`decided_postprocessing`).
+            removed, or ``{}``; ``remove_detached``: label -> the labels its parts must touch, or ``{}``. ``None``:
+            what ``postprocessing.json`` decided (:func:`decided_postprocessing`).
         tta: mirror along the axes the model was trained mirrored along (refused for a model trained without).
         tta_axes: mirror along these axes whatever the training did.
         colours: Slicer colours (``None``: the training run's).
@@ -122,12 +123,11 @@ def trained_segmenter(
     check_settings(record, settings or {}, str(record_path(files[0][1])))
     mirror_axes = _tta_axes(bundle_root, record["settings"].get("mirror_axes") or [], tta, tta_axes)
     networks = _trained_networks(files, records, parser)
-    keep_largest, remove_small = _postprocessing(bundle_root, files, keep_largest, remove_small)
+    steps = _postprocessing(bundle_root, files, keep_largest, remove_small, remove_detached)
     return Segmenter(
         networks[0],
         {int(k): v for k, v in record["labels"].items()},
-        keep_largest=keep_largest,
-        remove_small=remove_small,
+        **steps,
         device=device,
         precision=precision,
         ensemble=networks[1:],
@@ -139,15 +139,27 @@ def trained_segmenter(
 
 
 def _postprocessing(
-    bundle_root: Path, files: Sequence[tuple[str, Path]], keep_largest: Any, remove_small: Mapping[Any, float] | None
-) -> tuple[Any, dict[int, float]]:
-    """``(keep_largest, remove_small)`` as given, each ``None`` replaced by what ``postprocessing.json`` decided."""
-    decision = decided_postprocessing(bundle_root, files) if keep_largest is None or remove_small is None else None
+    bundle_root: Path,
+    files: Sequence[tuple[str, Path]],
+    keep_largest: Any,
+    remove_small: Mapping[Any, float] | None,
+    remove_detached: Mapping[Any, Sequence[int]] | None,
+) -> dict[str, Any]:
+    """``keep_largest``, ``remove_small`` and ``remove_detached`` (:class:`Segmenter` arguments) as given, each ``None``
+    replaced by what ``postprocessing.json`` decided."""
+    given = (keep_largest, remove_small, remove_detached)
+    decision = decided_postprocessing(bundle_root, files) if any(v is None for v in given) else None
     if keep_largest is None:  # what validation or cross-validation found to help, if either ran
         keep_largest = (decision or {}).get("keep_largest") or False
     if remove_small is None:
         remove_small = (decision or {}).get("remove_smaller_than_ml", {})
-    return keep_largest, {int(k): float(v) for k, v in remove_small.items()}
+    if remove_detached is None:
+        remove_detached = (decision or {}).get("remove_detached", {})
+    return {
+        "keep_largest": keep_largest,
+        "remove_small": {int(k): float(v) for k, v in remove_small.items()},
+        "remove_detached": {int(k): [int(p) for p in v] for k, v in remove_detached.items()},
+    }
 
 
 def decided_postprocessing(bundle_root: Path, files: Sequence[tuple[str, Path]]) -> dict[str, Any] | None:

@@ -88,3 +88,78 @@ def test_small_part_removal_is_chosen_unless_it_deletes_a_true_part() -> None:
     decision = decide_postprocessing([(true_small, true_small, 0.001)], [1, 2], smallest_ml={1: 0.5, 2: 0.5})
     assert "2" not in decision["remove_smaller_than_ml"]  # it would delete a real part of label 2
     assert decide_postprocessing([(stray, ref)], [1, 2], smallest_ml={2: 0.5})["remove_smaller_than_ml"] == {}  # no voxel size
+
+
+def _liver_case(shape=(32, 32, 32), tumour=(12, 16, 16), kidney=True) -> np.ndarray:
+    """A liver ball (1) with a tumour ball inside it (3) and a kidney (2) that touches the liver on one side only."""
+    ref = np.zeros(shape, np.uint8)
+    ref[_blob(shape, (14, 16, 16), 10)] = 1
+    if tumour is not None:
+        ref[_blob(shape, tumour, 3) & (ref == 1)] = 3
+    if kidney:
+        ref[_blob(shape, (27, 16, 16), 4) & (ref == 0)] = 2  # its shell borders the liver in a few voxels
+    return ref
+
+
+def test_nesting_is_read_from_the_training_labels_not_from_chance_contact() -> None:
+    from medseg.inference.postprocessing import MIN_ENCLOSED_PARTS, enclosing_labels, part_shells
+
+    cases = [_liver_case(tumour=(12 + k, 16, 16 - k)) for k in range(MIN_ENCLOSED_PARTS)]
+    shells = list(part_shells(cases[0], 2))
+    assert len(shells) == 1 and 0 < np.mean(shells[0] == 1) < 0.5  # the kidney touches the liver, mostly borders air
+    assert enclosing_labels([(ref, 0.001) for ref in cases], [1, 2, 3]) == {3: [1]}
+    assert enclosing_labels([(ref, 0.001) for ref in cases[:-1]], [1, 2, 3]) == {}  # too few parts to tell
+    outside = _liver_case(tumour=None)
+    outside[_blob(outside.shape, (28, 4, 4), 3)] = 3  # one training tumour outside the liver: no rule
+    assert enclosing_labels([(ref, 0.001) for ref in [*cases, outside]], [1, 2, 3]) == {}
+
+
+def test_detached_parts_go_and_touching_parts_stay_voxel_for_voxel() -> None:
+    from medseg.inference.postprocessing import apply_postprocessing, remove_detached_parts
+
+    shape = (32, 32, 32)
+    pred = _liver_case(shape)
+    far = _blob(shape, (28, 4, 4), 2.5)  # a false tumour in plain tissue, touching no liver
+    edge = _blob(shape, (14, 16, 27), 2) & (pred == 0)  # a part just outside the liver, touching it
+    pred[far], pred[edge] = 3, 3
+    before = pred.copy()
+    cleaned = remove_detached_parts(pred, {3: [1]})
+    assert (pred == before).all()  # the input is not changed
+    assert (cleaned[far] == 0).all() and (cleaned[~far] == pred[~far]).all()
+    assert (remove_detached_parts(pred, {3: [2]})[pred == 3] == 0).all()  # no tumour touches the kidney
+    large_false = pred.copy()
+    large_false[_blob(shape, (28, 4, 4), 4.5)] = 3  # larger than the true tumour: keep-largest alone would keep it
+    kept = apply_postprocessing(large_false, [3], {}, 0.001, {3: [1]})
+    assert (kept == 3).sum() == (pred == 3).sum() - edge.sum() - far.sum()  # the true tumour, inside the liver
+    assert (kept[_liver_case(shape) == 3] == 3).all()
+
+
+def test_detached_part_removal_is_chosen_unless_it_deletes_a_true_part() -> None:
+    ref = _liver_case()
+    pred = ref.copy()
+    pred[_blob(ref.shape, (28, 4, 4), 2.5)] = 3
+    free = _liver_case(tumour=None)
+    free_pred = free.copy()
+    free_pred[_blob(ref.shape, (28, 4, 4), 2.5)] = 3  # in a case without a tumour: Dice 0 unless removed
+    decision = decide_postprocessing([(pred, ref), (free_pred, free)], [1, 2, 3], enclosing={3: [1]})
+    assert decision["remove_detached"] == {"3": [1]} and decision["enclosed_in_training"] == {"3": [1]}
+    assert decision["dice_without_detached_parts"]["3"] == 1.0 > decision["dice_without"]["3"]
+    missed_liver = ref.copy()
+    missed_liver[ref == 1] = 0  # the liver is missed, the tumour found: removing it would lose a true part
+    decision = decide_postprocessing([(missed_liver, ref)], [1, 2, 3], enclosing={3: [1]})
+    assert decision["remove_detached"] == {} and decision["dice_without_detached_parts"]["3"] == 0.0
+    assert decide_postprocessing([(pred, ref)], [1, 2, 3])["remove_detached"] == {}  # no nesting known: not tried
+
+
+def test_inference_reads_the_detached_rule_and_refuses_a_malformed_one(tmp_path: Path, untrained_bundle: Path) -> None:
+    from medseg.inference.segmenter import load_segmenter
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(untrained_bundle, bundle)
+    decision = {"keep_largest": [1], "remove_detached": {"3": [1]}}
+    (bundle / "models" / "postprocessing.json").write_text(json.dumps(decision), encoding="utf-8")
+    assert load_segmenter(bundle).remove_detached == {3: [1]}
+    assert load_segmenter(bundle, overrides={"remove_detached": {}}).remove_detached == {}  # --no-postprocessing
+    (bundle / "models" / "postprocessing.json").write_text(json.dumps({"keep_largest": [], "remove_detached": [3]}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"postprocessing.json: expected .*remove_detached"):
+        load_segmenter(bundle)
