@@ -429,7 +429,8 @@ def _attach_training_handlers(
             if scheduler is not None:
                 refit_schedule(scheduler, options.replace(max_epochs=epochs), epoch_length(trainer))
 
-        TimeBudget(options.max_minutes, refit).attach(trainer)
+        reserve = (lambda: validation.seconds) if validation is not None else None  # for the last weights' validation
+        TimeBudget(options.max_minutes, refit, reserve).attach(trainer)
 
     @trainer.on(Events.COMPLETED)
     def _finish(engine: Trainer) -> None:
