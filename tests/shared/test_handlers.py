@@ -81,16 +81,8 @@ def test_a_run_its_time_budget_ends_is_validated_on_its_last_weights(tmp_path, t
     the last weights are validated once more, best-validation chooses among them, history.csv's last row has the
     values, and the run keeps that pass's time in its budget."""
     options = _options(max_epochs=40, max_minutes=1 / 60, validation_frequency=1000, output_network="best-validation", verbose=False)
-    trainer = build_trainer(
-        SlowingNet(),
-        torch.nn.CrossEntropyLoss(),
-        options,
-        train_data,
-        val_data,
-        metrics=_metrics(),
-        key_metric="accuracy",
-        output_dir=tmp_path,
-    )
+    scored = {"metrics": _metrics(), "key_metric": "accuracy", "output_dir": tmp_path}
+    trainer = build_trainer(SlowingNet(), torch.nn.CrossEntropyLoss(), options, train_data, val_data, **scored)
     seen = []  # (iteration, validation accuracy) of every pass, as the evaluator finishes it
     trainer.evaluator.add_event_handler(Events.COMPLETED, lambda ev: seen.append((trainer.state.iteration, ev.state.metrics["accuracy"])))
     trainer.run()
