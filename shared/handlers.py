@@ -133,7 +133,7 @@ class PeriodicValidation:
     ``frequency="epoch"``: at iteration 1 and at the end of every epoch. A run that ends anywhere else (a time budget
     reached mid-epoch, or refitted to end at the epoch just done) is validated once more when it ends, so that
     best-validation sees the last weights, those the learning-rate decay ended on (before this, 3-minute demo runs
-    lost their last 20-40 iterations, and one kept the weights of iteration 292 of 558).
+    never validated their last 2-47 iterations, and one kept the weights of iteration 292 of 558).
 
     ``latest`` holds ``{"iteration": i, "metrics": {...}}`` of the most recent validation; ``seconds`` that pass's time.
     """

@@ -62,11 +62,8 @@ def cross_validate(
         status = train_fold(bundle, data, fold, overrides)
         _, val = split_cases(data, fold=fold, splits_file=bundle / "splits.json", check=False)
         segmenter = load_segmenter(bundle, bundle / "models" / f"fold_{fold}" / "model.pt", device)
-        segmenter.keep_largest, segmenter.remove_small, segmenter.remove_detached = (
-            False,
-            {},
-            {},
-        )  # scored raw: the post-processing is decided from these
+        # scored raw: the post-processing is decided from these
+        segmenter.keep_largest, segmenter.remove_small, segmenter.remove_detached = False, {}, {}
         out = bundle / "crossval" / f"fold_{fold}"
         summary = evaluate_cases(segmenter, val, out)
         per_fold[str(fold)] = {
