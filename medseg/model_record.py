@@ -47,6 +47,7 @@ MODEL_IDS = (
     "mirror_axes",
     "width",
     "norm",
+    "kernel_size",
     "in_channels",
     "num_classes",
 )

@@ -36,6 +36,10 @@ MIN_ITERATIONS = 1000
 RECIPE_PATCHES = 4
 CPU_EDGES = (32, 48, 64)
 CPU_WIDTHS = (4, 8)
+#: convolution edge of a CPU time-budget plan: nnU-Net's 3x3x3 instead of the paper's 5x5x5. A width-4 step of
+#: 2 x 32^3 patches takes 0.12 s instead of 0.30 s at one thread (``benchmarks/medseg_training.py``), so the same
+#: minutes hold 1.6-2x the iterations (validation passes are cheaper too); docs/medseg.md has the demo and MNI152 runs.
+CPU_KERNEL = 3
 #: smaller patches tried on a GPU when the memory-planned one runs out of memory (each axis x this, per step)
 GPU_SHRINK, GPU_FALLBACKS = 0.8, 3
 # Scaling the cheapest probe by voxels x width is not a lower bound: a larger patch amortises per-step overhead.
@@ -47,11 +51,13 @@ BOUND_MARGIN = 0.6
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One configuration the probe may choose: ``roi`` (voxels, RAS), V-Net ``width``, ``precision`` (fp32, bf16)."""
+    """One configuration the probe may choose: ``roi`` (voxels, RAS), V-Net ``width``, ``precision`` (fp32, bf16) and
+    convolution ``kernel_size``."""
 
     roi: tuple[int, ...]
     width: int
     precision: str = "fp32"
+    kernel_size: int = 5
 
     @property
     def cost(self) -> int:
@@ -59,10 +65,16 @@ class Candidate:
         return int(np.prod(self.roi)) * self.width
 
     def describe(self) -> str:
-        return f"{'x'.join(map(str, self.roi))} patch, width {self.width}, {self.precision}"
+        return f"{'x'.join(map(str, self.roi))} patch, width {self.width}, {self.kernel_size}^3 kernels, {self.precision}"
 
     def values(self) -> dict[str, Any]:
-        return {"roi_size": list(self.roi), "sw_roi_size": list(self.roi), "width": self.width, "precision": self.precision}
+        return {
+            "roi_size": list(self.roi),
+            "sw_roi_size": list(self.roi),
+            "width": self.width,
+            "kernel_size": self.kernel_size,
+            "precision": self.precision,
+        }
 
 
 @dataclasses.dataclass
@@ -97,10 +109,10 @@ def _channel_multiple(width: int, channels: int) -> int:
 
 def cpu_candidates(rois: Sequence[Sequence[int]], channels: int, bf16: bool) -> list[Candidate]:
     """Every patch of ``rois`` (one per edge of :data:`CPU_EDGES`, capped by the median case) x :data:`CPU_WIDTHS`
-    x fp32 (and bf16 when ``bf16``), cheapest first, duplicates dropped."""
+    x fp32 (and bf16 when ``bf16``), with :data:`CPU_KERNEL` kernels, cheapest first, duplicates dropped."""
     precisions = ("fp32", "bf16") if bf16 else ("fp32",)
     found = {
-        Candidate(tuple(int(n) for n in roi), _channel_multiple(width, channels), precision)
+        Candidate(tuple(int(n) for n in roi), _channel_multiple(width, channels), precision, CPU_KERNEL)
         for roi in rois
         for width in CPU_WIDTHS
         for precision in precisions
@@ -218,6 +230,6 @@ def plan_for_minutes(
     reason = f"{chosen.candidate.describe()}, chosen by the probe: {why}" + (
         f"; out of memory at {' and '.join(failed)}, so a smaller one was used" if failed else ""
     )
-    fitted["reasons"] = {**fitted["reasons"], "roi_size": reason, "width": reason, "precision": reason}
+    fitted["reasons"] = {**fitted["reasons"], "roi_size": reason, "width": reason, "kernel_size": reason, "precision": reason}
     fitted["probe"] = {**fitted["probe"], "chosen": chosen.candidate.describe(), "candidates": [t.record() for t in trials]}
     return fitted

@@ -71,7 +71,7 @@ def probe(
     device: Any = None,
     precision: str = "fp32",
 ) -> Probe:
-    """Time the plan's network (``values``: ``width``, ``roi_size``, ``sw_roi_size``, ``sw_batch_size``) on ``device``
+    """Time the plan's network (``values``: ``width``, ``roi_size``, ``sw_roi_size``, ``sw_batch_size``, ``kernel_size``) on ``device``
     (default: the CPU) at ``precision`` (``fp32`` or ``bf16``, as ``train`` runs it: autocast).
 
     Out of memory is not caught here: ``torch.OutOfMemoryError`` on CUDA, ``RuntimeError`` ("can't allocate memory")
@@ -90,6 +90,7 @@ def probe(
         out_channels=classes,
         width=values["width"],
         norm="instance",
+        kernel_size=values.get("kernel_size", 5),
         dropout_prob_down=0.0,
         dropout_prob_up=(0.0, 0.0),
     ).to(device)

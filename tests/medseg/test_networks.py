@@ -142,3 +142,29 @@ def test_group_norm_groups_four_channels():
 def test_unknown_norm_is_refused():
     with pytest.raises(ValueError, match=r"norm='layer' is invalid; expected one of \('batch', 'instance', 'group'\)"):
         VNet(norm="layer")
+
+
+@pytest.mark.parametrize("in_channels", [1, 8])  # 8 into width 4: the cascade's fine stage (TiledInputTransition's own conv)
+def test_kernel_size_3_replaces_every_5x5x5_convolution_and_keeps_the_rest(in_channels):
+    five, three = (VNet(in_channels=in_channels, out_channels=3, width=4, norm="instance", kernel_size=k) for k in (5, 3))
+    edges = lambda net: sorted({m.kernel_size for m in net.modules() if isinstance(m, torch.nn.Conv3d)})
+    assert edges(five) == [(1, 1, 1), (2, 2, 2), (5, 5, 5)] and edges(three) == [(1, 1, 1), (2, 2, 2), (3, 3, 3)]
+    assert list(five.state_dict()) == list(three.state_dict())  # the same layers, only the 5^3 weights shrink
+    count = lambda net: sum(p.numel() for p in net.parameters())
+    assert 0.2 < count(three) / count(five) < 0.25  # 27 / 125 of the 5^3 weights, the 2^3 and 1^3 ones unchanged
+    x = torch.randn(1, in_channels, 32, 32, 32)
+    assert three(x).shape == (1, 3, 32, 32, 32) and three.init_config["kernel_size"] == 3
+
+
+def test_the_default_kernel_keeps_monais_random_stream():
+    torch.manual_seed(5)
+    default = VNet(out_channels=2, width=4).state_dict()
+    torch.manual_seed(5)
+    five = VNet(out_channels=2, width=4, kernel_size=5).state_dict()
+    assert all(torch.equal(default[k], five[k]) for k in default)
+
+
+@pytest.mark.parametrize("kernel_size", [0, 4, -3])
+def test_an_even_or_non_positive_kernel_is_refused(kernel_size):
+    with pytest.raises(ValueError, match=rf"kernel_size must be an odd positive integer, got {kernel_size}"):
+        VNet(kernel_size=kernel_size)

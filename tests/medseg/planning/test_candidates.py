@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from medseg.planning.budget import Budget
-from medseg.planning.candidates import MIN_ITERATIONS, Candidate, choose, cpu_candidates, gpu_candidates, try_candidates
+from medseg.planning.candidates import CPU_KERNEL, MIN_ITERATIONS, Candidate, choose, cpu_candidates, gpu_candidates, try_candidates
 from medseg.planning.fingerprint import PlanError
 from medseg.planning.planner import plan_minutes
 from medseg.planning.time_budget import Probe
@@ -48,7 +48,9 @@ def test_candidates_are_cheapest_first_without_duplicates() -> None:
     assert [c.cost for c in found] == sorted(c.cost for c in found)
     assert len(found) == len(set(found)) == 2 * 2 * 2  # 2 patches x widths 6, 9 (multiples of 3 channels) x 2 precisions
     assert {c.width for c in found} == {6, 9}
-    assert found[0] == Candidate((32, 32, 32), 6, "fp32")
+    assert found[0] == Candidate((32, 32, 32), 6, "fp32", kernel_size=3)
+    assert {c.kernel_size for c in found} == {3} and found[0].values()["kernel_size"] == 3  # nnU-Net's kernels on a CPU budget
+    assert {c.kernel_size for c in gpu_candidates([128, 128, 64], 16, 32, bf16=False)} == {5}  # the paper's on a GPU
     assert [c.roi for c in gpu_candidates([128, 128, 64], 16, 32, bf16=False)] == [
         (48, 48, 32),
         (64, 64, 32),
@@ -64,9 +66,9 @@ def test_the_most_context_that_fits_the_minimum_iterations_is_chosen() -> None:
     run, probed = _timed_by_cost(0.2 / (32**3 * 4))
     trials = try_candidates(plan, print_, 10, candidates, 10, run)
     chosen, why = choose(trials)
-    assert chosen.candidate == Candidate((32, 32, 32), 8) and chosen.iterations >= MIN_ITERATIONS
+    assert chosen.candidate == Candidate((32, 32, 32), 8, kernel_size=CPU_KERNEL) and chosen.iterations >= MIN_ITERATIONS
     assert "fit 1000 iterations or more" in why
-    assert Candidate((64, 64, 64), 8) not in probed  # its lower bound alone leaves too few iterations
+    assert Candidate((64, 64, 64), 8, kernel_size=CPU_KERNEL) not in probed  # its lower bound alone leaves too few iterations
     assert all(t.outcome.startswith("not probed") for t in trials if t.candidate not in probed)
 
 
@@ -85,7 +87,7 @@ def test_a_larger_patch_cheaper_per_voxel_than_scaled_is_still_probed_and_chosen
     trials = try_candidates(plan, print_, 20, cpu_candidates([[32] * 3, [48] * 3, [64] * 3], 1, bf16=False), 10, run)
     chosen, _ = choose(trials)
     # 20 minutes fit 1000 iterations of 48^3 at its measured 0.82 s, not at the 0.95 s that voxels alone predict
-    assert chosen.candidate == Candidate((48, 48, 48), 4) and chosen.iterations >= MIN_ITERATIONS
+    assert chosen.candidate == Candidate((48, 48, 48), 4, kernel_size=CPU_KERNEL) and chosen.iterations >= MIN_ITERATIONS
     assert all(t.outcome.startswith("not probed") for t in trials if t.candidate.roi[0] == 64)
 
 
@@ -94,7 +96,7 @@ def test_without_a_candidate_that_fits_the_minimum_the_fastest_is_chosen_bf16_wh
     run, _ = _timed_by_cost(2.0 / (32**3 * 4))  # 2 s a step at the smallest: 2 minutes fit ~40
     trials = try_candidates(plan, print_, 2, cpu_candidates([[32] * 3], 1, bf16=True), 10, run)
     chosen, why = choose(trials)
-    assert chosen.candidate == Candidate((32, 32, 32), 4, "bf16") and "the one that fits the most" in why
+    assert chosen.candidate == Candidate((32, 32, 32), 4, "bf16", CPU_KERNEL) and "the one that fits the most" in why
     assert 0 < chosen.iterations < MIN_ITERATIONS and [t.outcome for t in trials][:2] == ["probed", "probed"]
 
 
@@ -124,9 +126,9 @@ def test_a_candidate_out_of_memory_falls_back_to_the_next_smaller_and_says_so() 
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     outcomes = {t["candidate"]: t["outcome"] for t in result["probe"]["candidates"]}
-    assert outcomes == {"32x32x32 patch, width 4, fp32": "probed", "128x128x128 patch, width 4, fp32": "out of memory"}
-    assert result["values"]["roi_size"] == [32, 32, 32] and result["probe"]["chosen"] == "32x32x32 patch, width 4, fp32"
-    assert "out of memory at 128x128x128 patch, width 4, fp32, so a smaller one was used" in result["reason"]
+    assert outcomes == {"32x32x32 patch, width 4, 5^3 kernels, fp32": "probed", "128x128x128 patch, width 4, 5^3 kernels, fp32": "out of memory"}
+    assert result["values"]["roi_size"] == [32, 32, 32] and result["probe"]["chosen"] == "32x32x32 patch, width 4, 5^3 kernels, fp32"
+    assert "out of memory at 128x128x128 patch, width 4, 5^3 kernels, fp32, so a smaller one was used" in result["reason"]
     assert result["error"] and "every candidate network ran out of memory on this machine, the smallest too" in result["error"]
 
 
