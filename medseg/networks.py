@@ -205,7 +205,9 @@ def replace_kernels(network: torch.nn.Module, kernel_size: int) -> int:
     for parent in list(network.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, torch.nn.modules.conv._ConvNd) and not child.transposed and set(child.kernel_size) == {5}:
-                conv = type(child)(child.in_channels, child.out_channels, kernel_size, padding=kernel_size // 2, bias=child.bias is not None)
+                conv = type(child)(
+                    child.in_channels, child.out_channels, kernel_size, padding=kernel_size // 2, bias=child.bias is not None
+                )
                 setattr(parent, name, conv)
     return kernel_size
 

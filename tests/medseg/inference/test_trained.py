@@ -19,14 +19,27 @@ QUIET = ["--set", "options#verbose=false", "--set", "options#plots=none", "--set
 
 @pytest.fixture(scope="module")
 def width8(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The issue's example: ``plan``, then ``train --set width=8`` (and a coarser spacing), a few iterations."""
+    """The issue's example: ``plan``, then ``train --set width=8`` (and a coarser spacing, 3^3 kernels), a few iterations."""
     from tests.medseg.test_train_infer import write_small_ct
 
     root = tmp_path_factory.mktemp("trained")
     data = write_small_ct(root / "data", cases=3, size=32)
     bundle = root / "b"
     assert main(["plan", str(data), "--out", str(bundle), "--iterations", "2", "--budget", "cpu"]) == 0
-    train = ["train", "--bundle", str(bundle), "--data", str(data), "--set", "width=8", "--set", "pixdim=[3.0,3.0,3.0]", *QUIET]
+    train = [
+        "train",
+        "--bundle",
+        str(bundle),
+        "--data",
+        str(data),
+        "--set",
+        "width=8",
+        "--set",
+        "pixdim=[3.0,3.0,3.0]",
+        "--set",
+        "kernel_size=3",
+        *QUIET,
+    ]
     assert main(train) == 0
     return bundle, data
 
@@ -36,6 +49,7 @@ def test_training_writes_the_resolved_settings_beside_the_weights(width8: tuple[
     record = read_record(bundle / "models" / "model.pt")
     assert record is not None and set(MODEL_IDS) <= set(record["settings"])
     assert record["settings"]["width"] == 8 and record["network"]["width"] == 8 and record["settings"]["pixdim"] == [3.0, 3.0, 3.0]
+    assert record["settings"]["kernel_size"] == record["network"]["kernel_size"] == 3
     train = json.loads((bundle / "configs" / "train.json").read_text(encoding="utf-8"))
     assert train["width"] == 4  # the bundle's config still says what the plan wrote: the record, not the config, describes the model
     overrides = record["training"]["overrides"]
@@ -51,7 +65,7 @@ def test_infer_uses_the_width_and_spacing_the_model_trained_with(width8: tuple[P
     mask = tmp_path / "out" / scan.name.replace(".nii.gz", "_seg.nii.gz")
     assert read_header(mask).geometry.shape == read_header(scan).geometry.shape
     segmenter = load_segmenter(bundle)
-    assert segmenter.network.width == 8 and list(segmenter.pixdim) == [3.0, 3.0, 3.0]
+    assert segmenter.network.width == 8 and list(segmenter.pixdim) == [3.0, 3.0, 3.0] and segmenter.network.kernel_size == 3
     # inference-only settings stay free
     assert load_segmenter(bundle, overrides={"overlap": 0.25, "sw_batch_size": 2}).overlap == 0.25
 
@@ -67,6 +81,8 @@ def test_a_setting_that_contradicts_the_model_is_refused_in_one_line(width8: tup
     assert not (tmp_path / "out").exists()
     with pytest.raises(ModelRecordError, match=r"pixdim=\[2.0, 2.0, 2.0\] contradicts the trained model"):
         load_segmenter(bundle, overrides={"pixdim": [2.0, 2.0, 2.0]})  # the same inference.json MONAI's CLI runs
+    with pytest.raises(ModelRecordError, match=r"kernel_size=5 contradicts the trained model .*kernel_size=3"):
+        load_segmenter(bundle, overrides={"kernel_size": 5})
     assert load_segmenter(bundle, overrides={"width": 8}).network.width == 8  # agreeing is not contradicting
 
 

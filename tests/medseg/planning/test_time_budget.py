@@ -84,6 +84,7 @@ def test_plan_probes_this_machine_and_writes_the_budget_into_the_bundle(demo_dat
     assert chosen and chosen[0]["outcome"] == "probed" and "* " + found["chosen"] in out
     assert config["precision"] == chosen[0]["precision"] and recorded["values"]["roi_size"] == chosen[0]["roi_size"]
     assert config["kernel_size"] == chosen[0]["kernel_size"] == 3 and "3^3 kernels" in found["chosen"]
+    assert "3x3x3 convolutions (nnU-Net's)" in recorded["reasons"]["kernel_size"] and "kernel_size" in out
 
 
 def test_iterations_and_minutes_together_are_refused(demo_dataset: Path, tmp_path: Path, capsys) -> None:
