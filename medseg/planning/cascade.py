@@ -84,6 +84,18 @@ def decide(mode: str, print_: dict[str, Any], values: dict[str, Any]) -> tuple[b
     return wanted, scale, f"{'two stages' if wanted else 'one stage'} ({rule}): {facts}; {looks}"
 
 
+def restate_for_probed_patch(reason: str, print_: dict[str, Any], decided_on: Sequence[int], values: dict[str, Any]) -> str:
+    """``reason`` with the patch the time probe chose, where it is not the one the decision weighed.
+
+    ``decide`` runs before the probe (whether there are two stages sets each stage's minutes, and so its patch), on
+    the planned patch ``decided_on``; a plan that then names only that patch would misreport the bundle's.
+    """
+    if list(decided_on) == list(values["roi_size"]):
+        return reason
+    before, after = ("x".join(map(str, roi)) for roi in (decided_on, values["roi_size"]))
+    return f"{reason}; weighed on the {before} patch planned before the time probe, whose {after} patch covers {patch_coverage(print_, values):.1%}"
+
+
 def most_alike_labels(print_: dict[str, Any]) -> dict[str, Any] | None:
     """The fingerprint's most alike pair of foreground labels (``{"labels": [a, b], "overlap": x}``), or ``None``."""
     pairs = print_.get("label_overlap") or []

@@ -284,6 +284,7 @@ def plan_dataset(
     print_ = fingerprint(source)
     plan = make_plan(print_, iterations, budget=budget)
     wanted, scale, why = two_stage.decide(cascade, print_, plan["values"])
+    decided_on = list(plan["values"]["roi_size"])
     coarse = None
     if wanted:
         coarse = make_plan(print_, iterations, budget=budget, spacing_scale=scale)
@@ -292,6 +293,7 @@ def plan_dataset(
     if train_minutes is not None:
         plan = plan_minutes(plan, print_, minutes[1], budget)
         coarse = plan_minutes(coarse, print_, minutes[0], budget) if coarse else None
+    why = two_stage.restate_for_probed_patch(why, print_, decided_on, plan["values"])
     plan["cascade"] = {"reason": why, **(two_stage.describe(scale, two_stage.COARSE_SHARE if train_minutes else None) if coarse else {})}
     if coarse is not None:
         plan["coarse"] = {k: coarse[k] for k in ("values", "reasons", "probe") if k in coarse}

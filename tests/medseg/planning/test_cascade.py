@@ -88,3 +88,14 @@ def test_a_cascade_plan_writes_both_bundles(demo_dataset: Path, tmp_path: Path) 
     with pytest.raises(PlanError, match=r"--cascade sometimes: expected one of auto, on, off"):
         plan_dataset(demo_dataset, tmp_path / "bad", cascade="sometimes")
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_reason_names_the_patch_the_time_probe_chose_when_it_is_not_the_one_weighed() -> None:
+    """``decide`` weighs the patch planned before the probe; a reason naming only that patch would misreport a
+    bundle whose probe chose a larger one (seen: "the 32x32x32 patch covers 0.8%" on a 48^3 plan)."""
+    print_ = _print(128)
+    _, _, why = cascade.decide("off", print_, {"roi_size": [32, 32, 32], "pixdim": [1.0, 1.0, 1.0]})
+    same = cascade.restate_for_probed_patch(why, print_, [32, 32, 32], {"roi_size": [32, 32, 32], "pixdim": [1.0] * 3})
+    assert same == why
+    probed = cascade.restate_for_probed_patch(why, print_, [32, 32, 32], {"roi_size": [64, 64, 64], "pixdim": [1.0] * 3})
+    assert probed.startswith(why) and "before the time probe, whose 64x64x64 patch covers 12.5%" in probed
