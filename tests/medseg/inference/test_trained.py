@@ -26,20 +26,8 @@ def width8(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data = write_small_ct(root / "data", cases=3, size=32)
     bundle = root / "b"
     assert main(["plan", str(data), "--out", str(bundle), "--iterations", "2", "--budget", "cpu"]) == 0
-    train = [
-        "train",
-        "--bundle",
-        str(bundle),
-        "--data",
-        str(data),
-        "--set",
-        "width=8",
-        "--set",
-        "pixdim=[3.0,3.0,3.0]",
-        "--set",
-        "kernel_size=3",
-        *QUIET,
-    ]
+    overrides = ["width=8", "pixdim=[3.0,3.0,3.0]", "kernel_size=3"]
+    train = ["train", "--bundle", str(bundle), "--data", str(data), *(a for o in overrides for a in ("--set", o)), *QUIET]
     assert main(train) == 0
     return bundle, data
 
