@@ -2,6 +2,7 @@
 
 import csv
 import json
+import time
 
 import pytest
 import torch
@@ -26,8 +27,6 @@ class SlowNet(TinyNet):
     """TinyNet whose forward takes at least 20 ms: a time budget of a fraction of a second stops it mid-run."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import time
-
         time.sleep(0.02)
         return super().forward(x)
 
@@ -70,8 +69,6 @@ class SlowingNet(TinyNet):
     calls, deadline = 0, 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import time
-
         self.calls += 1
         time.sleep(max(0.0, self.deadline - time.monotonic()) if self.calls == 20 else 0.005)
         return super().forward(x)
@@ -81,8 +78,6 @@ def test_a_run_its_time_budget_ends_is_validated_on_its_last_weights(tmp_path, t
     """A budget that ends the run between validations (every 1000th iteration: only iteration 1 is due), mid-epoch:
     the last weights are validated once more, best-validation chooses among them, and history.csv's last row has the
     values."""
-    import time
-
     options = _options(max_epochs=40, max_minutes=2 / 60, validation_frequency=1000, output_network="best-validation", verbose=False)
     scored = {"metrics": _metrics(), "key_metric": "accuracy", "output_dir": tmp_path}
     net = SlowingNet()
