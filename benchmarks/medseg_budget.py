@@ -3,15 +3,16 @@
     python benchmarks/medseg_budget.py [--task demo|mni|mni-structures] [--minutes 20] [--candidates 32x4 48x4 32x8]
                                        [--seeds 0] [--threads 2] [--cascade off|on|auto] [--work DIR]
 
-``medseg plan DATA --train-minutes M`` chooses the most context (patch voxels), then width, among the candidates
-that fit 1000 iterations in M minutes (``medseg/planning/candidates.py``); that a larger patch at fewer iterations
-beats a smaller one at more is the rule's assumption. This measures it: the plan for M minutes, then for each
-candidate (``EDGExWIDTH``) and seed the same bundle trained with that patch and width for the same M minutes (the run
-fits its iterations and learning-rate decay to the budget itself, ``TrainingOptions.max_minutes``), inferred on the
-test images and scored by ``medseg evaluate``. One JSON line per run, then one per candidate (mean ± sd over seeds),
-the plan's own choice marked. Each run is its own process with ``--threads`` threads; the machine should be idle.
-``--cascade on`` plans two stages (``medseg plan --cascade``): both are trained within the same minutes, and the
-candidate's patch and width apply to both.
+``medseg plan DATA --train-minutes M`` chooses the most context (patch voxels), then width, among the candidates that
+fit enough iterations in M minutes (1000 steps of 4 patches, on a CPU 2000 of 2: ``medseg/planning/candidates.py``);
+that a larger patch at fewer iterations beats a smaller one at more is the rule's assumption. This measures it: the
+plan for M minutes, then for each candidate (``EDGExWIDTH``, or ``plan``: as planned) and seed the same bundle trained
+with that patch and width for the same M minutes (the run fits its iterations and learning-rate decay to the budget
+itself, ``TrainingOptions.max_minutes``), inferred on the test images and scored by ``medseg evaluate``. One JSON line
+per run, then one per candidate (mean ± sd over seeds), the plan's own choice marked. Each run is its own process with
+``--threads`` threads; the machine should be idle.
+``--cascade on`` plans two stages (``medseg plan --cascade``): both are trained within the same minutes, and an
+``EDGExWIDTH`` candidate's patch and width apply to both (``plan`` keeps each stage's own).
 """
 
 from __future__ import annotations
@@ -32,19 +33,25 @@ from benchmarks.medseg_recipe import TASKS, prepare_data  # noqa: E402
 from benchmarks.peers_nnunet import _run, _scores, _test_images  # noqa: E402
 
 MEDSEG = [sys.executable, "-m", "medseg"]
+#: the candidate that trains the planned bundle as it is
+PLANNED = "plan"
 
 
 def train_candidate(
-    plan_bundle: Path, data: Path, work: Path, edge: int, width: int, seed: int, env: dict[str, str], extra: list[str] = ()
+    plan_bundle: Path, data: Path, work: Path, candidate: str, seed: int, env: dict[str, str], extra: list[str] = ()
 ) -> dict[str, Any]:
-    """Copy of the planned bundle trained with a ``edge``^3 patch at ``width`` for the plan's minutes (``extra``: more
-    ``--set ID=VALUE`` overrides, a recipe being measured); the record."""
-    tag = f"{edge}x{width}_s{seed}"
+    """Copy of the planned bundle trained for the plan's minutes with ``candidate``: ``EDGExWIDTH`` (an ``EDGE``^3
+    patch at ``WIDTH``, in both stages of a two-stage plan) or ``plan`` (as planned, each stage its own patch and
+    width); ``extra``: more ``--set ID=VALUE`` overrides, a recipe being measured. The record."""
+    tag = f"{candidate}_s{seed}"
     bundle = work / tag / "bundle"
     shutil.rmtree(work / tag, ignore_errors=True)
     shutil.copytree(plan_bundle, bundle, ignore=shutil.ignore_patterns("models"))
-    roi = json.dumps([edge] * 3)
-    sets = [f"roi_size={roi}", f"sw_roi_size={roi}", f"width={width}", f"seed={seed}", *extra]
+    sets = [f"seed={seed}", *extra]
+    if candidate != PLANNED:
+        edge, width = (int(x) for x in candidate.split("x"))
+        roi = json.dumps([edge] * 3)
+        sets = [f"roi_size={roi}", f"sw_roi_size={roi}", f"width={width}", *sets]
     train = [*MEDSEG, "train", "--bundle", str(bundle), "--data", str(data)]
     train_s = _run([*train, *(x for s in sets for x in ("--set", s))], env, work / tag / "train.log")
     images = [str(p) for p in _test_images(data)]
@@ -54,14 +61,20 @@ def train_candidate(
         env,
         work / tag / "infer.log",
     )
-    history = (bundle / "models" / "history.csv").read_text(encoding="utf-8").strip().splitlines()
     return {
-        "candidate": f"{edge}x{width}",
+        "candidate": candidate,
         "seed": seed,
-        "iterations": int(history[-1].split(",")[1]) if len(history) > 1 else 0,
+        "iterations": iterations_trained(bundle),
+        **({"coarse_iterations": iterations_trained(bundle / "coarse")} if (bundle / "coarse").is_dir() else {}),
         "train_command_seconds": round(train_s, 1),
         **_scores(masks, data, work / tag / "report", env),
     }
+
+
+def iterations_trained(bundle: Path) -> int:
+    """The iterations a trained bundle's run reached (its ``models/history.csv``)."""
+    history = (bundle / "models" / "history.csv").read_text(encoding="utf-8").strip().splitlines()
+    return int(history[-1].split(",")[1]) if len(history) > 1 else 0
 
 
 def summarise(records: list[dict[str, Any]], chosen: str) -> list[dict[str, Any]]:
@@ -76,7 +89,7 @@ def summarise(records: list[dict[str, Any]], chosen: str) -> list[dict[str, Any]
         rows.append(
             {
                 "candidate": candidate,
-                "chosen_by_plan": candidate == chosen,
+                "chosen_by_plan": candidate in (chosen, PLANNED),
                 "seeds": len(runs),
                 "iterations": spread([r["iterations"] for r in runs]),
                 "mean_dice": spread([r["mean_dice"] for r in runs]),
@@ -90,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="demo", choices=TASKS)
     parser.add_argument("--minutes", type=float, default=20.0)
-    parser.add_argument("--candidates", nargs="+", default=["32x4", "48x4", "32x8"], help="EDGExWIDTH, e.g. 48x4")
+    parser.add_argument(
+        "--candidates", nargs="+", default=["32x4", "48x4", "32x8"], help=f"EDGExWIDTH, e.g. 48x4, or {PLANNED} (as planned)"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mni-resolution", type=int, default=1, choices=[1, 2])
@@ -106,20 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     plan = [*MEDSEG, "plan", str(data), "--out", str(plan_bundle), "--train-minutes", f"{args.minutes:g}", "--cascade", args.cascade]
     _run(plan, env, work / "plan.log")
     values = json.loads((plan_bundle / "plan.json").read_text(encoding="utf-8"))["plan"]["values"]
-    chosen = f"{values['roi_size'][0]}x{values['width']}"
+    two_stages = (plan_bundle / "coarse").is_dir()  # then EDGExWIDTH sets both stages, which the plan sizes apart
+    chosen = PLANNED if two_stages else f"{values['roi_size'][0]}x{values['width']}"
     common = {
         "figure": f"{args.task}: test Dice after {args.minutes:g} minutes of training",
         "threads": args.threads,
         "cpus": os.cpu_count(),
-        "two_stages": (plan_bundle / "coarse").is_dir(),
+        "two_stages": two_stages,
         "overrides": args.set,
     }
     records = []
     for seed in args.seeds:
         for candidate in args.candidates:
-            edge, width = (int(x) for x in candidate.split("x"))
-            records.append(train_candidate(plan_bundle, data, work, edge, width, seed, env, args.set))
-            print(json.dumps({**common, **records[-1], "chosen_by_plan": candidate == chosen}), flush=True)
+            records.append(train_candidate(plan_bundle, data, work, candidate, seed, env, args.set))
+            print(json.dumps({**common, **records[-1], "chosen_by_plan": candidate in (chosen, PLANNED)}), flush=True)
     for row in summarise(records, chosen):
         print(json.dumps({**common, **row}), flush=True)
     return 0
