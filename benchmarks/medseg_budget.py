@@ -2,6 +2,7 @@
 
     python benchmarks/medseg_budget.py [--task demo|mni|mni-structures] [--minutes 20] [--candidates 32x4 48x4 32x8]
                                        [--seeds 0] [--threads 2] [--cascade off|on|auto] [--work DIR]
+                                       [--set ID=VALUE] [--also-with ID=VALUE]
 
 ``medseg plan DATA --train-minutes M`` chooses the most context (patch voxels), then width, among the candidates that
 fit enough iterations in M minutes (1000 steps of 4 patches, on a CPU 2000 of 2: ``medseg/planning/candidates.py``);
@@ -12,12 +13,14 @@ itself, ``TrainingOptions.max_minutes``), inferred on the test images and scored
 per run, then one per candidate (mean ± sd over seeds), the plan's own choice marked. Each run is its own process with
 ``--threads`` threads; the machine should be idle.
 ``--cascade on`` plans two stages (``medseg plan --cascade``): both are trained within the same minutes, and an
-``EDGExWIDTH`` candidate's patch and width apply to both (``plan`` keeps each stage's own).
+``EDGExWIDTH`` candidate's patch and width apply to both (``plan`` keeps each stage's own). ``--also-with ID=VALUE``
+trains each candidate and seed a second time, under the same plan, with that override too: a paired comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -43,7 +46,7 @@ def train_candidate(
     """Copy of the planned bundle trained for the plan's minutes with ``candidate``: ``EDGExWIDTH`` (an ``EDGE``^3
     patch at ``WIDTH``, in both stages of a two-stage plan) or ``plan`` (as planned, each stage its own patch and
     width); ``extra``: more ``--set ID=VALUE`` overrides, a recipe being measured. The record."""
-    tag = f"{candidate}_s{seed}"
+    tag = f"{candidate}_s{seed}" + (f"_{hashlib.sha1(' '.join(extra).encode()).hexdigest()[:8]}" if extra else "")
     bundle = work / tag / "bundle"
     shutil.rmtree(work / tag, ignore_errors=True)
     shutil.copytree(plan_bundle, bundle, ignore=shutil.ignore_patterns("models"))
@@ -62,7 +65,7 @@ def train_candidate(
         work / tag / "infer.log",
     )
     return {
-        "candidate": candidate,
+        "candidate": candidate + "".join(f" + {x}" for x in extra),
         "seed": seed,
         "iterations": iterations_trained(bundle),
         **({"coarse_iterations": iterations_trained(bundle / "coarse")} if (bundle / "coarse").is_dir() else {}),
@@ -112,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cascade", default="auto", choices=["off", "on", "auto"], help="medseg plan --cascade")
     parser.add_argument("--work", default=str(ROOT / "work" / "budget"))
     parser.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="more train overrides for every run (a recipe)")
+    parser.add_argument(
+        "--also-with",
+        action="append",
+        default=[],
+        metavar="ID=VALUE",
+        help="train each candidate and seed twice under the same plan, the second time with these overrides too (a paired comparison)",
+    )
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), PYTHONHASHSEED="0")
@@ -128,13 +138,18 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "cpus": os.cpu_count(),
         "two_stages": two_stages,
-        "overrides": args.set,
     }
     records = []
     for seed in args.seeds:
         for candidate in args.candidates:
-            records.append(train_candidate(plan_bundle, data, work, candidate, seed, env, args.set))
-            print(json.dumps({**common, **records[-1], "chosen_by_plan": candidate in (chosen, PLANNED)}), flush=True)
+            for extra in [args.set, *([args.set + args.also_with] if args.also_with else [])]:
+                records.append(train_candidate(plan_bundle, data, work, candidate, seed, env, extra))
+                print(
+                    json.dumps(
+                        {**common, **records[-1], "overrides": extra, "chosen_by_plan": records[-1]["candidate"] in (chosen, PLANNED)}
+                    ),
+                    flush=True,
+                )
     for row in summarise(records, chosen):
         print(json.dumps({**common, **row}), flush=True)
     return 0
