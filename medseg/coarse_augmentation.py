@@ -6,7 +6,7 @@ five-fold cross-validation predictions, and on top perturbs them). A fine stage 
 channels copies their boundaries; on an unseen case it copies their errors. :class:`RandCoarseMorphologyd` perturbs
 them as nnU-Net v2's ``ApplyRandomBinaryOperatorTransform`` does its previous stage's one-hot segmentation (p 0.4 per
 patch, every label in random order, dilation, erosion, opening or closing, structuring element 1-8 voxels), here on
-the probabilities (grey morphology) with a cube: a max-pool, separable and cheap, where nnU-Net uses a ball.
+the probabilities (grey morphology) with a cube (SciPy's separable maximum filter, cheap) where nnU-Net uses a ball.
 nnU-Net's second one, removing a random connected component, needs a thresholded segmentation and is not done here.
 """
 
@@ -15,23 +15,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.transforms import MapTransform, RandomizableTransform
+from scipy import ndimage
 
 
-def dilate(volume: torch.Tensor, radius: int) -> torch.Tensor:
-    """Grey dilation of ``volume`` (H, W, D) by a cube of edge ``2 * radius + 1`` voxels (outside the patch: neutral)."""
-    return F.max_pool3d(volume[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0]
+def dilate(volume: np.ndarray, radius: int) -> np.ndarray:
+    """Grey dilation of ``volume`` (H, W, D) by a cube of edge ``2 * radius + 1`` voxels (outside the patch: neutral).
+
+    SciPy's maximum filter runs one axis at a time in time independent of the radius: about 1 ms a 32^3 channel at
+    any radius here, where PyTorch's 3D max-pool took 85 ms at radius 8 (seven channels of two patches a step then
+    halved the iterations a 15-minute budget fit) and its max-pool one axis at a time 5 ms.
+    """
+    return ndimage.maximum_filter(volume, size=2 * radius + 1, mode="nearest")
 
 
-def erode(volume: torch.Tensor, radius: int) -> torch.Tensor:
+def erode(volume: np.ndarray, radius: int) -> np.ndarray:
     """Grey erosion of ``volume`` (H, W, D) by the same cube as :func:`dilate`."""
-    return -dilate(-volume, radius)
+    return ndimage.minimum_filter(volume, size=2 * radius + 1, mode="nearest")
 
 
 #: nnU-Net's four operators
-OPERATORS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+OPERATORS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
     "dilation": dilate,
     "erosion": erode,
     "opening": lambda v, r: dilate(erode(v, r), r),
@@ -75,19 +81,21 @@ class RandCoarseMorphologyd(RandomizableTransform, MapTransform):
         if not self.steps:
             return d
         for key in self.key_iterator(d):
-            image = torch.as_tensor(d[key])
+            image = d[key]
             if image.shape[0] <= self.channels:
                 raise ValueError(
                     f"RandCoarseMorphologyd: '{key}' has {image.shape[0]} channels; expected images and then {self.channels} coarse ones."
                 )
-            coarse = image[-self.channels :].float().clone()  # a copy: a crop may be a view of the cached volume
+            given = image[-self.channels :]
+            given = given.detach().cpu().numpy() if isinstance(given, torch.Tensor) else given
+            coarse = np.array(given, dtype=np.float32)  # a copy: a crop may be a view of the cached volume
             for channel, name, radius in self.steps:
-                before = coarse[channel].clone()
-                after = OPERATORS[name](before, radius).clamp(0, 1)
-                kept = torch.where(after > before, (1 - after) / (1 - before).clamp_min(1e-6), torch.ones_like(after))
-                coarse *= kept.clamp(0, 1)
+                before = coarse[channel].copy()
+                after = np.clip(OPERATORS[name](before, radius), 0, 1)
+                grown = after > before
+                coarse[:, grown] *= np.clip((1 - after[grown]) / np.maximum(1 - before[grown], 1e-6), 0, 1)
                 coarse[channel] = after
-            out = image.clone()
-            out[-self.channels :] = coarse.to(image.dtype)
+            out = image.clone() if isinstance(image, torch.Tensor) else np.array(image, copy=True)
+            out[-self.channels :] = torch.as_tensor(coarse).to(out.dtype) if isinstance(out, torch.Tensor) else coarse
             d[key] = out
         return d

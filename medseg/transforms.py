@@ -34,6 +34,7 @@ def preprocessing(
     bias_correction: bool = False,
     centres_in_body: bool = False,
     coarse_channels: int = 0,
+    coarse_augmentation: bool = False,
 ) -> Any:
     """The MONAI transform chain for training (``roi_size`` given) or validation/inference (``None``).
 
@@ -59,8 +60,8 @@ def preprocessing(
         scan_gain_augmentation: training only: each patch's z-score channels under a gain on the raw signal (:class:`RandScanGaind`).
         bias_correction: N4 on the z-score (MR) channels before normalising, training and inference alike (:mod:`medseg.bias_field`).
         centres_in_body: with ``class_ratios``, CT (min-max) inputs' patches centred in the body only (:class:`BodyClassIndicesd`).
-        coarse_channels: training only: the last this many channels are a cascade's coarse probabilities, perturbed
-            as nnU-Net does (:class:`medseg.coarse_augmentation.RandCoarseMorphologyd`); 0: none.
+        coarse_channels: the last this many channels are a cascade's coarse probabilities (0: none); with
+            ``coarse_augmentation``, perturbed in training as nnU-Net does (:class:`medseg.coarse_augmentation.RandCoarseMorphologyd`).
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
@@ -79,7 +80,7 @@ def preprocessing(
         body = ChannelRecipe(normalization, window) if centres_in_body else None
         steps += _patch_steps(keys, roi_size, pos_neg, num_samples, class_ratios, mirror_axes, body)
         augment = [RandScanGaind("image")] if scan_gain_augmentation else []
-        augment += [RandCoarseMorphologyd("image", coarse_channels)] if coarse_channels else []
+        augment += [RandCoarseMorphologyd("image", coarse_channels)] if coarse_channels and coarse_augmentation else []
         steps += augment + (intensity_augmentations("image") if intensity_augmentation else [])
     return T.Compose(steps)
 

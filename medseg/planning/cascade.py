@@ -36,8 +36,10 @@ MAX_SCALE = 4.0
 ALIKE_OVERLAP = 0.65
 #: the share of a time budget the coarse stage trains for (it learns where things are, not their edges)
 COARSE_SHARE = 1 / 3
-#: the fine stage's training setting: how many trailing input channels are coarse probabilities to perturb
-COARSE_AUGMENTATION = "train#preprocessing#coarse_channels"
+#: the fine stage's training settings: how many trailing input channels are coarse probabilities, whether to perturb them
+COARSE_CHANNELS, COARSE_AUGMENTATION = "train#preprocessing#coarse_channels", "train#preprocessing#coarse_augmentation"
+#: whether a plan perturbs them (nnU-Net's cascade does; measured below in docs/medseg.md)
+AUGMENT_COARSE = True
 #: the folder of a fine bundle that holds its coarse stage
 COARSE_DIR = "coarse"
 MODES = ("auto", "on", "off")
@@ -118,15 +120,17 @@ def with_coarse_channels(plan: dict[str, Any]) -> dict[str, Any]:
     windows = windows if windows is not None else [None] * len(images)
     values["normalization"] = [*names, *(["minmax"] * len(labels))]
     values["window"] = [*windows, *([[0.0, 1.0]] * len(labels))]
-    values[COARSE_AUGMENTATION] = len(labels)
+    values[COARSE_CHANNELS] = len(labels)
+    values[COARSE_AUGMENTATION] = AUGMENT_COARSE
     reasons = dict(plan["reasons"])
     reasons["normalization"] = (
         f"{reasons.get('normalization', '')}; then {len(labels)} coarse-stage probabilities (one per label), already in [0, 1]"
     )
+    reasons[COARSE_CHANNELS] = f"the last {len(labels)} input channels are the coarse stage's probabilities"
     reasons[COARSE_AUGMENTATION] = (
-        f"the {len(labels)} coarse probabilities of each training patch perturbed as nnU-Net's cascade does (p 0.4: dilation, "
-        "erosion, opening or closing, 1-8 voxels; medseg.coarse_augmentation): the coarse stage predicts its own training "
-        "cases, which can be better than it will predict the cases the fine stage meets"
+        "perturbed in training as nnU-Net's cascade does (p 0.4: dilation, erosion, opening or closing, 1-8 voxels; "
+        "medseg.coarse_augmentation): the coarse stage predicts its own training cases, which can be better than it "
+        "will predict the cases the fine stage meets"
     )
     return {
         **plan,

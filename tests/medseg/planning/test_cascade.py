@@ -63,7 +63,7 @@ def test_the_fine_stage_takes_the_image_then_one_probability_per_label(normaliza
     fine = cascade.with_coarse_channels(plan)
     assert fine["channels"] == ["CT", "coarse liver", "coarse tumour"] and fine["image_channels"] == 1
     assert fine["values"]["normalization"] == names and fine["values"]["window"] == windows
-    assert fine["values"][cascade.COARSE_AUGMENTATION] == 2 and "nnU-Net" in fine["reasons"][cascade.COARSE_AUGMENTATION]
+    assert fine["values"][cascade.COARSE_CHANNELS] == 2 and fine["values"][cascade.COARSE_AUGMENTATION] is cascade.AUGMENT_COARSE
     assert plan["channels"] == ["CT"]  # the plan given is left as it was
 
 
@@ -83,7 +83,9 @@ def test_a_cascade_plan_writes_both_bundles(demo_dataset: Path, tmp_path: Path) 
     train = json.loads((tmp_path / "b" / "configs" / "train.json").read_text())
     assert train["width"] == 4 and train["normalization"] == ["minmax"] * 4  # 4 inputs do not widen the V-Net
     coarse_train = json.loads((tmp_path / "b" / "coarse" / "configs" / "train.json").read_text())
-    assert train["train"]["preprocessing"]["coarse_channels"] == 3 and coarse_train["train"]["preprocessing"]["coarse_channels"] == 0
+    fine_steps, coarse_steps = (t["train"]["preprocessing"] for t in (train, coarse_train))
+    assert (fine_steps["coarse_channels"], fine_steps["coarse_augmentation"]) == (3, cascade.AUGMENT_COARSE)
+    assert (coarse_steps["coarse_channels"], coarse_steps["coarse_augmentation"]) == (0, False)
     _verify_with_monai(tmp_path / "b")
     _verify_with_monai(tmp_path / "b" / "coarse")
     one = plan_dataset(demo_dataset, tmp_path / "one", iterations=40)
