@@ -2,7 +2,7 @@
 
     python benchmarks/medseg_budget.py [--task demo|mni|mni-structures] [--minutes 20] [--candidates 32x4 48x4 32x8]
                                        [--seeds 0] [--threads 2] [--cascade off|on|auto] [--work DIR]
-                                       [--set ID=VALUE] [--also-with ID=VALUE]
+                                       [--set ID=VALUE] [--also-with ID=VALUE] [--plan BUNDLE]
 
 ``medseg plan DATA --train-minutes M`` chooses the most context (patch voxels), then width, among the candidates that
 fit enough iterations in M minutes (1000 steps of 4 patches, on a CPU 2000 of 2: ``medseg/planning/candidates.py``);
@@ -14,7 +14,8 @@ per run, then one per candidate (mean ± sd over seeds), the plan's own choice m
 ``--threads`` threads; the machine should be idle.
 ``--cascade on`` plans two stages (``medseg plan --cascade``): both are trained within the same minutes, and an
 ``EDGExWIDTH`` candidate's patch and width apply to both (``plan`` keeps each stage's own). ``--also-with ID=VALUE``
-trains each candidate and seed a second time, under the same plan, with that override too: a paired comparison.
+trains each candidate and seed a second time, under the same plan, with that override too: a paired comparison;
+``--plan WORK/plan`` trains an earlier run's plan instead of probing anew (the probe's choice varies between runs).
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cascade", default="auto", choices=["off", "on", "auto"], help="medseg plan --cascade")
     parser.add_argument("--work", default=str(ROOT / "work" / "budget"))
     parser.add_argument("--set", action="append", default=[], metavar="ID=VALUE", help="more train overrides for every run (a recipe)")
+    parser.add_argument("--plan", help="a planned bundle (an earlier run's WORK/plan) to train instead of planning anew")
     parser.add_argument(
         "--also-with",
         action="append",
@@ -128,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_data(args.task, work / "data", args.mni_resolution)
     plan_bundle = work / "plan"
     shutil.rmtree(plan_bundle, ignore_errors=True)
-    plan = [*MEDSEG, "plan", str(data), "--out", str(plan_bundle), "--train-minutes", f"{args.minutes:g}", "--cascade", args.cascade]
-    _run(plan, env, work / "plan.log")
+    if args.plan:  # an earlier run's plan: the same patch, width and minutes as that run's
+        shutil.copytree(args.plan, plan_bundle, ignore=shutil.ignore_patterns("models", "coarse_channels"))
+    else:
+        plan = [*MEDSEG, "plan", str(data), "--out", str(plan_bundle), "--train-minutes", f"{args.minutes:g}", "--cascade", args.cascade]
+        _run(plan, env, work / "plan.log")
     values = json.loads((plan_bundle / "plan.json").read_text(encoding="utf-8"))["plan"]["values"]
     two_stages = (plan_bundle / "coarse").is_dir()  # then EDGExWIDTH sets both stages, which the plan sizes apart
     chosen = PLANNED if two_stages else f"{values['roi_size'][0]}x{values['width']}"
