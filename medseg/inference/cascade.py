@@ -6,9 +6,12 @@ pass the same grid check, resampling, normalisation and crop as the image, so tr
 disagree about them. Probabilities under :data:`PROBABILITY_FLOOR` are written as 0: min-max channels count as body
 where they are above 0, and a softmax is above 0 everywhere, which would stretch the crop to the whole volume.
 
-The coarse stage's probabilities of its own training cases are better than those of unseen cases (nnU-Net uses
+The coarse stage's probabilities of its own training cases can be better than those of unseen cases (nnU-Net uses
 five-fold cross-validation predictions instead; on a CPU budget there is no time for five coarse models): the
-coarse stage is small and trained briefly, and the fine stage is validated and tested on cases neither stage saw.
+coarse stage is small and trained briefly (on the MNI152 structures in 5 minutes it scored its own training cases as
+it scored unseen ones, docs/medseg.md), and the fine stage is validated and tested on cases neither stage saw.
+``train#preprocessing#coarse_augmentation`` perturbs the probabilities in training as nnU-Net does
+(:mod:`medseg.coarse_augmentation`; off in a plan, measured there).
 """
 
 from __future__ import annotations

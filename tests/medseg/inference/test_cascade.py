@@ -106,7 +106,10 @@ def cascade_bundle(small_ct: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     bundle = tmp_path_factory.mktemp("cascade") / "bundle"
     assert main(["plan", str(small_ct), "--out", str(bundle), "--iterations", "90", "--cascade", "on"]) == 0
     quiet = ["--set", "options#verbose=false", "--set", "options#plots=none", "--device", "cpu"]
-    assert main(["train", "--bundle", str(bundle), "--data", str(small_ct), *quiet]) == 0
+    # nnU-Net's coarse-channel augmentation, off in a plan: --set reaches both stages, and the coarse one (no coarse
+    # channels) must train as it would without it
+    augmented = ["--set", "train#preprocessing#coarse_augmentation=true"]
+    assert main(["train", "--bundle", str(bundle), "--data", str(small_ct), *quiet, *augmented]) == 0
     return bundle
 
 
