@@ -42,18 +42,15 @@ def preprocessing(
         pixdim: target spacing in mm (RAS after ``Orientationd``).
         window: ``(input_min, input_max)`` intensity window for :class:`~shared.MinMaxd`
             (e.g. ``(-200, 300)`` HU); ``None`` rescales each image's own range.
-        normalization: ``"minmax"`` (CT: clip to ``window`` and rescale to [0, 1], the body is
-            what lies above the window's floor) or ``"zscore"`` (MR: crop to the body, the voxels
-            above Otsu's threshold, then z-score every voxel with the body's mean and standard
-            deviation, per scan; ``window`` unused; :class:`BodyZScored`). See :data:`NORMALIZATIONS`.
+        normalization: ``"minmax"`` (CT: clip to ``window`` and rescale to [0, 1], the body is what lies above the window's
+            floor) or ``"zscore"`` (MR: crop to the body, the voxels above Otsu's threshold, then z-score every voxel with the
+            body's mean and standard deviation, per scan; ``window`` unused; :class:`BodyZScored`). See :data:`NORMALIZATIONS`.
             Several channels: each is normalised on its own, by one scheme for all or a list with one per channel
             (``window`` then a list too); :class:`ChannelRecipe`.
-        roi_size: training patch size; patches are centred on foreground:background voxels at
-            the ``pos_neg`` ratio, or, with ``class_ratios`` (one weight per label, background
-            first), on each label at those ratios: small structures then get seen as often as large ones.
+        roi_size: training patch size; patches are centred on foreground:background voxels at the ``pos_neg`` ratio, or, with
+            ``class_ratios`` (one weight per label, background first), on each label at those ratios: small structures as often as large.
         with_label: whether the items carry a ``"label"``.
-        image_var: variable holding the image in MATLAB ``.mat`` inputs.
-        label_var: variable holding the label in MATLAB ``.mat`` inputs.
+        image_var, label_var: variables holding the image and the label in MATLAB ``.mat`` inputs.
         mirror_axes: training only: each patch is flipped along each of these spatial axes (0, 1, 2 = RAS x, y, z)
             with probability 0.5, nnU-Net's mirroring augmentation; the axes a bundle may use for test-time mirroring.
         intensity_augmentation: training only: nnU-Net's intensity augmentations of each patch (:func:`intensity_augmentations`).
@@ -65,7 +62,6 @@ def preprocessing(
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
-    from medseg.coarse_augmentation import RandCoarseMorphologyd
     from medseg.io.reader import LoadVolumed
 
     keys, modes = (["image", "label"], ("bilinear", "nearest")) if with_label else (["image"], ("bilinear",))
@@ -79,10 +75,18 @@ def preprocessing(
     if roi_size is not None:
         body = ChannelRecipe(normalization, window) if centres_in_body else None
         steps += _patch_steps(keys, roi_size, pos_neg, num_samples, class_ratios, mirror_axes, body)
-        augment = [RandScanGaind("image")] if scan_gain_augmentation else []
-        augment += [RandCoarseMorphologyd("image", coarse_channels)] if coarse_channels and coarse_augmentation else []
-        steps += augment + (intensity_augmentations("image") if intensity_augmentation else [])
+        steps += _patch_augmentations(scan_gain_augmentation, coarse_channels if coarse_augmentation else 0, intensity_augmentation)
     return T.Compose(steps)
+
+
+def _patch_augmentations(scan_gain: bool, coarse_channels: int, intensity: bool) -> list[Any]:
+    """The training patch's augmentations after mirroring: a scan gain (:class:`RandScanGaind`), the coarse channels'
+    (:class:`medseg.coarse_augmentation.RandCoarseMorphologyd`, the last ``coarse_channels``), nnU-Net's intensity ones."""
+    from medseg.coarse_augmentation import RandCoarseMorphologyd
+
+    augment = [RandScanGaind("image")] if scan_gain else []
+    augment += [RandCoarseMorphologyd("image", coarse_channels)] if coarse_channels else []
+    return augment + (intensity_augmentations("image") if intensity else [])
 
 
 def intensity_augmentations(key: str) -> list[Any]:
