@@ -1,9 +1,11 @@
 """nnU-Net's cascade augmentation: the coarse stage's probabilities in a training patch, made as wrong as on unseen cases.
 
 The fine stage of a cascade (:mod:`medseg.planning.cascade`) trains on the coarse stage's probabilities of the coarse
-stage's own training cases, which are better than those of the cases it will meet (nnU-Net trains the fine stage on
-five-fold cross-validation predictions, and on top perturbs them). A fine stage that has only seen good coarse
-channels copies their boundaries; on an unseen case it copies their errors. :class:`RandCoarseMorphologyd` perturbs
+stage's own training cases, which a long-trained coarse stage predicts better than the cases it will meet (nnU-Net
+trains the fine stage on five-fold cross-validation predictions, and on top perturbs them). A fine stage that has
+only seen good coarse channels copies their boundaries; on an unseen case it copies their errors. Off in a plan
+(``train#preprocessing#coarse_augmentation``): within a CPU budget the coarse stage did not overfit, and on the
+MNI152 structures perturbing its channels lowered every structure (docs/medseg.md, two stages). :class:`RandCoarseMorphologyd` perturbs
 them as nnU-Net v2's ``ApplyRandomBinaryOperatorTransform`` does its previous stage's one-hot segmentation (p 0.4 per
 patch, every label in random order, dilation, erosion, opening or closing, structuring element 1-8 voxels), here on
 the probabilities (grey morphology) with a cube (SciPy's separable maximum filter, cheap) where nnU-Net uses a ball.
