@@ -40,8 +40,7 @@ def preprocessing(
 
     Args:
         pixdim: target spacing in mm (RAS after ``Orientationd``).
-        window: ``(input_min, input_max)`` intensity window for :class:`~shared.MinMaxd`
-            (e.g. ``(-200, 300)`` HU); ``None`` rescales each image's own range.
+        window: ``(input_min, input_max)`` window for :class:`~shared.MinMaxd` (``(-200, 300)`` HU); ``None``: each image's own range.
         normalization: ``"minmax"`` (CT: clip to ``window`` and rescale to [0, 1], the body is what lies above the window's
             floor) or ``"zscore"`` (MR: crop to the body, the voxels above Otsu's threshold, then z-score every voxel with the
             body's mean and standard deviation, per scan; ``window`` unused; :class:`BodyZScored`). See :data:`NORMALIZATIONS`.
@@ -50,15 +49,16 @@ def preprocessing(
         roi_size: training patch size; patches are centred on foreground:background voxels at the ``pos_neg`` ratio, or, with
             ``class_ratios`` (one weight per label, background first), on each label at those ratios: small structures as often as large.
         with_label: whether the items carry a ``"label"``.
-        image_var, label_var: variables holding the image and the label in MATLAB ``.mat`` inputs.
+        image_var: variable holding the image in MATLAB ``.mat`` inputs.
+        label_var: variable holding the label in MATLAB ``.mat`` inputs.
         mirror_axes: training only: each patch is flipped along each of these spatial axes (0, 1, 2 = RAS x, y, z)
             with probability 0.5, nnU-Net's mirroring augmentation; the axes a bundle may use for test-time mirroring.
         intensity_augmentation: training only: nnU-Net's intensity augmentations of each patch (:func:`intensity_augmentations`).
         scan_gain_augmentation: training only: each patch's z-score channels under a gain on the raw signal (:class:`RandScanGaind`).
         bias_correction: N4 on the z-score (MR) channels before normalising, training and inference alike (:mod:`medseg.bias_field`).
         centres_in_body: with ``class_ratios``, CT (min-max) inputs' patches centred in the body only (:class:`BodyClassIndicesd`).
-        coarse_channels: the last this many channels are a cascade's coarse probabilities (0: none); with
-            ``coarse_augmentation``, perturbed in training as nnU-Net does (:class:`medseg.coarse_augmentation.RandCoarseMorphologyd`).
+        coarse_channels: the last this many channels are a cascade's coarse probabilities (0: none), perturbed in training as
+            nnU-Net does with ``coarse_augmentation`` (:class:`medseg.coarse_augmentation.RandCoarseMorphologyd`).
     """
     from monai import transforms as T  # imported here: `medseg validate` and datalists start without MONAI
 
