@@ -129,7 +129,9 @@ def _patch_steps(
     from monai import transforms as T
 
     ct = body is not None and set(body.names) == {"minmax"}
-    indices = [BodyClassIndicesd(body, len(class_ratios))] if ct and class_ratios is not None else []
+    indices: list[Any] = []
+    if class_ratios is not None:  # where each label lies, found once and cached, not scanned for every patch
+        indices = [BodyClassIndicesd(body, len(class_ratios)) if ct else _class_indices(len(class_ratios))]
     key = BodyClassIndicesd.KEY if indices else None
     centred = (  # keys, label key, patch size, ratios, classes, patches
         T.RandCropByLabelClassesd(
@@ -142,6 +144,20 @@ def _patch_steps(
     )
     mirrors = [T.RandFlipd(keys=keys, prob=0.5, spatial_axis=int(axis)) for axis in mirror_axes]
     return [T.SpatialPadd(keys=keys, spatial_size=tuple(roi_size)), *indices, centred, *mirrors]
+
+
+def _class_indices(num_classes: int) -> Any:
+    """MONAI's ``ClassesToIndicesd`` under :attr:`BodyClassIndicesd.KEY`: each label's voxels, at most
+    :attr:`BodyClassIndicesd.PER_CLASS` evenly spread (nnU-Net keeps 10,000 a class).
+
+    Deterministic, so cached. Without it ``RandCropByLabelClassesd`` scans the whole label for every item: 60-70 ms of
+    a 0.25 s iteration on a 1 mm brain hemisphere (1 thread), about as long as the step on two 32^3 patches."""
+    from monai import transforms as T
+
+    postfix = BodyClassIndicesd.KEY.removeprefix("label")  # ClassesToIndicesd names its output key + postfix
+    return T.ClassesToIndicesd(
+        keys="label", num_classes=num_classes, indices_postfix=postfix, max_samples_per_class=BodyClassIndicesd.PER_CLASS
+    )
 
 
 #: intensity normalisations of :func:`preprocessing`

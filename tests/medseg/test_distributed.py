@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from shared.distributed import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "bundles" / "vnet_seg" / "configs"
 TINY = ["--width", "4", "--options#validation_frequency", "2", "--cache", "none", "--options#verbose", "False"]
@@ -41,7 +43,7 @@ def test_torchrun_two_processes_then_resume_in_one(tmp_path: Path, demo_dataset:
             "--nproc-per-node",
             "2",
             "--master-port",
-            "29517",
+            free_port(),  # a fixed port collided with a second suite on the same machine (EADDRINUSE)
             "-m",
             "monai.bundle",
             "run",
