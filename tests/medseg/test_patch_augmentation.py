@@ -7,6 +7,19 @@ from medseg.datasets.datalists import datalist
 from medseg.transforms import preprocessing
 
 
+def _changed_patches(item, chains, seeds, same_keys=False):
+    """How many patches the second chain changed against the first on the same seeds; labels must not change."""
+    changed = 0
+    for seed in range(seeds):
+        plain, augmented = (chain.set_random_state(seed)(dict(item)) for chain in chains)
+        for p, a in zip(plain, augmented):
+            np.testing.assert_array_equal(np.asarray(p["label"]), np.asarray(a["label"]))
+            assert a["image"].shape == p["image"].shape and np.isfinite(np.asarray(a["image"])).all()
+            assert set(a) == set(p) or not same_keys
+            changed += not np.allclose(np.asarray(p["image"]), np.asarray(a["image"]))
+    return changed
+
+
 def test_intensity_augmentation_changes_images_only_and_keeps_every_patch_finite(demo_dataset):
     """``intensity_augmentation``: nnU-Net's intensity transforms after the crops; the same seed draws the same patches
     and labels with and without them, and some images (not all: each transform has its probability) change."""
@@ -15,13 +28,7 @@ def test_intensity_augmentation_changes_images_only_and_keeps_every_patch_finite
         preprocessing((2, 2, 2), (-200, 300), (32, 32, 32), num_samples=4, class_ratios=[1, 1, 1, 1], intensity_augmentation=on)
         for on in (False, True)
     ]
-    changed = 0
-    for seed in range(5):
-        plain, augmented = (chain.set_random_state(seed)(dict(item)) for chain in chains)
-        for p, a in zip(plain, augmented):
-            np.testing.assert_array_equal(np.asarray(p["label"]), np.asarray(a["label"]))
-            assert a["image"].shape == p["image"].shape and np.isfinite(np.asarray(a["image"])).all()
-            changed += not np.allclose(np.asarray(p["image"]), np.asarray(a["image"]))
+    changed = _changed_patches(item, chains, seeds=5)
     assert 0 < changed < 20  # P(no transform fires) = 0.9 x 0.8 x 0.85^2 x 0.75 x 0.9 x 0.7 = 0.22 a patch
 
 
@@ -88,13 +95,7 @@ def test_scan_gain_augmentation_changes_mr_patches_only(demo_dataset):
             preprocessing((2, 2, 2), window, (32, 32, 32), num_samples=4, normalization=normalization, scan_gain_augmentation=on)
             for on in (False, True)
         ]
-        changed = 0
-        for seed in range(3):
-            plain, augmented = (chain.set_random_state(seed)(dict(item)) for chain in chains)
-            for p, a in zip(plain, augmented):
-                np.testing.assert_array_equal(np.asarray(p["label"]), np.asarray(a["label"]))
-                assert set(a) == set(p) and np.isfinite(np.asarray(a["image"])).all()
-                changed += not np.allclose(np.asarray(p["image"]), np.asarray(a["image"]))
+        changed = _changed_patches(item, chains, seeds=3, same_keys=True)
         assert (0 < changed < 12) if expect_changes else changed == 0
     with pytest.raises(KeyError, match="no 'image_raw_zero'; normalise with ChannelNormalized"):
         RandScanGaind("image", prob=1.0)({"image": np.zeros((1, 2, 2, 2))})
