@@ -200,6 +200,8 @@ def make_loader(
     # A private generator: every new DataLoader iterator draws a worker base seed, and drawing it
     # from the global RNG would shift dropout's random stream between a resumed and an unbroken run.
     generator = torch.Generator().manual_seed(options.seed or 0)
+    if num_workers > 0 and getattr(data, "worker_start_method", None):  # e.g. "spawn": see ClipDataset
+        loader_kwargs.setdefault("multiprocessing_context", data.worker_start_method)
     if train and options.seed is not None:
         data = seed_transforms(data, options.seed + rank)
     return DataLoader(

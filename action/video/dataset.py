@@ -94,6 +94,11 @@ class ClipDataset(EpochDraws, torch.utils.data.Dataset):
         skipped: ``[{"path", "reason"}]`` of videos left out under ``skip_bad=True``.
     """
 
+    #: worker processes start fresh (:func:`shared.data.make_loader`), not forked: FFmpeg's threads in the parent
+    #: (swscale's slice threads after a decode, an encoder's) left a forked worker waiting for ever in ``sws_scale``
+    #: (seen in the test suite: a worker stuck in ``avpriv_slicethread_execute``); the dataset is pickled to each worker
+    worker_start_method = "spawn"
+
     def __init__(
         self,
         videos: VideoList,
