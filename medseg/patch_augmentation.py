@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from monai.transforms import MapTransform, RandomizableTransform
 
-from medseg.transforms import RAW_ZERO_SUFFIX
+#: the data key beside an image that holds where each channel's raw 0 lies after its z-score (``ChannelNormalized``)
+RAW_ZERO_SUFFIX = "_raw_zero"
 
 
 def intensity_augmentations(key: str) -> list[Any]:

@@ -15,6 +15,7 @@ import numpy as np
 from monai.transforms import MapTransform, Transform
 
 from medseg.io.volumes import VolumeError
+from medseg.patch_augmentation import RAW_ZERO_SUFFIX  # defined there: RandScanGaind reads it, and imports nothing of ours
 
 
 def preprocessing(
@@ -137,8 +138,6 @@ def _class_indices(num_classes: int) -> Any:
 
 #: intensity normalisations of :func:`preprocessing`
 NORMALIZATIONS = ("minmax", "zscore")
-#: the data key beside an image that holds where each channel's raw 0 lies after its z-score (``ChannelNormalized``)
-RAW_ZERO_SUFFIX = "_raw_zero"
 
 
 def _intensity_steps(
