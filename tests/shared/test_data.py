@@ -72,6 +72,23 @@ def test_make_loader_batches_and_passes_loaders_through():
         make_loader(Dataset([]), TrainingOptions(), train=False)
 
 
+class _SpawnedDataset(Dataset):
+    worker_start_method = "spawn"
+
+
+def test_make_loader_starts_workers_as_the_dataset_asks():
+    """A dataset that cannot be forked (``ClipDataset``: FFmpeg's threads) gets spawned workers; others keep the
+    platform's default (fork on Linux, so medseg's RAM cache is shared), and no workers need no context."""
+    items = [{"image": torch.zeros(1), "label": i} for i in range(4)]
+    options = TrainingOptions(mini_batch_size=2)
+    spawned = make_loader(_SpawnedDataset(items), options, train=True, num_workers=2)
+    assert spawned.multiprocessing_context.get_start_method() == "spawn"
+    assert make_loader(Dataset(items), options, train=True, num_workers=2).multiprocessing_context is None
+    assert make_loader(_SpawnedDataset(items), options, train=True).multiprocessing_context is None
+    asked = make_loader(_SpawnedDataset(items), options, train=True, num_workers=2, multiprocessing_context="forkserver")
+    assert asked.multiprocessing_context.get_start_method() == "forkserver"  # the caller's choice wins
+
+
 def test_random_transforms_follow_the_options_seed():
     from monai.transforms import Compose, RandSpatialCropd
 

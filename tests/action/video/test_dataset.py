@@ -111,3 +111,14 @@ def test_persistent_workers_draw_new_windows_every_epoch(tmp_path: Path) -> None
     two = [_first_frames(epoch) for epoch in epoch_draws(data, workers=2)]
     assert two[0] != two[1]
     assert two == [_first_frames(epoch) for epoch in epoch_draws(data, workers=0)]
+
+
+def test_video_loader_workers_are_spawned_not_forked(tiny_videos: Path) -> None:
+    """FFmpeg's threads do not survive a fork (a forked worker hung in ``sws_scale``), so the engine's loader starts
+    a video dataset's workers by spawn."""
+    from shared.data import make_loader
+    from shared.options import TrainingOptions
+
+    data = ClipDataset(read_videos(tiny_videos), Sampling(frames=4, size=(16, 16)), train=True)
+    loader = make_loader(data, TrainingOptions(mini_batch_size=2), train=True, num_workers=2)
+    assert loader.multiprocessing_context.get_start_method() == "spawn"
