@@ -24,7 +24,7 @@ import numpy as np
 
 from medseg.datasets.datalists import datalist
 from medseg.datasets.splits import FOLDS
-from medseg.evaluation.decide import enclosing_training_labels, smallest_training_parts
+from medseg.evaluation.decide import smallest_training_parts, training_enclosure
 from medseg.inference.postprocessing import POSTPROCESSING, decide_postprocessing
 
 logger = logging.getLogger(__name__)
@@ -76,8 +76,8 @@ def cross_validate(
         logger.info("Fold %d (%s): mean Dice %.4f on %d cases", fold, status, summary["mean_dice"], summary["cases"])
     labels = [v for v in segmenter.names if v]
     training = datalist(data, "training")  # every case trains some fold
-    smallest, enclosing = smallest_training_parts(training, labels), enclosing_training_labels(training, labels)
-    decision = decide_postprocessing(_read_pairs(pairs), labels, smallest, enclosing)  # one case in memory at a time
+    smallest, (enclosing, least_share) = smallest_training_parts(training, labels), training_enclosure(training, labels)
+    decision = decide_postprocessing(_read_pairs(pairs), labels, smallest, enclosing, least_share)  # one case in memory at a time
     atomic_write_json(bundle / POSTPROCESSING, decision)
     pooled = {str(k): v for k, v in decision["dice_without"].items()}
     result = {

@@ -36,9 +36,15 @@ def smallest_training_parts(items: Sequence[Mapping[str, Any]], labels: Sequence
 
 def enclosing_training_labels(items: Sequence[Mapping[str, Any]], labels: Sequence[int]) -> dict[int, list[int]]:
     """Each label's enclosing labels in the training references (:func:`medseg.inference.postprocessing.enclosing_labels`)."""
-    from medseg.inference.postprocessing import enclosing_labels
+    return training_enclosure(items, labels)[0]
 
-    return enclosing_labels(label_volumes(items), labels)
+
+def training_enclosure(items: Sequence[Mapping[str, Any]], labels: Sequence[int]) -> tuple[dict[int, list[int]], dict[int, float]]:
+    """Each label's enclosing labels in the training references, and the least enclosed part's share of its shell in
+    them (:func:`medseg.inference.postprocessing.enclosure`)."""
+    from medseg.inference.postprocessing import enclosure
+
+    return enclosure(label_volumes(items), labels)
 
 
 def decide_after_training(
@@ -65,12 +71,12 @@ def decide_after_training(
     if isinstance(segmenter, CascadeSegmenter):  # a fine stage: its validation items already carry the coarse probabilities
         segmenter = segmenter.fine
     labels = [v for v in segmenter.names if v]
-    smallest, enclosing = smallest_training_parts(train_items, labels), enclosing_training_labels(train_items, labels)
+    smallest, (enclosing, least_share) = smallest_training_parts(train_items, labels), training_enclosure(train_items, labels)
     pairs = []
     for item, (ref, voxel_ml) in zip(val_items, label_volumes(val_items)):
         mask, _ = segmenter.segment(item["image"])
         pairs.append((mask, ref, voxel_ml))
-    decision = {**decide_postprocessing(pairs, labels, smallest, enclosing), "decided_on": f"{len(pairs)} validation case(s)"}
+    decision = {**decide_postprocessing(pairs, labels, smallest, enclosing, least_share), "decided_on": f"{len(pairs)} validation case(s)"}
     atomic_write_json(Path(models_dir) / POSTPROCESSING, decision)
     print(describe(decision, segmenter.names), flush=True)
     return decision
@@ -84,7 +90,12 @@ def describe(decision: Mapping[str, Any], names: Mapping[int, str]) -> str:
         return names.get(int(label), f"label {label}")
 
     small = [f"{name(k)} < {v:.3g} ml" for k, v in decision["remove_smaller_than_ml"].items()]
-    detached = [f"{name(k)} touching no {' or '.join(name(p) for p in v)}" for k, v in decision.get("remove_detached", {}).items()]
+    shares = decision.get("attached_share", {})
+    detached = [
+        f"{name(k)} touching no {' or '.join(name(p) for p in v)}"
+        + (f" or under {shares[k]:.0%} of their surface in it" if shares.get(k) else "")
+        for k, v in decision.get("remove_detached", {}).items()
+    ]
     steps = "; ".join(
         filter(
             None,

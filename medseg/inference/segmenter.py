@@ -55,6 +55,8 @@ class Segmenter:
             before keep-largest; ``postprocessing.json`` gives it (:mod:`medseg.inference.postprocessing`).
         remove_detached: label value -> the labels it lies within: its parts touching none of them are removed
             (background), after the small parts and before keep-largest; ``postprocessing.json`` gives it.
+        attached_share: label value -> the share (0-1) of a part's shell that must lie in the labels it lies within
+            for it to stay (missing: touching them is enough); ``postprocessing.json`` gives it with ``remove_detached``.
         colours: label value -> RGB (0-1) for the Slicer exports.
         device: where the network runs: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (:mod:`shared.devices`).
         precision: ``fp32``, ``bf16``, ``fp16`` (CUDA) or ``auto`` (autocast of the forward passes).
@@ -81,6 +83,7 @@ class Segmenter:
     keep_largest: bool | Sequence[int] = False
     remove_small: Mapping[int, float] = dataclasses.field(default_factory=dict)
     remove_detached: Mapping[int, Sequence[int]] = dataclasses.field(default_factory=dict)
+    attached_share: Mapping[int, float] = dataclasses.field(default_factory=dict)
     colours: Mapping[int, Sequence[float]] | None = None
     device: str | torch.device = "auto"
     normalization: str = "minmax"
@@ -202,7 +205,7 @@ class Segmenter:
 
             keep = [v for v in self.names if v] if self.keep_largest is True else list(self.keep_largest or [])
             voxel_ml = float(np.prod(geometry.spacing)) / 1000
-            mask = apply_postprocessing(mask, keep, self.remove_small, voxel_ml, self.remove_detached)
+            mask = apply_postprocessing(mask, keep, self.remove_small, voxel_ml, self.remove_detached, self.attached_share)
         return mask, geometry
 
     def segment_files(

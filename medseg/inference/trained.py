@@ -146,19 +146,22 @@ def _postprocessing(
     remove_detached: Mapping[Any, Sequence[int]] | None,
 ) -> dict[str, Any]:
     """``keep_largest``, ``remove_small`` and ``remove_detached`` (:class:`Segmenter` arguments) as given, each ``None``
-    replaced by what ``postprocessing.json`` decided."""
+    replaced by what ``postprocessing.json`` decided; ``attached_share`` the decided one with a decided ``remove_detached``."""
     given = (keep_largest, remove_small, remove_detached)
     decision = decided_postprocessing(bundle_root, files) if any(v is None for v in given) else None
     if keep_largest is None:  # what validation or cross-validation found to help, if either ran
         keep_largest = (decision or {}).get("keep_largest") or False
     if remove_small is None:
         remove_small = (decision or {}).get("remove_smaller_than_ml", {})
-    if remove_detached is None:
+    attached_share: Mapping[Any, float] = {}  # given parts to remove: touching their enclosing labels is enough
+    if remove_detached is None:  # decided: with the share of its shell a part needs in them, where decided too
         remove_detached = (decision or {}).get("remove_detached", {})
+        attached_share = (decision or {}).get("attached_share", {})
     return {
         "keep_largest": keep_largest,
         "remove_small": {int(k): float(v) for k, v in remove_small.items()},
         "remove_detached": {int(k): [int(p) for p in v] for k, v in remove_detached.items()},
+        "attached_share": {int(k): float(v) for k, v in attached_share.items() if int(k) in remove_detached},
     }
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.evaluation.decide import describe, enclosing_training_labels
+from medseg.evaluation.decide import describe, enclosing_training_labels, training_enclosure
 
 
 def test_the_line_names_every_chosen_step_by_label_name() -> None:
@@ -20,6 +20,9 @@ def test_the_line_names_every_chosen_step_by_label_name() -> None:
     assert describe(decision, names) == (
         "Post-processing, decided on 2 validation case(s): keep the largest part of liver; remove parts tumour < 0.315 ml; "
         "remove parts of tumour touching no liver or kidney."
+    )
+    assert describe({**decision, "attached_share": {"3": 0.5}}, names).endswith(
+        "remove parts of tumour touching no liver or kidney or under 50% of their surface in it."
     )
     assert describe({"keep_largest": [], "remove_smaller_than_ml": {}}, names).endswith(": none.")  # an older file
 
@@ -37,3 +40,4 @@ def test_nesting_is_read_from_the_label_files(tmp_path: Path) -> None:
         write_volume(ref, Geometry.from_ras_affine(np.diag([2.0, 2.0, 2.0, 1.0]), ref.shape), path)
         items.append({"label": str(path)})
     assert enclosing_training_labels(items, [1, 3]) == {3: [1]}
+    assert training_enclosure(items, [1, 3]) == ({3: [1]}, {3: 1.0})

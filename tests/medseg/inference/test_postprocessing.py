@@ -134,6 +134,26 @@ def test_detached_parts_go_and_touching_parts_stay_voxel_for_voxel() -> None:
     assert (kept[_liver_case(shape) == 3] == 3).all()
 
 
+def test_a_part_beside_its_enclosing_label_goes_when_the_training_parts_lie_within_it() -> None:
+    from medseg.inference.postprocessing import ATTACHED_FRACTION, enclosure, remove_detached_parts
+
+    cases = [_liver_case(tumour=(12 + k, 16, 16 - k)) for k in range(3)]
+    enclosing, least = enclosure([(ref, 0.001) for ref in cases], [1, 2, 3])
+    assert enclosing == {3: [1]} and least == {3: 1.0}  # every training tumour lies wholly inside the liver
+    bulging = _liver_case(tumour=None)
+    bulging[_blob(bulging.shape, (14, 16, 27), 3)] = 3  # a training tumour bulging out of the liver's surface
+    _, least_with_edge = enclosure([(ref, 0.001) for ref in [*cases, bulging]], [1, 2, 3])
+    assert 0.2 < least_with_edge[3] < 0.5  # the rule loosens with the training labels
+    pred = _liver_case()
+    beside = _blob(pred.shape, (14, 16, 27), 2) & (pred == 0)  # tissue just outside the liver, touching it
+    pred[beside] = 3
+    cleaned = remove_detached_parts(pred, {3: [1]}, {3: ATTACHED_FRACTION * least[3]})
+    assert (cleaned[beside] == 0).all() and (cleaned[~beside] == pred[~beside]).all()  # the true tumour stays whole
+    assert (remove_detached_parts(pred, {3: [1]})[beside] == 3).all()  # without the share touching is enough
+    kept = remove_detached_parts(pred, {3: [1]}, {3: ATTACHED_FRACTION * least_with_edge[3]})
+    assert (kept[beside] == 3).all()  # trained with a tumour at the edge, a part there stays
+
+
 def test_detached_part_removal_is_chosen_unless_it_deletes_a_true_part() -> None:
     ref = _liver_case()
     pred = ref.copy()
@@ -141,13 +161,15 @@ def test_detached_part_removal_is_chosen_unless_it_deletes_a_true_part() -> None
     free = _liver_case(tumour=None)
     free_pred = free.copy()
     free_pred[_blob(ref.shape, (28, 4, 4), 2.5)] = 3  # in a case without a tumour: Dice 0 unless removed
-    decision = decide_postprocessing([(pred, ref), (free_pred, free)], [1, 2, 3], enclosing={3: [1]})
+    decision = decide_postprocessing([(pred, ref), (free_pred, free)], [1, 2, 3], enclosing={3: [1]}, least_share={3: 1.0})
     assert decision["remove_detached"] == {"3": [1]} and decision["enclosed_in_training"] == {"3": [1]}
+    assert decision["attached_share"] == {"3": 0.5} and decision["least_enclosed_training_share"] == {"3": 1.0}
     assert decision["dice_without_detached_parts"]["3"] == 1.0 > decision["dice_without"]["3"]
     missed_liver = ref.copy()
     missed_liver[ref == 1] = 0  # the liver is missed, the tumour found: removing it would lose a true part
-    decision = decide_postprocessing([(missed_liver, ref)], [1, 2, 3], enclosing={3: [1]})
+    decision = decide_postprocessing([(missed_liver, ref)], [1, 2, 3], enclosing={3: [1]}, least_share={3: 1.0})
     assert decision["remove_detached"] == {} and decision["dice_without_detached_parts"]["3"] == 0.0
+    assert decision["attached_share"] == {}  # not chosen: no share either
     assert decide_postprocessing([(pred, ref)], [1, 2, 3])["remove_detached"] == {}  # no nesting known: not tried
 
 
@@ -158,8 +180,12 @@ def test_inference_reads_the_detached_rule_and_refuses_a_malformed_one(tmp_path:
     shutil.copytree(untrained_bundle, bundle)
     decision = {"keep_largest": [1], "remove_detached": {"3": [1]}}
     (bundle / "models" / "postprocessing.json").write_text(json.dumps(decision), encoding="utf-8")
-    assert load_segmenter(bundle).remove_detached == {3: [1]}
-    assert load_segmenter(bundle, overrides={"remove_detached": {}}).remove_detached == {}  # --no-postprocessing
+    assert load_segmenter(bundle).remove_detached == {3: [1]} and load_segmenter(bundle).attached_share == {}  # an older file
+    decision["attached_share"] = {"3": 0.5}
+    (bundle / "models" / "postprocessing.json").write_text(json.dumps(decision), encoding="utf-8")
+    assert load_segmenter(bundle).attached_share == {3: 0.5}
+    no_post = load_segmenter(bundle, overrides={"remove_detached": {}})  # --no-postprocessing
+    assert no_post.remove_detached == {} and no_post.attached_share == {}
     (bundle / "models" / "postprocessing.json").write_text(json.dumps({"keep_largest": [], "remove_detached": [3]}), encoding="utf-8")
     with pytest.raises(ValueError, match=r"postprocessing.json: expected .*remove_detached"):
         load_segmenter(bundle)
