@@ -135,7 +135,7 @@ def test_detached_parts_go_and_touching_parts_stay_voxel_for_voxel() -> None:
 
 
 def test_a_part_beside_its_enclosing_label_goes_when_the_training_parts_lie_within_it() -> None:
-    from medseg.inference.postprocessing import ATTACHED_FRACTION, enclosure, remove_detached_parts
+    from medseg.inference.postprocessing import ATTACHED_FRACTION, attached_shares, enclosure, remove_detached_parts
 
     cases = [_liver_case(tumour=(12 + k, 16, 16 - k)) for k in range(3)]
     enclosing, least = enclosure([(ref, 0.001) for ref in cases], [1, 2, 3])
@@ -152,6 +152,7 @@ def test_a_part_beside_its_enclosing_label_goes_when_the_training_parts_lie_with
     assert (remove_detached_parts(pred, {3: [1]})[beside] == 3).all()  # without the share touching is enough
     kept = remove_detached_parts(pred, {3: [1]}, {3: ATTACHED_FRACTION * least_with_edge[3]})
     assert (kept[beside] == 3).all()  # trained with a tumour at the edge, a part there stays
+    assert attached_shares(least) == {3: ATTACHED_FRACTION} and attached_shares(least_with_edge) == {}  # loosely nested: touching is enough
 
 
 def test_detached_part_removal_is_chosen_unless_it_deletes_a_true_part() -> None:
