@@ -104,7 +104,13 @@ def part_shells(mask: np.ndarray, label: int) -> Iterator[np.ndarray]:
     layer around it, inside the volume), a 1-D array."""
     from scipy import ndimage
 
-    components, _ = ndimage.label(mask == label, structure=_CUBE)
+    yield from component_shells(mask, ndimage.label(mask == label, structure=_CUBE)[0])
+
+
+def component_shells(mask: np.ndarray, components: np.ndarray) -> Iterator[np.ndarray]:
+    """:func:`part_shells` of labelled ``components`` (``scipy.ndimage.label`` numbering), in that order."""
+    from scipy import ndimage
+
     for number, box in enumerate(ndimage.find_objects(components), start=1):
         grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)  # numpy clips the stop at the edge
         part = components[grown] == number
@@ -160,8 +166,7 @@ def remove_detached_parts(
             continue
         needed = float((attached_share or {}).get(int(child), 0.0))
         inside = [int(p) for p in parents]
-        # part_shells numbers the parts as ndimage.label above does
-        shares = np.array([np.isin(shell, inside).mean() if shell.size else 0.0 for shell in part_shells(mask, int(child))])
+        shares = np.array([np.isin(shell, inside).mean() if shell.size else 0.0 for shell in component_shells(mask, components)])
         attached = np.concatenate([[True], (shares > 0) & (shares >= needed)])  # by component number (0: not this label)
         out[~attached[components]] = 0
     return out
